@@ -1,0 +1,68 @@
+"""fusionkit: build, run and watch an online-learning loop from a notebook, on one Ray cluster.
+
+>>> import fusionkit as fk                                          # doctest: +SKIP
+>>> fk.connect()                                                    # doctest: +SKIP
+>>> fk.stream("clicks", source=fk.sources.synthetic(rate=5000))     # doctest: +SKIP
+"""
+
+from fusionkit import sources
+from fusionkit.api import (
+    check,
+    dead_letters,
+    metrics,
+    pause,
+    peek,
+    resume,
+    scale,
+    serve,
+    status,
+    stop,
+    stream,
+    train,
+)
+from fusionkit.connect import Connection, connect, shutdown
+from fusionkit.errors import (
+    CorruptCheckpointError,
+    FusionError,
+    ModelNotFoundError,
+    NotConnectedError,
+    SchemaError,
+    StageFailedError,
+    StageNotFoundError,
+)
+from fusionkit.models import (
+    events,
+    freshness,
+    freshness_series,
+    live_version,
+    models,
+    pin,
+    publish,
+    rollback,
+    unpin,
+)
+from fusionkit.serve.client import predict
+from fusionkit.stream.validate import Schema
+from fusionkit.stream.windows import SlidingWindow, TumblingWindow
+from fusionkit.train.registry import Guard
+
+__version__ = "0.1.0"
+
+tumbling = TumblingWindow
+sliding = SlidingWindow
+
+__all__ = [
+    "Connection", "CorruptCheckpointError", "FusionError", "Guard", "ModelNotFoundError",
+    "NotConnectedError", "Schema", "SchemaError", "SlidingWindow", "StageFailedError",
+    "StageNotFoundError", "TumblingWindow", "check", "connect", "dead_letters", "events", "freshness",
+    "freshness_series", "live_version",
+    "metrics", "models", "pause", "peek", "pin", "predict", "publish", "resume", "rollback",
+    "scale", "serve", "shutdown", "sliding", "sources", "status", "stop", "stream", "train",
+    "tumbling", "unpin",
+]
+
+
+def load_ipython_extension(ipython):  # %load_ext fusionkit
+    from fusionkit.notebook.magics import load_ipython_extension as load
+
+    load(ipython)

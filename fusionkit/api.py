@@ -1,0 +1,178 @@
+"""The Python API: define, operate and look at a pipeline's stages.
+
+Every function talks to the controller actor; the notebook magics are a thin layer over
+these functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+import ray
+
+from fusionkit.connect import connection
+from fusionkit.errors import FusionError, StageFailedError
+from fusionkit.handles import StageHandle
+from fusionkit.runtime.specs import ServeSpec, StreamSpec, TrainSpec
+from fusionkit.sources.base import Source
+from fusionkit.stream.base import Operator
+from fusionkit.stream.operators import Filter, KeyBy, Map
+from fusionkit.stream.windows import parse_duration
+
+
+def call(method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+    """Call a controller method; re-raise its own error (not Ray's wrapper) in the caller."""
+    ref = getattr(connection().controller, method).remote(*args, **kwargs)
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, BaseException):
+            raise cause from None
+        raise
+
+
+def _duration(value: float | str | None, what: str) -> float | None:
+    if value is None:
+        return None
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{what} must be a positive duration, got {value!r}")
+    return seconds
+
+
+def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+           *, filter: Callable | str | None = None, key_by: str | Callable | None = None,
+           window: Operator | None = None, operators: Sequence[Operator] = (),
+           batch_size: int = 500, linger: float | str = "10ms", parallelism: int = 1,
+           max_inflight: int = 4, schema: Any = None) -> StageHandle:
+    """Define (or replace) a stream stage reading ``source``.
+
+    The chain runs in this order: ``fn`` (a vectorized DataFrame -> DataFrame map),
+    ``filter``, ``key_by``, ``window``, then any further ``operators``. With
+    ``parallelism=N`` the events are partitioned by ``key_by`` over N actors.
+    """
+    if not isinstance(source, Source):
+        raise TypeError(f"source must be a fusionkit source (fk.sources.synthetic(...), "
+                        f"fk.sources.replay(...)), got {type(source).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if parallelism < 1:
+        raise ValueError(f"parallelism must be at least 1, got {parallelism}")
+    ops: list[Operator] = []
+    if fn is not None:
+        ops.append(Map(fn))
+    if filter is not None:
+        ops.append(Filter(filter))
+    if key_by is not None:
+        ops.append(KeyBy(key_by))
+    if window is not None:
+        ops.append(window)
+    ops.extend(operators)
+    spec = StreamSpec(name=name, source=source, operators=ops, key=key_by,
+                      batch_size=batch_size, linger=_duration(linger, "linger"),
+                      parallelism=parallelism, max_inflight=max_inflight, schema=schema)
+    call("define_stream", spec)
+    return StageHandle(name, "stream")
+
+
+def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str] | None = None,
+          publish_every: float | str | int | None = "1s", guard: Any = None, keep: int = 5,
+          **learner_options: Any) -> StageHandle:
+    """Define (or replace) a train stage learning ``model`` from stream ``on``.
+
+    ``publish_every`` is a duration ("1s", 0.5) or a number of events (an int).
+    """
+    every_s, every_n = None, None
+    if isinstance(publish_every, int) and not isinstance(publish_every, bool):
+        if publish_every < 1:
+            raise ValueError("publish_every must be a positive number of events or a duration")
+        every_n = publish_every
+    else:
+        every_s = _duration(publish_every, "publish_every")
+    spec = TrainSpec(name=name, on=on, model=model, label=label,
+                     features=list(features) if features is not None else None,
+                     publish_every=every_s, publish_events=every_n, guard=guard, keep=keep,
+                     learner_options=learner_options)
+    call("define_train", spec)
+    return StageHandle(name, "train")
+
+
+def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
+          host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          max_rows: int = 10_000) -> StageHandle:
+    """Serve the live version of train stage ``model`` over HTTP and a Python handle."""
+    if replicas < 1:
+        raise ValueError(f"replicas must be at least 1, got {replicas}")
+    spec = ServeSpec(name=name, model=model, replicas=replicas, route=route or f"/{name}",
+                     host=host, port=port, token=token, max_rows=max_rows)
+    call("define_serve", spec)
+    return StageHandle(name, "serve")
+
+
+def status() -> pd.DataFrame:
+    """One row per stage: name, kind, status, parallelism, events, rate, dead letters, error."""
+    rows = call("status")
+    cols = ["name", "kind", "status", "parallelism", "events", "rate", "dead_letters", "on",
+            "restarts", "error"]
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    monitor = handles()["monitor"]
+    rates = ray.get(monitor.recent_rates.remote())
+    df = pd.DataFrame(rows)
+    df["rate"] = df["name"].map(rates).fillna(0.0).round(1)
+    return df[cols + [c for c in ("traceback", "url") if c in df]].set_index("name")
+
+
+def handles() -> dict[str, Any]:
+    return call("handles")
+
+
+def metrics(name: str, since: float | None = None) -> pd.DataFrame:
+    """A stage's time series: events in and out, rates, latency p50/p95/p99, its gauges."""
+    call("infos", name)  # raises a clear error for an unknown stage
+    return ray.get(handles()["monitor"].metrics.remote(name, since))
+
+
+def stop(name: str | None = None) -> list[str]:
+    """Stop one stage, or every stage with no name."""
+    return call("stop", name)
+
+
+def pause(name: str) -> str:
+    return call("pause", name)
+
+
+def resume(name: str) -> str:
+    return call("resume", name)
+
+
+def scale(name: str, n: int) -> dict[str, Any]:
+    """Change a stream stage's parallelism or a serve stage's replicas."""
+    return call("scale", name, n)
+
+
+def dead_letters(name: str, limit: int | None = None) -> pd.DataFrame:
+    """The events a stage could not take, each with the reason and the raw payload."""
+    items = call("dead_letters", name, limit)
+    return pd.DataFrame(items, columns=["time", "stage", "offset", "reason", "payload"])
+
+
+def peek(name: str, n: int = 5) -> pd.DataFrame | None:
+    """The last ``n`` events a stream stage emitted."""
+    return call("peek", name, n)
+
+
+def check(name: str | None = None) -> None:
+    """Raise ``StageFailedError`` (with the remote traceback) if a stage has failed."""
+    rows = call("status")
+    for row in rows:
+        if (name is None or row["name"] == name) and row["status"] == "failed":
+            raise StageFailedError(row["name"], row["error"] or "failed", row["traceback"] or "")
+
+
+
+__all__ = ["stream", "train", "serve", "status", "metrics", "stop", "pause", "resume", "scale",
+           "dead_letters", "peek", "check", "FusionError"]

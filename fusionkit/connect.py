@@ -1,0 +1,116 @@
+"""Connecting to Ray: an embedded local Ray by default, or an existing cluster by address."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from fusionkit.errors import NotConnectedError
+from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
+
+log = logging.getLogger("fusionkit")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What ``connect()`` returned: where the pipeline lives."""
+
+    address: str
+    namespace: str
+    started_ray: bool
+    storage: str
+    controller: Any
+
+    def _repr_html_(self) -> str:
+        how = "embedded local Ray" if self.started_ray else "existing Ray cluster"
+        return (f"<b>fusionkit</b> connected to {how} at <code>{self.address}</code>, "
+                f"namespace <code>{self.namespace}</code>, storage <code>{self.storage}</code>")
+
+
+_lock = threading.Lock()
+_conn: Connection | None = None
+
+
+def default_storage() -> str:
+    return str(Path(os.environ.get("FUSIONKIT_HOME", Path.home() / ".fusionkit")) / "storage")
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None,
+            storage: str | None = None, worker_output: bool = False,
+            namespace: str = NAMESPACE) -> Connection:
+    """Connect to Ray and to the pipeline's controller, starting either if needed.
+
+    With no ``address`` a local Ray is started with settings for a laptop: no dashboard
+    process, deduplicated logs, worker output kept out of the notebook (``worker_output=True``
+    shows it). ``address="auto"`` or ``"ray://host:10001"`` joins an existing cluster. Calling
+    it again returns the same connection.
+    """
+    global _conn
+    with _lock:
+        if _conn is not None and ray.is_initialized():
+            return _conn
+        started = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = dict(namespace=namespace, logging_level=logging.ERROR,
+                                          log_to_driver=worker_output)
+            if address is None:
+                kwargs.update(num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+                              include_dashboard=False)
+                started = True
+            else:
+                kwargs["address"] = address
+            ray.init(**kwargs)
+        storage = storage or default_storage()
+        from fusionkit.runtime.controller import Controller
+
+        controller = (ray.remote(Controller)
+                      .options(name=CONTROLLER, namespace=NAMESPACE, lifetime="detached",
+                               get_if_exists=True, num_cpus=0, max_concurrency=32)
+                      .remote(storage))
+        ray.get(controller.ping.remote())
+        ctx = ray.get_runtime_context()
+        _conn = Connection(address=ctx.gcs_address, namespace=NAMESPACE, started_ray=started,
+                           storage=storage, controller=controller)
+        return _conn
+
+
+def connection() -> Connection:
+    """The current connection; raises ``NotConnectedError`` if there is none."""
+    if _conn is None or not ray.is_initialized():
+        raise NotConnectedError("not connected: call fusionkit.connect() first")
+    return _conn
+
+
+def controller() -> Any:
+    return connection().controller
+
+
+def shutdown() -> None:
+    """Stop every stage, the controller, and the local Ray if ``connect()`` started it."""
+    global _conn
+    with _lock:
+        conn, _conn = _conn, None
+        if conn is None:
+            return
+        try:
+            ray.get(conn.controller.stop.remote(), timeout=30)
+        except Exception as exc:  # a dead controller has nothing left to stop
+            log.debug("stopping stages: %s", exc)
+        try:
+            from ray import serve
+
+            serve.shutdown()
+        except Exception:
+            pass
+        try:
+            ray.kill(conn.controller, no_restart=True)
+        except Exception:
+            pass
+        if conn.started_ray:
+            ray.shutdown()

@@ -1,0 +1,55 @@
+"""The errors fusionkit raises, each with a message a user can act on."""
+
+from __future__ import annotations
+
+
+class FusionError(Exception):
+    """Base class of every fusionkit error."""
+
+
+class NotConnectedError(FusionError):
+    """An operation needs a cluster: call ``fusionkit.connect()`` first."""
+
+
+class StageNotFoundError(FusionError, KeyError):
+    """No stage of that name exists in the pipeline."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "stage not found"
+
+
+class StageFailedError(FusionError):
+    """A stage failed; carries the remote traceback so notebooks show where it happened.
+
+    IPython calls ``_render_traceback_`` to show an exception; returning the remote frames
+    makes a failing stage look like a local error, and makes nbval/nbclient fail the cell.
+    """
+
+    def __init__(self, stage: str, error: str, traceback: str = "", actor: str = ""):
+        self.stage = stage
+        self.error = error
+        self.remote_traceback = traceback
+        self.actor = actor
+        where = f"stage {stage!r}" + (f" ({actor})" if actor else "")
+        super().__init__(f"{where} failed: {error}")
+
+    def _render_traceback_(self) -> list[str]:
+        head = f"StageFailedError: {self.args[0]}"
+        lines = [head, "", "Remote traceback (most recent call last):"]
+        lines += [f"    {line}" for line in self.remote_traceback.rstrip().splitlines()]
+        return lines
+
+
+class ModelNotFoundError(FusionError, KeyError):
+    """No such model or version in the registry."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "model not found"
+
+
+class CorruptCheckpointError(FusionError):
+    """A file on disk does not match its recorded checksum; it is refused, not loaded."""
+
+
+class SchemaError(FusionError, ValueError):
+    """Data does not have the columns or types a stage needs."""

@@ -1,0 +1,109 @@
+"""What defining a stage returns: a handle to look at it and operate it."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import pandas as pd
+
+
+class StageHandle:
+    """A stage of the pipeline, by name. Cheap: every call asks the controller."""
+
+    def __init__(self, name: str, kind: str):
+        self.name = name
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"<fusionkit {self.kind} stage {self.name!r}>"
+
+    # -- looking ---------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        from fusionkit.api import status
+
+        return status().loc[self.name].to_dict()
+
+    @property
+    def status(self) -> str:
+        return self.info()["status"]
+
+    def metrics(self, since: float | None = None) -> pd.DataFrame:
+        from fusionkit.api import metrics
+
+        return metrics(self.name, since)
+
+    def dead_letters(self, limit: int | None = None) -> pd.DataFrame:
+        from fusionkit.api import dead_letters
+
+        return dead_letters(self.name, limit)
+
+    def peek(self, n: int = 5) -> pd.DataFrame | None:
+        from fusionkit.api import peek
+
+        return peek(self.name, n)
+
+    def check(self) -> None:
+        from fusionkit.api import check
+
+        check(self.name)
+
+    # -- operating -------------------------------------------------------------------------
+    def stop(self) -> None:
+        from fusionkit.api import stop
+
+        stop(self.name)
+
+    def pause(self) -> str:
+        from fusionkit.api import pause
+
+        return pause(self.name)
+
+    def resume(self) -> str:
+        from fusionkit.api import resume
+
+        return resume(self.name)
+
+    def scale(self, n: int) -> None:
+        from fusionkit.api import scale
+
+        scale(self.name, n)
+
+    # -- train stages ----------------------------------------------------------------------
+    def models(self) -> pd.DataFrame:
+        from fusionkit.models import models
+
+        return models(self.name)
+
+    def rollback(self, version: int) -> None:
+        from fusionkit.models import rollback
+
+        rollback(self.name, version)
+
+    def pin(self, version: int) -> None:
+        from fusionkit.models import pin
+
+        pin(self.name, version)
+
+    def unpin(self) -> None:
+        from fusionkit.models import unpin
+
+        unpin(self.name)
+
+    # -- serve stages ----------------------------------------------------------------------
+    def predict(self, rows: Any) -> pd.DataFrame:
+        from fusionkit.serve.client import predict
+
+        return predict(self.name, rows)
+
+    # -- display ---------------------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        try:
+            row = self.info()
+        except Exception as exc:  # a static snapshot must not fail the cell that made it
+            return f"<b>{html.escape(self.name)}</b>: {html.escape(str(exc))}"
+        cells = "".join(f"<tr><th style='text-align:left'>{html.escape(str(k))}</th>"
+                        f"<td>{html.escape(str(v))}</td></tr>"
+                        for k, v in row.items() if k != "traceback")
+        return (f"<div class='fusionkit-stage'><b>fusionkit {html.escape(self.kind)} stage "
+                f"{html.escape(self.name)}</b><table>{cells}</table></div>")

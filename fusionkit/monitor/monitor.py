@@ -1,0 +1,157 @@
+"""The monitor: one place that receives every stage's metrics, in batches, and keeps them.
+
+Stages send a report every half second or so (never per event): counters for the interval,
+the processing latencies of the batches they handled, and gauges such as prequential
+accuracy. The monitor keeps bounded time series and hands them out as DataFrames. It is a
+plain class so it can be tested directly; the runtime runs it as a Ray actor.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusionkit._clock import now
+from fusionkit.monitor.series import Reservoir, SeriesStore, quantiles_ms
+
+COUNTERS = ("events_in", "events_out", "dead_letters", "late", "requests", "errors")
+RATES = {"events_in": "rate_in", "events_out": "rate_out", "requests": "rate_requests"}
+
+
+class Monitor:
+    """Receives stage reports; serves time series, freshness and pipeline events.
+
+    Examples
+    --------
+    >>> m = Monitor()
+    >>> m.report([{"time": 10.0, "stage": "s", "kind": "stream", "actor": 0, "interval": 0.5,
+    ...            "events_in": 500, "events_out": 500, "latency": [0.001, 0.002]}])
+    >>> df = m.metrics("s")
+    >>> int(df["events_in"].iloc[0]), float(df["rate_in"].iloc[0])
+    (500, 1000.0)
+    """
+
+    def __init__(self, maxlen: int = 7200, bucket: float = 0.5):
+        self.maxlen = maxlen
+        self.bucket = bucket
+        self._series = SeriesStore(maxlen)
+        self._totals: dict[str, dict[str, float]] = {}
+        self._latency: dict[str, Reservoir] = {}
+        self._freshness = SeriesStore(maxlen)
+        self._freshness_all: dict[str, Reservoir] = {}
+        self._events: deque[dict[str, Any]] = deque(maxlen=5000)
+        self.reports = 0
+
+    # -- intake ---------------------------------------------------------------------------
+    def report(self, rows: list[dict[str, Any]]) -> None:
+        """Take a list of report rows from one actor (one Ray call per flush)."""
+        for row in rows:
+            stage = row["stage"]
+            self._series.append(stage, row)
+            totals = self._totals.setdefault(stage, {})
+            for c in COUNTERS:
+                if c in row:
+                    totals[c] = totals.get(c, 0) + row[c]
+            lat = row.get("latency")
+            if lat is not None and len(lat):
+                self._latency.setdefault(stage, Reservoir(20_000)).extend(np.asarray(lat))
+            self.reports += 1
+
+    def report_freshness(self, model: str, version: int, served_at: float,
+                         ingest_ts: np.ndarray) -> None:
+        """Events learned by ``version`` were first answered at ``served_at``."""
+        fresh = served_at - np.asarray(ingest_ts, dtype="float64")
+        if fresh.size == 0:
+            return
+        self._freshness_all.setdefault(model, Reservoir(50_000)).extend(fresh)
+        row = {"time": served_at, "version": version, "n": int(fresh.size),
+               **quantiles_ms(fresh), "max_ms": float(fresh.max() * 1000.0)}
+        self._freshness.append(model, row)
+
+    def event(self, record: dict[str, Any]) -> None:
+        """A pipeline event: a version published, a rollback, an alarm, a failure."""
+        record = dict(record)
+        record.setdefault("time", now())
+        self._events.append(record)
+
+    def forget(self, stage: str) -> None:
+        """Drop a stage's series (it was stopped and removed)."""
+        self._series.drop(stage)
+        self._totals.pop(stage, None)
+        self._latency.pop(stage, None)
+
+    # -- queries --------------------------------------------------------------------------
+    def stages(self) -> list[str]:
+        return self._series.keys()
+
+    def totals(self, stage: str | None = None) -> dict[str, Any]:
+        if stage is not None:
+            return dict(self._totals.get(stage, {}))
+        return {k: dict(v) for k, v in self._totals.items()}
+
+    def metrics(self, stage: str, since: float | None = None) -> pd.DataFrame:
+        """A stage's time series, one row per time bucket, summed over its actors."""
+        rows = self._series.rows(stage, since)
+        if not rows:
+            return pd.DataFrame(columns=["time", "events_in", "events_out", "rate_in",
+                                         "rate_out", "p50_ms", "p95_ms", "p99_ms"])
+        buckets: dict[float, dict[str, Any]] = {}
+        for r in rows:
+            key = round(r["time"] / self.bucket) * self.bucket
+            b = buckets.setdefault(key, {"time": key, "interval": 0.0, "_lat": [], "actors": set()})
+            b["actors"].add(r.get("actor", 0))
+            b["interval"] = max(b["interval"], r.get("interval", self.bucket))
+            for c in COUNTERS:
+                if c in r:
+                    b[c] = b.get(c, 0) + r[c]
+            if r.get("latency") is not None:
+                b["_lat"].append(np.asarray(r["latency"], dtype="float64"))
+            for k, v in (r.get("values") or {}).items():
+                b[k] = v
+        out = []
+        for key in sorted(buckets):
+            b = buckets[key]
+            lat = np.concatenate(b.pop("_lat")) if b["_lat"] else np.empty(0)
+            b.pop("_lat", None)
+            b["actors"] = len(b["actors"])
+            interval = b["interval"] or self.bucket
+            for counter, rate in RATES.items():
+                if counter in b:
+                    b[rate] = b[counter] / interval
+            b.update(quantiles_ms(lat))
+            out.append(b)
+        df = pd.DataFrame(out)
+        return df
+
+    def recent_rates(self, window: float = 2.0) -> dict[str, float]:
+        """Events (or requests) per second of each stage over the last ``window`` seconds."""
+        cutoff = now() - window
+        out = {}
+        for stage in self._series.keys():
+            rows = self._series.rows(stage, cutoff)
+            count = sum(r.get("events_in", 0) + r.get("requests", 0) for r in rows)
+            out[stage] = count / window
+        return out
+
+    def latency(self, stage: str) -> dict[str, float]:
+        """Latency quantiles over a uniform sample of the stage's whole run."""
+        res = self._latency.get(stage)
+        return quantiles_ms(res.values() if res else [])
+
+    def freshness(self, model: str) -> pd.DataFrame:
+        """Per served version: how long its events waited from ingest to first answer."""
+        rows = self._freshness.rows(model)
+        return pd.DataFrame(rows, columns=["time", "version", "n", "p50_ms", "p95_ms", "p99_ms", "max_ms"])
+
+    def freshness_summary(self, model: str) -> dict[str, float]:
+        res = self._freshness_all.get(model)
+        vals = res.values() if res else np.empty(0)
+        out = quantiles_ms(vals)
+        out["events"] = int(res.count) if res else 0
+        return out
+
+    def events(self, since: float | None = None) -> list[dict[str, Any]]:
+        return [e for e in self._events if since is None or e["time"] > since]

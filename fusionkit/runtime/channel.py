@@ -1,0 +1,150 @@
+"""Bounded, ordered hand-off of batches between actors.
+
+A sender (``Outbox``) never has more than ``max_inflight`` batches outstanding at any one
+receiver: when the limit is reached it waits for the oldest to be processed, so a slow
+receiver slows its senders all the way back to the source instead of filling memory.
+
+Ray does not promise that calls from one caller to a threaded actor run in order, so each
+push carries ``(sender, seq)`` and the receiver (``Inbox``) admits them strictly in
+sequence per sender. A sender that dies leaves a gap; after ``gap_timeout`` seconds the
+receiver stops waiting for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import deque
+from contextlib import contextmanager
+from typing import Any
+
+import ray
+
+log = logging.getLogger("fusionkit")
+
+
+class Outbox:
+    """Sends batches to the actors of downstream stages, at most ``max_inflight`` each."""
+
+    def __init__(self, sender: str, max_inflight: int = 4):
+        self.sender = f"{sender}/{uuid.uuid4().hex[:8]}"
+        self.max_inflight = max_inflight
+        self._targets: dict[str, list[Any]] = {}
+        self._seq: dict[str, int] = {}
+        self._inflight: dict[str, deque] = {}
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def set_targets(self, targets: dict[str, list[Any]]) -> None:
+        """Replace the downstream map: ``{stage name: [actor handles]}``."""
+        with self._lock:
+            self._targets = {k: list(v) for k, v in targets.items()}
+            live = {self._key(h) for hs in self._targets.values() for h in hs}
+            for key in list(self._inflight):
+                if key not in live:
+                    self._inflight.pop(key, None)
+                    self._seq.pop(key, None)
+
+    @property
+    def has_targets(self) -> bool:
+        return any(self._targets.values())
+
+    def target_count(self, stage: str) -> int:
+        return len(self._targets.get(stage, ()))
+
+    @staticmethod
+    def _key(handle: Any) -> str:
+        return handle._actor_id.hex()
+
+    def _push(self, handle: Any, payload: Any) -> None:
+        key = self._key(handle)
+        q = self._inflight.setdefault(key, deque())
+        while len(q) >= self.max_inflight:
+            self._settle(q.popleft())
+        seq = self._seq.get(key, 0)
+        self._seq[key] = seq + 1
+        q.append(handle.push.remote(self.sender, seq, payload))
+
+    def _settle(self, ref: Any) -> None:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayActorError:
+            self.dropped += 1  # the receiver died or was replaced; its replacement replays
+        except ray.exceptions.RayTaskError as err:  # receiver-side failure: it reports itself
+            log.debug("push failed at receiver: %s", err)
+
+    def send(self, batch: Any, parts: dict[str, list[Any]] | None = None) -> None:
+        """Send ``batch`` to every target stage.
+
+        A stage with one actor gets the whole batch (put once in the object store and
+        shared). ``parts`` may give, per stage, one sub-batch per actor (key partitioning).
+        """
+        with self._lock:
+            fan_out = sum(len(h) for s, h in self._targets.items() if not (parts and s in parts))
+            shared = ray.put(batch) if fan_out > 1 else batch
+            for stage, handles in self._targets.items():
+                if parts and stage in parts:
+                    for handle, part in zip(handles, parts[stage], strict=True):
+                        if part is not None and len(part):
+                            self._push(handle, part)
+                    continue
+                for handle in handles:
+                    self._push(handle, shared)
+
+    def inflight(self) -> int:
+        with self._lock:
+            return sum(len(q) for q in self._inflight.values())
+
+    def drain(self) -> None:
+        """Wait until every batch sent has been processed."""
+        with self._lock:
+            for q in self._inflight.values():
+                while q:
+                    self._settle(q.popleft())
+
+
+class Inbox:
+    """Admits pushes in per-sender sequence order, one batch at a time."""
+
+    def __init__(self, gap_timeout: float = 10.0):
+        self.gap_timeout = gap_timeout
+        self._cond = threading.Condition()
+        self._next: dict[str, int] = {}
+        self._busy = False
+        self.waiting = 0
+
+    @contextmanager
+    def admit(self, sender: str, seq: int):
+        """Block until it is this push's turn, then hold the processing slot."""
+        with self._cond:
+            self.waiting += 1
+            expected = self._next.setdefault(sender, 0)  # senders start at 0
+            ok = self._cond.wait_for(
+                lambda: (self._next[sender] >= seq) and not self._busy, timeout=self.gap_timeout
+            )
+            if not ok:
+                log.warning("fusionkit: gap from %s (expected %s, got %s)", sender, expected, seq)
+                self._cond.wait_for(lambda: not self._busy)
+            self._busy = True
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._next[sender] = max(self._next[sender], seq + 1)
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self):
+        """Hold the processing slot outside of a push (e.g. a timer that publishes)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._busy)
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()

@@ -1,0 +1,331 @@
+"""The controller: the one source of truth of a pipeline.
+
+A named, detached actor in the ``fusionkit`` namespace owns every stage's actors, the
+monitor and the registry. Defining a stage whose name exists replaces it in place; any
+driver that connects to the same cluster sees the same stages.
+"""
+
+from __future__ import annotations
+
+import difflib
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import ray
+
+from fusionkit._clock import now
+from fusionkit.errors import FusionError, StageFailedError, StageNotFoundError
+from fusionkit.runtime.actors import (
+    MONITOR,
+    NAMESPACE,
+    REGISTRY,
+    MonitorActor,
+    Registry,
+    StreamActor,
+    TrainActor,
+)
+from fusionkit.runtime.specs import StreamSpec, TrainSpec
+from fusionkit.runtime.stream_worker import OPS
+
+STOP_TIMEOUT = 5.0
+INFO_TIMEOUT = 3.0
+
+
+@dataclass
+class StageRecord:
+    name: str
+    kind: str
+    spec: Any
+    actors: list[Any] = field(default_factory=list)   # actors that receive or run the chain
+    source: Any = None                                 # the reading actor of a parallel stream
+    generation: int = 0
+    created: float = field(default_factory=now)
+    sample: pd.DataFrame | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_actors(self) -> list[Any]:
+        return ([self.source] if self.source is not None else []) + list(self.actors)
+
+    @property
+    def upstream(self) -> str | None:
+        return getattr(self.spec, "on", None) if self.kind == "train" else None
+
+
+def did_you_mean(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class Controller:
+    def __init__(self, storage: str | None = None):
+        self.storage = storage
+        self.stages: dict[str, StageRecord] = {}
+        self._lock = threading.RLock()
+        self._generation = 0
+        self.monitor = MonitorActor.options(name=MONITOR, namespace=NAMESPACE,
+                                            get_if_exists=True).remote()
+        self.registry = Registry.options(name=REGISTRY, namespace=NAMESPACE,
+                                         get_if_exists=True).remote(storage, self.monitor)
+        self.started = now()
+
+    def ping(self) -> dict[str, Any]:
+        return {"started": self.started, "stages": list(self.stages), "storage": self.storage}
+
+    def handles(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "registry": self.registry}
+
+    # -- helpers --------------------------------------------------------------------------
+    def _record(self, name: str, kind: str | None = None) -> StageRecord:
+        rec = self.stages.get(name)
+        if rec is None or (kind is not None and rec.kind != kind):
+            names = [n for n, r in self.stages.items() if kind is None or r.kind == kind]
+            what = f"{kind} stage" if kind else "stage"
+            listing = ", ".join(sorted(names)) or "none"
+            raise StageNotFoundError(
+                f"there is no {what} named {name!r} (defined: {listing}).{did_you_mean(name, names)}")
+        return rec
+
+    def _actor_name(self, name: str, role: str, gen: int) -> str:
+        return f"stage/{name}/{role}/{gen}"
+
+    def _emitters(self, rec: StageRecord) -> list[Any]:
+        """The actors of a stream stage that send its output downstream."""
+        return rec.actors
+
+    def _downstream_targets(self, stream: str) -> dict[str, list[Any]]:
+        return {r.name: r.actors for r in self.stages.values()
+                if r.kind == "train" and r.upstream == stream and r.actors}
+
+    def _rewire(self, stream: str) -> None:
+        rec = self.stages.get(stream)
+        if rec is None:
+            return
+        targets = self._downstream_targets(stream)
+        ray.get([a.set_targets.remote(targets) for a in self._emitters(rec)])
+
+    def _teardown(self, rec: StageRecord) -> None:
+        actors = rec.all_actors
+        refs = [a.stop.remote() for a in actors]
+        try:
+            ray.get(refs, timeout=STOP_TIMEOUT)
+        except Exception:
+            pass
+        for a in actors:
+            try:
+                ray.kill(a, no_restart=True)
+            except Exception:
+                pass
+        if rec.kind == "serve":
+            from fusionkit.serve.deploy import undeploy
+
+            undeploy(rec.spec)
+
+    def _check_probe(self, name: str, result: dict[str, Any], actors: list[Any]) -> None:
+        if result.get("ok"):
+            return
+        for a in actors:
+            ray.kill(a, no_restart=True)
+        if result.get("kind") == "usage":
+            raise FusionError(result["error"])
+        raise StageFailedError(name, result["error"], result.get("traceback", ""), "probe")
+
+    # -- defining stages ------------------------------------------------------------------
+    def define_stream(self, spec: StreamSpec) -> dict[str, Any]:
+        with self._lock:
+            old = self.stages.get(spec.name)
+            if old is not None and old.kind != "stream":
+                raise FusionError(f"{spec.name!r} is already a {old.kind} stage; stop it first "
+                                  f"or choose another name")
+            self._generation += 1
+            gen = self._generation
+            opts = dict(namespace=NAMESPACE)
+            if spec.parallelism == 1:
+                source = None
+                actors = [StreamActor.options(name=self._actor_name(spec.name, "fused0", gen), **opts)
+                          .remote(spec, "fused", 0, self.monitor)]
+                prober = actors[0]
+            else:
+                source = StreamActor.options(name=self._actor_name(spec.name, "source", gen), **opts
+                                             ).remote(spec, "source", 0, self.monitor)
+                actors = [StreamActor.options(name=self._actor_name(spec.name, f"ops{i}", gen), **opts)
+                          .remote(spec, "ops", i, self.monitor) for i in range(spec.parallelism)]
+                prober = source
+            new = [a for a in [source, *actors] if a is not None]
+            probe = ray.get(prober.probe.remote())
+            self._check_probe(spec.name, probe, new)
+            if old is not None:
+                self._teardown(old)
+            rec = StageRecord(spec.name, "stream", spec, actors, source, gen,
+                              sample=probe.get("sample"))
+            self.stages[spec.name] = rec
+            targets = self._downstream_targets(spec.name)
+            ray.get([a.start.remote(targets) for a in actors])
+            if source is not None:
+                ray.get(source.start.remote({OPS: actors}))
+            return self._summary(rec)
+
+    def define_train(self, spec: TrainSpec) -> dict[str, Any]:
+        with self._lock:
+            up = self._record(spec.on, "stream")
+            old = self.stages.get(spec.name)
+            if old is not None and old.kind != "train":
+                raise FusionError(f"{spec.name!r} is already a {old.kind} stage; stop it first "
+                                  f"or choose another name")
+            self._generation += 1
+            gen = self._generation
+            actor = TrainActor.options(name=self._actor_name(spec.name, "train0", gen),
+                                       namespace=NAMESPACE).remote(spec, 0, self.monitor,
+                                                                   self.registry)
+            sample = up.sample
+            if sample is None:
+                peeks = ray.get([a.peek.remote(200) for a in up.actors])
+                sample = next((p for p in peeks if p is not None), None)
+            probe = ray.get(actor.probe.remote(sample))
+            self._check_probe(spec.name, probe, [actor])
+            if old is not None:
+                self._teardown(old)
+            ray.get(self.registry.register.remote(spec.name, spec.keep, spec.guard))
+            rec = StageRecord(spec.name, "train", spec, [actor], None, gen)
+            self.stages[spec.name] = rec
+            ray.get(actor.start.remote())
+            self._rewire(spec.on)
+            return self._summary(rec)
+
+    def define_serve(self, spec: Any) -> dict[str, Any]:
+        from fusionkit.serve.deploy import deploy
+
+        with self._lock:
+            self._record(spec.model, "train")
+            old = self.stages.get(spec.name)
+            if old is not None and old.kind != "serve":
+                raise FusionError(f"{spec.name!r} is already a {old.kind} stage; stop it first "
+                                  f"or choose another name")
+            info = deploy(spec)
+            rec = StageRecord(spec.name, "serve", spec, [], None, 0, extra=info)
+            self.stages[spec.name] = rec
+            return self._summary(rec)
+
+    # -- operating stages -----------------------------------------------------------------
+    def stop(self, name: str | None = None) -> list[str]:
+        with self._lock:
+            names = [name] if name is not None else list(self.stages)
+            recs = [self._record(n) for n in names]
+            # downstream first, so nothing pushes into a stopped stage
+            order = {"serve": 0, "train": 1, "stream": 2}
+            for rec in sorted(recs, key=lambda r: order.get(r.kind, 3)):
+                self._teardown(rec)
+                del self.stages[rec.name]
+                if rec.kind == "train":
+                    self._rewire(rec.upstream)
+                self.monitor.forget.remote(rec.name)
+            return names
+
+    def pause(self, name: str) -> str:
+        rec = self._record(name)
+        if rec.kind == "serve":
+            raise FusionError(f"{name!r} is a serve stage; serve stages cannot be paused")
+        ray.get([a.pause.remote() for a in rec.all_actors])
+        self.monitor.event.remote({"stage": name, "kind": "pause", "detail": ""})
+        return "paused"
+
+    def resume(self, name: str) -> str:
+        rec = self._record(name)
+        ray.get([a.resume.remote() for a in rec.all_actors])
+        self.monitor.event.remote({"stage": name, "kind": "resume", "detail": ""})
+        return "running"
+
+    def scale(self, name: str, n: int) -> dict[str, Any]:
+        if n < 1:
+            raise FusionError(f"parallelism must be at least 1, got {n}")
+        rec = self._record(name)
+        if rec.kind == "stream":
+            state = ray.get((rec.source or rec.actors[0]).get_state.remote())
+            spec = rec.spec
+            spec.parallelism = n
+            out = self.define_stream(spec)
+            new = self.stages[name]
+            ray.get([(new.source or new.actors[0]).set_state.remote({"offset": state["offset"]})])
+            return out
+        if rec.kind == "serve":
+            from fusionkit.serve.deploy import scale as serve_scale
+
+            rec.spec.replicas = n
+            serve_scale(rec.spec)
+            return self._summary(rec)
+        raise FusionError(f"{name!r} is a train stage: a train stage runs one learner and "
+                          "cannot be scaled; scale its stream or its serve stage instead")
+
+    # -- looking ---------------------------------------------------------------------------
+    def infos(self, name: str) -> list[dict[str, Any]]:
+        rec = self._record(name)
+        return self._infos(rec)
+
+    def _infos(self, rec: StageRecord) -> list[dict[str, Any]]:
+        if rec.kind == "serve":
+            from fusionkit.serve.deploy import replica_infos
+
+            return replica_infos(rec.spec)
+        out = []
+        refs = [a.info.remote() for a in rec.all_actors]
+        for i, ref in enumerate(refs):
+            try:
+                out.append(ray.get(ref, timeout=INFO_TIMEOUT))
+            except Exception as exc:
+                out.append({"stage": rec.name, "index": i, "status": "failed",
+                            "error": f"actor unreachable: {type(exc).__name__}: {exc}",
+                            "traceback": "", "totals": {}, "dead_letters": 0})
+        return out
+
+    def _summary(self, rec: StageRecord, infos: list[dict[str, Any]] | None = None
+                 ) -> dict[str, Any]:
+        infos = self._infos(rec) if infos is None else infos
+        statuses = [i["status"] for i in infos]
+        status = next((s for s in ("failed", "starting", "paused", "running", "finished",
+                                   "stopped") if s in statuses), "running")
+        failed = next((i for i in infos if i["status"] == "failed"), None)
+        events = sum(i.get("totals", {}).get("events_in", 0) for i in infos)
+        return {
+            "name": rec.name, "kind": rec.kind, "status": status,
+            "parallelism": len(rec.actors) if rec.kind != "serve" else rec.spec.replicas,
+            "events": int(events),
+            "dead_letters": int(sum(i.get("dead_letters", 0) for i in infos)),
+            "on": rec.upstream or (rec.spec.model if rec.kind == "serve" else None),
+            "error": failed["error"] if failed else None,
+            "traceback": failed.get("traceback") if failed else None,
+            "created": rec.created,
+            "restarts": int(sum(1 for i in infos if i.get("restarted"))),
+            "actors": [a._actor_id.hex() for a in rec.all_actors],
+            **{k: v for k, v in rec.extra.items() if k in ("url", "route")},
+        }
+
+    def status(self) -> list[dict[str, Any]]:
+        with self._lock:
+            recs = list(self.stages.values())
+        return [self._summary(r) for r in recs]
+
+    def stage_names(self) -> list[str]:
+        return list(self.stages)
+
+    def peek(self, name: str, n: int = 5) -> pd.DataFrame | None:
+        rec = self._record(name, "stream")
+        frames = [f for f in ray.get([a.peek.remote(n) for a in rec.actors]) if f is not None]
+        return pd.concat(frames).tail(n) if frames else None
+
+    def dead_letters(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        rec = self._record(name)
+        if rec.kind == "serve":
+            return []
+        out = []
+        for items in ray.get([a.dead_letters.remote(limit) for a in rec.all_actors]):
+            out.extend(items)
+        return sorted(out, key=lambda d: d["time"])[-limit:] if limit else out
+
+    def publish_now(self, name: str) -> int:
+        rec = self._record(name, "train")
+        return ray.get(rec.actors[0].publish_now.remote())
+
+    def spec(self, name: str) -> Any:
+        return self._record(name).spec

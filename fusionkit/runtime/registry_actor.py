@@ -1,0 +1,138 @@
+"""The registry actor: every train stage's ModelRegistry, and what followers wait on."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusionkit._clock import now
+from fusionkit.train.registry import Guard, ModelRegistry
+
+
+class RegistryActor:
+    """Holds one ``ModelRegistry`` per model; serve replicas long-poll it for changes."""
+
+    def __init__(self, storage: str | None, monitor: Any):
+        self.storage = storage
+        self.monitor = monitor
+        self._models: dict[str, ModelRegistry] = {}
+        self._served: dict[str, dict[int, float]] = {}  # model -> version -> first served at
+        self._unserved: dict[str, list[int]] = {}        # versions whose events still wait
+        self._schemas: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    def register(self, model: str, keep: int = 5, guard: Guard | None = None) -> None:
+        with self._lock:
+            reg = self._models.get(model)
+            if reg is None:
+                folder = Path(self.storage) / "models" / model if self.storage else None
+                reg = ModelRegistry(model, folder=folder, keep=keep, guard=guard)
+                self._models[model] = reg
+            else:
+                reg.keep, reg.guard = keep, guard
+
+    def _reg(self, model: str) -> ModelRegistry:
+        from fusionkit.errors import ModelNotFoundError
+
+        reg = self._models.get(model)
+        if reg is None:
+            known = ", ".join(sorted(self._models)) or "none yet"
+            raise ModelNotFoundError(f"no model {model!r} in the registry (models: {known})")
+        return reg
+
+    def models(self) -> list[str]:
+        return sorted(self._models)
+
+    def publish(self, model: str, state: bytes, meta: dict[str, Any],
+                ingest_sample: np.ndarray | None = None) -> dict[str, Any]:
+        reg = self._reg(model)
+        rec = reg.publish(state, ingest_sample=ingest_sample, **meta)
+        t = now()
+        with self._lock:
+            self._unserved.setdefault(model, []).append(rec.version)
+        if self.monitor is not None:
+            if ingest_sample is not None and len(ingest_sample):
+                self.monitor.report_freshness.remote(f"{model}:publish", rec.version, t,
+                                                     ingest_sample)
+            self.monitor.event.remote({"time": t, "stage": model, "kind": "version",
+                                       "version": rec.version, "status": rec.status,
+                                       "detail": rec.reason or ""})
+        return {"version": rec.version, "status": rec.status, "reason": rec.reason}
+
+    def live(self, model: str) -> tuple[int | None, int]:
+        """(live version, generation) of a model."""
+        reg = self._models.get(model)
+        if reg is None:
+            return None, 0
+        return reg.live_version(), reg.generation
+
+    def wait_live(self, model: str, generation: int, timeout: float = 5.0) -> tuple[int | None, int]:
+        """Return as soon as the live version's generation differs from ``generation``."""
+        reg = self._models.get(model)
+        if reg is None:
+            threading.Event().wait(min(timeout, 0.5))
+            return self.live(model)
+        reg.wait_generation(generation, timeout=timeout)
+        return reg.live_version(), reg.generation
+
+    def set_schema(self, model: str, schema: Any) -> None:
+        """The features (and their kinds) a model learns from: serve stages check requests."""
+        self._schemas[model] = schema
+
+    def schema(self, model: str) -> Any:
+        return self._schemas.get(model)
+
+    def state(self, model: str, version: int) -> bytes:
+        return self._reg(model).state(version)
+
+    def served(self, model: str, version: int, at: float) -> None:
+        """A replica answered with ``version`` for the first time: the events of this and every
+        earlier version not yet answered have waited until ``at``."""
+        with self._lock:
+            first = self._served.setdefault(model, {})
+            if version in first:
+                return
+            first[version] = at
+            waiting = self._unserved.get(model, [])
+            done = [v for v in waiting if v <= version]
+            self._unserved[model] = [v for v in waiting if v > version]
+        reg = self._models.get(model)
+        if reg is None or self.monitor is None:
+            return
+        samples = [reg.ingest_sample(v) for v in done]
+        samples = [s for s in samples if s is not None and len(s)]
+        if samples:
+            self.monitor.report_freshness.remote(model, version, at, np.concatenate(samples))
+
+    def table(self, model: str) -> pd.DataFrame:
+        return self._reg(model).table()
+
+    def history(self, model: str) -> list[dict[str, Any]]:
+        return self._reg(model).history()
+
+    def rollback(self, model: str, version: int) -> dict[str, Any]:
+        rec = self._reg(model).rollback(version)
+        self._note(model, "rollback", version)
+        return {"version": rec.version, "status": rec.status}
+
+    def pin(self, model: str, version: int) -> dict[str, Any]:
+        rec = self._reg(model).pin(version)
+        self._note(model, "pin", version)
+        return {"version": rec.version, "status": rec.status}
+
+    def unpin(self, model: str) -> dict[str, Any] | None:
+        rec = self._reg(model).unpin()
+        self._note(model, "unpin", rec.version if rec else None)
+        return None if rec is None else {"version": rec.version, "status": rec.status}
+
+    def _note(self, model: str, action: str, version: int | None) -> None:
+        if self.monitor is not None:
+            self.monitor.event.remote({"time": now(), "stage": model, "kind": action,
+                                       "version": version, "detail": ""})
+
+    def get_state(self) -> dict[str, Any]:
+        return {m: r.get_state() for m, r in self._models.items()}

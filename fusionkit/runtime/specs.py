@@ -1,0 +1,49 @@
+"""What a stage is made of: plain records the controller keeps and hands to actors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class StreamSpec:
+    name: str
+    source: Any
+    operators: list[Any] = field(default_factory=list)
+    key: Any = None
+    batch_size: int = 500
+    linger: float = 0.01
+    parallelism: int = 1
+    max_inflight: int = 4
+    schema: Any = None
+    kind: str = "stream"
+
+
+@dataclass
+class TrainSpec:
+    name: str
+    on: str
+    model: Any
+    label: str
+    features: list[str] | None = None
+    publish_every: float | None = 1.0
+    publish_events: int | None = None
+    guard: Any = None
+    keep: int = 5
+    max_inflight: int = 4
+    learner_options: dict[str, Any] = field(default_factory=dict)
+    kind: str = "train"
+
+
+@dataclass
+class ServeSpec:
+    name: str
+    model: str
+    replicas: int = 1
+    route: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    max_rows: int = 10_000
+    kind: str = "serve"

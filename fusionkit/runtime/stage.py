@@ -1,0 +1,169 @@
+"""What every stage actor shares: status, failure capture, metric reports, dead letters."""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from collections import deque
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+
+from fusionkit._clock import monotonic, now
+
+STATUSES = ("starting", "running", "paused", "failed", "stopped", "finished")
+
+
+class Reporter:
+    """Accumulates an actor's counters and latencies; sends them to the monitor in batches.
+
+    At most one report is in flight, so a slow monitor never piles up calls.
+    """
+
+    def __init__(self, monitor: Any, stage: str, kind: str, actor: int, interval: float = 0.5):
+        self.monitor = monitor
+        self.stage = stage
+        self.kind = kind
+        self.actor = actor
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._counts: dict[str, float] = {}
+        self._latency: list[float] = []
+        self._values: dict[str, Any] = {}
+        self._last = monotonic()
+        self._pending = None
+        self.totals: dict[str, float] = {}
+
+    def count(self, **counters: float) -> None:
+        with self._lock:
+            for k, v in counters.items():
+                self._counts[k] = self._counts.get(k, 0) + v
+                self.totals[k] = self.totals.get(k, 0) + v
+
+    def latency(self, seconds: float) -> None:
+        with self._lock:
+            if len(self._latency) < 4096:
+                self._latency.append(seconds)
+
+    def gauge(self, **values: Any) -> None:
+        with self._lock:
+            self._values.update(values)
+
+    def flush(self, force: bool = False) -> None:
+        t = monotonic()
+        with self._lock:
+            if not force and t - self._last < self.interval:
+                return
+            interval, self._last = t - self._last, t
+            row = {"time": now(), "stage": self.stage, "kind": self.kind, "actor": self.actor,
+                   "interval": interval, **self._counts,
+                   "latency": np.asarray(self._latency, dtype="float64"),
+                   "values": dict(self._values)}
+            self._counts = {}
+            self._latency = []
+        if self.monitor is None:
+            return
+        if self._pending is not None:
+            ready, _ = ray.wait([self._pending], timeout=0)
+            if not ready and not force:
+                return  # monitor is behind; this interval's counts are merged next time
+        self._pending = self.monitor.report.remote([row])
+
+
+class DeadLetters:
+    """A bounded store of events a stage could not take, each with the reason."""
+
+    def __init__(self, stage: str, maxlen: int = 10_000):
+        self.stage = stage
+        self.maxlen = maxlen
+        self._items: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self.count = 0
+
+    def add(self, rows: pd.DataFrame, reason: str | pd.Series) -> int:
+        if len(rows) == 0:
+            return 0
+        reasons = reason if isinstance(reason, pd.Series) else pd.Series(reason, index=rows.index)
+        t = now()
+        offsets = rows["_offset"] if "_offset" in rows else pd.Series(-1, index=rows.index)
+        payload = rows.drop(columns=[c for c in ("_offset",) if c in rows])
+        for (_, rec), why, off in zip(payload.iterrows(), reasons, offsets, strict=True):
+            self._items.append({"time": t, "stage": self.stage, "offset": int(off),
+                                "reason": str(why), "payload": rec.to_dict()})
+        self.count += len(rows)
+        return len(rows)
+
+    def add_raw(self, payload: Any, reason: str, offset: int = -1) -> None:
+        self._items.append({"time": now(), "stage": self.stage, "offset": offset,
+                            "reason": reason, "payload": payload})
+        self.count += 1
+
+    def items(self, limit: int | None = None) -> list[dict[str, Any]]:
+        items = list(self._items)
+        return items[-limit:] if limit else items
+
+
+class StageActor:
+    """Base of the stage actors: lifecycle, status and failure capture."""
+
+    kind = "stage"
+
+    def __init__(self, name: str, index: int, monitor: Any):
+        self.name = name
+        self.index = index
+        self.status = "starting"
+        self.error: str | None = None
+        self.traceback: str | None = None
+        self.started = now()
+        self.monitor = monitor
+        self.reporter = Reporter(monitor, name, self.kind, index)
+        self.dead = DeadLetters(name)
+        self._stop = threading.Event()
+        self._resume = threading.Event()
+        self._resume.set()
+        ctx = ray.get_runtime_context()
+        self.restarted = ctx.was_current_actor_reconstructed
+
+    def _fail(self, exc: BaseException, where: str = "") -> None:
+        self.status = "failed"
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if self.monitor is not None:
+            self.monitor.event.remote({"stage": self.name, "kind": "failed",
+                                       "detail": (where + " " + self.error).strip()})
+
+    def ready(self) -> bool:
+        return True
+
+    def pause(self) -> str:
+        if self.status == "running":
+            self._resume.clear()
+            self.status = "paused"
+        return self.status
+
+    def resume(self) -> str:
+        if self.status == "paused":
+            self.status = "running"
+            self._resume.set()
+        return self.status
+
+    def stop(self) -> str:
+        self._stop.set()
+        self._resume.set()
+        if self.status not in ("failed", "finished"):
+            self.status = "stopped"
+        self.reporter.flush(force=True)
+        return self.status
+
+    def info(self) -> dict[str, Any]:
+        ctx = ray.get_runtime_context()
+        return {"stage": self.name, "index": self.index, "kind": self.kind,
+                "status": self.status, "error": self.error, "traceback": self.traceback,
+                "totals": dict(self.reporter.totals), "dead_letters": self.dead.count,
+                "pid": os.getpid(), "node": ctx.get_node_id(), "started": self.started,
+                "restarted": self.restarted}
+
+    def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.dead.items(limit)

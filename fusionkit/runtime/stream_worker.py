@@ -1,0 +1,236 @@
+"""The actors of a stream stage.
+
+With parallelism 1 one actor does everything ("fused"): it reads the source, validates,
+runs the operator chain and hands the result downstream. With parallelism N a "source"
+actor reads, validates and partitions by key, and N "ops" actors run the chain.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import traceback
+from typing import Any
+
+import pandas as pd
+import ray
+
+from fusionkit._clock import monotonic
+from fusionkit.batch import INGEST_TS, OFFSET
+from fusionkit.runtime.channel import Inbox, Outbox
+from fusionkit.runtime.pacer import Pacer
+from fusionkit.runtime.specs import StreamSpec
+from fusionkit.runtime.stage import StageActor
+from fusionkit.stream.operators import Chain, partition
+from fusionkit.stream.validate import Schema
+
+PEEK_ROWS = 1000
+OPS = "__ops__"  # the outbox target name of a stage's own ops actors
+
+
+class StreamWorker(StageActor):
+    kind = "stream"
+
+    def __init__(self, spec: StreamSpec, role: str, index: int, monitor: Any,
+                 state: dict | None = None):
+        super().__init__(spec.name, index, monitor)
+        self.spec = spec
+        self.role = role
+        self.chain = Chain(list(spec.operators))
+        self.schema: Schema | None = spec.schema
+        self.outbox = Outbox(f"{spec.name}/{role}{index}", spec.max_inflight)
+        self.inbox = Inbox()
+        self.offset = 0
+        self.last_output: pd.DataFrame | None = None
+        self.late: list[pd.DataFrame] = []
+        self.pacer: Pacer | None = None
+        self._rr = 0
+        self._thread: threading.Thread | None = None
+        if state:
+            self.set_state(state)
+
+    # -- control --------------------------------------------------------------------------
+    def probe(self, rows: int = 200) -> dict[str, Any]:
+        """Run a sample through copies of the source and the chain, before starting.
+
+        Catches a broken user function at definition time, in the user's cell.
+        """
+        try:
+            if self.role == "ops":
+                return {"ok": True}
+            src = copy.deepcopy(self.spec.source)
+            src.open()
+            try:
+                sample = src.read(rows)
+                deadline = monotonic() + 5.0
+                while sample is not None and len(sample) == 0 and monotonic() < deadline:
+                    sample = src.read(rows)
+            finally:
+                src.close()
+            if sample is None or len(sample) == 0:
+                return {"ok": True, "sample": None}
+            sample = sample.copy()
+            sample[INGEST_TS] = sample.get(INGEST_TS, 0.0)
+            if self.schema is None:
+                self.schema = getattr(self.spec.source, "schema", None) or Schema.infer(sample)
+            good, _, _ = self.schema.split(sample)
+            out = copy.deepcopy(self.chain).process(good)
+            return {"ok": True, "sample": out.head(rows)}
+        except Exception as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": "".join(traceback.format_exception(exc))}
+
+    def start(self, targets: dict[str, list[Any]]) -> str:
+        self.outbox.set_targets(targets)
+        self.status = "running"
+        if self.role in ("fused", "source") and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"fk-{self.name}", daemon=True)
+            self._thread.start()
+        return self.status
+
+    def set_targets(self, targets: dict[str, list[Any]]) -> None:
+        self.outbox.set_targets(targets)
+
+    def stop(self) -> str:
+        status = super().stop()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        return status
+
+    def peek(self, n: int = 5) -> pd.DataFrame | None:
+        return None if self.last_output is None else self.last_output.tail(n)
+
+    def get_state(self) -> dict[str, Any]:
+        return {"offset": self.offset, "chain": self.chain.get_state()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.offset = state.get("offset", 0)
+        if state.get("chain") is not None:
+            self.chain.set_state(state["chain"])
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out.update(role=self.role, offset=self.offset, inflight=self.outbox.inflight(),
+                   waiting=self.inbox.waiting,
+                   lag=self.pacer.lag() if self.pacer is not None else 0.0)
+        return out
+
+    # -- data -----------------------------------------------------------------------------
+    def push(self, sender: str, seq: int, batch: pd.DataFrame) -> None:
+        """A batch from this stage's source actor (parallel stages only)."""
+        with self.inbox.admit(sender, seq):
+            if self.status in ("failed", "stopped"):
+                return
+            t0 = monotonic()
+            try:
+                self._process(batch, t0)
+            except Exception as exc:
+                self._fail(exc, "in the operator chain")
+
+    def _run(self) -> None:
+        spec = self.spec
+        src = spec.source
+        try:
+            src.open()
+            if self.offset:
+                src.seek(self.offset)
+            self.pacer = Pacer(getattr(src, "rate", None), spec.batch_size, spec.linger)
+            while not self._stop.is_set():
+                if not self._resume.is_set():
+                    self._resume.wait(0.2)
+                    self.pacer.reset()
+                    self.reporter.flush()
+                    continue
+                n, ingest = self.pacer.take(self._stop)
+                if n == 0:
+                    continue
+                batch = src.read(n)
+                if batch is None:
+                    self._finish()
+                    return
+                got = len(batch)
+                if got == 0:
+                    self.pacer.reset()
+                    self._stop.wait(0.005)
+                    self.reporter.flush()
+                    continue
+                self.pacer.consumed(got)
+                t0 = monotonic()
+                batch[INGEST_TS] = ingest[:got] if got <= len(ingest) else ingest[-1]
+                self.offset = int(batch[OFFSET].iloc[-1]) + 1
+                self._ingest(batch, t0)
+                self.reporter.gauge(lag_s=self.pacer.lag(), inflight=self.outbox.inflight())
+                self.reporter.flush()
+        except Exception as exc:
+            self._fail(exc, "reading the source")
+        finally:
+            try:
+                src.close()
+            except Exception:
+                pass
+            self.reporter.flush(force=True)
+
+    def _ingest(self, batch: pd.DataFrame, t0: float) -> None:
+        if self.schema is None:
+            self.schema = getattr(self.spec.source, "schema", None) or Schema.infer(batch)
+        good, bad, reasons = self.schema.split(batch)
+        if len(bad):
+            self.dead.add(bad, reasons)
+            self.reporter.count(dead_letters=len(bad))
+        if self.role == "source":
+            self.reporter.count(events_in=len(batch), events_out=len(good))
+            self.reporter.latency(monotonic() - t0)
+            n = self.outbox.target_count(OPS)
+            key = self.spec.key
+            if key is not None:
+                keyed = good.assign(_key=good[key] if isinstance(key, str) else key(good))
+                parts = partition(keyed, n)
+            else:  # no key: whole batches, round robin
+                turn, self._rr = self._rr % n, self._rr + 1
+                parts = [good if i == turn else None for i in range(n)]
+            self.outbox.send(None, parts={OPS: parts})
+            return
+        try:
+            self._process(good, t0, events_in=len(batch))
+        except Exception as exc:
+            self._fail(exc, "in the operator chain")
+            self._stop.set()
+
+    def _process(self, batch: pd.DataFrame, t0: float, events_in: int | None = None) -> None:
+        out = self.chain.process(batch)
+        for name, side in self.chain.side_outputs().items():
+            if side is not None and len(side):
+                self.reporter.count(**{name: len(side)})
+                if name == "late":
+                    self.dead.add(side, "late event (window already closed)")
+        if self.role == "ops":  # the source actor counted these events in already
+            self.reporter.count(ops_in=len(batch), events_out=len(out))
+        else:
+            self.reporter.count(events_in=len(batch) if events_in is None else events_in,
+                                events_out=len(out))
+        self.reporter.latency(monotonic() - t0)
+        if len(out):
+            self.last_output = out.tail(PEEK_ROWS)
+            if self.outbox.has_targets:
+                self.outbox.send(out)
+        self.reporter.flush()
+
+    def _finish(self) -> None:
+        """The source is exhausted: flush open windows and wait for downstream."""
+        tail = self.chain.flush()
+        if self.role == "source":
+            for h in self.outbox._targets.get(OPS, []):
+                ray.get(h.flush_chain.remote())
+        elif tail is not None and len(tail):
+            self.last_output = tail.tail(PEEK_ROWS)
+            self.outbox.send(tail)
+        self.outbox.drain()
+        self.status = "finished"
+
+    def flush_chain(self) -> None:
+        with self.inbox.exclusive():
+            tail = self.chain.flush()
+            if tail is not None and len(tail):
+                self.outbox.send(tail)
+            self.outbox.drain()
+            self.status = "finished"

@@ -1,0 +1,200 @@
+"""The actor of a train stage: prequential learning on micro-batches, publishing versions."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import traceback
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+
+from fusionkit._clock import monotonic
+from fusionkit.batch import INGEST_TS, feature_columns
+from fusionkit.runtime.channel import Inbox
+from fusionkit.runtime.specs import TrainSpec
+from fusionkit.runtime.stage import StageActor
+from fusionkit.stream.validate import Schema
+from fusionkit.train.learners import adapt
+from fusionkit.train.prequential import Prequential
+
+FRESHNESS_SAMPLE = 20_000  # ingest times kept per version for freshness quantiles
+
+
+class TrainWorker(StageActor):
+    kind = "train"
+
+    def __init__(self, spec: TrainSpec, index: int, monitor: Any, registry: Any,
+                 state: dict | None = None):
+        super().__init__(spec.name, index, monitor)
+        self.spec = spec
+        self.registry = registry
+        self.learner = adapt(spec.model, features=spec.features, **spec.learner_options)
+        self.prequential = Prequential(self.learner.task)
+        self.inbox = Inbox()
+        self.events_seen = 0
+        self.offsets: dict[str, int] = {}
+        self._pending: list[np.ndarray] = []
+        self._pending_n = 0
+        self._last_publish = monotonic()
+        self._publish_ref = None
+        self._rng = np.random.default_rng(0)
+        self._ticker: threading.Thread | None = None
+        self.published = 0
+        self._schema_sent = False
+        if state:
+            self.set_state(state)
+
+    # -- control --------------------------------------------------------------------------
+    def probe(self, sample: pd.DataFrame | None) -> dict[str, Any]:
+        """Dry-run a copy of the learner on a sample of the upstream's output."""
+        try:
+            if sample is None or len(sample) == 0:
+                return {"ok": True}
+            if self.spec.label not in sample.columns:
+                cols = [c for c in sample.columns if not str(c).startswith("_")]
+                return {"ok": False, "kind": "usage",
+                        "error": f"label column {self.spec.label!r} is not in the output of stream "
+                                 f"{self.spec.on!r}; its columns are {cols}"}
+            good, _, _ = self._split_labels(sample)
+            learner = copy.deepcopy(self.learner)
+            learner.predict_learn(good, good[self.spec.label])
+            return {"ok": True}
+        except Exception as exc:
+            return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": "".join(traceback.format_exception(exc))}
+
+    def start(self) -> str:
+        self.status = "running"
+        if self._ticker is None and self.spec.publish_every:
+            self._ticker = threading.Thread(target=self._tick, daemon=True, name=f"fk-{self.name}")
+            self._ticker.start()
+        return self.status
+
+    def stop(self) -> str:
+        status = super().stop()
+        if self._ticker is not None:
+            self._ticker.join(timeout=2)
+        return status
+
+    def get_state(self) -> dict[str, Any]:
+        return {"learner": self.learner.get_state(), "events_seen": self.events_seen,
+                "prequential": self.prequential.get_state(), "offsets": dict(self.offsets)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.learner.set_state(state["learner"])
+        self.events_seen = state.get("events_seen", 0)
+        if state.get("prequential") is not None:
+            self.prequential.set_state(state["prequential"])
+        self.offsets = dict(state.get("offsets", {}))
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out.update(events_seen=self.events_seen, published=self.published,
+                   metrics=self.prequential.values(), waiting=self.inbox.waiting)
+        return out
+
+    def publish_now(self) -> int:
+        """Publish a version now (if anything was learned since the last one)."""
+        with self.inbox.exclusive():
+            return self._publish(wait=True)
+
+    # -- data -----------------------------------------------------------------------------
+    def push(self, sender: str, seq: int, batch: pd.DataFrame) -> None:
+        with self.inbox.admit(sender, seq):
+            while not self._resume.is_set() and not self._stop.is_set():
+                self._resume.wait(0.2)  # paused: hold the slot, upstream backs up
+            if self.status in ("failed", "stopped"):
+                return
+            t0 = monotonic()
+            try:
+                self._learn(batch)
+            except Exception as exc:
+                self._fail(exc, "in the learner")
+                return
+            self.reporter.latency(monotonic() - t0)
+            self._maybe_publish()
+            self.reporter.flush()
+
+    def _split_labels(self, batch: pd.DataFrame):
+        label = self.spec.label
+        if label not in batch.columns:
+            return batch.iloc[0:0], batch, f"missing label column {label!r}"
+        y = batch[label]
+        bad = y.isna()
+        reason = f"missing label {label!r}"
+        if self.learner.task == "regression":
+            num = pd.to_numeric(y, errors="coerce")
+            wrong = num.isna() & ~bad | ~np.isfinite(num.fillna(0).to_numpy(dtype="float64"))
+            if wrong.any():
+                reason = pd.Series(reason, index=batch.index)
+                reason[wrong] = f"invalid label {label!r}: not a finite number"
+                bad = bad | wrong
+        if not bad.any():
+            return batch, batch.iloc[0:0], reason
+        if isinstance(reason, pd.Series):
+            reason = reason[bad]
+        return batch[~bad], batch[bad], reason
+
+    def _learn(self, batch: pd.DataFrame) -> None:
+        good, bad, reason = self._split_labels(batch)
+        if len(bad):
+            self.dead.add(bad, reason)
+            self.reporter.count(dead_letters=len(bad))
+        self.reporter.count(events_in=len(batch))
+        if len(good) == 0:
+            return
+        if self._schema_sent is False:
+            self._send_schema(good)
+        y = good[self.spec.label]
+        pred = self.learner.predict_learn(good, y)
+        self.prequential.update(y, pred)
+        self.events_seen += len(good)
+        self.reporter.count(events_out=len(good))
+        self._pending.append(good[INGEST_TS].to_numpy(dtype="float64", copy=True))
+        self._pending_n += len(good)
+        values = self.prequential.values()
+        self.reporter.gauge(**values, events_seen=self.events_seen)
+
+    def _send_schema(self, batch: pd.DataFrame) -> None:
+        features = self.spec.features or feature_columns(batch, exclude=(self.spec.label,))
+        self.registry.set_schema.remote(self.name, Schema.infer(batch[features]))
+        self._schema_sent = True
+
+    def _maybe_publish(self) -> None:
+        spec = self.spec
+        due_events = spec.publish_events and self._pending_n >= spec.publish_events
+        due_time = spec.publish_every and monotonic() - self._last_publish >= spec.publish_every
+        if self._pending_n and (due_events or due_time):
+            self._publish()
+
+    def _tick(self) -> None:
+        period = max(0.005, self.spec.publish_every / 4)
+        while not self._stop.wait(period):
+            if self._pending_n and monotonic() - self._last_publish >= self.spec.publish_every:
+                with self.inbox.exclusive():
+                    if self._pending_n:
+                        self._publish()
+
+    def _publish(self, wait: bool = False) -> int:
+        if not self._pending_n:
+            return 0
+        ingest = np.concatenate(self._pending)
+        sample = ingest
+        if len(sample) > FRESHNESS_SAMPLE:
+            sample = self._rng.choice(sample, FRESHNESS_SAMPLE, replace=False)
+        meta = {"events_seen": self.events_seen, "newest_ingest_ts": float(ingest.max()),
+                "oldest_new_ingest_ts": float(ingest.min()), "new_events": int(len(ingest)),
+                "metrics": self.prequential.values()}
+        state = self.learner.get_state()
+        if self._publish_ref is not None:
+            ray.get(self._publish_ref)  # one publish in flight at a time
+        self._publish_ref = self.registry.publish.remote(self.name, state, meta, sample)
+        self._pending, self._pending_n = [], 0
+        self._last_publish = monotonic()
+        self.published += 1
+        if wait:
+            return ray.get(self._publish_ref)["version"]
+        return 0

@@ -1,0 +1,36 @@
+"""Asking a serve stage for predictions from Python."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from fusionkit.errors import FusionError
+from fusionkit.serve.deploy import handle
+
+
+class PredictionError(FusionError):
+    """The serve stage refused the request (bad rows, no live version, ...)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{message} (status {status})")
+        self.status = status
+
+
+def predict(name: str, rows: Any, timeout: float = 30.0) -> pd.DataFrame:
+    """Predictions of serve stage ``name`` for ``rows`` (a DataFrame or a list of records),
+    one row each, with the model version that made them."""
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.drop(columns=[c for c in rows.columns if str(c).startswith("_")])
+        payload: Any = rows.to_dict("records")
+    else:
+        payload = rows
+    out = handle(name).predict.remote(payload).result(timeout_s=timeout)
+    if "error" in out:
+        raise PredictionError(out["status"], out["error"])
+    frame = pd.DataFrame({"prediction": out["predictions"]})
+    if "proba" in out:
+        frame["proba"] = out["proba"]
+    frame["version"] = out["version"]
+    return frame

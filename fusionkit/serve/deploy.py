@@ -1,0 +1,80 @@
+"""Deploying a serve stage on Ray Serve, and operating it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fusionkit.runtime.specs import ServeSpec
+
+MAX_ONGOING = 64
+
+
+def _serve():
+    from ray import serve
+
+    return serve
+
+
+def _app(spec: ServeSpec):
+    serve = _serve()
+    from fusionkit.serve.replica import ModelServer
+
+    deployment = serve.deployment(ModelServer).options(
+        name=spec.name, num_replicas=spec.replicas, max_ongoing_requests=MAX_ONGOING,
+        ray_actor_options={"num_cpus": 0}, health_check_period_s=2,
+    )
+    return deployment.bind(spec)
+
+
+def deploy(spec: ServeSpec) -> dict[str, Any]:
+    """Start Serve on ``spec.host:spec.port`` if needed and run the stage's application."""
+    serve = _serve()
+    serve.start(http_options={"host": spec.host, "port": spec.port})
+    serve.run(_app(spec), name=spec.name, route_prefix=spec.route, blocking=False)
+    return {"url": f"http://{spec.host}:{spec.port}{spec.route}", "route": spec.route}
+
+
+def scale(spec: ServeSpec) -> None:
+    serve = _serve()
+    serve.run(_app(spec), name=spec.name, route_prefix=spec.route, blocking=False)
+
+
+def undeploy(spec: ServeSpec) -> None:
+    try:
+        _serve().delete(spec.name)
+    except Exception:
+        pass
+
+
+def handle(name: str):
+    return _serve().get_app_handle(name)
+
+
+def replica_infos(spec: ServeSpec) -> list[dict[str, Any]]:
+    """One info per replica, shaped like the stage actors' ``info()``."""
+    serve = _serve()
+    try:
+        app = serve.status().applications.get(spec.name)
+    except Exception as exc:
+        return [{"stage": spec.name, "index": 0, "status": "failed", "error": str(exc),
+                 "traceback": "", "totals": {}, "dead_letters": 0}]
+    if app is None:
+        return [{"stage": spec.name, "index": 0, "status": "stopped", "error": None,
+                 "traceback": "", "totals": {}, "dead_letters": 0}]
+    state = str(app.status.value if hasattr(app.status, "value") else app.status)
+    status = {"RUNNING": "running", "DEPLOYING": "starting", "DEPLOY_FAILED": "failed",
+              "UNHEALTHY": "failed", "DELETING": "stopped"}.get(state, state.lower())
+    error = app.message if status == "failed" else None
+    infos = []
+    try:
+        h = handle(spec.name)
+        totals = h.info.remote().result(timeout_s=2)["totals"]
+    except Exception:
+        totals = {}
+    for i in range(spec.replicas):
+        infos.append({"stage": spec.name, "index": i, "status": status, "error": error,
+                      "traceback": error or "", "totals": totals if i == 0 else {},
+                      "dead_letters": 0})
+    return infos
+
+

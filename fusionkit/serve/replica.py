@@ -1,0 +1,155 @@
+"""A serve replica: follows the registry and swaps models between requests.
+
+Each replica long-polls the registry for a change of the live version, fetches the new
+state and builds the model off the request path, then replaces one reference. A request
+reads that reference once, so it is answered wholly by one version and never waits for a
+swap. Every answer names the version that made it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+
+from fusionkit._clock import monotonic, now
+from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY
+from fusionkit.runtime.specs import ServeSpec
+from fusionkit.runtime.stage import Reporter
+from fusionkit.serve.inputs import BadRequest, parse_rows
+from fusionkit.train.learners import load_state
+
+log = logging.getLogger("fusionkit")
+FIRST_VERSION_WAIT = 30.0
+
+
+class ModelServer:
+    """The Ray Serve deployment class of a serve stage."""
+
+    def __init__(self, spec: ServeSpec):
+        self.spec = spec
+        self.registry = ray.get_actor(REGISTRY, namespace=NAMESPACE)
+        monitor = ray.get_actor(MONITOR, namespace=NAMESPACE)
+        try:
+            from ray import serve
+
+            replica = str(serve.get_replica_context().replica_id.unique_id)
+        except Exception:
+            replica = "0"
+        self.replica = replica
+        self.reporter = Reporter(monitor, spec.name, "serve", replica)
+        self._current: tuple[int | None, Any, Any] = (None, None, None)  # version, learner, schema
+        self._generation = -1
+        self._announced: set[int] = set()
+        self._stop = threading.Event()
+        self.swaps = 0
+        # a new replica loads the live version before it takes any request
+        deadline = monotonic() + FIRST_VERSION_WAIT
+        while self._current[0] is None and monotonic() < deadline:
+            version, gen = ray.get(self.registry.wait_live.remote(spec.model, self._generation, 1.0))
+            if version is not None:
+                self._swap(version, gen)
+        self._thread = threading.Thread(target=self._follow, daemon=True, name="fk-follow")
+        self._thread.start()
+
+    # -- following the registry -----------------------------------------------------------
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                version, gen = ray.get(
+                    self.registry.wait_live.remote(self.spec.model, self._generation, 5.0))
+                if gen != self._generation and version is not None:
+                    self._swap(version, gen)
+            except Exception as exc:  # registry restarting: keep serving what we have
+                log.warning("fusionkit serve %s: following the registry: %s", self.spec.name, exc)
+                self._stop.wait(0.5)
+            self.reporter.flush()
+
+    def _swap(self, version: int, generation: int) -> None:
+        state, schema = ray.get([self.registry.state.remote(self.spec.model, version),
+                                 self.registry.schema.remote(self.spec.model)])
+        learner = load_state(state)
+        self._current = (version, learner, schema)  # one reference: atomic for readers
+        self._generation = generation
+        self.swaps += 1
+        self.reporter.gauge(version=version)
+
+    def __del__(self):
+        self._stop.set()
+
+    # -- answering ------------------------------------------------------------------------
+    def answer(self, rows: Any) -> dict[str, Any]:
+        """Predict for rows (list of records or dict of columns); raise BadRequest on bad input."""
+        t0 = monotonic()
+        version, learner, schema = self._current
+        if learner is None:
+            raise BadRequest(503, f"model {self.spec.model!r} has no live version yet")
+        frame = parse_rows(rows, schema, self.spec.max_rows)
+        pred = learner.predict(frame)
+        out: dict[str, Any] = {"predictions": _jsonable(pred.y_pred), "version": version}
+        if pred.proba is not None:
+            out["proba"] = _jsonable(pred.proba)
+        if version not in self._announced:
+            self._announced.add(version)
+            self.registry.served.remote(self.spec.model, version, now())
+        self.reporter.count(requests=1, events_in=len(frame))
+        self.reporter.latency(monotonic() - t0)
+        self.reporter.flush()
+        return out
+
+    def predict(self, rows: Any) -> dict[str, Any]:
+        """The Python handle's way in: errors come back as ``{"error": ..., "status": ...}``."""
+        try:
+            return self.answer(rows)
+        except BadRequest as err:
+            self.reporter.count(errors=1)
+            return {"error": err.message, "status": err.status}
+
+    def version(self) -> int | None:
+        return self._current[0]
+
+    def info(self) -> dict[str, Any]:
+        return {"replica": self.replica, "version": self._current[0], "swaps": self.swaps,
+                "generation": self._generation, "totals": dict(self.reporter.totals)}
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        try:
+            if self.spec.token is not None:
+                auth = request.headers.get("authorization", "")
+                if auth != f"Bearer {self.spec.token}":
+                    raise BadRequest(401, "missing or wrong bearer token")
+            if request.method == "GET":
+                version = self._current[0]
+                return JSONResponse({"model": self.spec.model, "version": version})
+            body = await request.body()
+            try:
+                payload = json.loads(body or b"null")
+            except ValueError as exc:
+                raise BadRequest(400, f"request body is not valid JSON: {exc}") from None
+            if not isinstance(payload, dict) or "rows" not in payload:
+                raise BadRequest(400, 'expected a JSON object {"rows": [{...}, ...]}')
+            return JSONResponse(self.answer(payload["rows"]))
+        except BadRequest as err:
+            self.reporter.count(errors=1)
+            self.reporter.flush()
+            return JSONResponse({"error": err.message}, status_code=err.status)
+
+
+def _jsonable(values: Any) -> list[Any]:
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fc":
+        return [None if not np.isfinite(v) else float(v) for v in arr.astype("float64")]
+    if arr.dtype.kind in "iub":
+        return arr.tolist()
+    return [v.item() if hasattr(v, "item") else v for v in arr.tolist()]
+
+
+def frame_of(rows: Any) -> pd.DataFrame:
+    return pd.DataFrame(rows)

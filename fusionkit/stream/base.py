@@ -1,0 +1,35 @@
+"""The operator protocol: what a stream stage does to each batch.
+
+Operators are plain picklable objects chained inside one stream actor, so no Ray call
+happens between them. ``process`` takes a batch and returns the batch to pass on (it may
+be empty). Stateful operators (windows, keyed state) expose ``get_state``/``set_state`` so
+checkpoints can capture them, and ``side_outputs`` for events they did not pass on (late
+events), which the actor drains after each batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+
+class Operator:
+    """Base class: the identity operator."""
+
+    def process(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return batch
+
+    def flush(self) -> pd.DataFrame | None:
+        """End of stream: emit what is still held (open windows). ``None`` if nothing."""
+        return None
+
+    def side_outputs(self) -> dict[str, pd.DataFrame]:
+        """Drain events routed aside since the last call, e.g. ``{"late": df}``."""
+        return {}
+
+    def get_state(self) -> Any:
+        return None
+
+    def set_state(self, state: Any) -> None:
+        pass

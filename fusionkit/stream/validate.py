@@ -1,0 +1,133 @@
+"""Event validation: split a batch into the events a stage can take and dead letters.
+
+A schema maps each expected column to a kind: ``"number"``, ``"integer"``, ``"bool"``,
+``"string"`` or ``"time"``. Checks are vectorized per column; a batch whose columns already
+have the right dtypes and no missing values costs one ``isna`` per column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fusionkit.batch import RESERVED
+
+KINDS = ("number", "integer", "bool", "string", "time")
+
+
+def _kind_of(series: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(series):
+        return "bool"
+    if pd.api.types.is_integer_dtype(series):
+        return "integer"
+    if pd.api.types.is_numeric_dtype(series):
+        return "number"
+    if pd.api.types.is_datetime64_any_dtype(series):
+        return "time"
+    return "string"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The columns a stage expects and their kinds.
+
+    Examples
+    --------
+    >>> s = Schema({"price": "number", "device": "string"})
+    >>> df = pd.DataFrame({"price": [1.0, "x", None], "device": ["a", "b", "c"]})
+    >>> good, bad, why = s.split(df)
+    >>> len(good), list(why)
+    (1, ["wrong type in 'price': 'x'", "missing value in 'price'"])
+    """
+
+    columns: dict[str, str]
+    nullable: frozenset[str] = field(default_factory=frozenset)
+    extra: str = "allow"  # or "reject": a non-null value in an unknown column is malformed
+
+    def __post_init__(self):
+        for col, kind in self.columns.items():
+            if kind not in KINDS:
+                raise ValueError(f"column {col!r}: unknown kind {kind!r}; use one of {KINDS}")
+        if self.extra not in ("allow", "reject"):
+            raise ValueError("extra must be 'allow' or 'reject'")
+
+    @classmethod
+    def infer(cls, batch: pd.DataFrame, **kwargs) -> Schema:
+        """The schema of a batch of well-formed events (reserved columns left out)."""
+        cols = {c: _kind_of(batch[c]) for c in batch.columns if c not in RESERVED}
+        return cls(cols, **kwargs)
+
+    def split(self, batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+        """Return (good events, bad events, reason per bad event)."""
+        reasons = pd.Series(pd.NA, index=batch.index, dtype="object")
+        for col, kind in self.columns.items():
+            if col not in batch.columns:
+                reasons[reasons.isna()] = f"missing column {col!r}"
+                break
+            reasons = _check_column(batch[col], col, kind, col in self.nullable, reasons)
+        if self.extra == "reject":
+            for col in batch.columns:
+                if col in self.columns or col in RESERVED:
+                    continue
+                hit = batch[col].notna() & reasons.isna()
+                reasons[hit] = f"unexpected column {col!r}"
+        bad = reasons.notna()
+        if not bad.any():
+            return batch, batch.iloc[0:0], reasons.iloc[0:0]
+        good = batch[~bad]
+        if len(good):
+            good = good.astype({c: _dtype(k) for c, k in self.columns.items()
+                                if c in good.columns and _kind_of(good[c]) != k
+                                and _dtype(k) is not None})
+        return good, batch[bad], reasons[bad]
+
+
+def _dtype(kind: str):
+    return {"number": "float64", "integer": "int64", "bool": "bool"}.get(kind)
+
+
+def _check_column(s: pd.Series, col: str, kind: str, nullable: bool,
+                  reasons: pd.Series) -> pd.Series:
+    open_ = reasons.isna()
+    missing = s.isna()
+    if kind in ("number", "integer"):
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            values = s.astype("float64")
+        else:
+            values = pd.to_numeric(s, errors="coerce")
+            wrong = values.isna() & ~missing
+            if pd.api.types.is_object_dtype(s):
+                wrong |= s.map(lambda v: isinstance(v, bool)) & ~missing
+            hit = wrong & open_
+            if hit.any():
+                reasons[hit] = [f"wrong type in {col!r}: {v!r}"[:200] for v in s[hit]]
+                open_ = reasons.isna()
+        arr = values.to_numpy(dtype="float64", na_value=np.nan)
+        inf = pd.Series(np.isinf(arr), index=s.index) & open_
+        if inf.any():
+            reasons[inf] = f"non-finite value in {col!r}"
+            open_ = reasons.isna()
+        if kind == "integer":
+            frac = pd.Series(np.isfinite(arr) & (np.mod(arr, 1) != 0), index=s.index) & open_
+            if frac.any():
+                reasons[frac] = f"wrong type in {col!r}: not an integer"
+                open_ = reasons.isna()
+    elif kind == "bool" and not pd.api.types.is_bool_dtype(s):
+        ok = s.isin([True, False, 0, 1]) | missing
+        hit = ~ok & open_
+        if hit.any():
+            reasons[hit] = [f"wrong type in {col!r}: {v!r}"[:200] for v in s[hit]]
+            open_ = reasons.isna()
+    elif kind == "string" and pd.api.types.is_object_dtype(s):
+        wrong = ~missing & ~s.map(lambda v: isinstance(v, str))
+        hit = wrong & open_
+        if hit.any():
+            reasons[hit] = [f"wrong type in {col!r}: {v!r}"[:200] for v in s[hit]]
+            open_ = reasons.isna()
+    if not nullable:
+        hit = missing & open_
+        if hit.any():
+            reasons[hit] = f"missing value in {col!r}"
+    return reasons

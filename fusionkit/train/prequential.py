@@ -1,0 +1,170 @@
+"""Prequential evaluation: live metrics from predictions made before each batch is learned.
+
+A train stage scores every event with the model as it was before learning that event
+(test-then-train), so the running metrics measure generalisation without a hold-out set.
+`Prequential` keeps River metrics over all events so far and over the last ``window``
+events (``river.utils.Rolling``), and turns predictions into a per-event error stream for
+concept-drift detectors.
+
+Metrics (keys of ``values()``; each also with a ``_recent`` twin over the last ``window``):
+
+============== ==============================================================================
+classification ``accuracy``; ``log_loss`` when the learner gives probabilities (binary);
+               ``roc_auc`` when asked for (``roc_auc=True``)
+regression     ``mae``, ``rmse``, ``r2``
+============== ==============================================================================
+
+Events without a prediction (``None``, or NaN for a regressor) are not scored, as in River's
+``progressive_val_score``; a metric appears in ``values()`` once it has scored an event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pickle
+from typing import Any
+
+import numpy as np
+from river import metrics, utils
+
+from fusionkit.train.learners import TASKS, Prediction
+
+
+@dataclasses.dataclass(frozen=True)
+class PrimaryMetric:
+    """The metric versions of a model are compared on, and which way is better.
+
+    ``recent`` is the key of its rolling twin in ``Prequential.values()``.
+    """
+
+    name: str
+    higher_is_better: bool
+    recent: str
+
+
+_LABEL_METRICS = {
+    "classification": {"accuracy": metrics.Accuracy},
+    "regression": {"mae": metrics.MAE, "rmse": metrics.RMSE, "r2": metrics.R2},
+}
+_PRIMARY = {
+    "classification": PrimaryMetric("accuracy", True, "accuracy_recent"),
+    "regression": PrimaryMetric("mae", False, "mae_recent"),
+}
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _as_list(values: Any) -> list:
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+class Prequential:
+    """Cumulative and rolling River metrics of a learner's test-then-train predictions.
+
+    ``pos_label`` is the class ``Prediction.proba`` gives the probability of.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fusionkit.train.learners import Prediction
+    >>> pq = Prequential("classification", window=2)
+    >>> pq.update([True, False, True], Prediction(np.array([True, True, True]),
+    ...                                           np.array([0.9, 0.6, 0.8])))
+    >>> v = pq.values()
+    >>> round(v["accuracy"], 3), v["accuracy_recent"], v["n"]
+    (0.667, 0.5, 3)
+    >>> pq.error_stream([True, False], Prediction(np.array([True, True]))).tolist()
+    [0.0, 1.0]
+    >>> pq.primary.name, pq.primary.higher_is_better
+    ('accuracy', True)
+    """
+
+    def __init__(self, task: str = "classification", window: int = 1000,
+                 pos_label: Any = True, roc_auc: bool = False):
+        if task not in TASKS:
+            raise ValueError(f"task must be 'classification' or 'regression', not {task!r}")
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window}")
+        self.task = task
+        self.window = window
+        self.pos_label = pos_label
+        self.roc_auc = roc_auc
+        self._label_metrics = self._pairs(_LABEL_METRICS[task])
+        proba = {"log_loss": metrics.LogLoss}
+        if roc_auc:
+            proba["roc_auc"] = metrics.ROCAUC
+        self._proba_metrics = self._pairs(proba) if task == "classification" else {}
+        self.n = 0
+        self._n_proba = 0
+
+    def _pairs(self, kinds: dict[str, type]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, kind in kinds.items():
+            out[name] = kind()
+            out[f"{name}_recent"] = utils.Rolling(kind, window_size=self.window)
+        return out
+
+    @property
+    def primary(self) -> PrimaryMetric:
+        """Accuracy (higher is better) for classification, MAE (lower) for regression."""
+        return _PRIMARY[self.task]
+
+    def update(self, y_true: Any, prediction: Prediction) -> None:
+        """Score one batch: ``y_true`` are its labels, ``prediction`` what the learner said."""
+        ys, preds = _as_list(y_true), _as_list(prediction.y_pred)
+        if len(ys) != len(preds):
+            raise ValueError(f"{len(ys)} labels but {len(preds)} predictions")
+        scored = list(self._label_metrics.values())
+        for y, y_pred in zip(ys, preds, strict=True):
+            if _missing(y_pred):
+                continue
+            for metric in scored:
+                metric.update(y, y_pred)
+            self.n += 1
+        if prediction.proba is None or not self._proba_metrics:
+            return
+        scored = list(self._proba_metrics.values())
+        pos = self.pos_label
+        for y, p in zip(ys, prediction.proba.tolist(), strict=True):
+            if p != p:  # NaN: no probability for this event
+                continue
+            for metric in scored:
+                metric.update(y == pos, p)
+            self._n_proba += 1
+
+    def values(self) -> dict[str, float]:
+        """The metrics now, by name, and ``n``, the number of events scored."""
+        out: dict[str, float] = {"n": self.n}
+        if self.n:
+            out.update({k: float(m.get()) for k, m in self._label_metrics.items()})
+        if self._n_proba:
+            out.update({k: float(m.get()) for k, m in self._proba_metrics.items()})
+        return out
+
+    def error_stream(self, y_true: Any, prediction: Prediction) -> np.ndarray:
+        """Per-event errors for a drift detector: 0/1 misclassification or absolute error.
+
+        NaN marks events without a prediction; drop them before feeding a detector.
+        """
+        ys, preds = _as_list(y_true), _as_list(prediction.y_pred)
+        if len(ys) != len(preds):
+            raise ValueError(f"{len(ys)} labels but {len(preds)} predictions")
+        if self.task == "classification":
+            errors = [math.nan if _missing(p) else float(p != y)
+                      for y, p in zip(ys, preds, strict=True)]
+        else:
+            errors = [math.nan if _missing(p) else abs(float(y) - float(p))
+                      for y, p in zip(ys, preds, strict=True)]
+        return np.array(errors, dtype="float64")
+
+    def get_state(self) -> bytes:
+        """The metrics as bytes, for a checkpoint."""
+        return pickle.dumps(self.__dict__, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def set_state(self, state: bytes) -> None:
+        """Resume from the bytes of ``get_state``."""
+        self.__dict__.clear()
+        self.__dict__.update(pickle.loads(state))

@@ -1,0 +1,42 @@
+"""Shared fixtures: one real local Ray for the whole test session."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+os.environ.setdefault("FUSIONKIT_HOME", os.path.join(os.getcwd(), ".pytest-fusionkit"))
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
+    """Wait until ``predicate()`` is truthy; return its value, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+@pytest.fixture(scope="session")
+def fk_session(tmp_path_factory):
+    """A connected fusionkit on an embedded Ray, shared by every test that asks for it."""
+    import fusionkit as fk
+
+    storage = tmp_path_factory.mktemp("storage")
+    conn = fk.connect(storage=str(storage))
+    yield conn
+    fk.shutdown()
+
+
+@pytest.fixture()
+def fk(fk_session):
+    """fusionkit with a clean pipeline: every stage is stopped after the test."""
+    import fusionkit
+
+    yield fusionkit
+    fusionkit.stop()

@@ -1,0 +1,121 @@
+"""The fused runtime on a real local Ray: stages, replacement, backpressure, failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+from conftest import wait_for
+
+import fusionkit as fk
+from fusionkit.errors import StageFailedError, StageNotFoundError
+
+
+def stage_actor_names(stage: str) -> list[str]:
+    """Names of the live actors of a stage (stage actors are named stage/<name>/<role>/<gen>)."""
+    named = ray.util.list_named_actors(all_namespaces=True)
+    return sorted(a["name"] for a in named
+                  if a["namespace"] == "fusionkit" and a["name"].startswith(f"stage/{stage}/"))
+
+
+def events_of(name: str) -> int:
+    return int(fk.status().loc[name, "events"])
+
+
+def test_connect_is_idempotent(fk):
+    assert fk.connect() is fk.connect()
+
+
+def test_stream_runs_and_reports(fk):
+    src = fk.sources.synthetic("clicks", rate=20_000, seed=1)
+    s = fk.stream("clicks", source=src, fn=lambda df: df.assign(x2=df["price"] * 2),
+                  batch_size=500)
+    wait_for(lambda: events_of("clicks") > 5_000, what="5k events streamed")
+    st = fk.status()
+    assert st.loc["clicks", "kind"] == "stream"
+    assert st.loc["clicks", "status"] == "running"
+    assert st.loc["clicks", "parallelism"] == 1
+    m = wait_for(lambda: (lambda d: d if len(d) >= 2 else None)(fk.metrics("clicks")),
+                 what="two metric rows")
+    assert {"events_in", "events_out", "rate_in", "p50_ms", "p95_ms", "p99_ms"} <= set(m.columns)
+    assert m["events_in"].sum() > 0
+    assert (m["p99_ms"].dropna() >= m["p50_ms"].dropna()).all()
+    head = s.peek(3)
+    assert list(head["x2"]) == list(head["price"] * 2)
+    assert {"_event_time", "_ingest_ts", "_offset"} <= set(head.columns)
+
+
+def test_redefinition_replaces_in_place(fk):
+    src = fk.sources.synthetic("clicks", rate=5_000, seed=1)
+    fk.stream("clicks", source=src, parallelism=2, key_by="user_id")
+    first = stage_actor_names("clicks")
+    assert len(first) == 3  # one source actor, two operator actors
+    for _ in range(3):
+        fk.stream("clicks", source=src, parallelism=2, key_by="user_id")
+    now_names = stage_actor_names("clicks")
+    assert len(now_names) == 3
+    assert set(now_names).isdisjoint(first)
+    assert list(fk.status().index) == ["clicks"]
+
+
+def test_stop_one_and_all(fk):
+    src = fk.sources.synthetic("a", rate=1_000, seed=1)
+    fk.stream("a", source=src)
+    fk.stream("b", source=src)
+    fk.stop("a")
+    assert list(fk.status().index) == ["b"]
+    assert stage_actor_names("a") == []
+    fk.stop()
+    assert len(fk.status()) == 0
+    assert stage_actor_names("b") == []
+
+
+def test_unknown_stage_is_a_clear_error(fk):
+    fk.stream("clicks", source=fk.sources.synthetic(rate=1_000))
+    with pytest.raises(StageNotFoundError, match="did you mean 'clicks'"):
+        fk.stop("clickz")
+
+
+def test_failing_function_at_definition_raises_with_remote_traceback(fk):
+    def broken(df):
+        return df["no_such_column"] * 2
+
+    with pytest.raises(StageFailedError) as err:
+        fk.stream("bad", source=fk.sources.synthetic(rate=1_000), fn=broken)
+    assert "no_such_column" in str(err.value)
+    rendered = "\n".join(err.value._render_traceback_())
+    assert "broken" in rendered and "Remote traceback" in rendered
+    assert "bad" not in fk.status().index
+
+
+def test_function_failing_later_marks_stage_failed(fk):
+    def fails_after_offset(df):
+        if df["_offset"].max() > 3_000:
+            raise ValueError("bad day at the office")
+        return df
+
+    fk.stream("late_fail", source=fk.sources.synthetic(rate=20_000), fn=fails_after_offset)
+    wait_for(lambda: fk.status().loc["late_fail", "status"] == "failed", what="failed status")
+    row = fk.status().loc["late_fail"]
+    assert "bad day at the office" in row["error"]
+    assert "fails_after_offset" in row["traceback"]
+    with pytest.raises(StageFailedError, match="bad day"):
+        fk.check("late_fail")
+
+
+def test_malformed_events_go_to_dead_letters(fk):
+    good = pd.DataFrame({"amount": np.arange(100, dtype="float64"), "kind": ["a"] * 100})
+    bad = pd.DataFrame({"amount": ["oops", None, np.inf], "kind": ["a", "b", "c"]},
+                       dtype="object")
+    schema = fk.Schema({"amount": "number", "kind": "string"})
+    data = pd.concat([good, bad], ignore_index=True)
+    fk.stream("pay", source=fk.sources.replay(data), schema=schema, batch_size=50)
+    wait_for(lambda: fk.status().loc["pay", "dead_letters"] == 3, what="3 dead letters")
+    dl = fk.dead_letters("pay")
+    assert sorted(dl["offset"]) == [100, 101, 102]
+    reasons = " | ".join(dl["reason"])
+    assert "wrong type in 'amount'" in reasons
+    assert "missing value in 'amount'" in reasons
+    assert "non-finite value in 'amount'" in reasons
+    assert fk.status().loc["pay", "status"] in ("running", "finished")
