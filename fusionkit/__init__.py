@@ -5,7 +5,7 @@
 >>> fk.stream("clicks", source=fk.sources.synthetic(rate=5000))     # doctest: +SKIP
 """
 
-from fusionkit import sources
+from fusionkit import api, sources
 from fusionkit.api import (
     check,
     dead_letters,

@@ -102,13 +102,17 @@ def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str]
 
 def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
           host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          max_rows: int = 10_000) -> StageHandle:
-    """Serve the live version of train stage ``model`` over HTTP and a Python handle."""
+          max_rows: int = 10_000, wait: bool = True) -> StageHandle:
+    """Serve the live version of train stage ``model`` over HTTP and a Python handle.
+
+    The first serve stage starts Ray Serve (several seconds); ``wait=False`` returns at
+    once and the stage shows ``starting`` until it answers.
+    """
     if replicas < 1:
         raise ValueError(f"replicas must be at least 1, got {replicas}")
     spec = ServeSpec(name=name, model=model, replicas=replicas, route=route or f"/{name}",
                      host=host, port=port, token=token, max_rows=max_rows)
-    call("define_serve", spec)
+    call("define_serve", spec, wait)
     return StageHandle(name, "serve")
 
 

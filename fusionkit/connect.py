@@ -91,6 +91,16 @@ def controller() -> Any:
     return connection().controller
 
 
+def _serve_running() -> bool:
+    try:
+        from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        return True
+    except Exception:
+        return False
+
+
 def shutdown() -> None:
     """Stop every stage, the controller, and the local Ray if ``connect()`` started it."""
     global _conn
@@ -102,12 +112,10 @@ def shutdown() -> None:
             ray.get(conn.controller.stop.remote(), timeout=30)
         except Exception as exc:  # a dead controller has nothing left to stop
             log.debug("stopping stages: %s", exc)
-        try:
+        if _serve_running():
             from ray import serve
 
             serve.shutdown()
-        except Exception:
-            pass
         try:
             ray.kill(conn.controller, no_restart=True)
         except Exception:

@@ -33,6 +33,9 @@ class StageFailedError(FusionError):
         where = f"stage {stage!r}" + (f" ({actor})" if actor else "")
         super().__init__(f"{where} failed: {error}")
 
+    def __reduce__(self):  # crosses process boundaries (Ray) with all its fields
+        return (type(self), (self.stage, self.error, self.remote_traceback, self.actor))
+
     def _render_traceback_(self) -> list[str]:
         head = f"StageFailedError: {self.args[0]}"
         lines = [head, "", "Remote traceback (most recent call last):"]

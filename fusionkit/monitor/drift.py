@@ -15,9 +15,7 @@ prequential step: the batch's features, the model's predictions and the per-even
 
 from __future__ import annotations
 
-import difflib
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -41,6 +39,12 @@ class Alarm:
     column (``"prediction"`` for the model's outputs, the error stream's name for concept
     alarms). ``offset`` is the source position of the event that raised it; ``before`` and
     ``after`` are the monitored mean before and after the change (concept alarms).
+
+    Examples
+    --------
+    >>> a = Alarm(0.0, "ctr", "feature", "amount", "psi", 0.31, 0.2, offset=15_000)
+    >>> a.as_dict()["kind"], a.value >= a.threshold
+    ('feature', True)
     """
 
     time: float
@@ -66,75 +70,6 @@ class DriftResult:
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     alarms: list[Alarm] = field(default_factory=list)
-
-
-def _reference_size(reference: str | int | pd.DataFrame) -> int:
-    if isinstance(reference, pd.DataFrame):
-        return len(reference)
-    if isinstance(reference, (int, np.integer)) and not isinstance(reference, bool):
-        if reference < 2:
-            raise ValueError(f"reference must hold at least 2 events, got {reference}")
-        return int(reference)
-    m = re.fullmatch(r"\s*first\s+([\d_,]+)\s+events?\s*", str(reference), flags=re.IGNORECASE)
-    if not m:
-        raise ValueError(
-            f"reference must be 'first N events', an int or a DataFrame, got {reference!r}"
-        )
-    return _reference_size(int(m.group(1).replace("_", "").replace(",", "")))
-
-
-def _is_categorical(values: pd.Series, labels: bool = False) -> bool:
-    """Non-numeric and boolean columns are categories; integer predictions are class labels."""
-    dtype = values.dtype
-    if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
-        return True
-    return labels and pd.api.types.is_integer_dtype(dtype)
-
-
-def _as_values(values: pd.Series, categorical: bool) -> np.ndarray:
-    if categorical:
-        return values.to_numpy(dtype=object)
-    return values.to_numpy(dtype="float64", na_value=np.nan)
-
-
-class _Column:
-    """The reference and the filling window of one watched column."""
-
-    def __init__(self, name: str, kind: str, categorical: bool, n_reference: int, bins: int):
-        self.name, self.kind, self.categorical = name, kind, categorical
-        self.n_reference, self.bins = n_reference, bins
-        self.reference: np.ndarray | None = None
-        self.edges = np.empty(0)
-        self.alarmed = False
-        self.windows = 0
-        self._parts: list[np.ndarray] = []
-        self._filled = 0
-
-    def set_reference(self, values: np.ndarray) -> None:
-        self.reference = values
-        if not self.categorical:
-            self.edges = ds.quantile_edges(values, self.bins)
-
-    def push(self, values: np.ndarray, window: int, sliding: bool) -> list[tuple[np.ndarray, int]]:
-        """Add values; return each completed window with the index of its last value."""
-        done, i, n = [], 0, len(values)
-        while i < n:
-            target = self.n_reference if self.reference is None else window
-            take = min(target - self._filled, n - i)
-            self._parts.append(values[i : i + take])
-            self._filled += take
-            i += take
-            if self._filled < target:
-                break
-            full = np.concatenate(self._parts)
-            self._parts, self._filled = [], 0
-            if self.reference is None:
-                self.set_reference(full)
-                continue
-            done.append((full, i - 1))
-            if sliding:
-                self.set_reference(np.concatenate([self.reference, full])[-self.n_reference :])
-        return done
 
 
 class FeatureDriftMonitor:
@@ -198,61 +133,72 @@ class FeatureDriftMonitor:
         self.bins = bins
         self.floor = floor
         self.stage = stage
-        self.n_reference = _reference_size(reference)
-        self.columns: dict[str, _Column] = {}
+        self.n_reference = ds.reference_size(reference)
+        self.columns: dict[str, ds.ColumnWindow] = {}
         self.seen = 0
+        self._pending: list[tuple[pd.DataFrame, np.ndarray | None]] = []
+        self._pending_n = 0
 
-    def _column(self, name: str, kind: str, values: pd.Series) -> _Column:
+    def _column(self, name: str, kind: str, values: pd.Series) -> ds.ColumnWindow:
         col = self.columns.get(name)
         if col is None:
-            cat = name in (self.categorical or ()) or _is_categorical(values, kind == "prediction")
-            col = self.columns[name] = _Column(name, kind, cat, self.n_reference, self.bins)
+            cat = name in (self.categorical or ()) or ds.is_categorical(
+                values, kind == "prediction"
+            )
+            col = self.columns[name] = ds.ColumnWindow(name, kind, cat, self.n_reference, self.bins)
             ref = self.reference
             if isinstance(ref, pd.DataFrame) and name in ref.columns:
-                col.set_reference(_as_values(ref[name], cat))
+                col.set_reference(ds.column_values(ref[name], cat))
         return col
 
     def update(self, batch: pd.DataFrame, predictions: Any = None) -> DriftResult:
-        """Add a batch (and the model's predictions for it); test every window completed."""
+        """Add a batch (and the model's predictions for it); test every window completed.
+
+        Batches are held until some column completes a window, then converted together,
+        so the per-batch cost is an append.
+        """
         names = self.features if self.features is not None else feature_columns(batch)
         missing = [n for n in names if n not in batch.columns]
         if missing:
             raise ValueError(f"drift monitor: batch has no column(s) {missing}")
-        watched = [(n, "feature", batch[n]) for n in names]
-        if predictions is not None:
-            pred = pd.Series(np.asarray(predictions)) if not isinstance(predictions, pd.Series) else predictions
-            if pred.ndim != 1 or len(pred) != len(batch):
-                raise ValueError("predictions must be 1-D with one value per event of the batch")
-            watched.append(("prediction", "prediction", pred))
-        n = len(batch)
-        offsets = (batch[OFFSET].to_numpy() if OFFSET in batch.columns
-                   else np.arange(self.seen, self.seen + n))
-        etimes = batch[EVENT_TIME].to_numpy(dtype="float64") if EVENT_TIME in batch.columns else None
+        pred = None if predictions is None else np.asarray(predictions)
+        if pred is not None and (pred.ndim != 1 or len(pred) != len(batch)):
+            raise ValueError("predictions must be 1-D with one value per event of the batch")
+        self._pending.append((batch, pred))
+        self._pending_n += len(batch)
+        due = min((c.due(self.window) for c in self.columns.values()), default=1)
+        return self._flush(names) if self._pending_n >= due else DriftResult()
+
+    def _flush(self, names: list[str]) -> DriftResult:
+        parts, self._pending, self._pending_n = self._pending, [], 0
+        frame = parts[0][0] if len(parts) == 1 else pd.concat([b for b, _ in parts])
+        n = len(frame)
+        offsets = (frame[OFFSET].to_numpy() if OFFSET in frame.columns
+                   else np.arange(self.seen, self.seen + n))  # fmt: skip
+        etimes = (frame[EVENT_TIME].to_numpy(dtype="float64") if EVENT_TIME in frame.columns
+                  else np.full(n, NAN))  # fmt: skip
         self.seen += n
+        watched = [(name, "feature", frame[name], offsets, etimes) for name in names]
+        has_pred = [p is not None for _, p in parts]
+        if any(has_pred):
+            mask = np.repeat(has_pred, [len(b) for b, _ in parts])
+            preds = pd.Series(np.concatenate([p for _, p in parts if p is not None]))
+            watched.append(("prediction", "prediction", preds, offsets[mask], etimes[mask]))
         result = DriftResult()
-        for name, kind, values in watched:
+        for name, kind, values, offs, times in watched:
             col = self._column(name, kind, values)
-            for current, last in col.push(_as_values(values, col.categorical), self.window,
-                                          self.sliding_reference):
-                et = float(etimes[last]) if etimes is not None else NAN
-                self._evaluate(col, current, int(offsets[last]), et, result)
+            values = ds.column_values(values, col.categorical)
+            for current, last, ref in col.push(values, self.window, self.sliding_reference):
+                self._evaluate(col, ref, current, int(offs[last]), float(times[last]), result)
         return result
 
-    def _evaluate(self, col: _Column, current: np.ndarray, offset: int, event_time: float,
-                  result: DriftResult) -> None:
-        ref = col.reference
-        if col.categorical:
-            ref_counts, cur_counts, _ = ds.category_counts(ref, current)
-            value, n_bins = ds.psi_from_counts(ref_counts, cur_counts, self.floor), len(ref_counts)
-            stat, p_value = ds.chi2(ref, current)
-            test = "chi2"
-        else:
-            value = ds.psi(ref, current, floor=self.floor, edges=col.edges)
-            n_bins = len(col.edges) + 1
-            stat, p_value = ds.ks(ref, current)
-            test = "ks"
-        threshold = max(self.psi_alarm, ds.psi_threshold(len(ref), len(current), n_bins,
-                                                         self.ks_alpha))
+    def _evaluate(self, col: ds.ColumnWindow, ref: ds.Reference, current: np.ndarray,
+                  offset: int, event_time: float, result: DriftResult) -> None:  # fmt: skip
+        c = ref.compare(current, self.floor)
+        value, stat, p_value, test = c["psi"], c["statistic"], c["p_value"], c["test"]
+        threshold = max(
+            self.psi_alarm, ds.psi_threshold(len(ref), len(current), c["n_bins"], self.ks_alpha)
+        )
         alarm = bool(value >= threshold and p_value < self.ks_alpha)
         col.windows += 1
         t = now()
@@ -260,59 +206,11 @@ class FeatureDriftMonitor:
             "time": t, "offset": offset, "event_time": event_time, "window": col.windows,
             "kind": col.kind, "feature": col.name, "test": test, "psi": value,
             "psi_threshold": threshold, "statistic": stat, "p_value": p_value, "alarm": alarm,
-        })
+        })  # fmt: skip
         if alarm and not col.alarmed:
             result.alarms.append(Alarm(t, self.stage, col.kind, col.name, "psi", value, threshold,
-                                       offset, event_time, p_value))
+                                       offset, event_time, p_value))  # fmt: skip
         col.alarmed = alarm
-
-
-DETECTORS: dict[str, type] = {
-    "adwin": river_drift.ADWIN,
-    "ddm": river_drift.binary.DDM,
-    "eddm": river_drift.binary.EDDM,
-    "hddm_a": river_drift.binary.HDDMA,
-    "hddm_w": river_drift.binary.HDDMW,
-    "fhddm": river_drift.binary.FHDDM,
-    "pagehinkley": river_drift.PageHinkley,
-    "kswin": river_drift.KSWIN,
-}
-# fusionkit's defaults where River's do not fit an error stream (see ConceptDriftMonitor)
-DETECTOR_DEFAULTS: dict[str, dict[str, Any]] = {
-    "adwin": {"delta": 0.002},
-    "pagehinkley": {"mode": "up"},
-}
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[^a-z]", "", name.lower())
-
-
-_BY_KEY = {_key(k): k for k in DETECTORS} | {"ph": "pagehinkley"}
-
-
-def make_detector(detector: str | Any = "adwin", **params: Any) -> Any:
-    """A fresh River drift detector by name (case, ``_`` and ``-`` ignored), or a clone.
-
-    >>> type(make_detector("HDDM_A", drift_confidence=1e-4)).__name__
-    'HDDMA'
-    """
-    if isinstance(detector, str):
-        name = _BY_KEY.get(_key(detector))
-        if name is None:
-            close = difflib.get_close_matches(_key(detector), list(_BY_KEY), n=1, cutoff=0.6)
-            hint = f" Did you mean {_BY_KEY[close[0]]!r}?" if close else ""
-            raise ValueError(f"unknown drift detector {detector!r}: choose one of "
-                             f"{', '.join(DETECTORS)}.{hint}")
-        try:
-            return DETECTORS[name](**{**DETECTOR_DEFAULTS.get(name, {}), **params})
-        except TypeError as e:
-            raise ValueError(f"bad parameter for drift detector {name!r}: {e}") from None
-    if isinstance(detector, (river_base.DriftDetector, river_base.BinaryDriftDetector)):
-        if params:
-            raise ValueError("detector parameters go with a detector name, not an instance")
-        return detector.clone()
-    raise TypeError(f"detector must be a name or a River drift detector, got {detector!r}")
 
 
 class ConceptDriftMonitor:
@@ -327,8 +225,9 @@ class ConceptDriftMonitor:
       fire while the error falls, as when a model warms up, so a detection counts only if
       the mean error went up. For ADWIN the two sub-windows it split are compared (the
       kept recent one against the dropped older one); for the others the last
-      ``direction_window`` errors against those before them since the last alarm.
-      Page-Hinkley runs in ``mode="up"``. DDM, EDDM, HDDM and FHDDM need 0/1 errors.
+      ``direction_window`` errors must exceed the as many before them by at least one
+      standard error. Page-Hinkley runs in ``mode="up"``; FHDDM, which in River detects a
+      fall of its input, is fed ``1 - error``. DDM, EDDM, HDDM and FHDDM need 0/1 errors.
     - with ``window_test``, a one-sided two-sample z-test every ``test_every`` events of the
       last ``test_window`` errors against the ``reference_window`` errors before them,
       alarming at ``z >= z_alarm`` (the two-proportion test on 0/1 errors). It catches the
@@ -353,15 +252,17 @@ class ConceptDriftMonitor:
         detector: str | Any = "adwin",
         *,
         window_test: bool = True,
-        test_window: int = 500,
-        reference_window: int = 2000,
+        test_window: int = 1000,
+        reference_window: int = 4000,
         test_every: int = 50,
-        z_alarm: float = 4.0,
+        z_alarm: float = 3.5,
         direction_window: int = 200,
         target: str = "error",
         stage: str = "",
         **params: Any,
     ):
+        if min(test_window, reference_window, test_every, direction_window) < 1:
+            raise ValueError("windows and test_every must be at least 1 event")
         self.detector = detector
         self.window_test = window_test
         self.test_window = test_window
@@ -372,9 +273,11 @@ class ConceptDriftMonitor:
         self.target = target
         self.stage = stage
         self.params = params
-        self._template = make_detector(detector, **params)
+        self._template = ds.make_detector(detector, **params)
         self._binary = isinstance(self._template, river_base.BinaryDriftDetector)
         self._adwin = isinstance(self._template, river_drift.ADWIN)
+        # River's FHDDM signals a fall of its input, so it is fed 1 - error
+        self._flip = isinstance(self._template, river_drift.binary.FHDDM)
         self.statistic = type(self._template).__name__.lower()
         self._keep = max(reference_window + test_window, 2 * direction_window)
         self.seen = 0
@@ -383,6 +286,7 @@ class ConceptDriftMonitor:
     def _restart(self) -> None:
         self._det = self._template.clone()
         self._hist = np.empty(0)  # the last errors since the last alarm (at most _keep)
+        self._c = self._c2 = np.zeros(1)  # prefix sums of errors and squares, over _hist
         self._since = 0  # events since the last alarm
         self._det_n, self._det_sum = 0, 0.0  # events and their sum since the detector reset
 
@@ -393,20 +297,26 @@ class ConceptDriftMonitor:
         if n == 0:
             return DriftResult()
         if self._binary and not np.isin(e, (0.0, 1.0)).all():
-            raise ValueError(f"drift detector {self.detector!r} needs 0/1 errors; use 'adwin', "
-                             "'pagehinkley' or 'kswin' for absolute errors")
+            raise ValueError(
+                f"drift detector {self.detector!r} needs 0/1 errors; use 'adwin', "
+                "'pagehinkley' or 'kswin' for absolute errors"
+            )
         offsets = np.arange(self.seen, self.seen + n) if offsets is None else np.asarray(offsets)
         times = None if times is None else np.asarray(times, dtype="float64")
         self.seen += n
         result, zmax, start = DriftResult(), NAN, 0
         while start < n:
-            data, m = np.concatenate([self._hist, e[start:]]), self._hist.size
-            z_at, z, before, after, zmax = self._window_test(data, m, zmax)
-            stop = n - start if z_at is None else z_at + 1
-            d_at, d_before, d_after = self._run_detector(data, m, stop)
+            seg, m = e[start:], self._hist.size
+            data = np.concatenate([self._hist, seg])
+            c = np.concatenate([self._c, self._c[-1] + np.cumsum(seg)])
+            c2 = np.concatenate([self._c2, self._c2[-1] + np.cumsum(seg * seg)])
+            z_at, z, before, after, zmax = self._window_test(c, c2, m, zmax)
+            stop = seg.size if z_at is None else z_at + 1
+            d_at, d_before, d_after = self._run_detector(data, c, m, stop)
             if d_at is None and z_at is None:
-                self._hist = data[-self._keep :]
-                self._since += n - start
+                keep = self._keep
+                self._hist, self._c, self._c2 = data[-keep:], c[-keep - 1 :], c2[-keep - 1 :]
+                self._since += seg.size
                 break
             if d_at is not None:
                 at, stat, value, thr, p = d_at, self.statistic, d_after - d_before, 0.0, NAN
@@ -417,7 +327,7 @@ class ConceptDriftMonitor:
             i = start + at
             et = float(times[i]) if times is not None else NAN
             result.alarms.append(Alarm(now(), self.stage, "concept", self.target, stat, value,
-                                       thr, int(offsets[i]), et, p, before, after))
+                                       thr, int(offsets[i]), et, p, before, after))  # fmt: skip
             self._restart()
             start = i + 1
         result.rows.append({
@@ -425,24 +335,23 @@ class ConceptDriftMonitor:
             "event_time": float(times[-1]) if times is not None else NAN, "kind": "concept",
             "feature": self.target, "error_rate": float(e.mean()), "z": zmax,
             "alarm": bool(result.alarms),
-        })
+        })  # fmt: skip
         return result
 
-    def _window_test(self, data: np.ndarray, m: int, zmax: float) -> tuple:
+    def _window_test(self, c: np.ndarray, c2: np.ndarray, m: int, zmax: float) -> tuple:
         """First position (in the new part) where the error rate rose significantly."""
         if not self.window_test:
             return None, NAN, NAN, NAN, zmax
         w, r = self.test_window, self.reference_window
-        count = self._since + np.arange(1, data.size - m + 1)
-        ends = (m + np.arange(data.size - m) + 1)[(count >= r + w) & (count % self.test_every == 0)]
+        count = self._since + np.arange(1, c.size - m)
+        ends = (m + np.arange(1, c.size - m))[(count >= r + w) & (count % self.test_every == 0)]
         if ends.size == 0:
             return None, NAN, NAN, NAN, zmax
-        c = np.concatenate([[0.0], np.cumsum(data)])
-        c2 = np.concatenate([[0.0], np.cumsum(data * data)])
         mid, lo = ends - w, ends - w - r
-        z = ds.increase_z_from_sums(r, c[mid] - c[lo], c2[mid] - c2[lo],
-                                    w, c[ends] - c[mid], c2[ends] - c2[mid])
-        zmax = float(np.nanmax([zmax, z.max()]))
+        z = ds.increase_z_from_sums(
+            r, c[mid] - c[lo], c2[mid] - c2[lo], w, c[ends] - c[mid], c2[ends] - c2[mid]
+        )
+        zmax = max(float(z.max()), zmax) if zmax == zmax else float(z.max())
         hit = np.flatnonzero(z >= self.z_alarm)
         if hit.size == 0:
             return None, NAN, NAN, NAN, zmax
@@ -451,28 +360,110 @@ class ConceptDriftMonitor:
         after = (c[ends[j]] - c[mid[j]]) / w
         return int(ends[j] - 1 - m), float(z[j]), float(before), float(after), zmax
 
-    def _run_detector(self, data: np.ndarray, m: int, stop: int) -> tuple:
+    def _step(self, x: float) -> bool:
+        self._det.update(x)
+        return self._det.drift_detected
+
+    def _stepper(self) -> Any:
+        # River 0.26's ADWIN keeps its window in a Rust helper; feeding it directly saves a
+        # Python call per event (a detection resets the detector here, as River would)
+        helper = getattr(self._det, "_helper", None) if self._adwin else None
+        return helper.update if helper is not None else self._step
+
+    def _run_detector(self, data: np.ndarray, c: np.ndarray, m: int, stop: int) -> tuple:
         """Feed the detector; the first detection where the error went up, with its sides."""
-        det, seg = self._det, data[m : m + stop]
-        cs = np.concatenate([[0.0], np.cumsum(seg)])
+        seg, step = data[m : m + stop], self._stepper()
         since = 0  # position in seg where the detector's current window starts
-        for k, x in enumerate(seg.tolist()):
-            det.update(x)
-            if not det.drift_detected:
+        for k, x in enumerate((1.0 - seg if self._flip else seg).tolist()):
+            if not step(x):
                 continue
-            if self._adwin:
+            if self._adwin:  # the kept recent sub-window against the dropped older one
                 n_all = self._det_n + k + 1 - since
-                s_all = self._det_sum + cs[k + 1] - cs[since]
-                w1, t1 = det.width, det.total
+                s_all = self._det_sum + c[m + k + 1] - c[m + since]
+                w1, t1 = self._det.width, self._det.total
                 before = (s_all - t1) / (n_all - w1) if n_all > w1 else NAN
                 after = t1 / w1 if w1 else NAN
-            else:
-                end, d = m + k + 1, self.direction_window
-                after = float(data[max(0, end - d) : end].mean())
-                before = float(data[max(0, end - self._keep) : end - d].mean()) if end > d else NAN
+            else:  # the last direction_window errors against as many before them
+                end = m + k + 1
+                d = min(self.direction_window, end // 2)
+                recent, older = data[end - d : end], data[end - 2 * d : end - d]
+                before, after = (older.mean(), recent.mean()) if d else (NAN, NAN)
+                if d < 10 or ds.increase_z(older, recent) < 1.0:
+                    before = after = NAN  # no rise of at least one standard error
             if after > before:
                 return k, float(before), float(after)
-            since, self._det_n, self._det_sum = k + 1, 0, 0.0  # River resets on the next update
+            self._det = self._template.clone()
+            step, since, self._det_n, self._det_sum = self._stepper(), k + 1, 0, 0.0
         self._det_n += stop - since
-        self._det_sum += float(cs[stop] - cs[since])
+        self._det_sum += float(c[m + stop] - c[m + since])
         return None, NAN, NAN
+
+
+class DriftMonitor:
+    """Everything drift for one train stage: features, predictions and the error stream.
+
+    The train stage calls ``update`` with each micro-batch after predicting and learning
+    it; the result's rows go to the monitor's drift series, its alarms to the alarm log.
+    Parameters are those of :class:`FeatureDriftMonitor`; ``concept`` is the detector of
+    :class:`ConceptDriftMonitor` (``None`` turns concept drift off) and ``concept_params``
+    its other parameters.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> mon = DriftMonitor(features=["amount"], reference=1000, window=500, stage="ctr")
+    >>> batch = pd.DataFrame({"amount": rng.normal(size=2000), "_offset": np.arange(2000)})
+    >>> res = mon.update(batch, predictions=rng.random(2000), errors=rng.random(2000) < 0.1)
+    >>> sorted({(r["kind"], r["feature"]) for r in res.rows})
+    [('concept', 'error'), ('feature', 'amount'), ('prediction', 'prediction')]
+    >>> res.alarms
+    []
+    """
+
+    def __init__(
+        self,
+        features: list[str] | None = None,
+        reference: str | int | pd.DataFrame = "first 10000 events",
+        window: int = 5000,
+        psi_alarm: float = 0.2,
+        ks_alpha: float = 0.01,
+        concept: str | Any | None = "adwin",
+        sliding_reference: bool = False,
+        categorical: list[str] | None = None,
+        stage: str = "",
+        concept_params: dict[str, Any] | None = None,
+    ):
+        self.features = features
+        self.reference = reference
+        self.window = window
+        self.psi_alarm = psi_alarm
+        self.ks_alpha = ks_alpha
+        self.concept = concept
+        self.sliding_reference = sliding_reference
+        self.categorical = categorical
+        self.stage = stage
+        self.concept_params = concept_params
+        self.feature_monitor = FeatureDriftMonitor(
+            features, reference, window, psi_alarm, ks_alpha, sliding_reference, categorical,
+            stage=stage,
+        )  # fmt: skip
+        self.concept_monitor = (
+            None
+            if concept is None
+            else ConceptDriftMonitor(concept, stage=stage, **(concept_params or {}))
+        )
+
+    def update(
+        self, batch: pd.DataFrame, predictions: Any = None, errors: Any = None
+    ) -> DriftResult:
+        """Add one batch, the model's predictions for it and its per-event errors."""
+        result = self.feature_monitor.update(batch, predictions)
+        if errors is None or self.concept_monitor is None:
+            return result
+        errors = np.asarray(errors, dtype="float64").ravel()
+        if errors.size != len(batch):
+            raise ValueError("errors must hold one value per event of the batch")
+        offsets = batch[OFFSET].to_numpy() if OFFSET in batch.columns else None
+        times = batch[EVENT_TIME].to_numpy(dtype="float64") if EVENT_TIME in batch.columns else None
+        concept = self.concept_monitor.update(errors, offsets, times)
+        return DriftResult(result.rows + concept.rows, result.alarms + concept.alarms)

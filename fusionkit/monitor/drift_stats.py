@@ -1,4 +1,4 @@
-"""Drift statistics: how far a current window of values is from a reference window.
+"""Drift statistics and detectors: how far a window of values is from a reference window.
 
 PSI (population stability index) measures the size of a shift; KS and chi-squared tell
 whether it is more than sampling noise. fusionkit's feature monitor alarms only when both
@@ -7,15 +7,21 @@ alone fires on noise and a test alone fires on shifts too small to matter.
 
 All functions take array-likes and are vectorized; missing values (NaN/None) are kept as a
 bin or category of their own, so a rise in missing values is drift too.
+:class:`ColumnWindow` cuts a column into the reference and the windows to compare. The concept
+drift detectors are River's, made by name with :func:`make_detector`.
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from river import base as river_base
+from river import drift as river_drift
+from scipy import special, stats
 
 OTHER = "__other__"
 
@@ -26,6 +32,12 @@ def _finite_split(values: Any) -> tuple[np.ndarray, int]:
     missing = np.isnan(arr)
     n_missing = int(missing.sum())
     return (arr[~missing] if n_missing else arr), n_missing
+
+
+def _missing_last(values: Any) -> np.ndarray:
+    """Values as float64 with missing ones as +inf: a value above all others for KS."""
+    arr = np.asarray(values, dtype="float64").ravel()
+    return np.where(np.isnan(arr), np.inf, arr)
 
 
 def psi_from_counts(ref_counts: np.ndarray, cur_counts: np.ndarray, floor: float) -> float:
@@ -91,14 +103,22 @@ def category_counts(reference: Any, current: Any) -> tuple[np.ndarray, np.ndarra
     Categories seen only in ``current`` count into the ``OTHER`` bucket (reference count
     0), so a new category is drift rather than an error. Missing values are a category.
     """
-    ref_vc = pd.Series(np.asarray(reference, dtype=object).ravel()).value_counts(dropna=False)
-    cur_vc = pd.Series(np.asarray(current, dtype=object).ravel()).value_counts(dropna=False)
-    cats = list(ref_vc.index)
-    cur_on_ref = cur_vc.reindex(ref_vc.index, fill_value=0).to_numpy(dtype="float64")
-    other = float(cur_vc.sum()) - float(cur_on_ref.sum())
-    ref_counts = np.append(ref_vc.to_numpy(dtype="float64"), 0.0)
-    cur_counts = np.append(cur_on_ref, other)
-    return ref_counts, cur_counts, [*cats, OTHER]
+    index, ref_counts = _categories(reference)
+    return _counts_on(index, ref_counts, current)
+
+
+def _categories(reference: Any) -> tuple[pd.Index, np.ndarray]:
+    """The reference's categories (missing values included) and their counts."""
+    vc = pd.Series(np.asarray(reference, dtype=object).ravel()).value_counts(dropna=False)
+    return vc.index, vc.to_numpy(dtype="float64")
+
+
+def _counts_on(
+    index: pd.Index, ref_counts: np.ndarray, current: Any
+) -> tuple[np.ndarray, np.ndarray, list[Any]]:
+    codes = index.get_indexer(np.asarray(current, dtype=object).ravel())  # -1: unseen
+    cur = np.bincount(codes + 1, minlength=len(index) + 1).astype("float64")
+    return np.append(ref_counts, 0.0), np.append(cur[1:], cur[0]), [*index, OTHER]
 
 
 def psi_categorical(reference: Any, current: Any, floor: float = 1e-4) -> float:
@@ -115,19 +135,37 @@ def psi_categorical(reference: Any, current: Any, floor: float = 1e-4) -> float:
 
 
 def ks(reference: Any, current: Any) -> tuple[float, float]:
-    """Two-sample Kolmogorov-Smirnov test: (statistic, p-value); missing values dropped.
+    """Two-sample Kolmogorov-Smirnov test: (statistic, p-value).
+
+    Missing values count as one value above all others, so a change in the share of missing
+    values is a shift too.
 
     >>> rng = np.random.default_rng(0)
     >>> stat, p = ks(rng.normal(size=2000), rng.normal(1, 1, size=2000))
     >>> p < 1e-6
     True
     """
-    ref, _ = _finite_split(reference)
-    cur, _ = _finite_split(current)
-    if ref.size == 0 or cur.size == 0:
+    return _ks_sorted(np.sort(_missing_last(reference)), current)
+
+
+def _ks_sorted(ref: np.ndarray, current: Any) -> tuple[float, float]:
+    """KS against a sorted reference: scipy's ``ks_2samp`` for small samples; for large ones
+    the statistic by a linear merge and the asymptotic Kolmogorov p-value (a little
+    conservative), which is what makes a test per window cheap next to training."""
+    cur = np.sort(_missing_last(current))
+    n, m = ref.size, cur.size
+    if n == 0 or m == 0:
         return float("nan"), float("nan")
-    res = stats.ks_2samp(ref, cur)
-    return float(res.statistic), float(res.pvalue)
+    if n * m <= 1_000_000:
+        res = stats.ks_2samp(ref, cur)
+        return float(res.statistic), float(res.pvalue)
+    both = np.concatenate([ref, cur])
+    order = np.argsort(both, kind="stable")  # two sorted runs: a linear merge
+    from_ref = np.cumsum(order < n)
+    seen = np.arange(1, n + m + 1)
+    ends = np.r_[both[order[1:]] != both[order[:-1]], True]  # evaluate after ties only
+    d = float(np.abs(from_ref[ends] * m - (seen[ends] - from_ref[ends]) * n).max() / (n * m))
+    return d, float(special.kolmogorov(d * np.sqrt(n * m / (n + m))))
 
 
 def chi2(reference: Any, current: Any, min_expected: float = 5.0) -> tuple[float, float]:
@@ -142,12 +180,17 @@ def chi2(reference: Any, current: Any, min_expected: float = 5.0) -> tuple[float
     True
     """
     ref_counts, cur_counts, _ = category_counts(reference, current)
+    return _chi2_counts(ref_counts, cur_counts, min_expected)
+
+
+def _chi2_counts(ref_counts: np.ndarray, cur_counts: np.ndarray, min_expected: float = 5.0):
+    """Chi-squared homogeneity test of two count vectors (as ``chi2_contingency`` without
+    continuity correction), rare categories pooled."""
     n_ref, n_cur = ref_counts.sum(), cur_counts.sum()
     if n_ref == 0 or n_cur == 0:
         return float("nan"), float("nan")
     total = ref_counts + cur_counts
-    expected_small = total * min(n_ref, n_cur) / (n_ref + n_cur)
-    rare = expected_small < min_expected
+    rare = total * min(n_ref, n_cur) / (n_ref + n_cur) < min_expected
     if rare.any():
         ref_counts = np.append(ref_counts[~rare], ref_counts[rare].sum())
         cur_counts = np.append(cur_counts[~rare], cur_counts[rare].sum())
@@ -155,8 +198,9 @@ def chi2(reference: Any, current: Any, min_expected: float = 5.0) -> tuple[float
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2:
         return 0.0, 1.0
-    res = stats.chi2_contingency(table, correction=False)
-    return float(res.statistic), float(res.pvalue)
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
+    stat = float(((table - expected) ** 2 / expected).sum())
+    return stat, float(special.chdtrc(table.shape[1] - 1, stat))
 
 
 def psi_threshold(n_reference: int, n_current: int, n_bins: int, alpha: float = 0.01) -> float:
@@ -173,7 +217,7 @@ def psi_threshold(n_reference: int, n_current: int, n_bins: int, alpha: float = 
     if n_reference <= 0 or n_current <= 0 or n_bins < 2:
         return float("inf")
     scale = 1.0 / n_reference + 1.0 / n_current
-    return float(stats.chi2.ppf(1.0 - alpha, n_bins - 1) * scale)
+    return float(special.chdtri(n_bins - 1, alpha) * scale)
 
 
 def increase_z(reference: np.ndarray, current: np.ndarray) -> float:
@@ -184,8 +228,16 @@ def increase_z(reference: np.ndarray, current: np.ndarray) -> float:
     >>> round(increase_z(np.r_[np.zeros(900), np.ones(100)], np.r_[np.zeros(70), np.ones(30)]), 2)
     5.91
     """
-    return float(increase_z_from_sums(reference.size, reference.sum(), np.square(reference).sum(),
-                                      current.size, current.sum(), np.square(current).sum()))
+    return float(
+        increase_z_from_sums(
+            reference.size,
+            reference.sum(),
+            np.square(reference).sum(),
+            current.size,
+            current.sum(),
+            np.square(current).sum(),
+        )
+    )
 
 
 def increase_z_from_sums(
@@ -200,3 +252,178 @@ def increase_z_from_sums(
     se = np.sqrt(var * (1.0 / n_ref + 1.0 / n_cur))
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(se > 0, diff / np.where(se > 0, se, 1.0), 0.0)
+
+
+def reference_size(reference: str | int | pd.DataFrame) -> int:
+    """Events in a reference given as ``"first N events"``, an int, or a DataFrame."""
+    if isinstance(reference, pd.DataFrame):
+        return len(reference)
+    if isinstance(reference, (int, np.integer)) and not isinstance(reference, bool):
+        if reference < 2:
+            raise ValueError(f"reference must hold at least 2 events, got {reference}")
+        return int(reference)
+    m = re.fullmatch(r"\s*first\s+([\d_,]+)\s+events?\s*", str(reference), flags=re.IGNORECASE)
+    if not m:
+        raise ValueError(
+            f"reference must be 'first N events', an int or a DataFrame, got {reference!r}"
+        )
+    return reference_size(int(m.group(1).replace("_", "").replace(",", "")))
+
+
+def is_categorical(values: pd.Series, labels: bool = False) -> bool:
+    """Non-numeric and boolean columns are categories; integer predictions are class labels."""
+    dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype) or not pd.api.types.is_numeric_dtype(dtype):
+        return True
+    return labels and pd.api.types.is_integer_dtype(dtype)
+
+
+def column_values(values: pd.Series, categorical: bool) -> np.ndarray:
+    """A column as float64 with NaN for missing, or as objects for a categorical one."""
+    if categorical:
+        return values.to_numpy(dtype=object)
+    return values.to_numpy(dtype="float64", na_value=np.nan)
+
+
+class Reference:
+    """A reference window, summarized once so that comparing a window with it is cheap.
+
+    Examples
+    --------
+    >>> ref = Reference(np.random.default_rng(0).normal(size=1000), categorical=False)
+    >>> c = ref.compare(np.full(100, 3.0))
+    >>> c["test"], c["psi"] > 1, c["p_value"] < 1e-10
+    ('ks', True, True)
+    """
+
+    def __init__(self, values: np.ndarray, categorical: bool, bins: int = 10):
+        self.values, self.categorical, self.bins = values, categorical, bins
+        if categorical:
+            self.index, self.counts = _categories(values)
+        else:
+            self.sorted = np.sort(_missing_last(values))
+            self.edges = quantile_edges(values, bins)
+            self.bin_counts = binned_counts(values, self.edges)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def compare(self, current: np.ndarray, floor: float = 1e-4) -> dict[str, Any]:
+        """PSI and the test (KS or chi-squared) of ``current`` against this reference."""
+        if self.categorical:
+            ref_counts, cur_counts, _ = _counts_on(self.index, self.counts, current)
+            stat, p = _chi2_counts(ref_counts, cur_counts)
+            test = "chi2"
+        else:
+            ref_counts, cur_counts = self.bin_counts, binned_counts(current, self.edges)
+            stat, p = _ks_sorted(self.sorted, current)
+            test = "ks"
+        value = psi_from_counts(ref_counts, cur_counts, floor)
+        n_bins = (
+            int(np.count_nonzero(ref_counts + cur_counts))
+            if self.categorical
+            else self.edges.size + 1
+        )
+        return {"psi": value, "statistic": stat, "p_value": p, "test": test, "n_bins": n_bins}
+
+
+class ColumnWindow:
+    """The reference and the filling window of one watched column.
+
+    The first ``n_reference`` values become the reference (unless one is set), then values
+    fill tumbling windows of ``window``; with ``sliding`` the reference moves to the last
+    ``n_reference`` values before each window.
+
+    Examples
+    --------
+    >>> col = ColumnWindow("x", "feature", categorical=False, n_reference=4, bins=2)
+    >>> [(w.tolist(), last) for w, last, _ in col.push(np.arange(9.0), window=2, sliding=False)]
+    [([4.0, 5.0], 5), ([6.0, 7.0], 7)]
+    >>> col.due(window=2)
+    1
+    """
+
+    def __init__(self, name: str, kind: str, categorical: bool, n_reference: int, bins: int):
+        self.name, self.kind, self.categorical = name, kind, categorical
+        self.n_reference, self.bins = n_reference, bins
+        self.reference: Reference | None = None
+        self.alarmed = False
+        self.windows = 0
+        self._parts: list[np.ndarray] = []
+        self._filled = 0
+
+    def set_reference(self, values: np.ndarray) -> None:
+        self.reference = Reference(values, self.categorical, self.bins)
+
+    def due(self, window: int) -> int:
+        """Values still needed to complete the reference or the current window."""
+        return (self.n_reference if self.reference is None else window) - self._filled
+
+    def push(self, values: np.ndarray, window: int, sliding: bool) -> list[tuple]:
+        """Add values; each completed window as (window, index of its last value, the
+        :class:`Reference` it is to be compared with)."""
+        done, i, n = [], 0, len(values)
+        while i < n:
+            target = self.n_reference if self.reference is None else window
+            take = min(target - self._filled, n - i)
+            self._parts.append(values[i : i + take])
+            self._filled += take
+            i += take
+            if self._filled < target:
+                break
+            full = np.concatenate(self._parts)
+            self._parts, self._filled = [], 0
+            if self.reference is None:
+                self.set_reference(full)
+                continue
+            done.append((full, i - 1, self.reference))
+            if sliding:
+                kept = np.concatenate([self.reference.values, full])[-self.n_reference :]
+                self.set_reference(kept)
+        return done
+
+
+DETECTORS: dict[str, type] = {
+    "adwin": river_drift.ADWIN,
+    "ddm": river_drift.binary.DDM,
+    "eddm": river_drift.binary.EDDM,
+    "hddm_a": river_drift.binary.HDDMA,
+    "hddm_w": river_drift.binary.HDDMW,
+    "fhddm": river_drift.binary.FHDDM,
+    "pagehinkley": river_drift.PageHinkley,
+    "kswin": river_drift.KSWIN,
+}
+# fusionkit's defaults where River's do not fit an error stream (see ConceptDriftMonitor)
+DETECTOR_DEFAULTS: dict[str, dict[str, Any]] = {"pagehinkley": {"mode": "up"}}
+
+
+def _key(name: str) -> str:
+    return re.sub(r"[^a-z]", "", name.lower())
+
+
+_BY_KEY = {_key(k): k for k in DETECTORS} | {"ph": "pagehinkley"}
+
+
+def make_detector(detector: str | Any = "adwin", **params: Any) -> Any:
+    """A fresh River drift detector by name (case, ``_`` and ``-`` ignored), or a clone.
+
+    >>> type(make_detector("HDDM_A", drift_confidence=1e-4)).__name__
+    'HDDMA'
+    """
+    if isinstance(detector, str):
+        name = _BY_KEY.get(_key(detector))
+        if name is None:
+            close = difflib.get_close_matches(_key(detector), list(_BY_KEY), n=1, cutoff=0.6)
+            hint = f" Did you mean {_BY_KEY[close[0]]!r}?" if close else ""
+            raise ValueError(
+                f"unknown drift detector {detector!r}: choose one of {', '.join(DETECTORS)}.{hint}"
+            )
+        try:
+            return DETECTORS[name](**{**DETECTOR_DEFAULTS.get(name, {}), **params})
+        except TypeError as e:
+            raise ValueError(f"bad parameter for drift detector {name!r}: {e}") from None
+    if isinstance(detector, (river_base.DriftDetector, river_base.BinaryDriftDetector)):
+        if params:
+            raise ValueError("detector parameters go with a detector name, not an instance")
+        return detector.clone()
+    raise TypeError(f"detector must be a name or a River drift detector, got {detector!r}")

@@ -9,9 +9,8 @@ from __future__ import annotations
 import ray
 
 from fusionkit.monitor.monitor import Monitor
+from fusionkit.runtime.host import StageHost
 from fusionkit.runtime.registry_actor import RegistryActor
-from fusionkit.runtime.stream_worker import StreamWorker
-from fusionkit.runtime.train_worker import TrainWorker
 
 NAMESPACE = "fusionkit"
 CONTROLLER = "fusionkit-controller"
@@ -20,5 +19,4 @@ REGISTRY = "fusionkit-registry"
 
 MonitorActor = ray.remote(num_cpus=0, max_concurrency=16)(Monitor)
 Registry = ray.remote(num_cpus=0, max_concurrency=256)(RegistryActor)
-StreamActor = ray.remote(num_cpus=0, max_concurrency=64)(StreamWorker)
-TrainActor = ray.remote(num_cpus=0, max_concurrency=64)(TrainWorker)
+Host = ray.remote(num_cpus=0, max_concurrency=64)(StageHost)

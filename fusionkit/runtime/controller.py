@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import threading
+import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,19 +18,12 @@ import ray
 
 from fusionkit._clock import now
 from fusionkit.errors import FusionError, StageFailedError, StageNotFoundError
-from fusionkit.runtime.actors import (
-    MONITOR,
-    NAMESPACE,
-    REGISTRY,
-    MonitorActor,
-    Registry,
-    StreamActor,
-    TrainActor,
-)
+from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY, Host, MonitorActor, Registry
 from fusionkit.runtime.specs import StreamSpec, TrainSpec
 from fusionkit.runtime.stream_worker import OPS
 
 STOP_TIMEOUT = 5.0
+SPARE_HOSTS = 3  # warm processes kept ready, so defining a stage does not wait for one
 INFO_TIMEOUT = 3.0
 
 
@@ -70,12 +64,54 @@ class Controller:
         self.registry = Registry.options(name=REGISTRY, namespace=NAMESPACE,
                                          get_if_exists=True).remote(storage, self.monitor)
         self.started = now()
+        self._spares: list[Any] = []
+        self._pool_lock = threading.Lock()
+        self._want_spares = threading.Event()
+        self._want_spares.set()
+        threading.Thread(target=self._refill, daemon=True, name="fk-pool").start()
 
     def ping(self) -> dict[str, Any]:
         return {"started": self.started, "stages": list(self.stages), "storage": self.storage}
 
     def handles(self) -> dict[str, Any]:
         return {"monitor": self.monitor, "registry": self.registry}
+
+    # -- the warm pool ----------------------------------------------------------------------
+    def _refill(self) -> None:
+        while True:
+            self._want_spares.wait()
+            self._want_spares.clear()
+            missing = SPARE_HOSTS - len(self._spares)
+            hosts = [Host.options(namespace=NAMESPACE).remote() for _ in range(missing)]
+            for host in hosts:  # started together, taken as each becomes ready
+                try:
+                    ray.get(host.ready.remote())
+                except Exception:
+                    continue
+                with self._pool_lock:
+                    self._spares.append(host)
+
+    def _hosts(self, worker: str, calls: list[tuple]) -> list[Any]:
+        """One actor per argument tuple, from the warm pool where possible."""
+        with self._pool_lock:
+            taken, self._spares = self._spares[:len(calls)], self._spares[len(calls):]
+        taken += [Host.options(namespace=NAMESPACE).remote() for _ in range(len(calls) - len(taken))]
+        self._want_spares.set()
+        refs = [h.become.remote(worker, *args) for h, args in zip(taken, calls, strict=True)]
+        try:
+            ray.get(refs)
+        except ray.exceptions.RayTaskError as err:
+            for h in taken:
+                ray.kill(h, no_restart=True)
+            cause = getattr(err, "cause", None)
+            raise (cause if isinstance(cause, BaseException) else err) from None
+        return taken
+
+    def actors(self) -> dict[str, list[str]]:
+        """Actor ids: per stage, and the warm spares."""
+        out = {name: [a._actor_id.hex() for a in r.all_actors] for name, r in self.stages.items()}
+        out["(spare)"] = [a._actor_id.hex() for a in self._spares]
+        return out
 
     # -- helpers --------------------------------------------------------------------------
     def _record(self, name: str, kind: str | None = None) -> StageRecord:
@@ -87,9 +123,6 @@ class Controller:
             raise StageNotFoundError(
                 f"there is no {what} named {name!r} (defined: {listing}).{did_you_mean(name, names)}")
         return rec
-
-    def _actor_name(self, name: str, role: str, gen: int) -> str:
-        return f"stage/{name}/{role}/{gen}"
 
     def _emitters(self, rec: StageRecord) -> list[Any]:
         """The actors of a stream stage that send its output downstream."""
@@ -133,7 +166,7 @@ class Controller:
         raise StageFailedError(name, result["error"], result.get("traceback", ""), "probe")
 
     # -- defining stages ------------------------------------------------------------------
-    def define_stream(self, spec: StreamSpec) -> dict[str, Any]:
+    def define_stream(self, spec: StreamSpec, state: dict | None = None) -> dict[str, Any]:
         with self._lock:
             old = self.stages.get(spec.name)
             if old is not None and old.kind != "stream":
@@ -141,17 +174,14 @@ class Controller:
                                   f"or choose another name")
             self._generation += 1
             gen = self._generation
-            opts = dict(namespace=NAMESPACE)
             if spec.parallelism == 1:
                 source = None
-                actors = [StreamActor.options(name=self._actor_name(spec.name, "fused0", gen), **opts)
-                          .remote(spec, "fused", 0, self.monitor)]
+                actors = self._hosts("stream", [(spec, "fused", 0, self.monitor, state)])
                 prober = actors[0]
             else:
-                source = StreamActor.options(name=self._actor_name(spec.name, "source", gen), **opts
-                                             ).remote(spec, "source", 0, self.monitor)
-                actors = [StreamActor.options(name=self._actor_name(spec.name, f"ops{i}", gen), **opts)
-                          .remote(spec, "ops", i, self.monitor) for i in range(spec.parallelism)]
+                calls = [(spec, "source", 0, self.monitor, state)]
+                calls += [(spec, "ops", i, self.monitor) for i in range(spec.parallelism)]
+                source, *actors = self._hosts("stream", calls)
                 prober = source
             new = [a for a in [source, *actors] if a is not None]
             probe = ray.get(prober.probe.remote())
@@ -176,9 +206,7 @@ class Controller:
                                   f"or choose another name")
             self._generation += 1
             gen = self._generation
-            actor = TrainActor.options(name=self._actor_name(spec.name, "train0", gen),
-                                       namespace=NAMESPACE).remote(spec, 0, self.monitor,
-                                                                   self.registry)
+            (actor,) = self._hosts("train", [(spec, 0, self.monitor, self.registry)])
             sample = up.sample
             if sample is None:
                 peeks = ray.get([a.peek.remote(200) for a in up.actors])
@@ -194,7 +222,9 @@ class Controller:
             self._rewire(spec.on)
             return self._summary(rec)
 
-    def define_serve(self, spec: Any) -> dict[str, Any]:
+    def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
+        """Deploy a serve stage. Starting Ray Serve takes seconds the first time; with
+        ``wait=False`` this returns at once and the stage shows ``starting`` until ready."""
         from fusionkit.serve.deploy import deploy
 
         with self._lock:
@@ -203,10 +233,28 @@ class Controller:
             if old is not None and old.kind != "serve":
                 raise FusionError(f"{spec.name!r} is already a {old.kind} stage; stop it first "
                                   f"or choose another name")
-            info = deploy(spec)
-            rec = StageRecord(spec.name, "serve", spec, [], None, 0, extra=info)
+            rec = StageRecord(spec.name, "serve", spec, [], None, 0,
+                              extra={"url": f"http://{spec.host}:{spec.port}{spec.route}",
+                                     "route": spec.route, "deploying": True})
             self.stages[spec.name] = rec
-            return self._summary(rec)
+
+        def run() -> None:
+            try:
+                rec.extra.update(deploy(spec))
+            except Exception as exc:
+                rec.extra["error"] = f"{type(exc).__name__}: {exc}"
+                rec.extra["traceback"] = "".join(traceback.format_exception(exc))
+            finally:
+                rec.extra["deploying"] = False
+
+        if wait:
+            run()
+            if "error" in rec.extra:
+                raise StageFailedError(spec.name, rec.extra["error"], rec.extra["traceback"],
+                                       "serve deployment")
+        else:
+            threading.Thread(target=run, daemon=True, name=f"fk-deploy-{spec.name}").start()
+        return self._summary(rec)
 
     # -- operating stages -----------------------------------------------------------------
     def stop(self, name: str | None = None) -> list[str]:
@@ -245,10 +293,7 @@ class Controller:
             state = ray.get((rec.source or rec.actors[0]).get_state.remote())
             spec = rec.spec
             spec.parallelism = n
-            out = self.define_stream(spec)
-            new = self.stages[name]
-            ray.get([(new.source or new.actors[0]).set_state.remote({"offset": state["offset"]})])
-            return out
+            return self.define_stream(spec, {"offset": state["offset"]})
         if rec.kind == "serve":
             from fusionkit.serve.deploy import scale as serve_scale
 
@@ -267,6 +312,13 @@ class Controller:
         if rec.kind == "serve":
             from fusionkit.serve.deploy import replica_infos
 
+            if rec.extra.get("deploying"):
+                return [{"stage": rec.name, "index": 0, "status": "starting", "error": None,
+                         "traceback": "", "totals": {}, "dead_letters": 0}]
+            if "error" in rec.extra:
+                return [{"stage": rec.name, "index": 0, "status": "failed",
+                         "error": rec.extra["error"], "traceback": rec.extra["traceback"],
+                         "totals": {}, "dead_letters": 0}]
             return replica_infos(rec.spec)
         out = []
         refs = [a.info.remote() for a in rec.all_actors]

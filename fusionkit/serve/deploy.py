@@ -7,6 +7,7 @@ from typing import Any
 from fusionkit.runtime.specs import ServeSpec
 
 MAX_ONGOING = 64
+QUIET = {"log_level": "WARNING", "enable_access_log": False}
 
 
 def _serve():
@@ -21,7 +22,7 @@ def _app(spec: ServeSpec):
 
     deployment = serve.deployment(ModelServer).options(
         name=spec.name, num_replicas=spec.replicas, max_ongoing_requests=MAX_ONGOING,
-        ray_actor_options={"num_cpus": 0}, health_check_period_s=2,
+        ray_actor_options={"num_cpus": 0}, health_check_period_s=2, logging_config=QUIET,
     )
     return deployment.bind(spec)
 
@@ -29,7 +30,7 @@ def _app(spec: ServeSpec):
 def deploy(spec: ServeSpec) -> dict[str, Any]:
     """Start Serve on ``spec.host:spec.port`` if needed and run the stage's application."""
     serve = _serve()
-    serve.start(http_options={"host": spec.host, "port": spec.port})
+    serve.start(http_options={"host": spec.host, "port": spec.port}, logging_config=QUIET)
     serve.run(_app(spec), name=spec.name, route_prefix=spec.route, blocking=False)
     return {"url": f"http://{spec.host}:{spec.port}{spec.route}", "route": spec.route}
 

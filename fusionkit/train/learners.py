@@ -6,23 +6,22 @@ every event is scored by a model that has not yet seen its label.
 
 ``adapt(model)`` turns what a user writes in a notebook into a `Learner`:
 
-- a River model or pipeline (classifier or regressor): rows go in as dicts, one at a time,
-  and ``predict_learn`` predicts then learns each event in order, which is exactly River's
-  ``progressive_val_score``. ``mini_batch=True`` uses ``predict_many``/``learn_many`` on the
-  whole batch instead: faster, but every event of a batch is then scored by the model as it
-  was before the batch, which costs accuracy on large batches.
-- a scikit-learn estimator with ``partial_fit``: the batch is predicted, then learned, as
-  one array. A classifier needs every class on its first ``partial_fit``: pass ``classes=``,
-  otherwise the classes of the first learned batch are taken and a later unseen class is an
-  error. Before the first fit it predicts a constant (the first class, or 0.0). Numeric and
-  boolean columns are used as they are; other columns are one-hot encoded with the
-  categories seen in the first learned batch (later unseen categories encode as all zeros),
-  because the estimator's number of inputs is fixed by its first fit.
-- an object with ``learn_one`` and ``predict_one`` that is not River: the same loop as River.
-- an object that already speaks the protocol (``predict``, ``learn``, ``get_state``,
-  ``set_state``): used as it is.
+- a River model or pipeline (classifier or regressor): rows go in as dicts, and
+  ``predict_learn`` predicts then learns each event in order, which is exactly River's
+  ``progressive_val_score`` whatever the batch size. ``mini_batch=True`` uses
+  ``predict_many``/``learn_many`` on the whole batch instead: faster, but every event of a
+  batch is then scored by the model as it was before the batch, which costs accuracy.
+- a scikit-learn estimator with ``partial_fit``: the batch is predicted, then learned, as one
+  array. A classifier needs every class on its first ``partial_fit``: pass ``classes=``;
+  otherwise a boolean label gives ``[False, True]`` and any other label the classes of the
+  first batch (a later unseen class is then an error). Before its first fit it predicts a
+  constant (the first class, or 0.0). Numeric and boolean columns are used as they are;
+  other columns are one-hot encoded with the categories of the first learned batch (unseen
+  categories encode as zeros), because the first fit fixes the estimator's number of inputs.
+- an object with ``learn_one`` and ``predict_one`` that is not River: looped like River.
+- an object with ``predict``, ``learn``, ``get_state`` and ``set_state``: used as it is.
 
-Features are the ``features`` given, or every column of the batch except the reserved ones
+Features are ``features`` when given, else every column of the batch but the reserved ones
 (``fusionkit.batch``) and the label (``label``, or the name of the ``y`` series learned).
 """
 
@@ -46,16 +45,15 @@ except ImportError:  # pragma: no cover
     _pickler = pickle
 
 TASKS = ("classification", "regression")
-_NAN = math.nan
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Prediction:
     """The answers of a learner for one batch, in the batch's row order.
 
-    ``y_pred`` holds one prediction per row (``None`` where the model could not predict
-    yet); ``proba`` is P(class = positive label) for a binary classifier, NaN where
-    unknown, or None when the model gives no probabilities or has more than two classes.
+    ``y_pred`` holds one prediction per row (``None`` where the model cannot predict yet);
+    ``proba`` is P(class = positive label) per row for a binary classifier (NaN where
+    unknown), or None when the model gives no probabilities or has more than two classes.
 
     Examples
     --------
@@ -75,7 +73,7 @@ class Prediction:
 class Learner:
     """The protocol of a model in a train stage: predict a batch, learn a batch, state.
 
-    Subclass it, or write any class with these methods, to bring your own model; ``adapt``
+    Subclass it (or write any class with these methods) to bring your own model; ``adapt``
     wraps the usual libraries. ``model`` is the wrapped object, ``task`` is
     ``"classification"`` or ``"regression"``.
 
@@ -85,15 +83,12 @@ class Learner:
     >>> class Mean(Learner):
     ...     task = "regression"
     ...     def __init__(self):
-    ...         self.model = {"sum": 0.0, "n": 0}
+    ...         self.model = []
     ...     def predict(self, X):
-    ...         m = self.model
-    ...         return Prediction(np.full(len(X), m["sum"] / max(m["n"], 1)))
+    ...         return Prediction(np.full(len(X), np.mean(self.model) if self.model else 0.0))
     ...     def learn(self, X, y):
-    ...         self.model["sum"] += float(y.sum())
-    ...         self.model["n"] += len(y)
-    >>> learner = Mean()
-    >>> X = pd.DataFrame({"a": [1, 2]})
+    ...         self.model.extend(y.tolist())
+    >>> learner, X = Mean(), pd.DataFrame({"a": [1, 2]})
     >>> learner.predict_learn(X, pd.Series([2.0, 4.0])).y_pred.tolist()
     [0.0, 0.0]
     >>> learner.predict(X).y_pred.tolist()
@@ -118,33 +113,39 @@ class Learner:
         return prediction
 
     def get_state(self) -> bytes:
-        """The learner as bytes: equal states give equal bytes, so a sha256 identifies it."""
-        return _pickler.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        """The learner as bytes, for a checkpoint or a published version (sha256-able).
+
+        The same state gives the same bytes, and a learner restored by ``set_state`` gives
+        back the bytes it was restored from. Pickle also records which objects are shared,
+        which differs between a restored learner and one that never was; pickling the
+        unpickled copy removes the differences in shared strings, so a restored River model
+        that goes on learning checksums like one never restored (numpy arrays may still
+        differ in layout while equal in value).
+        """
+        once = _pickler.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+        return _pickler.dumps(pickle.loads(once), protocol=pickle.HIGHEST_PROTOCOL)
 
     def set_state(self, state: bytes) -> None:
-        """Become the learner that ``get_state`` returned ``state`` for."""
+        """Become the learner whose ``get_state`` returned ``state``."""
         other = pickle.loads(state)
         if type(other) is not type(self):
-            raise TypeError(
-                f"this state holds a {type(other).__name__}, not a {type(self).__name__}"
-            )
+            raise TypeError(f"this state holds a {type(other).__name__}, "
+                            f"not a {type(self).__name__}")
         self.__dict__.clear()
         self.__dict__.update(other.__dict__)
 
 
 def load_state(state: bytes) -> Learner:
-    """Rebuild a learner from the bytes of ``get_state`` (for the adapters of ``adapt``).
+    """Rebuild a learner from the bytes of its ``get_state`` (any adapter of ``adapt``).
 
-    A model with its own ``get_state`` may return bytes this cannot read: restore it with
-    ``set_state`` on a fresh learner instead.
+    A model with its own ``get_state`` may return bytes this cannot read: restore those with
+    ``set_state`` on a learner built from the same model.
     """
     obj = pickle.loads(state)
     if isinstance(obj, Learner):
         return obj
-    raise TypeError(
-        f"these bytes hold a {type(obj).__name__}, not a fusionkit Learner: call set_state "
-        "on a learner built from the same model instead"
-    )
+    raise TypeError(f"these bytes hold a {type(obj).__name__}, not a fusionkit Learner: call "
+                    "set_state on a learner built from the same model instead")
 
 
 class _Columns:
@@ -168,11 +169,6 @@ class _Columns:
         return feature_columns(X, exclude=(label,) if label is not None else ())
 
 
-def _check_task(task: str | None) -> None:
-    if task not in TASKS:
-        raise ValueError(f"task must be 'classification' or 'regression', not {task!r}")
-
-
 def _argmax_predicts(model: Any) -> bool:
     """Whether ``predict_one`` is the argmax of ``predict_proba_one`` (River's default)."""
     final = getattr(model, "_last_step", model)
@@ -181,6 +177,15 @@ def _argmax_predicts(model: Any) -> bool:
 
 def _as_list(values: Any) -> list:
     return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _to_array(values: list) -> np.ndarray:
+    """Predictions as a 1-d array; object dtype when some are None."""
+    if any(v is None for v in values):
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+    return np.asarray(values)
 
 
 class _RiverLearner(_Columns, Learner):
@@ -225,7 +230,7 @@ class _RiverLearner(_Columns, Learner):
         proba = None
         if proba_one is not None and len(self._labels) <= 2:
             pos = self.pos_label
-            proba = np.array([p.get(pos, 0.0) if p else _NAN for p in probas], dtype="float64")
+            proba = np.array([p.get(pos, 0.0) if p else math.nan for p in probas], "float64")
         return Prediction(_to_array(preds), proba)
 
     def _seen(self, y: pd.Series) -> None:
@@ -252,28 +257,16 @@ class _RiverLearner(_Columns, Learner):
         return self._loop(self._rows(X), _as_list(y))
 
     def _predict_many(self, X: pd.DataFrame) -> Prediction:
-        Xf = X[self._columns(X)]
-        model = self.model
-        if self.task == "classification" and hasattr(model, "predict_proba_many"):
-            P = model.predict_proba_many(Xf)
-            if P.empty:
-                return Prediction(np.full(len(X), None, dtype=object))
-            y_pred = P.idxmax(axis="columns").to_numpy()
-            proba = None
-            if P.shape[1] <= 2 and len(self._labels) <= 2:
-                pos = self.pos_label
-                proba = P[pos].to_numpy("float64") if pos in P.columns else np.zeros(len(P))
-            return Prediction(y_pred, proba)
-        return Prediction(np.asarray(model.predict_many(Xf)))
-
-
-def _to_array(values: list) -> np.ndarray:
-    """Predictions as a 1-d array; object dtype when some are None."""
-    if any(v is None for v in values):
-        out = np.empty(len(values), dtype=object)
-        out[:] = values
-        return out
-    return np.asarray(values)
+        Xf, model = X[self._columns(X)], self.model
+        if self.task != "classification" or not hasattr(model, "predict_proba_many"):
+            return Prediction(np.asarray(model.predict_many(Xf)))
+        P = model.predict_proba_many(Xf)
+        if P.empty:
+            return Prediction(np.full(len(X), None, dtype=object))
+        proba, pos = None, self.pos_label
+        if P.shape[1] <= 2 and len(self._labels) <= 2:
+            proba = P[pos].to_numpy("float64") if pos in P.columns else np.zeros(len(P))
+        return Prediction(P.idxmax(axis="columns").to_numpy(), proba)
 
 
 class _PartialFitLearner(_Columns, Learner):
@@ -294,6 +287,7 @@ class _PartialFitLearner(_Columns, Learner):
         self._categories: dict[str, list] = {}
 
     def _freeze(self, X: pd.DataFrame) -> None:
+        """Fix the columns and their encoding from the first batch learned."""
         for c in self._columns(X):
             col = X[c]
             if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
@@ -308,8 +302,7 @@ class _PartialFitLearner(_Columns, Learner):
         blocks = [X[self._numeric].to_numpy(dtype="float64")]
         for c, vocabulary in self._categories.items():
             codes = pd.Categorical(X[c], categories=vocabulary).codes
-            onehot = np.zeros((len(X), len(vocabulary)))
-            known = codes >= 0
+            onehot, known = np.zeros((len(X), len(vocabulary))), codes >= 0
             onehot[np.flatnonzero(known), codes[known]] = 1.0
             blocks.append(onehot)
         return np.hstack(blocks)
@@ -326,18 +319,16 @@ class _PartialFitLearner(_Columns, Learner):
                 return Prediction(np.zeros(n))
             if not self._classes:
                 return Prediction(np.full(n, None, dtype=object))
-            half = self._binary_index(self._classes) is not None
-            return Prediction(np.full(n, self._classes[0]), np.full(n, 0.5) if half else None)
+            half = np.full(n, 0.5) if self._binary_index(self._classes) is not None else None
+            return Prediction(np.full(n, self._classes[0]), half)
         if n == 0:
-            return Prediction(np.empty(0), None)
-        A = self._encode(X)
-        y_pred = self.model.predict(A)
-        proba = None
+            return Prediction(np.empty(0))
+        A, proba = self._encode(X), None
         if self.task == "classification" and hasattr(self.model, "predict_proba"):
             index = self._binary_index(self.model.classes_.tolist())
             if index is not None:
                 proba = self.model.predict_proba(A)[:, index]
-        return Prediction(np.asarray(y_pred), proba)
+        return Prediction(np.asarray(self.model.predict(A)), proba)
 
     def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
         if len(X) == 0:
@@ -348,28 +339,22 @@ class _PartialFitLearner(_Columns, Learner):
         A, target = self._encode(X), y.to_numpy()
         if self.task == "regression":
             self.model.partial_fit(A, target.astype("float64"))
-        elif not self._fitted:
+        else:
             if self._classes is None:
                 self._classes = _infer_classes(y)
-            self._check_classes(y)
-            self.model.partial_fit(A, target, classes=np.asarray(self._classes))
-        else:
-            self._check_classes(y)
-            self.model.partial_fit(A, target)
+            unseen = [v for v in pd.unique(y).tolist() if v not in self._classes]
+            if unseen:
+                raise SchemaError(
+                    f"label(s) {unseen} are not among the classes {self._classes} this "
+                    "estimator started with: pass every class with adapt(model, classes=[...])")
+            first = {} if self._fitted else {"classes": np.asarray(self._classes)}
+            self.model.partial_fit(A, target, **first)
         self._fitted = True
 
     def predict_learn(self, X: pd.DataFrame, y: pd.Series) -> Prediction:
         if self.task == "classification" and self._classes is None and len(y):
             self._classes = _infer_classes(y)
         return super().predict_learn(X, y)
-
-    def _check_classes(self, y: pd.Series) -> None:
-        unseen = [v for v in pd.unique(y).tolist() if v not in self._classes]
-        if unseen:
-            raise SchemaError(
-                f"label(s) {unseen} are not among the classes {self._classes} this estimator "
-                "was started with: pass every class up front with adapt(model, classes=[...])"
-            )
 
 
 def _infer_classes(y: pd.Series) -> list:
@@ -378,15 +363,13 @@ def _infer_classes(y: pd.Series) -> list:
         return [False, True]
     classes = sorted(pd.unique(y).tolist())
     if len(classes) < 2:
-        raise SchemaError(
-            f"the first batch holds only the class(es) {classes}, so the classes cannot be "
-            "inferred: pass every class up front with adapt(model, classes=[...])"
-        )
+        raise SchemaError(f"the first batch holds only the class(es) {classes}, so the classes "
+                          "cannot be inferred: pass every class with adapt(model, classes=[...])")
     return classes
 
 
 class _WrappedLearner(Learner):
-    """An object that already speaks the protocol but does not subclass `Learner`."""
+    """An object that speaks the protocol without subclassing `Learner`."""
 
     def __init__(self, model: Any, task: str):
         self.model = model
@@ -399,7 +382,7 @@ class _WrappedLearner(Learner):
         self.model.learn(X, y)
 
     def predict_learn(self, X: pd.DataFrame, y: pd.Series) -> Prediction:
-        if hasattr(self.model, "predict_learn"):
+        if callable(getattr(self.model, "predict_learn", None)):
             return _as_prediction(self.model.predict_learn(X, y))
         return super().predict_learn(X, y)
 
@@ -414,9 +397,8 @@ def _as_prediction(result: Any) -> Prediction:
     return result if isinstance(result, Prediction) else Prediction(np.asarray(result))
 
 
-def _speaks_protocol(model: Any) -> bool:
-    return all(callable(getattr(model, m, None)) for m in ("predict", "learn", "get_state",
-                                                            "set_state"))
+def _has(model: Any, *methods: str) -> bool:
+    return all(callable(getattr(model, m, None)) for m in methods)
 
 
 def _sklearn_task(model: Any) -> str | None:
@@ -430,25 +412,24 @@ def _sklearn_task(model: Any) -> str | None:
 
 
 def _resolve(task: str | None, found: str | None, what: str) -> str:
-    if task is None:
-        if found is None:
-            raise ValueError(f"cannot tell whether {what} classifies or regresses: pass task=")
-        return found
-    _check_task(task)
-    if found is not None and found != task:
+    if task is None and found is None:
+        raise ValueError(f"cannot tell whether {what} classifies or regresses: pass task=")
+    if task is not None and task not in TASKS:
+        raise ValueError(f"task must be 'classification' or 'regression', not {task!r}")
+    if task is not None and found is not None and found != task:
         raise ValueError(f"{what} is a {found} model, but task={task!r} was given")
-    return task
+    return task or found
 
 
 def adapt(model: Any, task: str | None = None, *, features: list[str] | None = None,
           label: str | None = None, classes: list | None = None, pos_label: Any = True,
           mini_batch: bool = False) -> Learner:
-    """Wrap ``model`` in the learner protocol (see the module docstring for what is accepted).
+    """Wrap ``model`` in the learner protocol (the module docstring lists what is accepted).
 
     ``task`` is found from the model when it can be; ``features`` and ``label`` pick the
     columns; ``classes`` lists a scikit-learn classifier's classes up front; ``pos_label`` is
-    the class whose probability ``Prediction.proba`` holds; ``mini_batch=True`` makes River
-    models use ``learn_many``/``predict_many`` on whole batches.
+    the class whose probability ``Prediction.proba`` holds; ``mini_batch=True`` makes a River
+    model learn and predict whole batches with ``learn_many``/``predict_many``.
 
     Examples
     --------
@@ -463,7 +444,7 @@ def adapt(model: Any, task: str | None = None, *, features: list[str] | None = N
     >>> adapt(object())  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    TypeError: fusionkit cannot train a object: ...
+    TypeError: fusionkit cannot train object: ...
     """
     if isinstance(model, Learner):
         return model
@@ -474,24 +455,21 @@ def adapt(model: Any, task: str | None = None, *, features: list[str] | None = N
         if found is None:
             raise TypeError(f"the River model {name} neither classifies nor regresses: end "
                             "the pipeline with a classifier or a regressor")
-        task = _resolve(task, found, name)
-        if mini_batch and not hasattr(model, "learn_many"):
+        if mini_batch and not _has(model, "learn_many", "predict_many"):
             raise TypeError(f"the River model {name} has no learn_many: use mini_batch=False")
-        return _RiverLearner(model, task, features, label, pos_label, mini_batch)
-    if _speaks_protocol(model):
+        return _RiverLearner(model, _resolve(task, found, name), features, label, pos_label,
+                             mini_batch)
+    if _has(model, "predict", "learn", "get_state", "set_state"):
         return _WrappedLearner(model, _resolve(task, getattr(model, "task", None), name))
-    if callable(getattr(model, "partial_fit", None)) and callable(getattr(model, "predict", None)):
-        task = _resolve(task, _sklearn_task(model), name)
-        return _PartialFitLearner(model, task, features, label, classes, pos_label)
-    if callable(getattr(model, "learn_one", None)) and callable(getattr(model, "predict_one",
-                                                                        None)):
+    if _has(model, "partial_fit", "predict"):
+        return _PartialFitLearner(model, _resolve(task, _sklearn_task(model), name), features,
+                                  label, classes, pos_label)
+    if _has(model, "learn_one", "predict_one"):
         found = getattr(model, "task", None)
-        if found is None and hasattr(model, "predict_proba_one"):
+        if found is None and _has(model, "predict_proba_one"):
             found = "classification"
-        task = _resolve(task, found, name)
-        return _RiverLearner(model, task, features, label, pos_label, mini_batch=False)
+        return _RiverLearner(model, _resolve(task, found, name), features, label, pos_label)
     raise TypeError(
-        f"fusionkit cannot train a {name}: pass a River model or pipeline, a scikit-learn "
+        f"fusionkit cannot train {name}: pass a River model or pipeline, a scikit-learn "
         "estimator with partial_fit, an object with learn_one and predict_one, or an object "
-        "with predict, learn, get_state and set_state (a fusionkit Learner)"
-    )
+        "with predict, learn, get_state and set_state (a fusionkit Learner)")

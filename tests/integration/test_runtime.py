@@ -12,11 +12,20 @@ import fusionkit as fk
 from fusionkit.errors import StageFailedError, StageNotFoundError
 
 
-def stage_actor_names(stage: str) -> list[str]:
-    """Names of the live actors of a stage (stage actors are named stage/<name>/<role>/<gen>)."""
-    named = ray.util.list_named_actors(all_namespaces=True)
-    return sorted(a["name"] for a in named
-                  if a["namespace"] == "fusionkit" and a["name"].startswith(f"stage/{stage}/"))
+def stage_actors(stage: str | None = None) -> list[str]:
+    """Actor ids the controller has for a stage (or, with no name, every actor it holds)."""
+    table = fk.api.call("actors")
+    if stage is not None:
+        return table.get(stage, [])
+    return sorted(a for ids in table.values() for a in ids)
+
+
+def alive_hosts() -> list[str]:
+    """Every live stage-host actor in the cluster, as Ray's GCS sees them."""
+    from ray._private import state
+
+    return sorted(aid for aid, a in state.actors().items()
+                  if a["State"] == "ALIVE" and a["ActorClassName"].endswith("StageHost"))
 
 
 def events_of(name: str) -> int:
@@ -36,8 +45,8 @@ def test_stream_runs_and_reports(fk):
     assert st.loc["clicks", "kind"] == "stream"
     assert st.loc["clicks", "status"] == "running"
     assert st.loc["clicks", "parallelism"] == 1
-    m = wait_for(lambda: (lambda d: d if len(d) >= 2 else None)(fk.metrics("clicks")),
-                 what="two metric rows")
+    wait_for(lambda: len(fk.metrics("clicks")) >= 2, what="two metric rows")
+    m = fk.metrics("clicks")
     assert {"events_in", "events_out", "rate_in", "p50_ms", "p95_ms", "p99_ms"} <= set(m.columns)
     assert m["events_in"].sum() > 0
     assert (m["p99_ms"].dropna() >= m["p50_ms"].dropna()).all()
@@ -49,31 +58,35 @@ def test_stream_runs_and_reports(fk):
 def test_redefinition_replaces_in_place(fk):
     src = fk.sources.synthetic("clicks", rate=5_000, seed=1)
     fk.stream("clicks", source=src, parallelism=2, key_by="user_id")
-    first = stage_actor_names("clicks")
+    first = stage_actors("clicks")
     assert len(first) == 3  # one source actor, two operator actors
     for _ in range(3):
         fk.stream("clicks", source=src, parallelism=2, key_by="user_id")
-    now_names = stage_actor_names("clicks")
-    assert len(now_names) == 3
-    assert set(now_names).isdisjoint(first)
+    now = stage_actors("clicks")
+    assert len(now) == 3
+    assert set(now).isdisjoint(first)
     assert list(fk.status().index) == ["clicks"]
+    # no duplicates anywhere in the cluster: live hosts are exactly the stage's and the spares
+    wait_for(lambda: alive_hosts() == stage_actors(), what="old actors gone")
+    assert set(first).isdisjoint(alive_hosts())
 
 
 def test_stop_one_and_all(fk):
     src = fk.sources.synthetic("a", rate=1_000, seed=1)
     fk.stream("a", source=src)
     fk.stream("b", source=src)
+    a_actors = stage_actors("a")
     fk.stop("a")
     assert list(fk.status().index) == ["b"]
-    assert stage_actor_names("a") == []
+    wait_for(lambda: set(a_actors).isdisjoint(alive_hosts()), what="stage a's actor gone")
     fk.stop()
     assert len(fk.status()) == 0
-    assert stage_actor_names("b") == []
+    assert stage_actors("b") == []
 
 
 def test_unknown_stage_is_a_clear_error(fk):
     fk.stream("clicks", source=fk.sources.synthetic(rate=1_000))
-    with pytest.raises(StageNotFoundError, match="did you mean 'clicks'"):
+    with pytest.raises(StageNotFoundError, match="Did you mean 'clicks'"):
         fk.stop("clickz")
 
 

@@ -1,0 +1,319 @@
+"""Drift detection benchmark: how well and how cheaply fusionkit's drift monitors work.
+
+Three parts, one run:
+
+1. Concept drift. Streams with known change points: River's SEA (10% label noise) and
+   Agrawal generators joined by ``ConceptDriftStream`` (abrupt: width 50; gradual: width
+   2000), learned prequentially by a ``HoeffdingTreeClassifier``, plus a synthetic 0/1
+   error stream (a warm-up from 40% down to 10% error, then a rise to 15% at event 10,000).
+   On each stream's error stream, over 20 seeds: River's ``ADWIN`` alone (every detection
+   counted), fusionkit's ADWIN with its direction check only, and fusionkit's default
+   ``ConceptDriftMonitor`` (direction-checked ADWIN plus the windowed error-rate test).
+   A drift counts as detected by the first alarm from the start of the transition
+   (``position - width / 2``) to 1000 events after its end; the delay is measured from
+   the start of the transition. Any other alarm is a false alarm.
+2. Feature drift. The false-alarm rate per window per feature of ``FeatureDriftMonitor``
+   on stationary data (normal, lognormal, integer and categorical features and a float
+   prediction), with the defaults and with a 200-event window; and how often a mean shift
+   is flagged in the first window after it.
+3. Cost. Events/s of a prequential train loop over 500-event batches (River
+   ``StandardScaler | LogisticRegression`` and ``HoeffdingTreeClassifier``), with and
+   without a ``DriftMonitor`` fed every batch.
+
+Run ``python benchmarks/drift_detection.py`` (about 3 minutes on 2 cores) or with
+``--quick`` for a smoke run. Prints tables and writes benchmarks/results/drift_detection.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from river import drift as river_drift
+from river import linear_model, preprocessing, tree
+from river.datasets import synth
+
+from fusionkit.monitor.drift import ConceptDriftMonitor, DriftMonitor, FeatureDriftMonitor
+
+RESULTS = Path(__file__).parent / "results" / "drift_detection.json"
+MAX_DELAY = 1000  # events after the end of a transition for an alarm to count as a detection
+BATCH = 500
+
+STREAMS = {
+    "sea_abrupt": {"gen": "sea", "before": 0, "after": 3, "position": 8000, "width": 50,
+                   "n": 16000},
+    "sea_gradual": {"gen": "sea", "before": 0, "after": 3, "position": 8000, "width": 2000,
+                    "n": 16000},
+    "agrawal_abrupt": {"gen": "agrawal", "before": 0, "after": 2, "position": 6000,
+                       "width": 50, "n": 12000},
+    "agrawal_gradual": {"gen": "agrawal", "before": 0, "after": 1, "position": 6000,
+                        "width": 2000, "n": 12000},
+    "error_rate_5pt": {"gen": "errors", "position": 10000, "width": 1, "n": 20000},
+}  # fmt: skip
+WATCHED = ["amount", "score", "hour", "country"]
+DETECTORS = ("river_adwin", "fusionkit_adwin_direction", "fusionkit_default")
+
+
+def _generator(gen: str, variant: int, seed: int):
+    if gen == "sea":
+        return synth.SEA(variant=variant, noise=0.1, seed=seed)
+    return synth.Agrawal(classification_function=variant, seed=seed)
+
+
+def error_stream(name: str, seed: int) -> np.ndarray:
+    """The prequential 0/1 error stream of one stream and seed."""
+    spec = STREAMS[name]
+    n, position = spec["n"], spec["position"]
+    if spec["gen"] == "errors":
+        t = np.arange(n)
+        rate = 0.10 + 0.30 * np.exp(-t / 500.0) + np.where(t >= position, 0.05, 0.0)
+        return (np.random.default_rng(seed).random(n) < rate).astype("int8")
+    stream = synth.ConceptDriftStream(
+        _generator(spec["gen"], spec["before"], seed),
+        _generator(spec["gen"], spec["after"], seed + 10_000),
+        position=position, width=spec["width"], seed=seed,
+    )  # fmt: skip
+    model, errors = tree.HoeffdingTreeClassifier(), np.empty(n, dtype="int8")
+    for i, (x, y) in enumerate(stream.take(n)):
+        errors[i] = model.predict_one(x) != y
+        model.learn_one(x, y)
+    return errors
+
+
+def alarms_of(detector: str, errors: np.ndarray) -> list[int]:
+    if detector == "river_adwin":
+        adwin, out = river_drift.ADWIN(), []
+        for i, x in enumerate(errors.tolist()):
+            adwin.update(x)
+            if adwin.drift_detected:
+                out.append(i)
+        return out
+    mon = ConceptDriftMonitor(window_test=detector == "fusionkit_default")
+    return [a.offset for s in range(0, errors.size, BATCH) for a in mon.update(errors[s : s + BATCH]).alarms]  # fmt: skip
+
+
+def run_one(job: tuple[str, int]) -> tuple[str, int, dict[str, list[int]]]:
+    name, seed = job
+    errors = error_stream(name, seed)
+    return name, seed, {d: alarms_of(d, errors) for d in DETECTORS}
+
+
+def score(name: str, runs: list[list[int]]) -> dict[str, float]:
+    spec = STREAMS[name]
+    start = spec["position"] - spec["width"] // 2
+    end = spec["position"] + spec["width"] - spec["width"] // 2 + MAX_DELAY
+    delays, false, outside = [], 0, 0
+    for alarms in runs:
+        a = np.asarray(alarms, dtype="int64")
+        hit = a[(a >= start) & (a <= end)]
+        if hit.size:
+            delays.append(int(hit[0] - start))
+        false += int(((a < start) | (a > end)).sum())
+        outside += spec["n"] - (end - start + 1)
+    return {
+        "detection_rate": len(delays) / len(runs),
+        "median_delay": float(np.median(delays)) if delays else None,
+        "p90_delay": float(np.percentile(delays, 90)) if delays else None,
+        "false_alarms_per_10k": 1e4 * false / outside,
+        "false_alarms": false,
+        "detected": len(delays),
+        "runs": len(runs),
+        "events_outside": outside,
+    }
+
+
+def concept_part(seeds: list[int], processes: int) -> dict:
+    jobs = [(name, seed) for name in STREAMS for seed in seeds]
+    runs: dict[str, dict[str, list]] = {n: {d: [] for d in DETECTORS} for n in STREAMS}
+    with mp.get_context("fork").Pool(processes) as pool:
+        for name, _, alarms in pool.imap_unordered(run_one, jobs):
+            for d in DETECTORS:
+                runs[name][d].append(alarms[d])
+    out = {n: {d: score(n, runs[n][d]) for d in DETECTORS} for n in STREAMS}
+    out["all"] = {d: _pooled([out[n][d] for n in STREAMS]) for d in DETECTORS}
+    return out
+
+
+def _pooled(rows: list[dict]) -> dict[str, float]:
+    return {
+        "drifts_detected": sum(r["detected"] for r in rows),
+        "drifts": sum(r["runs"] for r in rows),
+        "false_alarms_per_10k": 1e4
+        * sum(r["false_alarms"] for r in rows)
+        / sum(r["events_outside"] for r in rows),
+    }
+
+
+def stationary_frame(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    return pd.DataFrame({
+        "amount": rng.lognormal(3.0, 1.0, n),
+        "score": rng.normal(0.0, 1.0, n),
+        "hour": rng.integers(0, 24, n),
+        "country": rng.choice(np.array(list("abcde"), dtype=object), n,
+                              p=[0.4, 0.3, 0.15, 0.1, 0.05]),
+    })  # fmt: skip
+
+
+def feature_false_alarms(seeds: list[int], reference: int, window: int, windows: int,
+                         psi_alarm: float) -> dict:  # fmt: skip
+    rows = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        n = reference + windows * window
+        frame, preds = stationary_frame(rng, n), rng.beta(2.0, 5.0, n)
+        mon = FeatureDriftMonitor(reference=reference, window=window, psi_alarm=psi_alarm)
+        for s in range(0, n, BATCH):
+            rows += mon.update(frame.iloc[s : s + BATCH], predictions=preds[s : s + BATCH]).rows
+    df = pd.DataFrame(rows)
+    return {
+        "reference": reference, "window": window, "psi_alarm": psi_alarm,
+        "tests": len(df), "alarm_rate": float(df["alarm"].mean()),
+        "psi_only_rate": float((df["psi"] >= psi_alarm).mean()),
+        "test_only_rate": float((df["p_value"] < 0.01).mean()),
+        "alarm_rate_by_feature": df.groupby("feature")["alarm"].mean().round(4).to_dict(),
+        "max_psi": float(df["psi"].max()),
+    }  # fmt: skip
+
+
+def feature_power(seeds: list[int]) -> dict[str, float]:
+    """Share of seeds where a mean shift (in sigmas) is flagged in the first window after it."""
+    out = {}
+    for shift in (0.25, 0.4, 0.5, 1.0):
+        flagged = 0
+        for seed in seeds:
+            rng = np.random.default_rng(1000 + seed)
+            x = np.r_[rng.normal(0, 1, 15_000), rng.normal(shift, 1, 5_000)]
+            rows = FeatureDriftMonitor().update(pd.DataFrame({"x": x})).rows
+            flagged += rows[-1]["alarm"] and not rows[0]["alarm"]
+        out[f"{shift}_sigma"] = flagged / len(seeds)
+    return out
+
+
+def _train_loop(model_factory, frame: pd.DataFrame, monitor: DriftMonitor | None) -> tuple:
+    """Events/s of the loop, and the seconds spent in the monitor."""
+    model, features, in_monitor = model_factory(), ["amount", "score", "hour"], 0.0
+    start = time.perf_counter()
+    for s in range(0, len(frame), BATCH):
+        batch = frame.iloc[s : s + BATCH]
+        preds, errors = [], []
+        for x, y in zip(batch[features].to_dict("records"), batch["y"].tolist(), strict=True):
+            p = model.predict_one(x)
+            preds.append(0.0 if p is None else float(p))
+            errors.append(p != y)
+            model.learn_one(x, y)
+        if monitor is not None:
+            t = time.perf_counter()
+            monitor.update(batch, predictions=np.asarray(preds), errors=np.asarray(errors))
+            in_monitor += time.perf_counter() - t
+    return len(frame) / (time.perf_counter() - start), in_monitor
+
+
+def cost_part(events: int, repeats: int) -> dict:
+    rng = np.random.default_rng(0)
+    frame = stationary_frame(rng, events)
+    frame["y"] = (frame["score"] + 0.01 * frame["hour"] > 0.1).astype(bool)
+    frame["_offset"] = np.arange(events)
+    learners = {
+        "logistic_regression": lambda: preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+        "hoeffding_tree": tree.HoeffdingTreeClassifier,
+    }  # fmt: skip
+    out = {}
+    for name, factory in learners.items():
+        sub = frame if name == "logistic_regression" else frame.iloc[: events // 2]
+        base, watched, shares = [], [], []
+        for _ in range(repeats):  # interleaved, best of each: the least disturbed run
+            base.append(_train_loop(factory, sub, None)[0])
+            rate, in_monitor = _train_loop(factory, sub, DriftMonitor(features=WATCHED))
+            watched.append(rate)
+            shares.append(in_monitor / (len(sub) / rate - in_monitor))
+        b, w = max(base), max(watched)
+        out[name] = {
+            "events": len(sub), "events_per_s_without": b, "events_per_s_with": w,
+            "throughput_cost_pct": 100.0 * (1.0 - w / b),
+            "monitor_time_pct_of_training": 100.0 * float(np.median(shares)),
+        }  # fmt: skip
+    mon, t = DriftMonitor(features=WATCHED), time.perf_counter()
+    errors, preds = rng.random(events) < 0.1, rng.random(events)
+    for s in range(0, events, BATCH):
+        mon.update(frame.iloc[s : s + BATCH], preds[s : s + BATCH], errors[s : s + BATCH])
+    out["monitor_alone_us_per_event"] = 1e6 * (time.perf_counter() - t) / events
+    out["watched"] = "4 features + prediction + error stream"
+    return out
+
+
+def print_tables(res: dict) -> None:
+    concept = res["concept"]
+    print("\nConcept drift: detection rate, median / p90 delay (events), false alarms per 10k")
+    print(f"{'stream':18s}" + "".join(f"{d:>34s}" for d in DETECTORS))
+    for name in STREAMS:
+        cells = []
+        for d in DETECTORS:
+            r = concept[name][d]
+            med = "-" if r["median_delay"] is None else f"{r['median_delay']:.0f}"
+            p90 = "-" if r["p90_delay"] is None else f"{r['p90_delay']:.0f}"
+            cells.append(
+                f"{r['detection_rate']:5.2f} {med:>6s} {p90:>6s} {r['false_alarms_per_10k']:6.2f}"
+            )
+        print(f"{name:18s}" + "".join(f"{c:>34s}" for c in cells))
+    cells = [f"{concept['all'][d]['drifts_detected']:>3d}/{concept['all'][d]['drifts']} drifts"
+             f" {concept['all'][d]['false_alarms_per_10k']:6.2f}" for d in DETECTORS]  # fmt: skip
+    print(f"{'all':18s}" + "".join(f"{c:>34s}" for c in cells))
+    print("\nFeature drift on stationary data (per window per feature)")
+    for key in ("defaults", "window_200"):
+        r = res["features"][key]
+        print(f"  ref {r['reference']:>5d} window {r['window']:>4d} psi_alarm {r['psi_alarm']}: "
+              f"alarms {r['alarm_rate']:.4f} of {r['tests']} tests (PSI alone "
+              f"{r['psi_only_rate']:.4f}, test alone {r['test_only_rate']:.4f}), "
+              f"max PSI {r['max_psi']:.3f}")  # fmt: skip
+    print("  mean shift flagged in the first window:", res["features"]["shift_flagged"])
+    print("\nCost of drift monitoring (prequential train loop, 500-event batches)")
+    for name in ("logistic_regression", "hoeffding_tree"):
+        r = res["cost"][name]
+        print(
+            f"  {name:20s} {r['events_per_s_without']:9.0f} ev/s without, "
+            f"{r['events_per_s_with']:9.0f} with ({r['throughput_cost_pct']:+.1f}%); time in "
+            f"the monitor {r['monitor_time_pct_of_training']:.1f}% of the training time"
+        )
+    print(f"  DriftMonitor alone: {res['cost']['monitor_alone_us_per_event']:.2f} us/event")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 seeds, smaller runs (smoke)")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"JSON output (default {RESULTS} for a full run)")  # fmt: skip
+    args = parser.parse_args()
+    seeds = list(range(3 if args.quick else args.seeds))
+    t0 = time.perf_counter()
+    res = {"config": {"seeds": len(seeds), "quick": args.quick, "max_delay": MAX_DELAY,
+                      "batch": BATCH, "streams": STREAMS, "python": platform.python_version(),
+                      "cpus": os.cpu_count()}}  # fmt: skip
+    res["concept"] = concept_part(seeds, args.processes)
+    windows = 3 if args.quick else 10
+    res["features"] = {
+        "defaults": feature_false_alarms(seeds, 10_000, 5_000, windows, 0.2),
+        "window_200": feature_false_alarms(seeds, 2_000, 200, 9 * windows, 0.1),
+        "shift_flagged": feature_power(seeds),
+    }
+    res["cost"] = cost_part(20_000 if args.quick else 100_000, 1 if args.quick else 3)
+    res["seconds"] = time.perf_counter() - t0
+    print_tables(res)
+    print(f"\n{res['seconds']:.0f} s")
+    out = args.out or (None if args.quick else RESULTS)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2, default=float))
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Warm stage hosts: worker processes started ahead of time, which become stage actors.
+
+Starting a Ray actor means starting a Python process and importing pandas, River and Ray
+(about 4 s on a laptop). The controller keeps a few hosts started and warm, so defining a
+stage (re-running a notebook cell) takes a host that is ready and returns at once; a new
+spare host is started in the background.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+WORKERS = ("stream", "train")
+FORWARDED = ("probe", "start", "stop", "pause", "resume", "info", "peek", "set_targets",
+             "get_state", "set_state", "dead_letters", "publish_now", "flush_chain")
+
+
+class StageHost:
+    """A warm process that becomes one stage actor (``become``) and forwards calls to it."""
+
+    def __init__(self) -> None:
+        # import what every stage needs while nobody waits
+        from fusionkit.runtime import stream_worker, train_worker  # noqa: F401
+
+        self.impl: Any = None
+        self.role = "spare"
+
+    def ready(self) -> bool:
+        return True
+
+    def become(self, worker: str, *args: Any) -> bool:
+        from fusionkit.runtime.stream_worker import StreamWorker
+        from fusionkit.runtime.train_worker import TrainWorker
+
+        cls = {"stream": StreamWorker, "train": TrainWorker}[worker]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.impl = cls(*args)
+        self.role = worker
+        return True
+
+    def push(self, sender: str, seq: int, batch: Any) -> None:
+        return self.impl.push(sender, seq, batch)
+
+
+def _forwarder(name: str):
+    def method(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.impl, name)(*args, **kwargs)
+
+    method.__name__ = name
+    method.__qualname__ = f"StageHost.{name}"
+    return method
+
+
+for _name in FORWARDED:
+    setattr(StageHost, _name, _forwarder(_name))

@@ -1,0 +1,436 @@
+"""Event-time windows with a watermark and a late-data side output.
+
+Window ``i`` covers ``[i * slide, i * slide + size)`` (starts aligned to multiples of
+``slide`` since the epoch). The watermark is the largest event time seen so far minus
+``allowed_lateness``; a window fires (is emitted, then forgotten) once the watermark
+reaches its end. An event whose windows have all fired when it arrives is late: it is not
+aggregated, it is counted in ``late_count`` and routed to the ``late`` side output. Each
+event sees the watermark left by the events before it, so where a stream is cut into
+batches does not change the result.
+
+Open windows hold partial aggregates, not events: counts, sums, extremes, first and last
+values with their arrival position, and for ``var``/``std`` a count, mean and sum of
+squared deviations merged with the parallel-variance formula. A batch is reduced with
+numpy (one sort, then ``reduceat``) to one row per (first window, last window, key), spread
+over its windows and merged into the open windows it touches. Aggregations that cannot be
+merged from parts (``nunique``, ``median``, a callable) keep the values of open windows and
+are computed by pandas when the window fires.
+"""
+
+from __future__ import annotations
+
+import datetime
+import numbers
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusionkit.batch import EVENT_TIME, INGEST_TS, OFFSET
+from fusionkit.stream.base import Operator
+
+__all__ = ["SlidingWindow", "TumblingWindow", "parse_duration"]
+
+WIN, KC = "_win", "_kc"  # window index, key code (position in the table of keys seen)
+_BIG = 2**62
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0,
+          "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([a-z]*)\s*$")
+# aggregation -> the partial columns it is computed from
+_NEEDS = {"sum": ("s",), "count": ("n",), "mean": ("s", "n"), "var": ("n", "mu", "m2"),
+          "std": ("n", "mu", "m2"), "min": ("min",), "max": ("max",),
+          "first": ("f", "fp"), "last": ("l", "lp"), "size": ("size",)}
+_NUMERIC = ("s", "mu")  # partials that only numbers have
+_PART_OF = {"sum": "s", "count": "n", "first": "f", "last": "l"}  # partial giving the result
+
+
+def parse_duration(value: float | int | str | datetime.timedelta) -> float:
+    """Seconds from a number, a timedelta, or a string such as ``"10s"``, ``"500ms"``, ``"1min"``.
+
+    Units: ``us``, ``ms``, ``s``/``sec``, ``m``/``min``, ``h``, ``d``; a bare number is seconds.
+
+    Examples
+    --------
+    >>> parse_duration("500ms"), parse_duration("1min"), parse_duration(2), parse_duration("1.5 h")
+    (0.5, 60.0, 2.0, 5400.0)
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, datetime.timedelta):  # pandas.Timedelta too
+        return value.total_seconds()
+    m = _DURATION.match(str(value).lower())
+    if not m or m.group(2) not in ("", *_UNITS):
+        raise ValueError(f"not a duration: {value!r} (use seconds, or e.g. '10s', '500ms', "
+                         f"'1min'; units are {', '.join(_UNITS)})")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def _index(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.floor(x), -_BIG, _BIG).astype(np.int64)
+
+
+class SlidingWindow(Operator):
+    """Event-time windows of ``size`` seconds starting every ``slide`` seconds, per ``key``.
+
+    ``agg`` is a pandas named aggregation, ``{"out": (column, func)}``, where ``func`` is one
+    of sum, count, mean, min, max, std, var, first, last, size (merged from partial
+    aggregates), or nunique, median, any other pandas name or a callable (computed over the
+    values kept for the window). Each fired window gives one row per key: the key column,
+    ``window_start``, ``window_end``, the aggregates, ``_event_time`` (the window end),
+    ``_ingest_ts`` and ``_offset`` (the largest of the window's events), sorted by window
+    end then key. Events without a finite event time go to the ``invalid`` side output.
+    When ``slide > size``, events between two windows belong to none and are dropped.
+
+    Examples
+    --------
+    >>> w = SlidingWindow("10s", "5s", agg={"n": ("v", "count"), "top": ("v", "max")})
+    >>> df = pd.DataFrame({"v": [1, 2, 3], "_event_time": [1.0, 6.0, 21.0],
+    ...                    "_ingest_ts": 0.0, "_offset": [0, 1, 2]})
+    >>> out = w.process(df)
+    >>> out["window_start"].tolist(), out["n"].tolist(), out["top"].tolist()
+    ([-5.0, 0.0, 5.0], [1, 2, 1], [1, 2, 2])
+    >>> late = pd.DataFrame({"v": [9], "_event_time": [4.0], "_ingest_ts": 0.0, "_offset": [3]})
+    >>> len(w.process(late)), w.late_count, w.side_outputs()["late"]["v"].tolist()
+    (0, 1, [9])
+    >>> w.flush()[["window_start", "window_end", "n"]].to_dict("list")
+    {'window_start': [15.0, 20.0], 'window_end': [25.0, 30.0], 'n': [1, 1]}
+    """
+
+    def __init__(self, size: float | str, slide: float | str, agg: dict[str, tuple[str, Any]],
+                 key: str | None = None, allowed_lateness: float | str = 0.0):
+        self.size = parse_duration(size)
+        self.slide = parse_duration(slide)
+        self.allowed_lateness = parse_duration(allowed_lateness)
+        if not (self.size > 0 and self.slide > 0):
+            raise ValueError(f"window size and slide must be positive, got size={size!r}, "
+                             f"slide={slide!r}")
+        if not self.allowed_lateness >= 0:
+            raise ValueError(f"allowed_lateness must be >= 0, got {allowed_lateness!r}")
+        self.agg = dict(agg)
+        self.key = key
+        self.watermark = -np.inf
+        self.late_count = 0
+        ratio = self.size / self.slide
+        self._k = round(ratio) if abs(ratio - round(ratio)) < 1e-9 else None
+        self._parts, self._finals, self._holistic = self._plan()
+        self._columns = [c for c in [key, "window_start", "window_end", *self.agg, EVENT_TIME,
+                                     INGEST_TS, OFFSET] if c is not None]
+        self._max_time = -np.inf
+        self._seq = 0  # arrival position of the next event (orders first / last)
+        self._closed = -_BIG  # every window below this index has fired
+        self._keys = pd.Index([])  # key code -> key
+        self._state: dict[str, np.ndarray] | None = None  # partials per (window, key), sorted
+        self._values: list[pd.DataFrame] = []  # values kept for the other aggregations
+        self._side: dict[str, list[pd.DataFrame]] = {}
+
+    def _plan(self) -> tuple[dict[str, tuple[str, str | None]], list, dict]:
+        if not self.agg:
+            raise ValueError("agg must name at least one aggregation, e.g. "
+                             "{'n': ('clicked', 'count')}")
+        taken = {"window_start", "window_end", EVENT_TIME, INGEST_TS, OFFSET, self.key}
+        parts: dict[str, tuple[str, str | None]] = {"ing": ("ing", None), "off": ("off", None)}
+        finals, holistic = [], {}
+        for out, spec in self.agg.items():
+            if out in taken:
+                raise ValueError(f"aggregation name {out!r} clashes with an output column")
+            if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)):
+                raise ValueError(f"agg[{out!r}] must be a (column, function) pair, "
+                                 f"e.g. ('price', 'mean'); got {spec!r}")
+            col, fn = spec
+            if isinstance(fn, str) and fn in _NEEDS:
+                parts.update({f"{kind}:{col}": (kind, col) for kind in _NEEDS[fn]})
+                finals.append((out, fn, col))
+            elif callable(fn) or isinstance(fn, str):
+                holistic[out] = pd.NamedAgg(column=col, aggfunc=fn)
+            else:
+                raise ValueError(f"agg[{out!r}]: unknown function {fn!r}")
+        return parts, finals, holistic
+
+    def _first_window(self, t: np.ndarray) -> np.ndarray:
+        """Index of the first window whose end is after ``t``."""
+        if self._k is not None:
+            return _index(t / self.slide) - self._k + 1
+        return _index((t - self.size) / self.slide) + 1
+
+    # -- the work -------------------------------------------------------------------------
+    def process(self, batch: pd.DataFrame) -> pd.DataFrame:
+        if EVENT_TIME not in batch.columns:
+            raise KeyError(f"a window needs the {EVENT_TIME!r} column")
+        t = pd.to_numeric(batch[EVENT_TIME], errors="coerce").to_numpy("float64", na_value=np.nan)
+        bad = ~np.isfinite(t)
+        if bad.any():
+            self._side.setdefault("invalid", []).append(batch[bad])
+            batch, t = batch[~bad], t[~bad]
+        if len(t) == 0:
+            return self._empty()
+        need = {spec[0] for spec in self.agg.values()} | ({self.key} - {None})
+        if not need.issubset(batch.columns):
+            raise KeyError(f"window columns {sorted(need - set(batch.columns))} are not in the "
+                           f"batch; columns are {[c for c in batch.columns if c[:1] != '_']}")
+        seen = np.maximum.accumulate(t)
+        before = np.maximum(np.concatenate([[self._max_time], seen[:-1]]), self._max_time)
+        hi = _index(t / self.slide)  # the last window that starts at or before t
+        first = self._first_window(t)
+        lo = np.maximum(first, np.maximum(self._first_window(before - self.allowed_lateness),
+                                          self._closed))
+        late = (lo > hi) & (first <= hi)
+        if late.any():
+            self._side.setdefault("late", []).append(batch[late])
+            self.late_count += int(late.sum())
+        on = np.flatnonzero(lo <= hi)
+        if len(on):
+            self._add(batch, on, lo[on], hi[on])
+        self._seq += len(t)
+        self._max_time = max(self._max_time, float(seen[-1]))
+        self.watermark = self._max_time - self.allowed_lateness
+        return self._fire(int(self._first_window(np.array([self.watermark]))[0]))
+
+    def _key_codes(self, batch: pd.DataFrame, on: np.ndarray) -> np.ndarray:
+        if self.key is None:
+            return np.zeros(len(on), dtype=np.int64)
+        codes, uniques = pd.factorize(batch[self.key], use_na_sentinel=False)
+        known = self._keys.get_indexer(uniques)
+        new = known < 0
+        if new.any():
+            known[new] = np.arange(len(self._keys), len(self._keys) + int(new.sum()))
+            self._keys = self._keys.append(pd.Index(uniques[new])) if len(self._keys) \
+                else pd.Index(uniques[new])
+        return known[codes[on]]
+
+    def _add(self, batch: pd.DataFrame, on: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        kc = self._key_codes(batch, on)
+        pos = (self._seq + on).astype("float64")
+        columns = {col: _column(batch, col, on) for col in
+                   {col for kind, col in self._parts.values() if col is not None}}
+        units = {name: _unit(kind, batch, columns.get(col), on, pos)
+                 for name, (kind, col) in self._parts.items()}
+        if self._holistic:
+            self._keep_values(batch, on, lo, hi, kc)
+        if self._k == 1 or (hi - lo).max() == 0:  # each event in one window
+            (wins, kcs), parts = self._reduce([hi, kc], units)
+        else:  # reduce per (first window, last window, key), then spread over the windows
+            (los, his, kcs), parts = self._reduce([lo, hi, kc], units)
+            reps = his - los + 1
+            rows = np.repeat(np.arange(len(los)), reps)
+            wins = los[rows] + np.arange(len(rows)) - np.repeat(np.cumsum(reps) - reps, reps)
+            kcs, parts = kcs[rows], {name: v[rows] for name, v in parts.items()}
+        state = self._state
+        if state is None or len(state[WIN]) == 0:
+            a = b = 0
+            state = {name: v[:0] for name, v in [(WIN, wins), (KC, kcs), *parts.items()]}
+        else:
+            a = int(np.searchsorted(state[WIN], wins.min(), "left"))
+            b = int(np.searchsorted(state[WIN], wins.max(), "right"))
+        (mw, mk), merged = self._reduce(
+            [np.concatenate([state[WIN][a:b], wins]), np.concatenate([state[KC][a:b], kcs])],
+            {name: np.concatenate([state[name][a:b], v]) for name, v in parts.items()})
+        merged[WIN], merged[KC] = mw, mk
+        self._state = {name: np.concatenate([v[:a], merged[name], v[b:]])
+                       for name, v in state.items()}
+
+    def _reduce(self, keys: list[np.ndarray], parts: dict[str, np.ndarray]):
+        """Merge the partial rows that share ``keys`` (sorted by ``keys``)."""
+        order = np.lexsort(keys[::-1])
+        keys = [k[order] for k in keys]
+        change = np.zeros(len(order), dtype=bool)
+        change[0] = True
+        for k in keys:
+            change[1:] |= k[1:] != k[:-1]
+        starts = np.flatnonzero(change)
+        gid = np.cumsum(change) - 1
+        out: dict[str, np.ndarray] = {}
+        sorted_ = {name: v[order] for name, v in parts.items()}
+        for name, (kind, col) in self._parts.items():
+            v = sorted_[name]
+            if kind in ("n", "s", "size"):
+                out[name] = np.add.reduceat(v, starts)
+            elif kind in ("min", "max", "ing", "off"):
+                if v.dtype.kind in "biuf":
+                    ufunc = np.fmin if kind == "min" else np.fmax
+                    out[name] = ufunc.reduceat(v, starts)
+                else:
+                    out[name] = getattr(pd.Series(v).groupby(gid), kind)().to_numpy()
+            elif kind == "mu":  # merge (count, mean, M2) triples: Chan et al.'s formula
+                n, m2 = sorted_[f"n:{col}"].astype("float64"), sorted_[f"m2:{col}"]
+                total = np.add.reduceat(n, starts)
+                mean = np.divide(np.add.reduceat(n * v, starts), total,
+                                 out=np.zeros(len(starts)), where=total > 0)
+                out[name] = mean
+                out[f"m2:{col}"] = np.add.reduceat(m2 + n * (v - mean[gid]) ** 2, starts)
+            elif kind in ("fp", "lp"):  # the value at the earliest / latest position
+                reduce = np.minimum if kind == "fp" else np.maximum
+                best = reduce.reduceat(v, starts)
+                hit = np.flatnonzero((v == best[gid]) & np.isfinite(v))
+                values = sorted_[f"{kind[0]}:{col}"]
+                picked = _blank(len(starts), values.dtype)
+                picked[gid[hit]] = values[hit]
+                out[name], out[f"{kind[0]}:{col}"] = best, picked
+        return [k[starts] for k in keys], out
+
+    def _keep_values(self, batch: pd.DataFrame, on: np.ndarray, lo: np.ndarray,
+                     hi: np.ndarray, kc: np.ndarray) -> None:
+        reps = hi - lo + 1
+        rows = np.repeat(np.arange(len(on)), reps)
+        kept = {WIN: lo[rows] + np.arange(len(rows)) - np.repeat(np.cumsum(reps) - reps, reps),
+                KC: kc[rows]}
+        for col in sorted({na.column for na in self._holistic.values()}):
+            kept[col] = batch[col].take(on[rows]).array
+        kept = pd.DataFrame(kept)
+        if all(na.aggfunc == "nunique" for na in self._holistic.values()):
+            kept = kept.drop_duplicates()
+        self._values.append(kept)
+
+    def _fire(self, first_open: int) -> pd.DataFrame:
+        self._closed = max(self._closed, first_open)
+        state = self._state
+        if state is None:
+            return self._empty()
+        cut = int(np.searchsorted(state[WIN], self._closed, "left"))
+        if cut == 0:
+            return self._empty()
+        done = {name: v[:cut] for name, v in state.items()}
+        self._state = {name: v[cut:] for name, v in state.items()}
+        return self._finish(done)
+
+    def _finish(self, done: dict[str, np.ndarray]) -> pd.DataFrame:
+        out: dict[str, Any] = {}
+        if self.key is not None:
+            out[self.key] = self._keys.take(done[KC]).array
+        start = done[WIN] * self.slide
+        out["window_start"], out["window_end"] = start, start + self.size
+        for name, fn, col in self._finals:
+            out[name] = _final(fn, col, done)
+        if self._holistic:
+            values = pd.concat(self._values, ignore_index=True)
+            due = values[WIN].to_numpy() < self._closed
+            self._values = [values[~due]] if not due.all() else []
+            res = values[due].groupby([WIN, KC], sort=True).agg(**self._holistic)
+            for name in self._holistic:
+                out[name] = res[name].array
+        out[EVENT_TIME], out[INGEST_TS], out[OFFSET] = start + self.size, done["ing"], done["off"]
+        return pd.DataFrame(out)[self._columns]
+
+    def _empty(self) -> pd.DataFrame:
+        return pd.DataFrame({c: np.empty(0, dtype="float64" if c.startswith(("window", "_"))
+                                         else object) for c in self._columns})
+
+    def flush(self) -> pd.DataFrame | None:
+        """End of a bounded stream: emit every open window (they close for good)."""
+        if self._state is None or len(self._state[WIN]) == 0:
+            return None
+        return self._fire(int(self._state[WIN][-1]) + 1)
+
+    def side_outputs(self) -> dict[str, pd.DataFrame]:
+        side, self._side = self._side, {}
+        return {name: pd.concat(frames) for name, frames in side.items()}
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """A picklable snapshot: clock, counters, keys, open windows' partials and values."""
+        return {"max_time": self._max_time, "late_count": self.late_count, "seq": self._seq,
+                "closed": self._closed, "keys": self._keys.copy(),
+                "partials": None if self._state is None else
+                {name: v.copy() for name, v in self._state.items()},
+                "values": pd.concat(self._values, ignore_index=True) if self._values else None}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self._max_time = float(state["max_time"])
+        self.watermark = self._max_time - self.allowed_lateness
+        self.late_count = int(state["late_count"])
+        self._seq = int(state["seq"])
+        self._closed = int(state["closed"])
+        self._keys = state["keys"].copy()
+        partials, values = state["partials"], state["values"]
+        self._state = None if partials is None else {n: v.copy() for n, v in partials.items()}
+        self._values = [] if values is None else [values.copy()]
+
+
+def _column(batch: pd.DataFrame, col: str, on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The values of ``col`` for the rows ``on``, as numpy, and where they are not missing."""
+    s = batch[col]
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "biu":
+        x = s.to_numpy()[on]
+        return x, np.ones(len(on), dtype=bool)
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind == "f":
+        x = s.to_numpy()[on]
+        return x, ~np.isnan(x)
+    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+        x = s.to_numpy("float64", na_value=np.nan)[on]  # nullable integers and floats
+        return x, ~np.isnan(x)
+    x = s.to_numpy()[on]
+    return x, ~pd.isna(x)
+
+
+def _unit(kind: str, batch: pd.DataFrame, column: tuple | None, on: np.ndarray,
+          pos: np.ndarray) -> np.ndarray:
+    """The partial column ``kind`` of single events (each event its own group)."""
+    if kind == "ing":
+        if INGEST_TS not in batch.columns:
+            return np.full(len(on), np.nan)
+        return batch[INGEST_TS].to_numpy("float64", na_value=np.nan)[on]
+    if kind == "off":
+        if OFFSET not in batch.columns:
+            return np.full(len(on), -1, dtype=np.int64)
+        return batch[OFFSET].to_numpy()[on]
+    if kind == "size":
+        return np.ones(len(on), dtype=np.int64)
+    x, valid = column
+    if kind in _NUMERIC and x.dtype.kind not in "biuf":
+        raise TypeError(f"cannot sum or average a column of {x.dtype} values; aggregate it "
+                        "with count, min, max, first, last or nunique")
+    if kind == "n":
+        return valid.astype(np.int64)
+    if kind == "s":
+        return np.where(valid, x, 0) if x.dtype.kind == "f" else x.astype(np.int64)
+    if kind == "mu":
+        return np.where(valid, x, 0.0).astype("float64")
+    if kind == "m2":
+        return np.zeros(len(on))
+    if kind in ("fp", "lp"):
+        return np.where(valid, pos, np.inf if kind == "fp" else -np.inf)
+    return x  # min, max, f, l
+
+
+def _blank(n: int, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind == "f":
+        return np.full(n, np.nan, dtype=dtype)
+    if dtype.kind in "mM":
+        return np.full(n, np.datetime64("NaT"), dtype=dtype)
+    return np.full(n, np.nan, dtype=object) if dtype.kind == "O" else np.zeros(n, dtype=dtype)
+
+
+def _final(fn: str, col: str, done: dict[str, np.ndarray]) -> np.ndarray:
+    """The aggregate ``fn`` of column ``col`` from merged partials."""
+    if fn in ("sum", "count", "min", "max", "first", "last", "size"):
+        return done[f"{_PART_OF.get(fn, fn)}:{col}"]
+    n = done[f"n:{col}"].astype("float64")
+    if fn == "mean":
+        return np.divide(done[f"s:{col}"], n, out=np.full(len(n), np.nan), where=n > 0)
+    var = np.divide(done[f"m2:{col}"], n - 1, out=np.full(len(n), np.nan), where=n > 1)
+    return np.sqrt(var) if fn == "std" else var
+
+
+class TumblingWindow(SlidingWindow):
+    """Back-to-back event-time windows of ``size`` seconds, per ``key``.
+
+    Same watermark, late-data policy and output as :class:`SlidingWindow` with
+    ``slide == size``.
+
+    Examples
+    --------
+    >>> w = TumblingWindow("10s", agg={"total": ("v", "sum"), "avg": ("v", "mean")}, key="k")
+    >>> df = pd.DataFrame({"k": ["a", "b", "a", "a"], "v": [1, 2, 3, 4],
+    ...                    "_event_time": [1.0, 2.0, 3.0, 12.0], "_ingest_ts": 0.0,
+    ...                    "_offset": [0, 1, 2, 3]})
+    >>> w.process(df)[["k", "window_start", "window_end", "total", "avg"]].values.tolist()
+    [['a', 0.0, 10.0, 4, 2.0], ['b', 0.0, 10.0, 2, 2.0]]
+    >>> w.flush()[["k", "window_start", "total", "_offset"]].values.tolist()
+    [['a', 10.0, 4, 3]]
+    """
+
+    def __init__(self, size: float | str, agg: dict[str, tuple[str, Any]], key: str | None = None,
+                 allowed_lateness: float | str = 0.0):
+        super().__init__(size, size, agg, key=key, allowed_lateness=allowed_lateness)
