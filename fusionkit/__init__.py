@@ -41,10 +41,10 @@ from fusionkit.models import (
     rollback,
     unpin,
 )
-from fusionkit.serve.client import predict
-from fusionkit.stream.validate import Schema
-from fusionkit.stream.windows import SlidingWindow, TumblingWindow
-from fusionkit.train.registry import Guard
+from fusionkit.serving.client import predict
+from fusionkit.streaming.validate import Schema
+from fusionkit.streaming.windows import SlidingWindow, TumblingWindow
+from fusionkit.training.registry import Guard
 
 __version__ = "0.1.0"
 

@@ -17,9 +17,9 @@ from fusionkit.errors import FusionError, StageFailedError
 from fusionkit.handles import StageHandle
 from fusionkit.runtime.specs import ServeSpec, StreamSpec, TrainSpec
 from fusionkit.sources.base import Source
-from fusionkit.stream.base import Operator
-from fusionkit.stream.operators import Filter, KeyBy, Map
-from fusionkit.stream.windows import parse_duration
+from fusionkit.streaming.base import Operator
+from fusionkit.streaming.operators import Filter, KeyBy, Map
+from fusionkit.streaming.windows import parse_duration
 
 
 def call(method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:

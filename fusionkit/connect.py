@@ -74,6 +74,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
                                get_if_exists=True, num_cpus=0, max_concurrency=32)
                       .remote(storage))
         ray.get(controller.ping.remote())
+        ray.get(controller.wait_warm.remote())
         ctx = ray.get_runtime_context()
         _conn = Connection(address=ctx.gcs_address, namespace=NAMESPACE, started_ray=started,
                            storage=storage, controller=controller)

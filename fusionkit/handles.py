@@ -92,7 +92,7 @@ class StageHandle:
 
     # -- serve stages ----------------------------------------------------------------------
     def predict(self, rows: Any) -> pd.DataFrame:
-        from fusionkit.serve.client import predict
+        from fusionkit.serving.client import predict
 
         return predict(self.name, rows)
 

@@ -107,6 +107,13 @@ class Controller:
             raise (cause if isinstance(cause, BaseException) else err) from None
         return taken
 
+    def wait_warm(self, timeout: float = 60.0) -> int:
+        """Wait until the warm pool is full (connect() does, so the first stage is quick)."""
+        deadline = now() + timeout
+        while len(self._spares) < SPARE_HOSTS and now() < deadline:
+            threading.Event().wait(0.1)
+        return len(self._spares)
+
     def actors(self) -> dict[str, list[str]]:
         """Actor ids: per stage, and the warm spares."""
         out = {name: [a._actor_id.hex() for a in r.all_actors] for name, r in self.stages.items()}
@@ -152,7 +159,7 @@ class Controller:
             except Exception:
                 pass
         if rec.kind == "serve":
-            from fusionkit.serve.deploy import undeploy
+            from fusionkit.serving.deploy import undeploy
 
             undeploy(rec.spec)
 
@@ -225,7 +232,7 @@ class Controller:
     def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
         """Deploy a serve stage. Starting Ray Serve takes seconds the first time; with
         ``wait=False`` this returns at once and the stage shows ``starting`` until ready."""
-        from fusionkit.serve.deploy import deploy
+        from fusionkit.serving.deploy import deploy
 
         with self._lock:
             self._record(spec.model, "train")
@@ -295,7 +302,7 @@ class Controller:
             spec.parallelism = n
             return self.define_stream(spec, {"offset": state["offset"]})
         if rec.kind == "serve":
-            from fusionkit.serve.deploy import scale as serve_scale
+            from fusionkit.serving.deploy import scale as serve_scale
 
             rec.spec.replicas = n
             serve_scale(rec.spec)
@@ -310,7 +317,7 @@ class Controller:
 
     def _infos(self, rec: StageRecord) -> list[dict[str, Any]]:
         if rec.kind == "serve":
-            from fusionkit.serve.deploy import replica_infos
+            from fusionkit.serving.deploy import replica_infos
 
             if rec.extra.get("deploying"):
                 return [{"stage": rec.name, "index": 0, "status": "starting", "error": None,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fusionkit._clock import now
-from fusionkit.train.registry import Guard, ModelRegistry
+from fusionkit.training.registry import Guard, ModelRegistry
 
 
 class RegistryActor:

@@ -21,8 +21,8 @@ from fusionkit.runtime.channel import Inbox, Outbox
 from fusionkit.runtime.pacer import Pacer
 from fusionkit.runtime.specs import StreamSpec
 from fusionkit.runtime.stage import StageActor
-from fusionkit.stream.operators import Chain, partition
-from fusionkit.stream.validate import Schema
+from fusionkit.streaming.operators import Chain, partition
+from fusionkit.streaming.validate import Schema
 
 PEEK_ROWS = 1000
 OPS = "__ops__"  # the outbox target name of a stage's own ops actors

@@ -16,9 +16,9 @@ from fusionkit.batch import INGEST_TS, feature_columns
 from fusionkit.runtime.channel import Inbox
 from fusionkit.runtime.specs import TrainSpec
 from fusionkit.runtime.stage import StageActor
-from fusionkit.stream.validate import Schema
-from fusionkit.train.learners import adapt
-from fusionkit.train.prequential import Prequential
+from fusionkit.streaming.validate import Schema
+from fusionkit.training.learners import adapt
+from fusionkit.training.prequential import Prequential
 
 FRESHNESS_SAMPLE = 20_000  # ingest times kept per version for freshness quantiles
 

@@ -15,8 +15,8 @@ from sklearn.linear_model import SGDClassifier, SGDRegressor
 
 from fusionkit.batch import EVENT_TIME, INGEST_TS, OFFSET
 from fusionkit.errors import SchemaError
-from fusionkit.train.learners import Learner, Prediction, adapt, load_state
-from fusionkit.train.prequential import Prequential
+from fusionkit.training.learners import Learner, Prediction, adapt, load_state
+from fusionkit.training.prequential import Prequential
 
 
 def river_pipeline():

@@ -18,7 +18,7 @@ def _serve():
 
 def _app(spec: ServeSpec):
     serve = _serve()
-    from fusionkit.serve.replica import ModelServer
+    from fusionkit.serving.replica import ModelServer
 
     deployment = serve.deployment(ModelServer).options(
         name=spec.name, num_replicas=spec.replicas, max_ongoing_requests=MAX_ONGOING,

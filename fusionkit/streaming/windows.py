@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fusionkit.batch import EVENT_TIME, INGEST_TS, OFFSET
-from fusionkit.stream.base import Operator
+from fusionkit.streaming.base import Operator
 
 __all__ = ["SlidingWindow", "TumblingWindow", "parse_duration"]
 

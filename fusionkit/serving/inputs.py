@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from fusionkit.stream.validate import Schema
+from fusionkit.streaming.validate import Schema
 
 
 class BadRequest(Exception):
@@ -30,7 +30,7 @@ def parse_rows(rows: Any, schema: Schema | None, max_rows: int) -> pd.DataFrame:
     >>> parse_rows([{"price": "x"}], s, 10)
     Traceback (most recent call last):
     ...
-    fusionkit.serve.inputs.BadRequest: row 0: wrong type in 'price': 'x'
+    fusionkit.serving.inputs.BadRequest: row 0: wrong type in 'price': 'x'
     """
     if isinstance(rows, pd.DataFrame):
         frame = rows

@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from fusionkit.errors import FusionError
-from fusionkit.serve.deploy import handle
+from fusionkit.serving.deploy import handle
 
 
 class PredictionError(FusionError):

@@ -21,8 +21,8 @@ from fusionkit._clock import monotonic, now
 from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY
 from fusionkit.runtime.specs import ServeSpec
 from fusionkit.runtime.stage import Reporter
-from fusionkit.serve.inputs import BadRequest, parse_rows
-from fusionkit.train.learners import load_state
+from fusionkit.serving.inputs import BadRequest, parse_rows
+from fusionkit.training.learners import load_state
 
 log = logging.getLogger("fusionkit")
 FIRST_VERSION_WAIT = 30.0
