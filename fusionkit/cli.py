@@ -12,8 +12,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run stream -> train -> serve on a drifting synthetic "
                                        "stream, print a summary, write an HTML report")
     demo.add_argument("--seconds", type=float, default=40.0, help="how long to run (default 40)")
-    demo.add_argument("--rate", type=float, default=5000.0, help="events per second (default 5000)")
-    demo.add_argument("--publish-every", default="250ms", help="publish interval (default 250ms)")
+    demo.add_argument("--rate", type=float, default=3000.0, help="events per second (default 3000)")
+    demo.add_argument("--publish-every", default="200ms", help="publish interval (default 200ms)")
     demo.add_argument("--replicas", type=int, default=1, help="serve replicas (default 1)")
     demo.add_argument("--qps", type=float, default=50.0,
                       help="requests per second of the load generator (default 50)")

@@ -75,6 +75,11 @@ def _progress(t: float, status: pd.DataFrame, extra: str) -> str:
 def run_demo(args: Any) -> int:
     print("fusionkit demo: starting an embedded Ray (about 10 s)...", flush=True)
     fk.connect()
+    if not args.no_serve:
+        print("starting Ray Serve (HTTP on 127.0.0.1:8000)...", flush=True)
+        from fusionkit.serving.deploy import start
+
+        start()
     seconds = float(args.seconds)
     drift_at = f"{seconds / 2:.0f}s"
     src = fk.sources.synthetic("clicks", rate=args.rate, seed=7,

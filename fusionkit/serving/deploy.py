@@ -27,10 +27,15 @@ def _app(spec: ServeSpec):
     return deployment.bind(spec)
 
 
+def start(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Start Ray Serve's controller and HTTP proxy (seconds the first time; no-op after)."""
+    _serve().start(http_options={"host": host, "port": port}, logging_config=QUIET)
+
+
 def deploy(spec: ServeSpec) -> dict[str, Any]:
     """Start Serve on ``spec.host:spec.port`` if needed and run the stage's application."""
     serve = _serve()
-    serve.start(http_options={"host": spec.host, "port": spec.port}, logging_config=QUIET)
+    start(spec.host, spec.port)
     serve.run(_app(spec), name=spec.name, route_prefix=spec.route, blocking=False)
     return {"url": f"http://{spec.host}:{spec.port}{spec.route}", "route": spec.route}
 
