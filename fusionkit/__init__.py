@@ -8,6 +8,8 @@
 from fusionkit import api, sources
 from fusionkit.api import (
     check,
+    checkpoint,
+    recoveries,
     dead_letters,
     metrics,
     pause,
@@ -54,12 +56,20 @@ sliding = SlidingWindow
 __all__ = [
     "Connection", "CorruptCheckpointError", "FusionError", "Guard", "ModelNotFoundError",
     "NotConnectedError", "Schema", "SchemaError", "SlidingWindow", "StageFailedError",
-    "StageNotFoundError", "TumblingWindow", "check", "connect", "dead_letters", "events", "freshness",
+    "StageNotFoundError", "TumblingWindow", "check", "checkpoint", "connect", "recoveries", "dead_letters", "events", "freshness",
     "freshness_series", "live_version",
     "metrics", "models", "pause", "peek", "pin", "predict", "publish", "resume", "rollback",
     "scale", "serve", "shutdown", "sliding", "sources", "status", "stop", "stream", "train",
-    "tumbling", "unpin",
+    "tumbling", "unpin", "dashboard",
 ]
+
+
+def dashboard(**options):
+    """The live dashboard of the pipeline (``fusionkit.notebook.dashboard.Dashboard``);
+    display it, e.g. as a cell's last expression. Imports the widget stack on first use."""
+    from fusionkit.notebook.dashboard import show
+
+    return show(**options)
 
 
 def load_ipython_extension(ipython):  # %load_ext fusionkit

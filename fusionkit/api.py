@@ -47,12 +47,14 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
            *, filter: Callable | str | None = None, key_by: str | Callable | None = None,
            window: Operator | None = None, operators: Sequence[Operator] = (),
            batch_size: int = 500, linger: float | str = "10ms", parallelism: int = 1,
-           max_inflight: int = 4, schema: Any = None) -> StageHandle:
+           max_inflight: int = 4, schema: Any = None, paused: bool = False) -> StageHandle:
     """Define (or replace) a stream stage reading ``source``.
 
     The chain runs in this order: ``fn`` (a vectorized DataFrame -> DataFrame map),
     ``filter``, ``key_by``, ``window``, then any further ``operators``. With
     ``parallelism=N`` the events are partitioned by ``key_by`` over N actors.
+    ``paused=True`` defines the stage without reading the source until ``fk.resume(name)``,
+    so stages downstream can be defined first and see every event.
     """
     if not isinstance(source, Source):
         raise TypeError(f"source must be a fusionkit source (fk.sources.synthetic(...), "
@@ -73,7 +75,8 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     ops.extend(operators)
     spec = StreamSpec(name=name, source=source, operators=ops, key=key_by,
                       batch_size=batch_size, linger=_duration(linger, "linger"),
-                      parallelism=parallelism, max_inflight=max_inflight, schema=schema)
+                      parallelism=parallelism, max_inflight=max_inflight, schema=schema,
+                      paused=paused)
     call("define_stream", spec)
     return StageHandle(name, "stream")
 
@@ -120,13 +123,15 @@ def status() -> pd.DataFrame:
     """One row per stage: name, kind, status, parallelism, events, rate, dead letters, error."""
     rows = call("status")
     cols = ["name", "kind", "status", "parallelism", "events", "rate", "dead_letters", "on",
-            "restarts", "error"]
+            "restarts", "checkpoint_age_s", "error"]
     if not rows:
-        return pd.DataFrame(columns=cols)
+        return pd.DataFrame(columns=cols).set_index("name")
     monitor = handles()["monitor"]
     rates = ray.get(monitor.recent_rates.remote())
     df = pd.DataFrame(rows)
     df["rate"] = df["name"].map(rates).fillna(0.0).round(1)
+    info = call("checkpoint_info")
+    df["checkpoint_age_s"] = round(info["age_s"], 1) if info["age_s"] is not None else None
     return df[cols + [c for c in ("traceback", "url") if c in df]].set_index("name")
 
 
@@ -167,6 +172,23 @@ def dead_letters(name: str, limit: int | None = None) -> pd.DataFrame:
 def peek(name: str, n: int = 5) -> pd.DataFrame | None:
     """The last ``n`` events a stream stage emitted."""
     return call("peek", name, n)
+
+
+def checkpoint(timeout: float = 30.0) -> int | None:
+    """Take a consistent checkpoint of every pipeline now; return its id (None if nothing ran).
+
+    Checkpoints are also taken every few seconds (``connect(checkpoint_every=...)``); a stage
+    actor that dies is restarted and its pipeline rolls back to the last one, with no event
+    lost and none learned twice.
+    """
+    return call("checkpoint", timeout, timeout=timeout + 5)
+
+
+def recoveries() -> pd.DataFrame:
+    """Every recovery so far: which stage, from which checkpoint, how long it took."""
+    info = call("checkpoint_info")
+    return pd.DataFrame(info["recoveries"],
+                        columns=["stage", "checkpoint", "detected", "recovered", "seconds"])
 
 
 def check(name: str | None = None) -> None:

@@ -38,18 +38,27 @@ _conn: Connection | None = None
 
 
 def default_storage() -> str:
-    return str(Path(os.environ.get("FUSIONKIT_HOME", Path.home() / ".fusionkit")) / "storage")
+    """``$FUSIONKIT_HOME/storage/<ray session>``: each cluster keeps its own model versions and
+    checkpoints, so two pipelines on one machine never write into each other's folders."""
+    home = Path(os.environ.get("FUSIONKIT_HOME", Path.home() / ".fusionkit"))
+    try:
+        session = ray._private.worker.global_worker.node.session_name
+    except AttributeError:  # a client connection: use the cluster's address
+        session = ray.get_runtime_context().gcs_address.replace(":", "_")
+    return str(home / "storage" / session)
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None,
             storage: str | None = None, worker_output: bool = False,
+            checkpoint_every: float | None = 5.0,
             namespace: str = NAMESPACE) -> Connection:
     """Connect to Ray and to the pipeline's controller, starting either if needed.
 
     With no ``address`` a local Ray is started with settings for a laptop: no dashboard
     process, deduplicated logs, worker output kept out of the notebook (``worker_output=True``
     shows it). ``address="auto"`` or ``"ray://host:10001"`` joins an existing cluster. Calling
-    it again returns the same connection.
+    it again returns the same connection. Pipelines are checkpointed every
+    ``checkpoint_every`` seconds under ``storage`` (``None``: only on ``fk.checkpoint()``).
     """
     global _conn
     with _lock:
@@ -71,8 +80,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
 
         controller = (ray.remote(Controller)
                       .options(name=CONTROLLER, namespace=NAMESPACE, lifetime="detached",
-                               get_if_exists=True, num_cpus=0, max_concurrency=32)
-                      .remote(storage))
+                               get_if_exists=True, num_cpus=0, max_concurrency=64)
+                      .remote(storage, checkpoint_every))
         ray.get(controller.ping.remote())
         ray.get(controller.wait_warm.remote())
         ctx = ray.get_runtime_context()

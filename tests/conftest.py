@@ -34,9 +34,16 @@ def fk_session(tmp_path_factory):
 
 
 @pytest.fixture()
-def fk(fk_session):
-    """fusionkit with a clean pipeline: every stage is stopped after the test."""
+def fk(fk_session, request):
+    """fusionkit with a clean pipeline: every stage is stopped after the test.
+
+    Classes and functions defined in the test module travel to the actors by value (as
+    they would from a notebook's ``__main__``), since the workers cannot import test modules.
+    """
+    import ray.cloudpickle
+
     import fusionkit
 
+    ray.cloudpickle.register_pickle_by_value(request.module)
     yield fusionkit
     fusionkit.stop()

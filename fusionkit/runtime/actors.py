@@ -19,4 +19,4 @@ REGISTRY = "fusionkit-registry"
 
 MonitorActor = ray.remote(num_cpus=0, max_concurrency=16)(Monitor)
 Registry = ray.remote(num_cpus=0, max_concurrency=256)(RegistryActor)
-Host = ray.remote(num_cpus=0, max_concurrency=64)(StageHost)
+Host = ray.remote(num_cpus=0, max_concurrency=64, max_restarts=-1)(StageHost)

@@ -27,9 +27,11 @@ log = logging.getLogger("fusionkit")
 class Outbox:
     """Sends batches to the actors of downstream stages, at most ``max_inflight`` each."""
 
-    def __init__(self, sender: str, max_inflight: int = 4):
+    def __init__(self, sender: str, max_inflight: int = 4, epoch: int = 0):
+        self.name = sender
         self.sender = f"{sender}/{uuid.uuid4().hex[:8]}"
         self.max_inflight = max_inflight
+        self.epoch = epoch
         self._targets: dict[str, list[Any]] = {}
         self._seq: dict[str, int] = {}
         self._inflight: dict[str, deque] = {}
@@ -64,7 +66,7 @@ class Outbox:
             self._settle(q.popleft())
         seq = self._seq.get(key, 0)
         self._seq[key] = seq + 1
-        q.append(handle.push.remote(self.sender, seq, payload))
+        q.append(handle.push.remote(self.sender, seq, payload, self.epoch))
 
     def _settle(self, ref: Any) -> None:
         try:
@@ -92,6 +94,21 @@ class Outbox:
                 for handle in handles:
                     self._push(handle, shared)
 
+    def broadcast(self, payload: Any) -> None:
+        """Send the same small object (a checkpoint barrier) to every target actor, in order."""
+        with self._lock:
+            for handles in self._targets.values():
+                for handle in handles:
+                    self._push(handle, payload)
+
+    def reset(self, epoch: int) -> None:
+        """Start over after a recovery: a new sender identity, nothing in flight."""
+        with self._lock:
+            self.sender = f"{self.name}/{uuid.uuid4().hex[:8]}"
+            self.epoch = epoch
+            self._seq.clear()
+            self._inflight.clear()
+
     def inflight(self) -> int:
         with self._lock:
             return sum(len(q) for q in self._inflight.values())
@@ -107,11 +124,14 @@ class Outbox:
 class Inbox:
     """Admits pushes in per-sender sequence order, one batch at a time."""
 
-    def __init__(self, gap_timeout: float = 10.0):
+    def __init__(self, gap_timeout: float = 10.0, align_timeout: float = 60.0):
         self.gap_timeout = gap_timeout
+        self.align_timeout = align_timeout
         self._cond = threading.Condition()
         self._next: dict[str, int] = {}
         self._busy = False
+        self._arrived: dict[Any, set[str]] = {}
+        self._aligned: set[Any] = set()
         self.waiting = 0
 
     @contextmanager
@@ -148,3 +168,34 @@ class Inbox:
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
+
+    def barrier(self, sender: str, seq: int, key: Any, expected: int, action) -> bool:
+        """A barrier from ``sender``: once it has come from ``expected`` senders, run ``action``
+        (holding the processing slot). Until then this sender's later pushes wait, so the
+        state ``action`` captures reflects exactly what came before the barrier on every
+        channel. Returns whether the barrier aligned."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._next.setdefault(sender, 0) >= seq and not self._busy,
+                                timeout=self.gap_timeout)
+            arrived = self._arrived.setdefault(key, set())
+            arrived.add(sender)
+            last = len(arrived) >= expected
+            if last:
+                self._cond.wait_for(lambda: not self._busy)
+                self._busy = True
+        if last:
+            try:
+                action()
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._aligned.add(key)
+                    self._arrived.pop(key, None)
+                    self._next[sender] = max(self._next[sender], seq + 1)
+                    self._cond.notify_all()
+            return True
+        with self._cond:
+            ok = self._cond.wait_for(lambda: key in self._aligned, timeout=self.align_timeout)
+            self._next[sender] = max(self._next[sender], seq + 1)
+            self._cond.notify_all()
+        return ok

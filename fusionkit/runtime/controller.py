@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import threading
+from pathlib import Path
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ import ray
 from fusionkit._clock import now
 from fusionkit.errors import FusionError, StageFailedError, StageNotFoundError
 from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY, Host, MonitorActor, Registry
+from fusionkit.runtime.checkpoint import CheckpointStore
 from fusionkit.runtime.specs import StreamSpec, TrainSpec
 from fusionkit.runtime.stream_worker import OPS
 
@@ -48,14 +50,36 @@ class StageRecord:
         return getattr(self.spec, "on", None) if self.kind == "train" else None
 
 
+def _wait_ready(actor: Any, timeout: float = 120.0) -> None:
+    """Wait for an actor that Ray may still be restarting."""
+    deadline = now() + timeout
+    while True:
+        try:
+            ray.get(actor.ready.remote(), timeout=max(1.0, deadline - now()))
+            return
+        except ray.exceptions.ActorUnavailableError:
+            if now() > deadline:
+                raise
+            threading.Event().wait(0.2)
+
+
 def did_you_mean(name: str, names: list[str]) -> str:
     close = difflib.get_close_matches(name, names, n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
 class Controller:
-    def __init__(self, storage: str | None = None):
+    def __init__(self, storage: str | None = None, checkpoint_every: float | None = 5.0):
         self.storage = storage
+        self.checkpoint_every = checkpoint_every
+        self.store = CheckpointStore(Path(storage) / "checkpoints") if storage else None
+        self._ckpt_next = (self.store.latest() or 0) + 1 if self.store else 1
+        self._ckpt_pending: dict[int, dict[str, Any]] = {}
+        self._ckpt_done = threading.Condition()
+        self.last_checkpoint: tuple[int, float] | None = None
+        self._become: dict[str, tuple] = {}
+        self.epoch = 0
+        self.recoveries: list[dict[str, Any]] = []
         self.stages: dict[str, StageRecord] = {}
         self._lock = threading.RLock()
         self._generation = 0
@@ -69,6 +93,8 @@ class Controller:
         self._want_spares = threading.Event()
         self._want_spares.set()
         threading.Thread(target=self._refill, daemon=True, name="fk-pool").start()
+        if self.store is not None and checkpoint_every:
+            threading.Thread(target=self._checkpoint_loop, daemon=True, name="fk-ckpt").start()
 
     def ping(self) -> dict[str, Any]:
         return {"started": self.started, "stages": list(self.stages), "storage": self.storage}
@@ -98,6 +124,8 @@ class Controller:
         taken += [Host.options(namespace=NAMESPACE).remote() for _ in range(len(calls) - len(taken))]
         self._want_spares.set()
         refs = [h.become.remote(worker, *args) for h, args in zip(taken, calls, strict=True)]
+        for h, args in zip(taken, calls, strict=True):
+            self._become[h._actor_id.hex()] = (worker, *args)
         try:
             ray.get(refs)
         except ray.exceptions.RayTaskError as err:
@@ -144,6 +172,8 @@ class Controller:
         if rec is None:
             return
         targets = self._downstream_targets(stream)
+        n = len(self._emitters(rec))
+        ray.get([a.set_upstream.remote(n) for hs in targets.values() for a in hs])
         ray.get([a.set_targets.remote(targets) for a in self._emitters(rec)])
 
     def _teardown(self, rec: StageRecord) -> None:
@@ -202,6 +232,7 @@ class Controller:
             ray.get([a.start.remote(targets) for a in actors])
             if source is not None:
                 ray.get(source.start.remote({OPS: actors}))
+            self._rewire(spec.name)
             return self._summary(rec)
 
     def define_train(self, spec: TrainSpec) -> dict[str, Any]:
@@ -355,7 +386,7 @@ class Controller:
             "error": failed["error"] if failed else None,
             "traceback": failed.get("traceback") if failed else None,
             "created": rec.created,
-            "restarts": int(sum(1 for i in infos if i.get("restarted"))),
+            "restarts": int(rec.extra.get("restarts", 0)),
             "actors": [a._actor_id.hex() for a in rec.all_actors],
             **{k: v for k, v in rec.extra.items() if k in ("url", "route")},
         }
@@ -388,3 +419,144 @@ class Controller:
 
     def spec(self, name: str) -> Any:
         return self._record(name).spec
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def _pipelines(self) -> list[tuple[StageRecord, list[StageRecord]]]:
+        """Each stream stage with the train stages it feeds."""
+        return [(r, [t for t in self.stages.values() if t.kind == "train" and t.upstream == r.name])
+                for r in self.stages.values() if r.kind == "stream"]
+
+    @staticmethod
+    def _slots(rec: StageRecord) -> list[tuple[str, Any]]:
+        if rec.kind == "train":
+            return [("train0", rec.actors[0])]
+        if rec.source is None:
+            return [("fused0", rec.actors[0])]
+        return [("source0", rec.source)] + [(f"ops{i}", a) for i, a in enumerate(rec.actors)]
+
+    def checkpoint(self, timeout: float = 30.0) -> int | None:
+        """Take a consistent checkpoint of every pipeline now; return its id when complete."""
+        k = self._trigger()
+        if k is None:
+            return None
+        with self._ckpt_done:
+            self._ckpt_done.wait_for(lambda: k not in self._ckpt_pending, timeout=timeout)
+        return k if self.last_checkpoint and self.last_checkpoint[0] >= k else None
+
+    def _trigger(self) -> int | None:
+        with self._lock:
+            if self.store is None or not self.stages:
+                return None
+            expected = set()
+            readers = []
+            for stream, trains in self._pipelines():
+                for rec in [stream, *trains]:
+                    expected |= {(rec.name, slot) for slot, _ in self._slots(rec)}
+                readers.append(stream.source or stream.actors[0])
+            if not expected:
+                return None
+            k = self._ckpt_next
+            self._ckpt_next += 1
+            self._ckpt_pending[k] = {"expected": expected, "states": {}, "started": now(),
+                                     "epoch": self.epoch}
+        for reader in readers:
+            reader.request_checkpoint.remote(k)
+        return k
+
+    def ack(self, stage: str, slot: str, k: int, state: Any) -> None:
+        """An actor's state for checkpoint ``k``; the last one completes the checkpoint."""
+        with self._ckpt_done:
+            pending = self._ckpt_pending.get(k)
+            if pending is None or pending["epoch"] != self.epoch:
+                return
+            pending["states"][(stage, slot)] = state
+            if set(pending["states"]) < pending["expected"]:
+                return
+            del self._ckpt_pending[k]
+            registry = ray.get(self.registry.get_state.remote())
+            gens = {r.name: r.generation for r in self.stages.values()}
+            self.store.save(k, pending["states"], {"epoch": self.epoch, "generations": gens,
+                                                    "models": list(registry)})
+            self.last_checkpoint = (k, now())
+            for old in [j for j in self._ckpt_pending if j < k]:
+                del self._ckpt_pending[old]
+            self._ckpt_done.notify_all()
+
+    def _checkpoint_loop(self) -> None:
+        while True:
+            threading.Event().wait(self.checkpoint_every)
+            with self._ckpt_done:
+                stale = [k for k, p in self._ckpt_pending.items() if now() - p["started"] > 60]
+                for k in stale:
+                    del self._ckpt_pending[k]
+                busy = bool(self._ckpt_pending)
+            if not busy:
+                try:
+                    self._trigger()
+                except Exception:  # a stage being replaced: try again next time
+                    pass
+
+    def checkpoint_info(self) -> dict[str, Any]:
+        last = self.last_checkpoint
+        return {"checkpoint": last[0] if last else None,
+                "age_s": now() - last[1] if last else None,
+                "folder": str(self.store.folder) if self.store else None,
+                "recoveries": list(self.recoveries)}
+
+    # -- recovery ---------------------------------------------------------------------------
+    def host_restarted(self, actor_id: str) -> tuple | None:
+        """A stage host was restarted by Ray: tell it what it was, then roll its pipeline back."""
+        again = self._become.get(actor_id)
+        if again is None:
+            return None
+        t0 = now()
+        stage = again[1].name
+        threading.Thread(target=self._recover, args=(stage, t0), daemon=True,
+                         name=f"fk-recover-{stage}").start()
+        worker, spec, *rest = again
+        return (worker, spec, *rest)
+
+    def _usable_checkpoint(self, recs: list[StageRecord]) -> tuple[int | None, dict]:
+        """The last checkpoint this controller completed that covers these very stages (the
+        same definitions, not an earlier version of a re-defined stage); else none."""
+        if self.store is None or self.last_checkpoint is None:
+            return None, {}
+        k = self.last_checkpoint[0]
+        gens = self.store.manifest(k).get("generations", {})
+        if any(gens.get(r.name) != r.generation for r in recs):
+            return None, {}
+        return k, self.store.load(k)
+
+    def _recover(self, stage: str, t0: float) -> None:
+        with self._lock:
+            rec = self.stages.get(stage)
+            if rec is None:
+                return
+            stream = self.stages.get(rec.upstream) if rec.kind == "train" else rec
+            if stream is None:
+                return
+            trains = [t for t in self.stages.values() if t.kind == "train" and t.upstream == stream.name]
+            self.epoch += 1
+            with self._ckpt_done:
+                self._ckpt_pending.clear()
+            k, states = self._usable_checkpoint([stream, *trains])
+            members = [*trains, stream]  # downstream first: ready before the replay starts
+            for member in members:
+                for slot, actor in self._slots(member):
+                    _wait_ready(actor)
+                    ray.get(actor.restore.remote(states.get((member.name, slot)), self.epoch))
+            self._rewire(stream.name)
+            if stream.source is not None:
+                ray.get(stream.source.set_targets.remote({OPS: stream.actors}))
+            targets = self._downstream_targets(stream.name)
+            for slot, actor in self._slots(stream):
+                if slot.startswith(("fused", "source")):
+                    extra = {OPS: stream.actors} if stream.source is not None else targets
+                    ray.get(actor.start.remote(extra))
+            for member in members:
+                member.extra["restarts"] = member.extra.get("restarts", 0) + (member.name == stage)
+            done = now()
+            self.recoveries.append({"stage": stage, "checkpoint": k, "detected": t0,
+                                    "recovered": done, "seconds": done - t0})
+            self.monitor.event.remote({"stage": stage, "kind": "recovered", "time": done,
+                                       "detail": f"restored checkpoint {k} in {done - t0:.2f}s"})

@@ -13,7 +13,8 @@ from typing import Any
 
 WORKERS = ("stream", "train")
 FORWARDED = ("probe", "start", "stop", "pause", "resume", "info", "peek", "set_targets",
-             "get_state", "set_state", "dead_letters", "publish_now", "flush_chain")
+             "get_state", "set_state", "dead_letters", "publish_now", "flush_chain",
+             "request_checkpoint", "restore", "set_upstream")
 
 
 class StageHost:
@@ -25,6 +26,24 @@ class StageHost:
 
         self.impl: Any = None
         self.role = "spare"
+        self._recover()
+
+    def _recover(self) -> None:
+        """After Ray restarted this process, become the stage actor it was again; the
+        controller then rolls the pipeline back to its last checkpoint."""
+        import ray
+
+        ctx = ray.get_runtime_context()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if not ctx.was_current_actor_reconstructed:
+                return
+        from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
+
+        controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
+        again = ray.get(controller.host_restarted.remote(ctx.get_actor_id()))
+        if again is not None:
+            self.become(*again)
 
     def ready(self) -> bool:
         return True
@@ -40,8 +59,8 @@ class StageHost:
         self.role = worker
         return True
 
-    def push(self, sender: str, seq: int, batch: Any) -> None:
-        return self.impl.push(sender, seq, batch)
+    def push(self, sender: str, seq: int, batch: Any, epoch: int = 0) -> None:
+        return self.impl.push(sender, seq, batch, epoch)
 
 
 def _forwarder(name: str):

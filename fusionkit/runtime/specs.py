@@ -17,6 +17,7 @@ class StreamSpec:
     parallelism: int = 1
     max_inflight: int = 4
     schema: Any = None
+    paused: bool = False
     kind: str = "stream"
 
 

@@ -18,6 +18,7 @@ import ray
 from fusionkit._clock import monotonic
 from fusionkit.batch import INGEST_TS, OFFSET
 from fusionkit.runtime.channel import Inbox, Outbox
+from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.pacer import Pacer
 from fusionkit.runtime.specs import StreamSpec
 from fusionkit.runtime.stage import StageActor
@@ -36,7 +37,10 @@ class StreamWorker(StageActor):
         super().__init__(spec.name, index, monitor)
         self.spec = spec
         self.role = role
-        self.chain = Chain(list(spec.operators))
+        self.chain = Chain(copy.deepcopy(list(spec.operators)))
+        self.epoch = 0
+        self._checkpoint_due: int | None = None
+        self._controller = None
         self.schema: Schema | None = spec.schema
         self.outbox = Outbox(f"{spec.name}/{role}{index}", spec.max_inflight)
         self.inbox = Inbox()
@@ -83,6 +87,9 @@ class StreamWorker(StageActor):
     def start(self, targets: dict[str, list[Any]]) -> str:
         self.outbox.set_targets(targets)
         self.status = "running"
+        if self.spec.paused and self._thread is None and self.role != "ops":
+            self._resume.clear()  # defined paused: wait for resume() to read the source
+            self.status = "paused"
         if self.role in ("fused", "source") and self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"fk-{self.name}", daemon=True)
             self._thread.start()
@@ -116,8 +123,14 @@ class StreamWorker(StageActor):
         return out
 
     # -- data -----------------------------------------------------------------------------
-    def push(self, sender: str, seq: int, batch: pd.DataFrame) -> None:
+    def push(self, sender: str, seq: int, batch: pd.DataFrame, epoch: int = 0) -> None:
         """A batch from this stage's source actor (parallel stages only)."""
+        if epoch < self.epoch:
+            return  # sent before a recovery: the source replays it
+        if isinstance(batch, Barrier):
+            self.inbox.barrier(sender, seq, batch.checkpoint, 1,
+                               lambda: self._snapshot(batch.checkpoint))
+            return
         with self.inbox.admit(sender, seq):
             if self.status in ("failed", "stopped"):
                 return
@@ -135,13 +148,16 @@ class StreamWorker(StageActor):
             if self.offset:
                 src.seek(self.offset)
             self.pacer = Pacer(getattr(src, "rate", None), spec.batch_size, spec.linger)
-            while not self._stop.is_set():
+            stop = self._stop
+            while not stop.is_set():
+                if self._checkpoint_due is not None:
+                    self._snapshot(self._checkpoint_due)
                 if not self._resume.is_set():
                     self._resume.wait(0.2)
                     self.pacer.reset()
                     self.reporter.flush()
                     continue
-                n, ingest = self.pacer.take(self._stop)
+                n, ingest = self.pacer.take(stop)
                 if n == 0:
                     continue
                 batch = src.read(n)
@@ -151,7 +167,7 @@ class StreamWorker(StageActor):
                 got = len(batch)
                 if got == 0:
                     self.pacer.reset()
-                    self._stop.wait(0.005)
+                    stop.wait(0.005)
                     self.reporter.flush()
                     continue
                 self.pacer.consumed(got)
@@ -169,6 +185,49 @@ class StreamWorker(StageActor):
             except Exception:
                 pass
             self.reporter.flush(force=True)
+
+    # -- checkpoints and recovery ---------------------------------------------------------
+    def request_checkpoint(self, k: int) -> None:
+        """Take checkpoint ``k`` at the next batch boundary (now, if the loop has ended)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._checkpoint_due = k
+        else:
+            self._snapshot(k)
+
+    def _snapshot(self, k: int) -> None:
+        """Record this actor's state for checkpoint ``k`` and pass the barrier downstream."""
+        self._checkpoint_due = None
+        state = self.get_state()
+        self._get_controller().ack.remote(self.name, f"{self.role}{self.index}", k, state)
+        self.outbox.broadcast(Barrier(k))
+
+    def _get_controller(self):
+        if self._controller is None:
+            from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
+
+            self._controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
+        return self._controller
+
+    def restore(self, state: dict[str, Any] | None, epoch: int) -> str:
+        """Go back to a checkpoint's state (or the start) and run from there."""
+        running = self._thread is not None and self._thread.is_alive()
+        self._stop.set()
+        self._resume.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
+        self._stop = threading.Event()
+        self.epoch = epoch
+        self.outbox.reset(epoch)
+        self.inbox = Inbox()
+        self.chain = Chain(copy.deepcopy(list(self.spec.operators)))
+        self.offset = 0
+        self._checkpoint_due = None
+        if state:
+            self.set_state(state)
+        if self.status in ("failed", "finished", "stopped", "starting") or running:
+            self.status = "running"
+        return self.status
 
     def _ingest(self, batch: pd.DataFrame, t0: float) -> None:
         if self.schema is None:

@@ -14,6 +14,7 @@ import ray
 from fusionkit._clock import monotonic
 from fusionkit.batch import INGEST_TS, feature_columns
 from fusionkit.runtime.channel import Inbox
+from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.specs import TrainSpec
 from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.validate import Schema
@@ -31,9 +32,13 @@ class TrainWorker(StageActor):
         super().__init__(spec.name, index, monitor)
         self.spec = spec
         self.registry = registry
-        self.learner = adapt(spec.model, features=spec.features, **spec.learner_options)
+        self.learner = adapt(copy.deepcopy(spec.model), features=spec.features,
+                             **spec.learner_options)
         self.prequential = Prequential(self.learner.task)
         self.inbox = Inbox()
+        self.epoch = 0
+        self.upstream = 1
+        self._controller = None
         self.events_seen = 0
         self.offsets: dict[str, int] = {}
         self._pending: list[np.ndarray] = []
@@ -96,14 +101,54 @@ class TrainWorker(StageActor):
                    metrics=self.prequential.values(), waiting=self.inbox.waiting)
         return out
 
+    # -- checkpoints and recovery ---------------------------------------------------------
+    def set_upstream(self, n: int) -> None:
+        """How many upstream actors send to this one (barriers align over all of them)."""
+        self.upstream = max(1, int(n))
+
+    def _snapshot(self, k: int) -> None:
+        if self._controller is None:
+            from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
+
+            self._controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
+        self._controller.ack.remote(self.name, f"train{self.index}", k, self.get_state())
+
+    def restore(self, state: dict[str, Any] | None, epoch: int) -> str:
+        """Go back to a checkpoint's state (or a fresh learner) and take the replay."""
+        with self.inbox.exclusive():
+            self.epoch = epoch
+            self.inbox = Inbox()
+            if state:
+                self.set_state(state)
+            else:
+                self.learner = adapt(copy.deepcopy(self.spec.model), features=self.spec.features,
+                                     **self.spec.learner_options)
+                self.prequential = Prequential(self.learner.task)
+                self.events_seen = 0
+            self._pending, self._pending_n = [], 0
+            if self.status in ("starting", "failed"):
+                self.status = "running"
+        if self._ticker is None:
+            self.start()
+        return self.status
+
     def publish_now(self) -> int:
         """Publish a version now (if anything was learned since the last one)."""
         with self.inbox.exclusive():
             return self._publish(wait=True)
 
     # -- data -----------------------------------------------------------------------------
-    def push(self, sender: str, seq: int, batch: pd.DataFrame) -> None:
-        with self.inbox.admit(sender, seq):
+    def push(self, sender: str, seq: int, batch: pd.DataFrame, epoch: int = 0) -> None:
+        if epoch < self.epoch:
+            return  # sent before a recovery: the source replays it
+        if isinstance(batch, Barrier):
+            self.inbox.barrier(sender, seq, batch.checkpoint, self.upstream,
+                               lambda: self._snapshot(batch.checkpoint))
+            return
+        inbox = self.inbox
+        with inbox.admit(sender, seq):
+            if epoch < self.epoch or inbox is not self.inbox:
+                return
             while not self._resume.is_set() and not self._stop.is_set():
                 self._resume.wait(0.2)  # paused: hold the slot, upstream backs up
             if self.status in ("failed", "stopped"):
