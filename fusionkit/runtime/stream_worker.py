@@ -39,6 +39,7 @@ class StreamWorker(StageActor):
         self.role = role
         self.chain = Chain(copy.deepcopy(list(spec.operators)))
         self.epoch = 0
+        self._defined_paused = spec.paused
         self._checkpoint_due: int | None = None
         self._controller = None
         self.schema: Schema | None = spec.schema
@@ -87,9 +88,10 @@ class StreamWorker(StageActor):
     def start(self, targets: dict[str, list[Any]]) -> str:
         self.outbox.set_targets(targets)
         self.status = "running"
-        if self.spec.paused and self._thread is None and self.role != "ops":
+        if self._defined_paused and self._thread is None and self.role != "ops":
             self._resume.clear()  # defined paused: wait for resume() to read the source
             self.status = "paused"
+        self._defined_paused = False
         if self.role in ("fused", "source") and self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"fk-{self.name}", daemon=True)
             self._thread.start()
@@ -223,6 +225,7 @@ class StreamWorker(StageActor):
         self.chain = Chain(copy.deepcopy(list(self.spec.operators)))
         self.offset = 0
         self._checkpoint_due = None
+        self._defined_paused = False
         if state:
             self.set_state(state)
         if self.status in ("failed", "finished", "stopped", "starting") or running:

@@ -64,17 +64,23 @@ def run_and_kill(fk, victim: str, parallelism: int, seed: int) -> None:
              publish_every=None)
     fk.resume("clicks")
     kill_at = rng.randint(N_EVENTS // 5, N_EVENTS // 2)
-    wait_for(lambda: fk.api.call("infos", "count")[0]["events_seen"] >= kill_at // 2,
+    wait_for(lambda: fk.api.call("infos", "count")[0].get("events_seen", 0) >= kill_at // 2,
              timeout=60, what="first events learned")
     assert fk.checkpoint() is not None
-    wait_for(lambda: fk.api.call("infos", "count")[0]["events_seen"] >= kill_at, timeout=60,
+    wait_for(lambda: fk.api.call("infos", "count")[0].get("events_seen", 0) >= kill_at, timeout=60,
              what=f"{kill_at} events learned")
     stage, role = victim.split(":")
     target = next(i for i in infos(fk, stage) if i.get("role", "train") == role)
     kill(target["pid"])
     wait_for(lambda: len(fk.recoveries()) > 0, timeout=90, what="a recovery")
-    wait_for(lambda: fk.api.call("infos", "count")[0]["events_seen"] >= N_EVENTS, timeout=120,
-             what="every event learned after recovery")
+    try:
+        wait_for(lambda: fk.api.call("infos", "count")[0].get("events_seen", 0) >= N_EVENTS,
+                 timeout=120, what="every event learned after recovery")
+    except AssertionError:
+        print("RECOVERIES", fk.recoveries().to_dict("records"))
+        print("STREAM", [(i["status"], i.get("offset"), i["totals"]) for i in infos(fk, "clicks")])
+        print("TRAIN", [(i["status"], i.get("events_seen"), i["totals"]) for i in infos(fk, "count")])
+        raise
     counts = learned_counts(fk, "count")
     assert counts.sum() == N_EVENTS, f"learned {counts.sum()} events, produced {N_EVENTS}"
     assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
