@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pandas as pd
@@ -14,39 +15,46 @@ def _registry() -> Any:
     return handles()["registry"]
 
 
-def _get(ref: Any) -> Any:
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayTaskError as err:
-        cause = getattr(err, "cause", None)
-        if isinstance(cause, BaseException):
-            raise cause from None
-        raise
+def _ask(method: str, *args: Any, timeout: float = 60.0) -> Any:
+    """Call the registry; wait through a restart of its process (it reloads from disk)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return ray.get(getattr(_registry(), method).remote(*args))
+        except ray.exceptions.ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+        except ray.exceptions.RayTaskError as err:
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise
 
 
 def models(name: str) -> pd.DataFrame:
     """A train stage's versions: lineage, metrics at publish, checksum, which one is live."""
-    return _get(_registry().table.remote(name))
+    return _ask("table", name)
 
 
 def live_version(name: str) -> int | None:
-    version, _ = _get(_registry().live.remote(name))
+    version, _ = _ask("live", name)
     return version
 
 
 def rollback(name: str, version: int) -> dict[str, Any]:
     """Make an earlier version live again; serve stages switch to it at once."""
-    return _get(_registry().rollback.remote(name, int(version)))
+    return _ask("rollback", name, int(version))
 
 
 def pin(name: str, version: int) -> dict[str, Any]:
     """Keep ``version`` live until ``unpin``; newer versions are stored but do not go live."""
-    return _get(_registry().pin.remote(name, int(version)))
+    return _ask("pin", name, int(version))
 
 
 def unpin(name: str) -> dict[str, Any] | None:
     """Let new versions go live again (the newest published one becomes live)."""
-    return _get(_registry().unpin.remote(name))
+    return _ask("unpin", name)
 
 
 def publish(name: str) -> int:
@@ -54,12 +62,12 @@ def publish(name: str) -> int:
     return call("publish_now", name)
 
 
-def freshness(name: str, publish: bool = False) -> dict[str, float]:
+def freshness(name: str, publish: bool = False, since: float | None = None) -> dict[str, float]:
     """End-to-end freshness of a model's events: from ingest to the first answer by a version
     that learned them (p50/p95/p99 in ms, over every event). ``publish=True``: to the version
-    being published instead."""
+    being published instead. ``since`` (epoch seconds): only events first served after it."""
     key = f"{name}:publish" if publish else name
-    return ray.get(handles()["monitor"].freshness_summary.remote(key))
+    return ray.get(handles()["monitor"].freshness_summary.remote(key, since))
 
 
 def freshness_series(name: str, publish: bool = False) -> pd.DataFrame:

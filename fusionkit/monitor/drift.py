@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from itertools import compress, count, islice
 from typing import Any
 
 import numpy as np
@@ -87,12 +88,16 @@ class FeatureDriftMonitor:
     ``threshold = max(psi_alarm, psi_threshold(n_ref, window, bins, ks_alpha))``: the PSI
     that noise alone exceeds with probability ``ks_alpha`` at these window sizes, so a small
     window cannot alarm on noise even with a low ``psi_alarm``. The test bounds the rate at
-    ``ks_alpha`` and PSI keeps statistically significant but tiny shifts quiet. Measured
-    false-alarm rate on stationary data (benchmarks/drift_detection.py, 20 seeds, normal,
-    lognormal, integer and categorical columns): 0 alarms in 2,400 window-feature tests with
-    the defaults (10,000-event reference, 5,000-event window), and 0 in 2,400 with a
-    200-event window; the tests alone fire in about 1% of windows. PSI reaches 0.2 at
-    about a 0.45 sigma mean shift, which a 5,000-event window catches in the first window.
+    ``ks_alpha`` and PSI keeps statistically significant but tiny shifts quiet. Missing
+    values are a bin (PSI) and a value above all others (KS), so their rise is drift too.
+
+    Measured (benchmarks/drift_detection.py, 20 seeds, lognormal, normal, integer and
+    categorical features and a float prediction): with the defaults (10,000-event
+    reference, 5,000-event windows) 0 alarms in 1,000 window-feature tests (the tests
+    alone fire in 0.9%, the largest PSI seen is 0.008); with a 200-event window, a
+    2,000-event reference and ``psi_alarm=0.1``, 0.17% of 9,000 tests (PSI alone 3.4%,
+    tests alone 1.0%). A 0.5 sigma mean shift is flagged in the first 5,000-event window
+    in 20 seeds of 20, a 0.4 sigma shift (PSI about 0.15) in none.
     An :class:`Alarm` is raised when a column enters the drifted state; rows keep the
     per-window outcome.
 
@@ -233,7 +238,11 @@ class ConceptDriftMonitor:
       alarming at ``z >= z_alarm`` (the two-proportion test on 0/1 errors). It catches the
       moderate rises (a few points of accuracy) that ADWIN misses or finds late.
 
-    Measured over 20 seeds (benchmarks/drift_detection.py), see the benchmark's JSON.
+    Measured on seeds not used for tuning (benchmarks/drift_detection.py: SEA and Agrawal,
+    abrupt and gradual, learned by a Hoeffding tree, and a 5-point error rise; 20 seeds
+    each): 72 of 100 drifts detected within 1,000 events of the end of the change, against
+    62 for River's ADWIN alone, at 0.15 false alarms per 10k events against 1.32 (ADWIN
+    alone mostly fires while the error falls). No alarm in 800,000 stationary events.
 
     Examples
     --------
@@ -286,7 +295,7 @@ class ConceptDriftMonitor:
     def _restart(self) -> None:
         self._det = self._template.clone()
         self._hist = np.empty(0)  # the last errors since the last alarm (at most _keep)
-        self._c = self._c2 = np.zeros(1)  # prefix sums of errors and squares, over _hist
+        self._c = self._c2 = np.zeros(1)  # prefix sums of errors and squares, likewise
         self._since = 0  # events since the last alarm
         self._det_n, self._det_sum = 0, 0.0  # events and their sum since the detector reset
 
@@ -306,16 +315,17 @@ class ConceptDriftMonitor:
         self.seen += n
         result, zmax, start = DriftResult(), NAN, 0
         while start < n:
-            seg, m = e[start:], self._hist.size
-            data = np.concatenate([self._hist, seg])
+            seg, m = e[start:], self._c.size - 1
             c = np.concatenate([self._c, self._c[-1] + np.cumsum(seg)])
             c2 = np.concatenate([self._c2, self._c2[-1] + np.cumsum(seg * seg)])
+            # the generic direction check needs the errors before this batch too
+            data = seg if self._adwin else np.concatenate([self._hist, seg])
             z_at, z, before, after, zmax = self._window_test(c, c2, m, zmax)
             stop = seg.size if z_at is None else z_at + 1
-            d_at, d_before, d_after = self._run_detector(data, c, m, stop)
+            d_at, d_before, d_after = self._run_detector(seg, data, c, m, stop)
             if d_at is None and z_at is None:
                 keep = self._keep
-                self._hist, self._c, self._c2 = data[-keep:], c[-keep - 1 :], c2[-keep - 1 :]
+                self._c, self._c2, self._hist = c[-keep - 1 :], c2[-keep - 1 :], data[-keep:]
                 self._since += seg.size
                 break
             if d_at is not None:
@@ -342,9 +352,9 @@ class ConceptDriftMonitor:
         """First position (in the new part) where the error rate rose significantly."""
         if not self.window_test:
             return None, NAN, NAN, NAN, zmax
-        w, r = self.test_window, self.reference_window
-        count = self._since + np.arange(1, c.size - m)
-        ends = (m + np.arange(1, c.size - m))[(count >= r + w) & (count % self.test_every == 0)]
+        w, r, every = self.test_window, self.reference_window, self.test_every
+        first = max(-(-(self._since + 1) // every), -(-(r + w) // every)) * every
+        ends = m - self._since + np.arange(first, self._since + c.size - m, every)
         if ends.size == 0:
             return None, NAN, NAN, NAN, zmax
         mid, lo = ends - w, ends - w - r
@@ -370,13 +380,16 @@ class ConceptDriftMonitor:
         helper = getattr(self._det, "_helper", None) if self._adwin else None
         return helper.update if helper is not None else self._step
 
-    def _run_detector(self, data: np.ndarray, c: np.ndarray, m: int, stop: int) -> tuple:
+    def _run_detector(self, seg: np.ndarray, data: np.ndarray, c: np.ndarray, m: int,
+                      stop: int) -> tuple:  # fmt: skip
         """Feed the detector; the first detection where the error went up, with its sides."""
-        seg, step = data[m : m + stop], self._stepper()
+        step = self._stepper()
+        values = (1.0 - seg[:stop] if self._flip else seg[:stop]).tolist()
         since = 0  # position in seg where the detector's current window starts
-        for k, x in enumerate((1.0 - seg if self._flip else seg).tolist()):
-            if not step(x):
-                continue
+        while True:  # the per-event loop runs in C up to the next detection
+            k = next(compress(count(since), map(step, islice(values, since, None))), None)
+            if k is None:
+                break
             if self._adwin:  # the kept recent sub-window against the dropped older one
                 n_all = self._det_n + k + 1 - since
                 s_all = self._det_sum + c[m + k + 1] - c[m + since]
@@ -384,7 +397,7 @@ class ConceptDriftMonitor:
                 before = (s_all - t1) / (n_all - w1) if n_all > w1 else NAN
                 after = t1 / w1 if w1 else NAN
             else:  # the last direction_window errors against as many before them
-                end = m + k + 1
+                end = data.size - seg.size + k + 1
                 d = min(self.direction_window, end // 2)
                 recent, older = data[end - d : end], data[end - 2 * d : end - d]
                 before, after = (older.mean(), recent.mean()) if d else (NAN, NAN)

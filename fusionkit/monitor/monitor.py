@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from fusionkit._clock import now
+from fusionkit.monitor.recent import RecentSamples
 from fusionkit.monitor.series import Reservoir, SeriesStore, quantiles_ms
-
-COUNTERS = ("events_in", "events_out", "dead_letters", "late", "requests", "errors")
-RATES = {"events_in": "rate_in", "events_out": "rate_out", "requests": "rate_requests"}
+from fusionkit.monitor.snapshot import COUNTERS, bucketize
+from fusionkit.monitor.snapshot import snapshot as _snapshot
 
 
 class Monitor:
@@ -42,6 +42,7 @@ class Monitor:
         self._latency: dict[str, Reservoir] = {}
         self._freshness = SeriesStore(maxlen)
         self._freshness_all: dict[str, Reservoir] = {}
+        self._freshness_recent: dict[str, RecentSamples] = {}
         self._events: deque[dict[str, Any]] = deque(maxlen=5000)
         self.reports = 0
 
@@ -67,6 +68,7 @@ class Monitor:
         if fresh.size == 0:
             return
         self._freshness_all.setdefault(model, Reservoir(50_000)).extend(fresh)
+        self._freshness_recent.setdefault(model, RecentSamples()).add(served_at, fresh)
         row = {"time": served_at, "version": version, "n": int(fresh.size),
                **quantiles_ms(fresh), "max_ms": float(fresh.max() * 1000.0)}
         self._freshness.append(model, row)
@@ -98,33 +100,7 @@ class Monitor:
         if not rows:
             return pd.DataFrame(columns=["time", "events_in", "events_out", "rate_in",
                                          "rate_out", "p50_ms", "p95_ms", "p99_ms"])
-        buckets: dict[float, dict[str, Any]] = {}
-        for r in rows:
-            key = round(r["time"] / self.bucket) * self.bucket
-            b = buckets.setdefault(key, {"time": key, "interval": 0.0, "_lat": [], "actors": set()})
-            b["actors"].add(r.get("actor", 0))
-            b["interval"] = max(b["interval"], r.get("interval", self.bucket))
-            for c in COUNTERS:
-                if c in r:
-                    b[c] = b.get(c, 0) + r[c]
-            if r.get("latency") is not None:
-                b["_lat"].append(np.asarray(r["latency"], dtype="float64"))
-            for k, v in (r.get("values") or {}).items():
-                b[k] = v
-        out = []
-        for key in sorted(buckets):
-            b = buckets[key]
-            lat = np.concatenate(b.pop("_lat")) if b["_lat"] else np.empty(0)
-            b.pop("_lat", None)
-            b["actors"] = len(b["actors"])
-            interval = b["interval"] or self.bucket
-            for counter, rate in RATES.items():
-                if counter in b:
-                    b[rate] = b[counter] / interval
-            b.update(quantiles_ms(lat))
-            out.append(b)
-        df = pd.DataFrame(out)
-        return df
+        return pd.DataFrame(bucketize(rows, self.bucket))
 
     def recent_rates(self, window: float = 2.0) -> dict[str, float]:
         """Events (or requests) per second of each stage over the last ``window`` seconds."""
@@ -146,7 +122,12 @@ class Monitor:
         rows = self._freshness.rows(model)
         return pd.DataFrame(rows, columns=["time", "version", "n", "p50_ms", "p95_ms", "p99_ms", "max_ms"])
 
-    def freshness_summary(self, model: str) -> dict[str, float]:
+    def freshness_summary(self, model: str, since: float | None = None) -> dict[str, float]:
+        """Freshness quantiles over every event, or over the events first served after
+        ``since`` (from the recent versions the monitor keeps)."""
+        if since is not None:
+            recent = self._freshness_recent.get(model) or RecentSamples()
+            return {**recent.quantiles_ms(since), "events": recent.count(since)}
         res = self._freshness_all.get(model)
         vals = res.values() if res else np.empty(0)
         out = quantiles_ms(vals)
@@ -155,3 +136,8 @@ class Monitor:
 
     def events(self, since: float | None = None) -> list[dict[str, Any]]:
         return [e for e in self._events if since is None or e["time"] > since]
+
+    def snapshot(self, since: float | None = None) -> dict[str, Any]:
+        """Everything a live dashboard needs that is new since ``since``, in one reply
+        (see ``fusionkit.monitor.snapshot``)."""
+        return _snapshot(self, since)

@@ -17,6 +17,8 @@ CONTROLLER = "fusionkit-controller"
 MONITOR = "fusionkit-monitor"
 REGISTRY = "fusionkit-registry"
 
-MonitorActor = ray.remote(num_cpus=0, max_concurrency=16)(Monitor)
-Registry = ray.remote(num_cpus=0, max_concurrency=256)(RegistryActor)
+# restarted by Ray if their process dies: the registry reloads its models from disk, the
+# monitor starts new series; every handle to them stays valid
+MonitorActor = ray.remote(num_cpus=0, max_concurrency=16, max_restarts=-1)(Monitor)
+Registry = ray.remote(num_cpus=0, max_concurrency=256, max_restarts=-1)(RegistryActor)
 Host = ray.remote(num_cpus=0, max_concurrency=64, max_restarts=-1)(StageHost)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fusionkit._clock import now
+from fusionkit.runtime.checkpoint import write_atomic
 from fusionkit.training.registry import Guard, ModelRegistry
 
 
@@ -24,6 +27,21 @@ class RegistryActor:
         self._unserved: dict[str, list[int]] = {}        # versions whose events still wait
         self._schemas: dict[str, Any] = {}
         self._lock = threading.RLock()
+        self._reload()
+
+    def _reload(self) -> None:
+        """After a restart, pick the models back up from their checkpoint folders."""
+        root = Path(self.storage) / "models" if self.storage else None
+        if root is None or not root.is_dir():
+            return
+        for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+            try:
+                self._models[folder.name] = ModelRegistry(folder.name, folder=folder)
+            except Exception:  # a folder that is not a model's: leave it alone
+                continue
+            schema = folder / "schema.pkl"
+            if schema.exists():
+                self._schemas[folder.name] = pickle.loads(schema.read_bytes())
 
     def register(self, model: str, keep: int = 5, guard: Guard | None = None) -> None:
         with self._lock:
@@ -43,6 +61,9 @@ class RegistryActor:
             known = ", ".join(sorted(self._models)) or "none yet"
             raise ModelNotFoundError(f"no model {model!r} in the registry (models: {known})")
         return reg
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def models(self) -> list[str]:
         return sorted(self._models)
@@ -79,9 +100,20 @@ class RegistryActor:
         reg.wait_generation(generation, timeout=timeout)
         return reg.live_version(), reg.generation
 
+    def follow(self, model: str, generation: int, timeout: float = 5.0
+               ) -> tuple[int | None, int, bytes | None, Any]:
+        """``wait_live``, and with a new live version what a serve replica swaps in: its state
+        and the model's schema (one call instead of three on the way to a swap)."""
+        version, gen = self.wait_live(model, generation, timeout)
+        if version is None or gen == generation:
+            return version, gen, None, None
+        return version, gen, self._reg(model).state(version), self._schemas.get(model)
+
     def set_schema(self, model: str, schema: Any) -> None:
         """The features (and their kinds) a model learns from: serve stages check requests."""
         self._schemas[model] = schema
+        if self.storage:
+            write_atomic(Path(self.storage) / "models" / model / "schema.pkl", pickle.dumps(schema))
 
     def schema(self, model: str) -> Any:
         return self._schemas.get(model)

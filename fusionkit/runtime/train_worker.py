@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import threading
 import traceback
 from typing import Any
@@ -60,9 +61,11 @@ class TrainWorker(StageActor):
                 return {"ok": True}
             if self.spec.label not in sample.columns:
                 cols = [c for c in sample.columns if not str(c).startswith("_")]
+                close = difflib.get_close_matches(str(self.spec.label), map(str, cols), n=1)
+                hint = f". Did you mean {close[0]!r}?" if close else ""
                 return {"ok": False, "kind": "usage",
                         "error": f"label column {self.spec.label!r} is not in the output of stream "
-                                 f"{self.spec.on!r}; its columns are {cols}"}
+                                 f"{self.spec.on!r}; its columns are {cols}{hint}"}
             good, _, _ = self._split_labels(sample)
             learner = copy.deepcopy(self.learner)
             learner.predict_learn(good, good[self.spec.label])
@@ -235,7 +238,10 @@ class TrainWorker(StageActor):
                 "metrics": self.prequential.values()}
         state = self.learner.get_state()
         if self._publish_ref is not None:
-            ray.get(self._publish_ref)  # one publish in flight at a time
+            try:
+                ray.get(self._publish_ref)  # one publish in flight at a time
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                self.reporter.count(publish_errors=1)  # registry restarting: next one counts
         self._publish_ref = self.registry.publish.remote(self.name, state, meta, sample)
         self._pending, self._pending_n = [], 0
         self._last_publish = monotonic()

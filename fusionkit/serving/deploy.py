@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fusionkit.errors import FusionError
 from fusionkit.runtime.specs import ServeSpec
 
 MAX_ONGOING = 64
@@ -27,15 +28,35 @@ def _app(spec: ServeSpec):
     return deployment.bind(spec)
 
 
-def start(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Start Ray Serve's controller and HTTP proxy (seconds the first time; no-op after)."""
-    _serve().start(http_options={"host": host, "port": port}, logging_config=QUIET)
+def start(host: str = "127.0.0.1", port: int = 8000, app: str | None = None) -> None:
+    """Start Ray Serve's controller and HTTP proxy (seconds the first time; no-op after).
+
+    Serve has one HTTP address per cluster: if it already listens elsewhere and runs no
+    application (other than ``app``, about to be replaced), it is restarted on the address
+    asked for; if applications run there, this is refused with the address to use instead.
+    """
+    from ray.serve.context import _get_global_client
+
+    serve = _serve()
+    options = {"host": host, "port": port}
+    serve.start(http_options=options, logging_config=QUIET)
+    http = _get_global_client().http_config
+    if (http.host, http.port) == (host, port):
+        return
+    apps = [a for a in serve.status().applications if a != app]
+    if apps:
+        raise FusionError(
+            f"Ray Serve already answers on {http.host}:{http.port} for {', '.join(apps)}; "
+            f"every serve stage shares that address: pass host={http.host!r}, "
+            f"port={http.port} (or stop those stages first)")
+    serve.shutdown()
+    serve.start(http_options=options, logging_config=QUIET)
 
 
 def deploy(spec: ServeSpec) -> dict[str, Any]:
     """Start Serve on ``spec.host:spec.port`` if needed and run the stage's application."""
     serve = _serve()
-    start(spec.host, spec.port)
+    start(spec.host, spec.port, app=spec.name)
     serve.run(_app(spec), name=spec.name, route_prefix=spec.route, blocking=False)
     return {"url": f"http://{spec.host}:{spec.port}{spec.route}", "route": spec.route}
 

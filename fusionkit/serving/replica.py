@@ -21,7 +21,7 @@ from fusionkit._clock import monotonic, now
 from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY
 from fusionkit.runtime.specs import ServeSpec
 from fusionkit.runtime.stage import Reporter
-from fusionkit.serving.inputs import BadRequest, parse_rows
+from fusionkit.serving.inputs import BadRequest, check_records, parse_rows
 from fusionkit.training.learners import load_state
 
 log = logging.getLogger("fusionkit")
@@ -51,9 +51,7 @@ class ModelServer:
         # a new replica loads the live version before it takes any request
         deadline = monotonic() + FIRST_VERSION_WAIT
         while self._current[0] is None and monotonic() < deadline:
-            version, gen = ray.get(self.registry.wait_live.remote(spec.model, self._generation, 1.0))
-            if version is not None:
-                self._swap(version, gen)
+            self._swap(*ray.get(self.registry.follow.remote(spec.model, self._generation, 1.0)))
         self._thread = threading.Thread(target=self._follow, daemon=True, name="fk-follow")
         self._thread.start()
 
@@ -61,18 +59,20 @@ class ModelServer:
     def _follow(self) -> None:
         while not self._stop.is_set():
             try:
-                version, gen = ray.get(
-                    self.registry.wait_live.remote(self.spec.model, self._generation, 5.0))
-                if gen != self._generation and version is not None:
-                    self._swap(version, gen)
+                self._swap(*ray.get(self.registry.follow.remote(self.spec.model,
+                                                                self._generation, 5.0)))
             except Exception as exc:  # registry restarting: keep serving what we have
                 log.warning("fusionkit serve %s: following the registry: %s", self.spec.name, exc)
                 self._stop.wait(0.5)
             self.reporter.flush()
 
-    def _swap(self, version: int, generation: int) -> None:
-        state, schema = ray.get([self.registry.state.remote(self.spec.model, version),
-                                 self.registry.schema.remote(self.spec.model)])
+    def _swap(self, version: int | None, generation: int, state: bytes | None,
+              schema: Any) -> None:
+        """Build the new version's model off the request path, then replace one reference."""
+        if version is None:  # nothing live yet: wait for the next change from here
+            self._generation = generation
+        if version is None or state is None or generation == self._generation:
+            return
         learner = load_state(state)
         self._current = (version, learner, schema)  # one reference: atomic for readers
         self._generation = generation
@@ -89,8 +89,12 @@ class ModelServer:
         version, learner, schema = self._current
         if learner is None:
             raise BadRequest(503, f"model {self.spec.model!r} has no live version yet")
-        frame = parse_rows(rows, schema, self.spec.max_rows)
-        pred = learner.predict(frame)
+        if isinstance(rows, list) and schema is not None and hasattr(learner, "predict_records"):
+            frame = check_records(rows, schema, self.spec.max_rows)
+            pred = learner.predict_records(frame)
+        else:
+            frame = parse_rows(rows, schema, self.spec.max_rows)
+            pred = learner.predict(frame)
         out: dict[str, Any] = {"predictions": _jsonable(pred.y_pred), "version": version}
         if pred.proba is not None:
             out["proba"] = _jsonable(pred.proba)
@@ -128,11 +132,15 @@ class ModelServer:
             if request.method == "GET":
                 version = self._current[0]
                 return JSONResponse({"model": self.spec.model, "version": version})
+            if request.method != "POST":
+                raise BadRequest(405, f"method {request.method} not allowed: POST rows, "
+                                      "or GET the live version")
             body = await request.body()
             try:
                 payload = json.loads(body or b"null")
-            except ValueError as exc:
-                raise BadRequest(400, f"request body is not valid JSON: {exc}") from None
+            except (ValueError, RecursionError) as exc:
+                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+                raise BadRequest(400, f"request body is not valid JSON: {why}") from None
             if not isinstance(payload, dict) or "rows" not in payload:
                 raise BadRequest(400, 'expected a JSON object {"rows": [{...}, ...]}')
             return JSONResponse(self.answer(payload["rows"]))
@@ -140,6 +148,10 @@ class ModelServer:
             self.reporter.count(errors=1)
             self.reporter.flush()
             return JSONResponse({"error": err.message}, status_code=err.status)
+        except Exception as exc:  # a fault of the model or of fusionkit, not of the request
+            log.exception("fusionkit serve %s: answering a request", self.spec.name)
+            self.reporter.count(errors=1)
+            return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
 
 
 def _jsonable(values: Any) -> list[Any]:

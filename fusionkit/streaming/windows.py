@@ -72,6 +72,13 @@ def _index(x: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(x), -_BIG, _BIG).astype(np.int64)
 
 
+def _spread(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row ``i`` repeated for each window ``lo[i]..hi[i]``: (row of each copy, its window)."""
+    reps = hi - lo + 1
+    rows = np.repeat(np.arange(len(lo)), reps)
+    return rows, lo[rows] + np.arange(len(rows)) - np.repeat(np.cumsum(reps) - reps, reps)
+
+
 class SlidingWindow(Operator):
     """Event-time windows of ``size`` seconds starting every ``slide`` seconds, per ``key``.
 
@@ -122,9 +129,11 @@ class SlidingWindow(Operator):
         self._seq = 0  # arrival position of the next event (orders first / last)
         self._closed = -_BIG  # every window below this index has fired
         self._keys = pd.Index([])  # key code -> key
+        self._rank: np.ndarray | None = None
         self._state: dict[str, np.ndarray] | None = None  # partials per (window, key), sorted
         self._values: list[pd.DataFrame] = []  # values kept for the other aggregations
         self._side: dict[str, list[pd.DataFrame]] = {}
+        self._template: pd.DataFrame | None = None  # the empty output
 
     def _plan(self) -> tuple[dict[str, tuple[str, str | None]], list, dict]:
         if not self.agg:
@@ -213,9 +222,7 @@ class SlidingWindow(Operator):
             (wins, kcs), parts = self._reduce([hi, kc], units)
         else:  # reduce per (first window, last window, key), then spread over the windows
             (los, his, kcs), parts = self._reduce([lo, hi, kc], units)
-            reps = his - los + 1
-            rows = np.repeat(np.arange(len(los)), reps)
-            wins = los[rows] + np.arange(len(rows)) - np.repeat(np.cumsum(reps) - reps, reps)
+            rows, wins = _spread(los, his)
             kcs, parts = kcs[rows], {name: v[rows] for name, v in parts.items()}
         state = self._state
         if state is None or len(state[WIN]) == 0:
@@ -272,10 +279,8 @@ class SlidingWindow(Operator):
 
     def _keep_values(self, batch: pd.DataFrame, on: np.ndarray, lo: np.ndarray,
                      hi: np.ndarray, kc: np.ndarray) -> None:
-        reps = hi - lo + 1
-        rows = np.repeat(np.arange(len(on)), reps)
-        kept = {WIN: lo[rows] + np.arange(len(rows)) - np.repeat(np.cumsum(reps) - reps, reps),
-                KC: kc[rows]}
+        rows, wins = _spread(lo, hi)
+        kept = {WIN: wins, KC: kc[rows]}
         for col in sorted({na.column for na in self._holistic.values()}):
             kept[col] = batch[col].take(on[rows]).array
         kept = pd.DataFrame(kept)
@@ -295,9 +300,23 @@ class SlidingWindow(Operator):
         self._state = {name: v[cut:] for name, v in state.items()}
         return self._finish(done)
 
+    def _key_rank(self) -> np.ndarray:
+        """Rank of each key code in the sort order of the keys (missing keys last)."""
+        if self._rank is None or len(self._rank) != len(self._keys):
+            try:
+                order = self._keys.argsort()
+            except TypeError:  # keys of mixed types: order them by their text
+                order = np.argsort(self._keys.astype(str))
+            self._rank = np.empty(len(order), dtype=np.int64)
+            self._rank[order] = np.arange(len(order))
+        return self._rank
+
     def _finish(self, done: dict[str, np.ndarray]) -> pd.DataFrame:
         out: dict[str, Any] = {}
+        order = None
         if self.key is not None:
+            order = np.lexsort((self._key_rank()[done[KC]], done[WIN]))
+            done = {name: v[order] for name, v in done.items()}
             out[self.key] = self._keys.take(done[KC]).array
         start = done[WIN] * self.slide
         out["window_start"], out["window_end"] = start, start + self.size
@@ -309,13 +328,15 @@ class SlidingWindow(Operator):
             self._values = [values[~due]] if not due.all() else []
             res = values[due].groupby([WIN, KC], sort=True).agg(**self._holistic)
             for name in self._holistic:
-                out[name] = res[name].array
+                out[name] = res[name].array if order is None else res[name].array.take(order)
         out[EVENT_TIME], out[INGEST_TS], out[OFFSET] = start + self.size, done["ing"], done["off"]
-        return pd.DataFrame(out)[self._columns]
+        return pd.DataFrame({c: out[c] for c in self._columns})
 
     def _empty(self) -> pd.DataFrame:
-        return pd.DataFrame({c: np.empty(0, dtype="float64" if c.startswith(("window", "_"))
-                                         else object) for c in self._columns})
+        if self._template is None:
+            self._template = pd.DataFrame({c: np.empty(0, dtype="float64" if c.startswith(
+                ("window", "_")) else object) for c in self._columns})
+        return self._template.copy()
 
     def flush(self) -> pd.DataFrame | None:
         """End of a bounded stream: emit every open window (they close for good)."""
@@ -342,7 +363,7 @@ class SlidingWindow(Operator):
         self.late_count = int(state["late_count"])
         self._seq = int(state["seq"])
         self._closed = int(state["closed"])
-        self._keys = state["keys"].copy()
+        self._keys, self._rank = state["keys"].copy(), None
         partials, values = state["partials"], state["values"]
         self._state = None if partials is None else {n: v.copy() for n, v in partials.items()}
         self._values = [] if values is None else [values.copy()]
@@ -351,14 +372,11 @@ class SlidingWindow(Operator):
 def _column(batch: pd.DataFrame, col: str, on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The values of ``col`` for the rows ``on``, as numpy, and where they are not missing."""
     s = batch[col]
-    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "biu":
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "biuf":
         x = s.to_numpy()[on]
-        return x, np.ones(len(on), dtype=bool)
-    if isinstance(s.dtype, np.dtype) and s.dtype.kind == "f":
-        x = s.to_numpy()[on]
-        return x, ~np.isnan(x)
-    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
-        x = s.to_numpy("float64", na_value=np.nan)[on]  # nullable integers and floats
+        return x, ~np.isnan(x) if x.dtype.kind == "f" else np.ones(len(on), dtype=bool)
+    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+        x = s.to_numpy("float64", na_value=np.nan)[on]  # nullable integers, floats, booleans
         return x, ~np.isnan(x)
     x = s.to_numpy()[on]
     return x, ~pd.isna(x)

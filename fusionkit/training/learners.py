@@ -112,6 +112,11 @@ class Learner:
         self.learn(X, y)
         return prediction
 
+    def predict_records(self, rows: list[dict[str, Any]]) -> Prediction:
+        """Predict rows given as dicts of features (a serve request); same answers as
+        ``predict`` on their DataFrame, which is what this default builds."""
+        return self.predict(pd.DataFrame.from_records(rows))
+
     def get_state(self) -> bytes:
         """The learner as bytes, for a checkpoint or a published version (sha256-able).
 
@@ -240,6 +245,14 @@ class _RiverLearner(_Columns, Learner):
 
     def predict(self, X: pd.DataFrame) -> Prediction:
         return self._predict_many(X) if self.mini_batch else self._loop(self._rows(X), None)
+
+    def predict_records(self, rows: list[dict[str, Any]]) -> Prediction:
+        """River predicts dicts: a small request skips building a DataFrame."""
+        if self.mini_batch:
+            return super().predict_records(rows)
+        if self.features is not None:
+            rows = [{c: row[c] for c in self.features} for row in rows]
+        return self._loop(rows, None)
 
     def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
         self._seen(y)

@@ -165,6 +165,8 @@ class ModelRegistry:
         self.keep = keep
         self.guard = guard
         self._lock = threading.Condition(threading.RLock())
+        self._disk_lock = threading.Lock()  # index writes, in the order of their snapshots
+        self._index_seq = self._index_written = 0
         self._disk = _CheckpointFolder(self.folder) if self.folder is not None else None
         self._reset()
         if self._disk is not None:
@@ -259,8 +261,10 @@ class ModelRegistry:
                 self._set_live(version)
             self._log("publish", version, status + (f": {reason}" if reason else ""))
             self._evict()
-            self._save_index()
-            return self._records[version]
+            snapshot = self._index()
+            record = self._records[version]
+        self._write_index(snapshot)  # after the lock: followers already see the new version
+        return record
 
     # ----------------------------------------------------------------- reading
     @property
@@ -463,10 +467,25 @@ class ModelRegistry:
         )
 
     def _save_index(self) -> None:
-        if self._disk is None:
+        self._write_index(self._index())
+
+    def _write_index(self, snapshot: tuple[int, dict[str, Any]] | None) -> None:
+        """Write an index snapshot unless a newer one is on disk already."""
+        if snapshot is None:
             return
+        seq, index = snapshot
+        with self._disk_lock:
+            if seq > self._index_written:
+                self._disk.write_index(index)
+                self._index_written = seq
+
+    def _index(self) -> tuple[int, dict[str, Any]] | None:
+        """The index as it is now, numbered (call with the lock held); None without a folder."""
+        if self._disk is None:
+            return None
+        self._index_seq += 1
         by_status = {s: [v for v, r in self._records.items() if r.status == s] for s in STATUSES}
-        self._disk.write_index(
+        return self._index_seq, (
             {
                 "model": self.model,
                 "last_version": max(self._records, default=0),
@@ -538,7 +557,9 @@ class _CheckpointFolder:
         return data
 
     def write_index(self, index: dict[str, Any]) -> None:
-        _write_atomic(self.path / INDEX, _dumps(index))
+        # compact: json's C encoder, ~10x faster than indented output for a long history
+        _write_atomic(self.path / INDEX, json.dumps(index, sort_keys=True,
+                                                    separators=(",", ":")).encode())
 
     def read(self) -> tuple[dict[str, Any], list[VersionRecord]]:
         """The index (``{}`` if none) and every version's record, oldest first."""

@@ -105,3 +105,23 @@ def test_parallel_source_killed(fk):
 
 def test_parallel_operator_killed(fk):
     run_and_kill(fk, "clicks:ops", parallelism=2, seed=6)
+
+
+def test_registry_killed_keeps_versions_and_publishing(fk):
+    import ray
+
+    src = fk.sources.synthetic("clicks", rate=10_000, seed=7)
+    fk.stream("clicks", source=src, batch_size=500)
+    fk.train("count", on="clicks", label="clicked", model=OffsetCounter(10_000_000),
+             publish_every="200ms")
+    wait_for(lambda: (fk.live_version("count") or 0) >= 3, timeout=60, what="three versions")
+    before = fk.models("count")
+    registry = fk.api.handles()["registry"]
+    kill(ray.get(registry.pid.remote()))
+    # Ray restarts the registry; it reloads every version from disk and takes new ones
+    wait_for(lambda: (fk.live_version("count") or 0) > before["version"].max() + 2, timeout=90,
+             what="new versions after the registry restarted")
+    after = fk.models("count")
+    kept = after.set_index("version").loc[before["version"], "checksum"]
+    assert list(kept) == list(before["checksum"])
+    assert fk.status().loc["count", "status"] == "running"

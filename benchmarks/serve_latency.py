@@ -1,0 +1,319 @@
+"""Serve latency benchmark: fusionkit's serve stage against a bare Ray Serve deployment.
+
+Two parts, one run, one Ray Serve:
+
+1. Request latency. The same River model (the live version of a fusionkit train stage,
+   ``fusionkit.demo.ctr_model``) answers sequential requests of 1 and of 100 rows, over
+   HTTP and through a Python handle, from
+
+   - fusionkit's serve stage (``fk.serve``): request validation against the model's
+     schema, the model reference read once per request, metrics to the monitor;
+   - a bare Ray Serve deployment holding the same model object: JSON in, River's
+     ``predict_proba_one`` per row, JSON out. No registry, no validation, no metrics.
+
+   Both use the same deployment options; the targets are measured in interleaved rounds
+   so that other load on the machine falls on both alike.
+2. Model swaps under load. One client posts requests back to back while the model
+   changes 100 times: in fusionkit, ``fk.publish`` makes a new version live and the replica
+   swaps it in between requests; in bare Serve, the same version states go in through
+   Serve's own path, ``user_config`` + ``reconfigure()`` (``serve.run`` with a new config).
+   Reported: the longest request and p99 during the swaps, failed requests, and the time
+   from a swap being asked for to the first answer by the new version.
+
+Targets: fusionkit p50 <= 1.2x bare Serve; longest request during swaps <= 50 ms.
+
+Run ``python benchmarks/serve_latency.py`` (about 10 minutes on 2 cores: Serve's own
+swaps take seconds each) or ``--quick`` for a smoke run. Prints tables and writes
+benchmarks/results/serve_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import pickle
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ray
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import free_port, machine, summary_ms, table, write_result  # noqa: E402
+
+import fusionkit as fk  # noqa: E402
+from fusionkit.demo import ctr_model  # noqa: E402
+from fusionkit.serving.deploy import MAX_ONGOING, QUIET, handle  # noqa: E402
+from fusionkit.training.learners import load_state  # noqa: E402
+
+STREAM, MODEL, API, BARE = "sl-clicks", "sl-ctr", "sl-api", "sl-bare"
+
+
+class BareModel:
+    """A River model on Ray Serve with nothing around it; changed by ``reconfigure``."""
+
+    def __init__(self, model: bytes):
+        self.model = pickle.loads(model)
+        self.version = 0
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        self.model = pickle.loads(base64.b64decode(config["model"]))
+        self.version = config["version"]
+
+    def _answer(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        model, preds, probas = self.model, [], []
+        for row in rows:
+            p = model.predict_proba_one(row)
+            preds.append(max(p, key=p.get) if p else None)
+            probas.append(p.get(True, 0.0))
+        return {"predictions": preds, "version": self.version, "proba": probas}
+
+    def predict(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._answer(rows)
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse(self._answer(json.loads(await request.body())["rows"]))
+
+
+def deploy_bare(model: bytes, user_config: dict[str, Any] | None = None) -> None:
+    """Deploy (or, with a new ``user_config``, reconfigure) the bare application."""
+    from ray import serve
+
+    deployment = serve.deployment(BareModel).options(
+        name=BARE, num_replicas=1, max_ongoing_requests=MAX_ONGOING,
+        ray_actor_options={"num_cpus": 0}, health_check_period_s=2, logging_config=QUIET,
+        user_config=user_config)
+    serve.run(deployment.bind(model), name=BARE, route_prefix=f"/{BARE}", blocking=False)
+
+
+def bare_handle() -> Any:
+    from ray import serve
+
+    return serve.get_app_handle(BARE)
+
+
+# -- part 1: request latency -------------------------------------------------------------
+def time_http(client: httpx.Client, url: str, body: bytes, headers: dict, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = client.post(url, content=body, headers=headers)
+        out.append(time.perf_counter() - t0)
+        if r.status_code != 200:
+            raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:200]}")
+    return out
+
+
+def time_handle(h: Any, rows: list[dict], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        answer = h.predict.remote(rows).result(timeout_s=30)
+        out.append(time.perf_counter() - t0)
+        if "error" in answer:
+            raise RuntimeError(f"handle answered {answer}")
+    return out
+
+
+def latency(port: int, rows: list[dict], sizes: list[int], rounds: int, n: int) -> dict:
+    urls = {"fusionkit": f"http://127.0.0.1:{port}/{API}",
+            "bare": f"http://127.0.0.1:{port}/{BARE}"}
+    handles = {"fusionkit": handle(API), "bare": bare_handle()}
+    headers = {"content-type": "application/json"}
+    samples: dict[str, list[float]] = {}
+    with httpx.Client(timeout=30.0) as client:
+        for size in sizes:
+            batch = (rows * (size // len(rows) + 1))[:size]
+            body = json.dumps({"rows": batch}).encode()
+            for system in urls:  # warm both paths up
+                time_http(client, urls[system], body, headers, 30)
+                time_handle(handles[system], batch, 30)
+            for _ in range(rounds):
+                for system in urls:
+                    samples.setdefault(f"{system} http {size}", []).extend(
+                        time_http(client, urls[system], body, headers, n))
+                    samples.setdefault(f"{system} handle {size}", []).extend(
+                        time_handle(handles[system], batch, n))
+    return {key: summary_ms(v) for key, v in samples.items()}
+
+
+# -- part 2: swaps under load ------------------------------------------------------------
+class Load(threading.Thread):
+    """Posts one request after another; keeps every request's start, latency and version."""
+
+    def __init__(self, url: str, rows: list[dict]):
+        super().__init__(daemon=True)
+        self.url, self.body = url, json.dumps({"rows": rows}).encode()
+        self.stop_event = threading.Event()
+        self.records: list[tuple[float, float, int, int | None]] = []
+
+    def run(self) -> None:
+        with httpx.Client(timeout=60.0) as client:
+            while not self.stop_event.is_set():
+                t0 = time.perf_counter()
+                try:
+                    r = client.post(self.url, content=self.body,
+                                    headers={"content-type": "application/json"})
+                    status, version = r.status_code, r.json().get("version")
+                except Exception:
+                    status, version = -1, None
+                self.records.append((t0, time.perf_counter() - t0, status, version))
+
+    def latest(self) -> int | None:
+        return self.records[-1][3] if self.records else None
+
+    def seen_after(self, version: int, t: float, timeout: float = 120.0) -> float:
+        """Seconds from ``t`` until a request started after ``t`` answered with ``version``."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            for t0, dt, _, v in reversed(self.records):
+                if v == version and t0 >= t:
+                    return t0 + dt - t
+                if t0 < t:
+                    break
+            time.sleep(0.001)
+        raise TimeoutError(f"v{version} was not answered within {timeout}s")
+
+
+def swap_report(load: Load, t_from: float, t_to: float, took: list[float]) -> dict:
+    during = [r for r in load.records if t_from <= r[0] <= t_to]
+    latencies = [r[1] for r in during]
+    return {"swaps": len(took), "requests": len(during),
+            "failed": sum(1 for r in during if r[2] != 200),
+            "longest_request_ms": round(max(latencies) * 1000, 2) if latencies else None,
+            "request": summary_ms(latencies), "swap_to_first_answer": summary_ms(took),
+            "seconds": round(t_to - t_from, 2)}
+
+
+def fusionkit_swaps(port: int, rows: list[dict], swaps: int) -> tuple[dict, list[bytes]]:
+    """``swaps`` publishes under load; returns the report and each version's River model."""
+    registry = fk.api.handles()["registry"]
+    load = Load(f"http://127.0.0.1:{port}/{API}", rows)
+    load.start()
+    while not load.records:
+        time.sleep(0.01)
+    took, models = [], []
+    t_from = time.perf_counter()
+    for _ in range(swaps):
+        t0 = time.perf_counter()
+        version = fk.publish(MODEL)
+        while not version:  # nothing learned since the last version yet
+            time.sleep(0.005)
+            version = fk.publish(MODEL)
+        took.append(load.seen_after(version, t0))
+        state = ray.get(registry.state.remote(MODEL, version))
+        models.append(pickle.dumps(load_state(state).model))
+    t_to = time.perf_counter()
+    load.stop_event.set()
+    load.join()
+    return swap_report(load, t_from, t_to, took), models
+
+
+def serve_swaps(port: int, rows: list[dict], models: list[bytes]) -> dict:
+    load = Load(f"http://127.0.0.1:{port}/{BARE}", rows)
+    load.start()
+    while not load.records:
+        time.sleep(0.01)
+    took = []
+    t_from = time.perf_counter()
+    for i, model in enumerate(models, start=1):
+        t0 = time.perf_counter()
+        deploy_bare(models[0], {"version": i, "model": base64.b64encode(model).decode()})
+        took.append(load.seen_after(i, t0))
+    t_to = time.perf_counter()
+    load.stop_event.set()
+    load.join()
+    return swap_report(load, t_from, t_to, took)
+
+
+def setup(port: int) -> tuple[list[dict], bytes]:
+    """The fusionkit pipeline and the bare deployment; returns request rows and the model."""
+    fk.connect()
+    fk.stream(STREAM, source=fk.sources.synthetic(STREAM, rate=1_000, seed=5), batch_size=100)
+    fk.train(MODEL, on=STREAM, label="clicked", model=ctr_model(), publish_every=None)
+    deadline = time.monotonic() + 60
+    while not fk.publish(MODEL) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    fk.serve(API, model=MODEL, port=port)
+    registry = fk.api.handles()["registry"]
+    version = fk.live_version(MODEL)
+    model = pickle.dumps(load_state(ray.get(registry.state.remote(MODEL, version))).model)
+    deploy_bare(model)
+    sample = fk.peek(STREAM, 100)
+    rows = sample.drop(columns=[c for c in sample.columns
+                                if c.startswith("_") or c == "clicked"]).to_dict("records")
+    return rows, model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    parser.add_argument("--swaps", type=int, default=None, help="model swaps (default 100)")
+    parser.add_argument("--serve-swaps", type=int, default=None,
+                        help="swaps through Serve's reconfigure (default: --swaps)")
+    args = parser.parse_args()
+    rounds, n = (1, 100) if args.quick else (4, 300)
+    swaps = args.swaps or (10 if args.quick else 100)
+    serve_n = args.serve_swaps or (3 if args.quick else swaps)
+
+    port = free_port()
+    t_start = time.time()
+    rows, _ = setup(port)
+    print(f"fusionkit serve stage and bare Serve up on 127.0.0.1:{port} "
+          f"({time.time() - t_start:.0f} s)", flush=True)
+
+    fk.pause(STREAM)  # no learning in the background while latency is measured
+    lat = latency(port, rows[:1], [1, 100], rounds, n)
+    lat_rows = [{"system": k, **v} for k, v in lat.items()]
+    print("\nRequest latency (sequential requests, ms)")
+    print(table(lat_rows, ["system", "n", "p50_ms", "p90_ms", "p99_ms", "max_ms"]))
+    ratios = {f"{path} {size}": round(lat[f"fusionkit {path} {size}"]["p50_ms"]
+                                      / lat[f"bare {path} {size}"]["p50_ms"], 3)
+              for path in ("http", "handle") for size in (1, 100)}
+    print("p50 fusionkit / bare:", ratios)
+
+    fk.resume(STREAM)
+    fk_swaps, models = fusionkit_swaps(port, rows[:1], swaps)
+    fk.pause(STREAM)
+    sv_swaps = serve_swaps(port, rows[:1], models[:serve_n])
+    swap_rows = [{"system": "fusionkit publish", **_flat(fk_swaps)},
+                 {"system": "Serve reconfigure", **_flat(sv_swaps)}]
+    print("\nModel swaps under load (one client, back-to-back requests)")
+    print(table(swap_rows, ["system", "swaps", "requests", "failed", "longest_request_ms",
+                            "req_p99_ms", "swap_p50_ms", "swap_max_ms", "seconds"]))
+
+    worst_ratio = max(ratios[k] for k in ("http 1", "handle 1"))
+    targets = {
+        "p50_ratio_1row_max": worst_ratio, "p50_ratio_target": 1.2,
+        "p50_ratio_met": worst_ratio <= 1.2,
+        "longest_request_during_swaps_ms": fk_swaps["longest_request_ms"],
+        "longest_request_target_ms": 50, "longest_request_met":
+            fk_swaps["longest_request_ms"] <= 50 and fk_swaps["failed"] == 0,
+    }
+    print("\nTargets:", targets)
+    result = {"benchmark": "serve_latency", "quick": args.quick, "machine": machine(),
+              "config": {"rounds": rounds, "requests_per_round": n, "model": "demo.ctr_model",
+                         "swaps": swaps, "serve_swaps": serve_n},
+              "latency": lat, "p50_ratio": ratios,
+              "swaps": {"fusionkit": fk_swaps, "serve_reconfigure": sv_swaps},
+              "targets": targets}
+    path = write_result("serve_latency_quick" if args.quick else "serve_latency", result)
+    print(f"wrote {path}")
+    fk.stop()
+    fk.shutdown()
+
+
+def _flat(report: dict) -> dict:
+    return {**report, "req_p99_ms": report["request"]["p99_ms"],
+            "swap_p50_ms": report["swap_to_first_answer"]["p50_ms"],
+            "swap_max_ms": report["swap_to_first_answer"]["max_ms"]}
+
+
+if __name__ == "__main__":
+    main()

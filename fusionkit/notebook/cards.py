@@ -1,0 +1,191 @@
+"""A card per stage: its status and figures, and the buttons that operate it.
+
+Buttons call back into the dashboard (``act(stage, action, argument)``), which runs the
+operation through the public API and reports the outcome in the log pane. A card only
+sends the widget values that changed, grouped with ``hold_sync()``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as w
+
+from fusionkit.notebook.state import StageView
+
+Act = Callable[[str, str, Any], None]
+
+
+def _fmt(value: float, digits: int = 0, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    text = f"{value:,.{digits}f}"
+    return f"{text} {unit}".strip()
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name)
+
+
+class StageCard:
+    """The widgets of one stage's card; ``box`` is what the dashboard lays out."""
+
+    def __init__(self, name: str, kind: str, colour: str, act: Act):
+        self.name, self.kind, self.act = name, kind, act
+        self.head = w.HTML()
+        self.stats = w.HTML(layout=w.Layout(width="100%"))
+        self.stats.add_class("fk-stats")
+        self.head.add_class("fk-card-head")
+        button = dict(layout=w.Layout(width="auto", min_width="34px"))
+        self.pause = w.Button(description="pause", tooltip=f"pause {name}", **button)
+        self.resume = w.Button(description="resume", tooltip=f"resume {name}", **button)
+        self.minus = w.Button(description="−", tooltip="scale down by one", **button)
+        self.plus = w.Button(description="+", tooltip="scale up by one", **button)
+        self.stop = w.Button(description="stop", tooltip=f"stop and remove {name}",
+                             button_style="", **button)
+        self.stop.add_class("fk-stop")
+        self.pause.on_click(lambda _: act(name, "pause", None))
+        self.resume.on_click(lambda _: act(name, "resume", None))
+        self.minus.on_click(lambda _: act(name, "scale", -1))
+        self.plus.on_click(lambda _: act(name, "scale", +1))
+        self.stop.on_click(lambda _: act(name, "stop", None))
+        buttons = w.HBox([self.pause, self.resume, self.minus, self.plus, self.stop])
+        buttons.add_class("fk-buttons")
+        children: list[w.Widget] = [self.head, self.stats, buttons]
+        self.versions: w.Dropdown | None = None
+        if kind == "train":
+            self.versions = w.Dropdown(options=[], description="", layout=w.Layout(width="150px"))
+            self.rollback = w.Button(description="rollback", tooltip="make this version live",
+                                     **button)
+            self.pin = w.Button(description="pin", tooltip="keep this version live", **button)
+            self.rollback.on_click(lambda _: self._version_action("rollback"))
+            self.pin.on_click(lambda _: self._version_action("pin"))
+            row = w.HBox([self.versions, self.rollback, self.pin])
+            row.add_class("fk-versions")
+            children.append(row)
+        self.box = w.VBox(children, layout=w.Layout(border_top=f"4px solid {colour}"))
+        self.box.add_class("fk-card")
+        self.box.add_class(f"fk-card-{_slug(name)}")
+        self._pinned = False
+
+    def _version_action(self, action: str) -> None:
+        if action == "pin" and self._pinned:
+            self.act(self.name, "unpin", None)
+            return
+        self.act(self.name, action, self.versions.value if self.versions else None)
+
+    # -- updating ---------------------------------------------------------------------------
+    def update(self, view: StageView, colour: str) -> None:
+        badge = f"<span class='fk-badge fk-{html.escape(view.status)}'>{html.escape(view.status)}</span>"
+        head = (f"{badge}<span class='fk-name' style='color:{colour}'>●</span> "
+                f"<span class='fk-name'>{html.escape(view.name)}</span>"
+                f"<span class='fk-kind'>{html.escape(view.kind)}</span>")
+        if self.head.value != head:
+            self.head.value = head
+        stats = self._stats(view)
+        if self.stats.value != stats:
+            self.stats.value = stats
+        self._enable(view)
+
+    def _stats(self, v: StageView) -> str:
+        unit = "rows/s" if v.kind == "serve" else "events/s"
+        rows = [("rate", _fmt(v.rate, 0, unit)), ("events", _fmt(v.events))]
+        if v.kind == "stream":
+            rows += [("parallelism", str(v.parallelism)), ("batch p99", _fmt(v.p99_ms, 2, "ms"))]
+            if v.source:
+                rows.insert(0, ("source", html.escape(v.source)))
+        elif v.kind == "train":
+            live = "–" if v.version is None else f"v{v.version}" + (" (pinned)" if v.pinned else "")
+            rows += [("live version", live),
+                     (v.metric or "accuracy", _fmt(v.metric_value, 3))]
+        else:
+            rows += [("replicas", str(v.parallelism)), ("version", "–" if v.version is None
+                                                        else f"v{v.version}"),
+                     ("latency p99", _fmt(v.p99_ms, 2, "ms"))]
+        bad = lambda n: f"<span class='fk-bad'>{n:,}</span>" if n else "0"  # noqa: E731
+        rows += [("errors", bad(v.errors)), ("dead letters", bad(v.dead_letters))]
+        cells = "".join(f"<tr><td>{k}</td><td class='fk-v'>{val}</td></tr>" for k, val in rows)
+        error = f"<div class='fk-error'>{html.escape(v.error)}</div>" if v.error else ""
+        if v.kind == "serve" and v.url:
+            error += f"<div class='fk-t'><code>{html.escape(v.url)}</code></div>"
+        return f"<table>{cells}</table>{error}"
+
+    def _enable(self, v: StageView) -> None:
+        want = {
+            self.pause: not (v.kind != "serve" and v.status == "running"),
+            self.resume: not (v.kind != "serve" and v.status == "paused"),
+            self.minus: v.kind == "train" or v.parallelism <= 1 or v.status == "failed",
+            self.plus: v.kind == "train" or v.status == "failed",
+            self.stop: False,
+        }
+        for button, disabled in want.items():
+            if button.disabled != disabled:
+                button.disabled = disabled
+
+    def set_versions(self, versions: list[dict[str, Any]]) -> None:
+        """Fill the version picker, keeping the user's choice if it is still there."""
+        if self.versions is None:
+            return
+        options = []
+        for r in versions:
+            tags = [r["status"]] + (["pinned"] if r["pinned"] else [])
+            value = f" · {r['metric'][:3]} {r['value']:.3f}" if math.isfinite(r["value"]) else ""
+            options.append((f"v{r['version']} {' '.join(tags)}{value}", r["version"]))
+        self._pinned = any(r["pinned"] for r in versions)
+        chosen = self.versions.value
+        with self.versions.hold_sync():
+            if [o[1] for o in options] != [o[1] for o in self.versions.options] or \
+                    [o[0] for o in options] != [o[0] for o in self.versions.options]:
+                self.versions.options = options
+                if chosen in [o[1] for o in options]:
+                    self.versions.value = chosen
+        label = "unpin" if self._pinned else "pin"
+        if self.pin.description != label:
+            with self.pin.hold_sync():
+                self.pin.description = label
+                self.pin.tooltip = "let new versions go live" if self._pinned else \
+                    "keep this version live"
+
+    def close(self) -> None:
+        close_tree(self.box)
+
+
+def close_tree(widget: w.Widget) -> None:
+    """Close a widget and every widget inside it (``close`` alone leaves the children)."""
+    for child in getattr(widget, "children", ()):
+        close_tree(child)
+    widget.close()
+
+
+class Cards:
+    """The row of cards, rebuilt only when stages come or go."""
+
+    def __init__(self, act: Act):
+        self.act = act
+        self.cards: dict[str, StageCard] = {}
+        self.box = w.HBox([])
+        self.box.add_class("fk-cards")
+
+    def update(self, stages: dict[str, StageView], colour: Callable[[str], str]) -> None:
+        order = sorted(stages, key=lambda n: ({"stream": 0, "train": 1, "serve": 2}
+                                              .get(stages[n].kind, 3), n))
+        for name in list(self.cards):
+            if name not in stages or self.cards[name].kind != stages[name].kind:
+                self.cards.pop(name).close()
+        for name in order:
+            if name not in self.cards:
+                self.cards[name] = StageCard(name, stages[name].kind, colour(name), self.act)
+            self.cards[name].update(stages[name], colour(name))
+        boxes = tuple(self.cards[n].box for n in order)
+        if tuple(self.box.children) != boxes:
+            self.box.children = boxes
+
+    def close(self) -> None:
+        for card in self.cards.values():
+            card.close()
+        self.cards.clear()
+        self.box.close()

@@ -1,0 +1,212 @@
+"""The dashboard's live charts: one plotly ``FigureWidget`` with six panels.
+
+One figure (not six) because each ``FigureWidget`` is an anywidget that ships plotly's
+whole bundle to the browser, and because one ``batch_update()`` then sends every panel's
+changes in a single message. Lines are fixed windows of float64 numpy arrays (sent as
+binary buffers); only the lines whose window changed are resent. Time runs in local time;
+vertical markers (versions, rollbacks, pins, drift alarms, failures) are layout shapes
+anchored to each panel's height, so they span the panel whatever its scale.
+"""
+
+from __future__ import annotations
+
+import threading
+from copy import deepcopy
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from fusionkit.monitor.series import to_local_time
+from fusionkit.notebook.state import DashboardState, Line
+
+PANELS = {  # chart: (row, col, title, y axis title, log scale)
+    "throughput": (1, 1, "Throughput per stage", "events / s", False),
+    "latency": (1, 2, "Batch latency per stage: p50 solid, p99 dashed", "ms", True),
+    "freshness": (2, 1, "Freshness: ingest → first answer by a model that learned it",
+                  "ms", True),
+    "serving": (2, 2, "Serving latency: p50 solid, p99 dashed", "ms", True),
+    "accuracy": (3, 1, "Prequential accuracy, recent window (ticks: versions published)",
+                 "accuracy (0–1) or MAE", False),
+    "drift": (3, 2, "Drift scores per feature", "PSI", False),
+}
+MARKER_STYLE = {  # kind: (colour, dash, width, panels it is drawn on; None = all)
+    "version": ("rgba(87,96,106,0.55)", "solid", 1, ("accuracy", "freshness", "serving")),
+    "rollback": ("#e36209", "solid", 2, None),
+    "pin": ("#8250df", "dash", 2, None),
+    "alarm": ("#cf222e", "solid", 2, None),
+    "failed": ("#24292f", "dash", 2, None),
+}
+HOVER_UNITS = {"throughput": "%{y:,.0f} events/s", "latency": "%{y:.2f} ms",
+               "freshness": "%{y:,.0f} ms", "serving": "%{y:.2f} ms",
+               "accuracy": "%{y:.3f}", "drift": "PSI %{y:.3f}"}
+VERSION_TICK = 0.08  # height of a version's tick, as a fraction of the panel
+MAX_VERSION_TICKS = 60
+NO_DRIFT = "drift monitoring is not available in this fusionkit (no fk.drift)"
+
+
+class _FigureWidget(go.FigureWidget):
+    """A ``FigureWidget`` whose date axes stay date axes when their data is replaced.
+
+    plotly.js resets the type of the axes of the first N traces whenever N traces get new
+    x or y data in one update, unless that update sets the type itself (``clearAxisTypes``
+    indexes the figure's traces, not the updated ones). An axis reset that way types
+    itself from numbers and becomes linear, so every update that changes data restates
+    the x axes' type.
+    """
+
+    def _send_update_msg(self, restyle_data, relayout_data, trace_indexes=None,
+                         source_view_id=None):
+        if restyle_data and ("x" in restyle_data or "y" in restyle_data):
+            if getattr(self, "_date_axes", None) is None:
+                self._date_axes = [a for a in self.layout
+                                   if a.startswith("xaxis") and self.layout[a].type == "date"]
+            relayout_data = dict(relayout_data or {})
+            for axis in self._date_axes:
+                relayout_data.setdefault(f"{axis}.type", "date")
+        super()._send_update_msg(restyle_data, relayout_data, trace_indexes, source_view_id)
+
+
+def local_offset_ms(seconds: float) -> float:
+    """Milliseconds to add to epoch milliseconds so a plotly date axis shows local time."""
+    stamp = to_local_time(pd.Series([seconds])).iloc[0]
+    return stamp.utcoffset().total_seconds() * 1000.0
+
+
+class Charts:
+    """The six panels; ``render(state)`` brings them up to date with a ``DashboardState``."""
+
+    def __init__(self, height: int = 760, drift_available: bool = True):
+        fig = make_subplots(rows=3, cols=2, subplot_titles=[p[2] for p in PANELS.values()],
+                            vertical_spacing=0.1, horizontal_spacing=0.08)
+        fig.update_layout(template="plotly_white", height=height, autosize=True,
+                          margin=dict(l=60, r=24, t=40, b=36), hovermode="x unified",
+                          legend=dict(orientation="h", yanchor="bottom", y=1.04, x=0,
+                                      font=dict(size=11)),
+                          font=dict(size=11), uirevision="fusionkit")
+        fig.update_annotations(font_size=12)
+        self._refs: dict[str, tuple[str, str]] = {}
+        for chart, (row, col, _, ytitle, log) in PANELS.items():
+            fig.update_yaxes(title_text=ytitle, type="log" if log else "linear",
+                             title_font_size=11, row=row, col=col)
+            fig.update_xaxes(type="date", tickformat="%H:%M:%S", title_text="local time",
+                             title_font_size=10, title_standoff=2, row=row, col=col)
+            panel = fig.get_subplot(row, col)
+            self._refs[chart] = (panel.xaxis.plotly_name.replace("axis", ""),
+                                 panel.yaxis.plotly_name.replace("axis", ""))
+            # an empty line per panel, so every panel draws its axes before data comes
+            fig.add_trace(go.Scatter(x=np.empty(0), y=np.empty(0), showlegend=False,
+                                     hoverinfo="skip", name=""), row=row, col=col)
+        # one time range for every panel: they scroll together, and zoom together
+        fig.update_xaxes(matches="x")
+        fig.layout.xaxis.matches = None
+        if not drift_available:
+            xref, yref = self._refs["drift"]
+            fig.add_annotation(text=NO_DRIFT, showarrow=False, font=dict(size=11, color="#656d76"),
+                               xref=f"{xref} domain", yref=f"{yref} domain", x=0.5, y=0.5)
+        self.figure = _FigureWidget(fig)
+        self.figure.add_class("fk-charts")
+        self._traces: dict[Line, Any] = {}
+        self._seen: dict[Line, int] = {}
+        self._markers_seen: dict[str, int] = {}
+        self._legend: set[str] = set()
+        self.renders = 0
+        self.ready = threading.Event()  # set once a browser view has drawn the figure
+        self.figure.observe(self._on_view, names=["_js2py_traceDeltas"])
+
+    def _on_view(self, change: dict[str, Any]) -> None:
+        """A view drew the figure (plotly's view reports its trace defaults after drawing).
+
+        Until then nothing is sent: messages that reach the browser before plotly's module
+        has loaded there are dropped, and the view would start from a figure that the
+        kernel has already moved past.
+        """
+        if change.get("new") is not None and not self.ready.is_set():
+            self._seen.clear()
+            self._markers_seen.clear()
+            self.ready.set()
+
+    def view_ready(self) -> None:
+        """Start sending updates without waiting for a browser view (scripts and tests)."""
+        self.ready.set()
+
+    # -- traces -----------------------------------------------------------------------------
+    def _add_line(self, line: Line, colour: str) -> Any:
+        row, col = PANELS[line.chart][:2]
+        first = line.stage not in self._legend
+        self._legend.add(line.stage)
+        trace = go.Scatter(x=np.empty(0), y=np.empty(0), mode="lines", name=line.label,
+                           legendgroup=line.stage, showlegend=first,
+                           legendgrouptitle=None,
+                           line=dict(color=colour, dash=line.dash,
+                                     width=1.4 if line.dash != "solid" else 2),
+                           hovertemplate=f"{line.label}: {HOVER_UNITS[line.chart]}<extra></extra>")
+        if first:
+            trace.name = line.stage
+        self.figure.add_trace(trace, row=row, col=col)
+        return self.figure.data[-1]
+
+    # -- rendering --------------------------------------------------------------------------
+    def render(self, state: DashboardState) -> bool:
+        """Resend the lines and markers that changed; return whether anything was sent."""
+        if not self.ready.is_set():
+            return False
+        new = [line for line in state.lines if line not in self._traces]
+        for line in new:
+            self._traces[line] = self._add_line(line, state.colour(line.stage))
+        if new:
+            self._resync()
+        changed = [(line, w) for line, w in state.lines.items()
+                   if self._seen.get(line) != w.version]
+        kinds = [k for k, v in state.markers_version.items() if self._markers_seen.get(k) != v]
+        if not changed and not kinds:
+            return False
+        offset = local_offset_ms(state.now)
+        with self.figure.batch_update():
+            for line, win in changed:
+                trace = self._traces[line]
+                trace.x = win.t * 1000.0 + offset
+                trace.y = win.y
+                self._seen[line] = win.version
+            if kinds:
+                self.figure.layout.shapes = self._marker_shapes(state, offset)
+                self._markers_seen.update(state.markers_version)
+        self.renders += 1
+        return True
+
+    def _resync(self) -> None:
+        """Give the widget model the whole figure again.
+
+        A view renders from the model's copy of the figure, which the browser keeps up to
+        date from incremental messages; messages that arrive before plotly's module has
+        loaded there are lost. Assigning the whole figure after each structural change
+        means a view drawn later (or after a page reload) starts from the right traces.
+        """
+        self.figure._widget_layout = deepcopy(self.figure._layout_obj._props)
+        self.figure._widget_data = deepcopy(self.figure._data)
+
+    def _marker_shapes(self, state: DashboardState, offset: float) -> list[dict[str, Any]]:
+        """Vertical lines: full height for rollbacks, pins, alarms and failures; a short tick
+        at the foot of the model panels for each of the last ``MAX_VERSION_TICKS`` versions."""
+        shapes = []
+        versions = [m for m in state.markers if m.kind == "version"][-MAX_VERSION_TICKS:]
+        others = [m for m in state.markers if m.kind != "version"]
+        for m in versions + others:
+            colour, dash, width, panels = MARKER_STYLE[m.kind]
+            x = m.time * 1000.0 + offset
+            top = VERSION_TICK if m.kind == "version" else 1.0
+            for chart in panels or PANELS:
+                xref, yref = self._refs[chart]
+                shape = dict(type="line", xref=xref, yref=f"{yref} domain", x0=x, x1=x, y0=0,
+                             y1=top, line=dict(color=colour, dash=dash, width=width), layer="above")
+                if m.kind != "version" and chart in ("throughput", "accuracy"):
+                    shape["label"] = dict(text=m.label, textposition="end", font=dict(size=9),
+                                          textangle=0, xanchor="left")
+                shapes.append(shape)
+        return shapes
+
+    def points(self) -> int:
+        """Data points the figure holds in its lines (not counting markers)."""
+        return int(sum(len(t.x) for t in self._traces.values() if t.x is not None))

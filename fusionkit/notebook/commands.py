@@ -1,0 +1,513 @@
+"""The ``%fusion`` sub-commands: one small function each, a thin layer over the Python API.
+
+Every sub-command declares its arguments with IPython's ``magic_arguments`` and an example
+for the help; :func:`command` registers it in :data:`COMMANDS`. A function receives the
+``FusionMagics`` instance (the shell and the settings), the parsed arguments and the cell
+body (``None`` for a line magic) and returns what the cell shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import socket
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from IPython.core.magic_arguments import MagicHelpFormatter, argument, magic_arguments
+
+from fusionkit.errors import FusionError, StageNotFoundError
+from fusionkit.notebook import parsing as p
+from fusionkit.notebook.namespace import is_source_data, pick_function, pick_model, run_body
+from fusionkit.notebook.parsing import FusionUsageError, did_you_mean
+from fusionkit.notebook.results import (
+    Help,
+    LiveStage,
+    Note,
+    StatusView,
+    check,
+    wait_for_stage,
+)
+
+SOURCE_KINDS = "synthetic, a DataFrame or source variable, a .csv/.parquet file, or a URL"
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    run: Callable[..., Any]
+    cell: bool          # takes a cell body
+    connected: bool     # needs %fusion connect first
+    example: str
+
+    @property
+    def summary(self) -> str:
+        return (self.run.parser.description or "").strip().splitlines()[0]
+
+    def help(self) -> str:
+        return self.run.parser.format_help()
+
+    def usage(self) -> str:
+        return self.run.parser.format_usage().removeprefix("usage: ").strip()
+
+
+class HelpFormatter(MagicHelpFormatter):
+    """IPython's magic help layout, with a plain ``usage:`` line instead of an RST block."""
+
+    def add_usage(self, usage, actions, groups, prefix="usage: "):  # noqa: ANN001
+        argparse.RawDescriptionHelpFormatter.add_usage(self, usage, actions, groups, prefix)
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def usage_line(parser: argparse.ArgumentParser, width: int = 88) -> str:
+    """``%fusion serve NAME --model TRAIN [--replicas N] ...``: positionals first, as typed."""
+    words = []
+    actions = sorted(parser._actions, key=lambda a: bool(a.option_strings))
+    for action in actions:
+        if not action.option_strings:
+            word = action.metavar or action.dest
+            words.append(f"[{word}]" if action.nargs == "?" else word)
+            continue
+        word = action.option_strings[0]
+        if action.nargs != 0:
+            word += f" {action.metavar or action.dest.upper()}"
+        words.append(word if action.required else f"[{word}]")
+    return textwrap.fill(" ".join([parser.prog, *words]), width, subsequent_indent="    ",
+                         break_on_hyphens=False, break_long_words=False)
+
+
+def command(name: str, example: str, *, cell: bool = False,
+            connected: bool = True) -> Callable[[Callable], Callable]:
+    """Register a sub-command whose ``magic_arguments`` parser is already built."""
+    def register(func: Callable) -> Callable:
+        func.parser.epilog = "Example:\n" + textwrap.indent(example.strip(), "  ")
+        func.parser.prog = ("%%" if cell else "%") + func.parser.prog
+        func.parser.formatter_class = HelpFormatter
+        func.parser.usage = usage_line(func.parser).replace("%", "%%")  # argparse %-formats it
+        func.__doc__ = func.parser.format_help()
+        COMMANDS[name] = Command(name, func, cell, connected, example.strip())
+        return func
+    return register
+
+
+# -- reusable arguments ------------------------------------------------------------------------
+
+def stage_name(what: str = "the stage") -> argument:
+    return argument("name", metavar="NAME", help=f"name of {what}")
+
+
+output = argument("-o", "--output", metavar="VAR",
+                  help="also store the returned handle in the notebook variable VAR")
+
+
+def _store(magics: Any, args: argparse.Namespace, result: Any) -> Any:
+    if getattr(args, "output", None):
+        magics.shell.user_ns[args.output] = result
+    return result
+
+
+def _has_body(cell: str | None) -> bool:
+    return cell is not None and bool(cell.strip())
+
+
+def _kind(name: str) -> str:
+    """The kind of stage ``name``; the controller's "did you mean" error if there is none."""
+    from fusionkit.api import call
+
+    return call("spec", name).kind
+
+
+# -- connecting ---------------------------------------------------------------------------------
+
+@command("connect", "%fusion connect --address auto", connected=False)
+@magic_arguments("fusion connect")
+@argument("--address", metavar="ADDRESS", default=None,
+          help="an existing Ray cluster: auto, or ray://host:10001 (default: a local Ray)")
+@argument("--num-cpus", type=p.positive_int, default=None, metavar="N",
+          help="CPUs of a local Ray (default: at least 4)")
+def connect(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
+    """Connect to Ray and the pipeline's controller; a local Ray unless --address."""
+    import fusionkit as fk
+
+    return fk.connect(args.address or magics.address or None, num_cpus=args.num_cpus)
+
+
+# -- defining stages ----------------------------------------------------------------------------
+
+@command("stream", "%%fusion stream clicks --source synthetic --rate 5000 --batch 500\n"
+         "def featurize(df):\n"
+         "    df[\"evening\"] = (df[\"hour\"] >= 18).astype(\"int64\")\n"
+         "    return df", cell=True)
+@magic_arguments("fusion stream")
+@stage_name("the stream stage")
+@argument("--source", default="synthetic", metavar="SOURCE",
+          help=f"where events come from: {SOURCE_KINDS} (default: synthetic)")
+@argument("--rate", type=p.rate, default=argparse.SUPPRESS, metavar="N",
+          help="events per second of a synthetic or replayed source, or max "
+               "(default: FusionMagics.rate)")
+@argument("--batch", type=p.positive_int, default=None, metavar="N",
+          help="events per batch (default: FusionMagics.batch_size)")
+@argument("--fn", metavar="NAME", default=None,
+          help="the function to run on each batch (default: the one the cell defines)")
+@argument("--key-by", metavar="COL", default=None, help="partition the events by this column")
+@argument("--parallelism", type=p.positive_int, default=1, metavar="N", help="actors running the function")
+@argument("--seed", type=int, default=None, metavar="N", help="seed of the synthetic source")
+@output
+def stream(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
+    """Define (or replace) a stream stage; the cell body defines its batch function.
+
+    The function takes a DataFrame of events and returns one (new columns, fewer rows).
+    """
+    import fusionkit as fk
+
+    ns = magics.shell.user_ns
+    source = make_source(magics, args)
+    bound = run_body(magics.shell, cell) if _has_body(cell) else []
+    fn = pick_function(ns, bound, args.fn) if (_has_body(cell) or args.fn) else None
+    fk.stream(args.name, source=source, fn=fn, key_by=args.key_by,
+              batch_size=args.batch or magics.batch_size, parallelism=args.parallelism)
+    return _store(magics, args, LiveStage(args.name, "stream"))
+
+
+def make_source(magics: Any, args: argparse.Namespace) -> Any:
+    """The source ``--source`` names, paced at ``--rate``."""
+    import fusionkit as fk
+
+    spec = args.source
+    explicit_rate = hasattr(args, "rate")
+    rate = args.rate if explicit_rate else (magics.rate or None)
+    if args.seed is not None and spec != "synthetic":
+        raise FusionUsageError("--seed applies to --source synthetic only")
+    if spec == "synthetic":
+        options = {"seed": args.seed} if args.seed is not None else {}
+        return fk.sources.synthetic(args.name, rate=rate, **options)
+    ns = magics.shell.user_ns
+    if spec.isidentifier() and spec in ns:
+        value = ns[spec]
+        if isinstance(value, fk.sources.Source):
+            if explicit_rate:
+                raise FusionUsageError(f"--rate does not apply to --source {spec}: a source "
+                                       f"object has its own rate (set it where {spec} is made)")
+            return value
+        if not is_source_data(value):
+            raise FusionUsageError(f"--source {spec}: {spec!r} is a {type(value).__name__}, "
+                                   f"not a DataFrame or a fusionkit source")
+        return fk.sources.replay(value, rate=rate)
+    if "://" in spec:
+        return connector(spec)
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return fk.sources.replay(str(path.resolve()), rate=rate)
+    candidates = ["synthetic"] + [k for k, v in ns.items()
+                                  if not k.startswith("_") and is_source_data(v)]
+    raise FusionUsageError(f"--source {spec!r} is not {SOURCE_KINDS} "
+                           f"(no such variable or file){did_you_mean(spec, candidates)}")
+
+
+def connector(url: str) -> Any:
+    """A broker source from a URL: ``redis://host:port/db?stream=events&group=g`` or
+    ``kafka://host:port/topic?group=g``; query parameters become the source's options."""
+    import fusionkit.sources as sources
+
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    options: dict[str, Any] = {k: int(v) if v.isdigit() else v
+                               for k, v in parse_qsl(parts.query)}
+    factory = getattr(sources, {"rediss": "redis"}.get(scheme, scheme), None)
+    if factory is None or scheme not in ("redis", "rediss", "kafka"):
+        raise FusionUsageError(f"--source {url}: no connector for {scheme}:// in this "
+                               f"installation of fusionkit (sources: {SOURCE_KINDS})")
+    if scheme == "kafka":
+        topic = parts.path.strip("/")
+        if topic:
+            options.setdefault("topic", topic)
+        return factory(parts.netloc, **options)
+    return factory(parts._replace(query="").geturl(), **options)
+
+
+@command("train", "%%fusion train ctr --on clicks --label clicked --publish-every 1s\n"
+         "from river import linear_model, preprocessing\n"
+         "model = preprocessing.StandardScaler() | linear_model.LogisticRegression()", cell=True)
+@magic_arguments("fusion train")
+@stage_name("the train stage (and of its model)")
+@argument("--on", required=True, metavar="STREAM", help="the stream stage it learns from")
+@argument("--label", metavar="COL", default=None,
+          help="the label column (default: the one the stream's source names)")
+@argument("--model", metavar="VAR", default=None,
+          help="the model variable (default: `model`, or the one model the cell makes)")
+@argument("--publish-every", type=p.publish_every, default=None, metavar="EVERY",
+          help="publish a version every duration (1s) or number of events (1000) "
+               "(default: FusionMagics.publish_every)")
+@argument("--features", metavar="COLS", default=None,
+          help="comma-separated feature columns (default: all but the label)")
+@output
+def train(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
+    """Define (or replace) a train stage; the cell body makes the model to learn online.
+
+    Each batch is first predicted, then learned (prequential accuracy without a hold-out).
+    """
+    import fusionkit as fk
+
+    if not _has_body(cell) and args.model is None:
+        raise FusionUsageError("%fusion train needs a model: make it in the cell body "
+                               "(%%fusion train ...) or name a variable with --model VAR")
+    ns = magics.shell.user_ns
+    bound = run_body(magics.shell, cell) if _has_body(cell) else []
+    model = pick_model(ns, bound, args.model)
+    label = args.label or _stream_label(args.on)
+    publish = args.publish_every or p.publish_every(magics.publish_every)
+    features = [c.strip() for c in args.features.split(",") if c.strip()] \
+        if args.features else None
+    fk.train(args.name, on=args.on, model=model, label=label, publish_every=publish,
+             features=features)
+    return _store(magics, args, LiveStage(args.name, "train"))
+
+
+def _stream_label(on: str) -> str | None:
+    """The label column the source of stream ``on`` names (None if it names none)."""
+    from fusionkit.api import call
+
+    try:
+        spec = call("spec", on)
+    except StageNotFoundError:
+        return None  # fk.train reports the unknown stream with its "did you mean"
+    label = getattr(getattr(spec, "source", None), "label", None)
+    if spec.kind == "stream" and label is None:
+        raise FusionUsageError(f"--label is missing: the source of stream {on!r} does not "
+                               f"name a label column; give it with --label COL")
+    return label
+
+
+@command("serve", "%fusion serve ctr-api --model ctr --replicas 2 --port auto")
+@magic_arguments("fusion serve")
+@stage_name("the serve stage (its HTTP route is /NAME)")
+@argument("--model", required=True, metavar="TRAIN", help="the train stage whose live "
+          "version answers")
+@argument("--replicas", type=p.positive_int, default=None, metavar="N",
+          help="Ray Serve replicas (default: FusionMagics.serve_replicas)")
+@argument("--port", type=p.port, default=None, metavar="PORT",
+          help="HTTP port on 127.0.0.1, or auto: the port Ray Serve uses already, else a free "
+               "one (default: FusionMagics.serve_port)")
+@argument("--route", default=None, metavar="PATH", help="HTTP route (default: /NAME)")
+@output
+def serve(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
+    """Serve the live model of a train stage over HTTP and a Python handle.
+
+    Returns at once; the stage shows `starting` until Ray Serve answers (the first serve
+    stage starts Ray Serve, which takes seconds): `%fusion wait NAME` waits for it.
+    """
+    import fusionkit as fk
+
+    port = args.port if args.port is not None else (magics.serve_port or "auto")
+    fk.serve(args.name, model=args.model, replicas=args.replicas or magics.serve_replicas,
+             port=serve_port(port), route=args.route, wait=False)
+    return _store(magics, args, LiveStage(args.name, "serve"))
+
+
+def serve_port(port: int | str) -> int:
+    """``auto``: the port of a running serve stage (Serve has one per cluster), else a free one."""
+    if port != "auto":
+        return int(port)
+    from urllib.parse import urlsplit as split_url
+
+    from fusionkit.api import call
+
+    for row in call("status"):
+        if row["kind"] == "serve" and row.get("url"):
+            found = split_url(row["url"]).port
+            if found:
+                return found
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- looking ------------------------------------------------------------------------------------
+
+@command("status", "%fusion status")
+@magic_arguments("fusion status")
+@argument("name", metavar="NAME", nargs="?", default=None,
+          help="one stage (default: every stage)")
+@output
+def status(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
+    """The pipeline's stages with status, events, rate and errors, kept current."""
+    if args.name is None:
+        return _store(magics, args, StatusView())
+    return _store(magics, args, LiveStage(args.name, _kind(args.name)))
+
+
+@command("wait", "%fusion wait ctr-api --timeout 2min")
+@magic_arguments("fusion wait")
+@stage_name()
+@argument("--status", default=None, choices=["running", "paused", "finished"], metavar="STATUS",
+          help="the status to wait for: running, paused or finished (default: running)")
+@argument("--events", type=p.positive_int, default=None, metavar="N", help="at least this many events in")
+@argument("--version", type=p.version_number, default=None, metavar="V",
+          help="a live model version at least this (train stages default to 1)")
+@argument("--timeout", type=p.duration, default=None, metavar="DURATION",
+          help="give up after this long (default: FusionMagics.wait_timeout)")
+@output
+def wait(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
+    """Block until a stage is ready; raise its failure, with the remote traceback, if it fails.
+
+    Ready: running (a serve stage answers; a train stage has published a first version).
+    """
+    row = wait_for_stage(args.name, status=args.status, events=args.events,
+                         version=args.version, timeout=args.timeout or magics.wait_timeout)
+    return _store(magics, args, LiveStage(args.name, row["kind"]))
+
+
+@command("check", "%fusion check")
+@magic_arguments("fusion check")
+@argument("name", metavar="NAME", nargs="?", default=None,
+          help="one stage (default: every stage)")
+def check_(magics: Any, args: argparse.Namespace, cell: str | None) -> Note:
+    """Raise the failure of a failed stage (with its remote traceback), so CI sees it."""
+    names = check(args.name)
+    return Note(f"healthy: {', '.join(names)}" if names else "no stages")
+
+
+@command("dashboard", "%fusion dashboard --interval 250ms")
+@magic_arguments("fusion dashboard")
+@argument("--interval", type=p.duration, default=None, metavar="DURATION",
+          help="time between updates (default: the dashboard's, a third of a second)")
+@argument("--window", type=p.duration, default=None, metavar="DURATION",
+          help="history the charts show (default: 2min)")
+def dashboard(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
+    """The live dashboard: pipeline view, a card per stage with controls, live charts."""
+    try:
+        board = importlib.import_module("fusionkit.notebook.dashboard")
+    except ModuleNotFoundError as exc:
+        if exc.name != "fusionkit.notebook.dashboard":
+            raise
+        raise FusionError("the dashboard is not available in this installation of fusionkit; "
+                          "%fusion status shows the stages") from None
+    options = {k: v for k, v in (("interval", args.interval), ("window", args.window))
+               if v is not None}
+    return board.show(**options)
+
+
+# -- operating ----------------------------------------------------------------------------------
+
+@command("stop", "%fusion stop clicks")
+@magic_arguments("fusion stop")
+@argument("name", metavar="NAME", nargs="?", default=None,
+          help="the stage to stop (default: every stage)")
+def stop(magics: Any, args: argparse.Namespace, cell: str | None) -> Note:
+    """Stop one stage, or every stage (serve, then train, then stream)."""
+    import fusionkit as fk
+
+    names = fk.stop(args.name)
+    return Note(f"stopped {', '.join(names)}" if names else "no stages to stop", stopped=names)
+
+
+@command("pause", "%fusion pause ctr")
+@magic_arguments("fusion pause")
+@stage_name("the stream or train stage")
+def pause(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
+    """Pause a stream or train stage; upstream stages slow down to wait for it."""
+    import fusionkit as fk
+
+    fk.pause(args.name)
+    return LiveStage(args.name, _kind(args.name))
+
+
+@command("resume", "%fusion resume ctr")
+@magic_arguments("fusion resume")
+@stage_name()
+def resume(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
+    """Resume a paused stage."""
+    import fusionkit as fk
+
+    fk.resume(args.name)
+    return LiveStage(args.name, _kind(args.name))
+
+
+@command("scale", "%fusion scale clicks 3")
+@magic_arguments("fusion scale")
+@stage_name("the stream or serve stage")
+@argument("n", metavar="N", type=p.positive_int,
+          help="actors of a stream stage, or replicas of a serve stage")
+def scale(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
+    """Change a stream stage's parallelism or a serve stage's replicas."""
+    import fusionkit as fk
+
+    fk.scale(args.name, args.n)
+    return LiveStage(args.name, _kind(args.name))
+
+
+def _versioned(action: str, example: str, doc: str, takes_version: bool = True) -> None:
+    """Register rollback / pin / unpin, which share their shape."""
+    def run(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
+        import fusionkit as fk
+
+        extra = (args.version,) if takes_version else ()
+        getattr(fk, action)(args.name, *extra)
+        try:
+            return LiveStage(args.name, _kind(args.name))
+        except StageNotFoundError:  # a model whose train stage was stopped
+            done = f"{action} v{args.version}" if takes_version else action
+            return Note(f"{args.name}: {done}")
+
+    run.__name__ = action
+    run.__doc__ = doc
+    decorated = run
+    if takes_version:  # applied bottom-up: the version comes after the name
+        decorated = argument("version", metavar="V", type=p.version_number,
+                             help="a version number (fk.models(NAME) lists them)")(decorated)
+    decorated = stage_name("the train stage")(decorated)
+    decorated = magic_arguments(f"fusion {action}")(decorated)
+    command(action, example)(decorated)
+
+
+_versioned("rollback", "%fusion rollback ctr 3",
+           "Make an earlier model version live again; serve stages switch to it at once.")
+_versioned("pin", "%fusion pin ctr 3",
+           "Keep a model version live until unpin; newer versions are kept but not served.")
+_versioned("unpin", "%fusion unpin ctr",
+           "Let new versions go live again (the newest becomes live).", takes_version=False)
+
+
+# -- help -------------------------------------------------------------------------------------
+
+@command("help", "%fusion help stream", connected=False)
+@magic_arguments("fusion help")
+@argument("topic", metavar="COMMAND", nargs="?", default=None, help="a sub-command")
+def help_(magics: Any, args: argparse.Namespace, cell: str | None) -> Help:
+    """Explain the magic, or one sub-command with its options and an example."""
+    if args.topic is None:
+        return Help(overview())
+    return Help(find(args.topic).help())
+
+
+def find(name: str) -> Command:
+    cmd = COMMANDS.get(name)
+    if cmd is None:
+        raise FusionUsageError(f"%fusion has no sub-command {name!r}"
+                               f"{did_you_mean(name, COMMANDS)} "
+                               f"(sub-commands: {', '.join(COMMANDS)})")
+    return cmd
+
+
+def overview() -> str:
+    """The magic's help: what it is, then each sub-command with its usage and an example."""
+    lines = [
+        "%fusion (line) and %%fusion (cell): build, run and watch a stream -> train -> serve",
+        "pipeline on Ray. The cell body of stream and train is ordinary Python run in the",
+        "notebook: stream takes the function it defines, train the `model` it makes.",
+        "Re-running a cell replaces the stage in place. Settings: %config FusionMagics.",
+        "`%fusion help COMMAND` or `%fusion COMMAND --help` shows every option.",
+        "",
+    ]
+    for cmd in COMMANDS.values():
+        usage = textwrap.indent(cmd.usage(), "    ").strip()
+        lines += [f"{cmd.name}: {cmd.summary}", f"    {usage}", "    example:"]
+        lines += [f"      {line}" for line in cmd.example.splitlines()]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,114 @@
+"""Where the dashboard's data comes from: the monitor and the controller, read-only.
+
+One tick costs one monitor call (``Monitor.snapshot``: everything new since the last tick)
+and, at most once per ``status_every`` seconds, one controller call (stage status), both in
+flight together. Version lists, dead letters and drift are asked for only when something
+says they changed. The feed only reads, so it works as well for a pipeline that another
+notebook or process started on the same cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+
+from fusionkit._clock import monotonic
+from fusionkit.connect import connection
+
+log = logging.getLogger("fusionkit")
+CALL_TIMEOUT = 10.0
+
+
+def _get(refs: Any, timeout: float = CALL_TIMEOUT) -> Any:
+    try:
+        return ray.get(refs, timeout=timeout)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, BaseException):
+            raise cause from None
+        raise
+
+
+class Feed:
+    """Reads the pipeline for a dashboard; ``fetch`` is one tick's worth."""
+
+    def __init__(self, status_every: float = 1.0):
+        conn = connection()  # NotConnectedError with a plain message if there is none
+        self.controller = conn.controller
+        handles = _get(self.controller.handles.remote())
+        self.monitor = handles["monitor"]
+        self.registry = handles["registry"]
+        self.status_every = status_every
+        self._status_at = -float("inf")
+        self._sources: dict[str, str] = {}
+        self.calls = 0
+
+    def fetch(self, since: float | None, force_status: bool = False
+              ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        """(monitor snapshot since ``since``, controller status rows or ``None`` if not due)."""
+        refs = [self.monitor.snapshot.remote(since)]
+        due = force_status or monotonic() - self._status_at >= self.status_every
+        if due:
+            refs.append(self.controller.status.remote())
+        out = _get(refs)
+        self.calls += len(refs)
+        if due:
+            self._status_at = monotonic()
+            return out[0], out[1]
+        return out[0], None
+
+    def versions(self, model: str, limit: int = 30) -> list[dict[str, Any]]:
+        """The newest versions of a model: version, status, live, pinned, recent metric."""
+        self.calls += 1
+        table = _get(self.registry.table.remote(model))
+        if table is None or len(table) == 0:
+            return []
+        table = table.tail(limit)
+        metric = next((c for c in ("accuracy", "mae", "rmse") if c in table.columns), None)
+        rows = []
+        for _, r in table.iloc[::-1].iterrows():
+            rows.append({"version": int(r["version"]), "status": str(r.get("status", "")),
+                         "live": bool(r.get("live", False)), "pinned": bool(r.get("pinned", False)),
+                         "metric": metric, "value": float(r[metric]) if metric else float("nan")})
+        return rows
+
+    def dead_letters(self, stage: str, limit: int = 5) -> list[dict[str, Any]]:
+        self.calls += 1
+        return _get(self.controller.dead_letters.remote(stage, limit))
+
+    def source_label(self, stage: str) -> str:
+        """A short name for what a stream stage reads, e.g. ``Synthetic clicks @5,000/s``."""
+        if stage not in self._sources:
+            try:
+                self.calls += 1
+                spec = _get(self.controller.spec.remote(stage))
+                info = spec.source.describe()
+                info = info if isinstance(info, dict) else {"kind": str(info)}
+                label = str(info.get("kind") or type(spec.source).__name__)
+                if info.get("name"):
+                    label += f" {info['name']}"
+                if info.get("rate"):
+                    label += f" @{float(info['rate']):,.0f}/s"
+            except Exception as exc:  # a source that cannot describe itself still has a box
+                log.debug("describing the source of %s: %s", stage, exc)
+                label = "source"
+            self._sources[stage] = label[:28]
+        return self._sources[stage]
+
+    @staticmethod
+    def drift(stage: str) -> Any:
+        """Drift rows of a train stage, or ``None`` where fusionkit has no drift monitoring."""
+        import fusionkit
+
+        fn = getattr(fusionkit, "drift", None)
+        if fn is None:
+            return None
+        return fn(stage)
+
+    @staticmethod
+    def drift_available() -> bool:
+        import fusionkit
+
+        return callable(getattr(fusionkit, "drift", None))

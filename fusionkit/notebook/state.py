@@ -1,0 +1,302 @@
+"""What the dashboard shows, kept as fixed-size windows of numpy floats.
+
+:class:`DashboardState` takes monitor snapshots (``Monitor.snapshot``) and controller status
+rows and keeps, per chart line, the points of the last ``window`` seconds; per stage, its
+latest figures; the markers to draw (versions, rollbacks, pins, alarms, failures); and a
+capped log. It knows nothing of widgets, so the update logic is tested on its own, and the
+widgets only redraw what changed (each window counts its changes in ``version``).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fusionkit._clock import now
+
+PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f",
+           "#ff9da7", "#bab0ac", "#e15759")
+MARKER_KINDS = ("version", "rollback", "pin", "alarm", "failed")
+QUIET_EVENTS = {"version": ("live", "published")}  # routine events the log leaves out
+RECENT_METRICS = ("accuracy_recent", "mae_recent", "rmse_recent")
+
+
+class Window:
+    """The last ``size`` points of one line, as float64 arrays; ``version`` counts changes.
+
+    Examples
+    --------
+    >>> w = Window(3)
+    >>> w.extend([1.0, 2.0], [10.0, 20.0]); w.extend([3.0, 4.0], [30.0, 40.0])
+    >>> w.t.tolist(), w.y.tolist(), w.version
+    ([2.0, 3.0, 4.0], [20.0, 30.0, 40.0], 2)
+    """
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"a window holds at least one point, got size={size}")
+        self.size = size
+        self.t = np.empty(0, dtype="float64")
+        self.y = np.empty(0, dtype="float64")
+        self.version = 0
+
+    def extend(self, t: Any, y: Any) -> None:
+        t = np.asarray(t, dtype="float64")
+        y = np.asarray(y, dtype="float64")
+        keep = np.isfinite(t)
+        if not keep.any():
+            return
+        self.t = np.concatenate([self.t, t[keep]])[-self.size:]
+        self.y = np.concatenate([self.y, y[keep]])[-self.size:]
+        self.version += 1
+
+    def trim(self, oldest: float) -> None:
+        """Drop points older than ``oldest`` (seconds)."""
+        if self.t.size and self.t[0] < oldest:
+            keep = self.t >= oldest
+            self.t, self.y = self.t[keep], self.y[keep]
+            self.version += 1
+
+    def last(self) -> float:
+        finite = self.y[np.isfinite(self.y)]
+        return float(finite[-1]) if finite.size else math.nan
+
+
+@dataclass(frozen=True)
+class Line:
+    """One chart line: which chart, which stage it belongs to (its colour), its style."""
+
+    chart: str
+    stage: str
+    label: str
+    dash: str = "solid"
+
+
+@dataclass
+class Marker:
+    time: float
+    kind: str
+    stage: str
+    label: str
+
+
+@dataclass
+class LogEntry:
+    time: float
+    stage: str
+    text: str
+    level: str = "info"  # info | warn | err
+
+
+@dataclass
+class StageView:
+    """One stage's latest figures, from the controller's status and the monitor."""
+
+    name: str
+    kind: str
+    status: str = "starting"
+    parallelism: int = 1
+    events: int = 0
+    dead_letters: int = 0
+    errors: int = 0
+    rate: float = 0.0
+    on: str | None = None
+    error: str | None = None
+    url: str | None = None
+    version: int | None = None      # serve: version answering; train: live version
+    pinned: bool = False
+    metric: str | None = None       # train: name of the prequential metric shown
+    metric_value: float = math.nan
+    p99_ms: float = math.nan
+    source: str | None = None       # stream: what it reads
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class DashboardState:
+    """Fixed windows of the last ``window`` seconds, fed by snapshots and status rows."""
+
+    def __init__(self, window: float = 120.0, bucket: float = 0.5, log_cap: int = 200):
+        if window <= 0:
+            raise ValueError(f"window must be a positive number of seconds, got {window}")
+        self.window = float(window)
+        self.size = int(math.ceil(window / bucket)) + 8
+        self.lines: dict[Line, Window] = {}
+        self.stages: dict[str, StageView] = {}
+        self.colours: dict[str, str] = {}
+        self.markers: deque[Marker] = deque(maxlen=2000)
+        self.markers_version: dict[str, int] = dict.fromkeys(MARKER_KINDS, 0)  # per kind
+        self.log: deque[LogEntry] = deque(maxlen=log_cap)
+        self.log_version = 0
+        self.since: float | None = None
+        self.now = now()
+        self.ticks = 0
+        self.new_versions: set[str] = set()  # train stages whose version list changed
+
+    # -- colours --------------------------------------------------------------------------
+    def colour(self, stage: str) -> str:
+        """The stage's colour, the same in the pipeline view, its card and every chart."""
+        base = stage.split(":", 1)[0]
+        if base not in self.colours:
+            self.colours[base] = PALETTE[len(self.colours) % len(PALETTE)]
+        return self.colours[base]
+
+    # -- intake ---------------------------------------------------------------------------
+    def _line(self, line: Line) -> Window:
+        win = self.lines.get(line)
+        if win is None:
+            win = self.lines[line] = Window(self.size)
+            self.colour(line.stage)
+        return win
+
+    def ingest_status(self, rows: list[dict[str, Any]]) -> None:
+        """Controller status rows (``fk.api.call("status")``): stages, status, counts."""
+        seen = set()
+        for row in rows:
+            name = row["name"]
+            seen.add(name)
+            self.colour(name)
+            view = self.stages.get(name)
+            if view is None or view.kind != row["kind"]:
+                view = self.stages[name] = StageView(name, row["kind"])
+            view.status = row.get("status") or view.status
+            view.parallelism = int(row.get("parallelism") or 1)
+            view.events = int(row.get("events") or 0)
+            view.dead_letters = int(row.get("dead_letters") or 0)
+            view.on = row.get("on")
+            view.error = row.get("error")
+            view.url = row.get("url")
+        for gone in set(self.stages) - seen:
+            del self.stages[gone]
+
+    def ingest_snapshot(self, snap: dict[str, Any]) -> None:
+        """A monitor snapshot: new buckets of every series, freshness, events, rates."""
+        self.ticks += 1
+        self.now = snap.get("now", now())
+        self.since = snap["until"]
+        kinds = snap.get("kinds", {})
+        for stage, cols in snap["series"].items():
+            self._series(stage, kinds.get(stage) or self._kind(stage), cols)
+        for key, cols in snap.get("freshness", {}).items():
+            model, _, to = key.partition(":")
+            t = cols["time"]
+            if to == "publish":
+                self._line(Line("freshness", model, f"{model} → publish p50", "dot")).extend(
+                    t, cols["p50_ms"])
+            else:
+                self._line(Line("freshness", model, f"{model} p50")).extend(t, cols["p50_ms"])
+                self._line(Line("freshness", model, f"{model} p99", "dash")).extend(
+                    t, cols["p99_ms"])
+        for name, rate in snap.get("rates", {}).items():
+            if name in self.stages:
+                self.stages[name].rate = float(rate)
+        for name, totals in snap.get("totals", {}).items():
+            if name in self.stages:
+                self.stages[name].errors = int(totals.get("errors", 0))
+        for event in snap.get("events", []):
+            self._event(event)
+        self._trim()
+
+    def _kind(self, stage: str) -> str:
+        view = self.stages.get(stage)
+        return view.kind if view else ""
+
+    def _series(self, stage: str, kind: str, cols: dict[str, np.ndarray]) -> None:
+        t = cols["time"]
+        view = self.stages.get(stage)
+        if "rate_in" in cols:
+            self._line(Line("throughput", stage, stage)).extend(t, cols["rate_in"])
+        chart = "serving" if kind == "serve" else "latency"
+        if "p50_ms" in cols and np.isfinite(cols["p50_ms"]).any():
+            self._line(Line(chart, stage, f"{stage} p50")).extend(t, cols["p50_ms"])
+            p99 = self._line(Line(chart, stage, f"{stage} p99", "dash"))
+            p99.extend(t, cols["p99_ms"])
+            if view is not None:
+                view.p99_ms = p99.last()
+        metric = next((m for m in RECENT_METRICS if m in cols), None)
+        if kind == "train" and metric is not None:
+            win = self._line(Line("accuracy", stage, f"{stage} {metric.removesuffix('_recent')}"))
+            win.extend(t, cols[metric])
+            if view is not None:
+                view.metric, view.metric_value = metric.removesuffix("_recent"), win.last()
+        if kind == "serve" and view is not None and "version" in cols:
+            served = cols["version"][np.isfinite(cols["version"])]
+            if served.size:
+                view.version = int(served[-1])
+
+    def ingest_drift(self, stage: str, frame: Any) -> None:
+        """Drift rows of a train stage (``fk.drift(name)``): one line per feature's score."""
+        if frame is None or len(frame) == 0 or "time" not in frame:
+            return
+        value = next((c for c in ("psi", "score", "value") if c in frame), None)
+        if value is None:
+            return
+        frame = frame[frame["time"] > self.now - self.window]
+        by = frame["feature"] if "feature" in frame else None
+        groups = frame.groupby(by) if by is not None else [(value, frame)]
+        for feature, part in groups:
+            part = part[np.isfinite(part[value].to_numpy(dtype="float64"))]
+            win = self._line(Line("drift", stage, f"{stage} {feature}"))
+            fresh = part["time"].to_numpy(dtype="float64")
+            fresh_mask = fresh > (win.t[-1] if win.t.size else -math.inf)
+            if fresh_mask.any():
+                win.extend(fresh[fresh_mask], part[value].to_numpy(dtype="float64")[fresh_mask])
+
+    def _event(self, e: dict[str, Any]) -> None:
+        kind, stage = str(e.get("kind", "")), str(e.get("stage", ""))
+        version = e.get("version")
+        label = f"v{version}" if version is not None and not _nan(version) else ""
+        if kind in MARKER_KINDS:
+            text = " ".join(x for x in (kind, stage, label, str(e.get("detail") or "")) if x)
+            self.markers.append(Marker(float(e["time"]), kind, stage, text.strip()))
+            self.markers_version[kind] += 1
+        if kind in ("version", "rollback", "pin", "unpin"):
+            self.new_versions.add(stage)
+        if e.get("status") in QUIET_EVENTS.get(kind, ()):
+            return
+        detail = str(e.get("detail") or "")
+        status = str(e.get("status") or "")
+        words = [kind, label, status if status and kind == "version" else "", detail]
+        level = "err" if kind in ("failed", "alarm") else "warn" if kind == "version" else "info"
+        self.add_log(float(e["time"]), stage, " ".join(w for w in words if w), level)
+
+    def add_log(self, time: float, stage: str, text: str, level: str = "info") -> None:
+        self.log.append(LogEntry(time, stage, text, level))
+        self.log_version += 1
+
+    def _trim(self) -> None:
+        oldest = self.now - self.window
+        for win in self.lines.values():
+            win.trim(oldest)
+        while self.markers and self.markers[0].time < oldest:
+            self.markers_version[self.markers.popleft().kind] += 1
+
+    # -- reading --------------------------------------------------------------------------
+    def lines_of(self, chart: str) -> list[tuple[Line, Window]]:
+        return [(line, w) for line, w in self.lines.items() if line.chart == chart]
+
+    def points(self) -> int:
+        """Points held over every line (what the charts plot)."""
+        return int(sum(w.t.size for w in self.lines.values()))
+
+    def log_html(self, limit: int | None = None) -> str:
+        """The log, newest first, as escaped HTML lines."""
+        from datetime import datetime
+
+        out = []
+        for entry in list(reversed(self.log))[:limit]:
+            clock = datetime.fromtimestamp(entry.time).strftime("%H:%M:%S")
+            colour = self.colours.get(entry.stage, "inherit")
+            cls = {"err": "fk-err", "warn": "fk-warn"}.get(entry.level, "")
+            out.append(f"<div class='{cls}'><span class='fk-t'>{clock}</span> "
+                       f"<b style='color:{colour}'>{html.escape(entry.stage)}</b> "
+                       f"{html.escape(entry.text)}</div>")
+        return "".join(out)
+
+
+def _nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
