@@ -152,6 +152,7 @@ class Load(threading.Thread):
         self.url, self.body = url, json.dumps({"rows": rows}).encode()
         self.stop_event = threading.Event()
         self.records: list[tuple[float, float, int, int | None]] = []
+        self.answered = threading.Condition()
 
     def run(self) -> None:
         with httpx.Client(timeout=60.0) as client:
@@ -163,22 +164,32 @@ class Load(threading.Thread):
                     status, version = r.status_code, r.json().get("version")
                 except Exception:
                     status, version = -1, None
-                self.records.append((t0, time.perf_counter() - t0, status, version))
+                with self.answered:
+                    self.records.append((t0, time.perf_counter() - t0, status, version))
+                    self.answered.notify_all()
 
     def latest(self) -> int | None:
         return self.records[-1][3] if self.records else None
 
     def seen_after(self, version: int, t: float, timeout: float = 120.0) -> float:
         """Seconds from ``t`` until a request started after ``t`` answered with ``version``."""
-        deadline = time.perf_counter() + timeout
-        while time.perf_counter() < deadline:
+        found: list[float] = []
+
+        def answered() -> bool:  # the earliest request started after t with that version
+            hit = None
             for t0, dt, _, v in reversed(self.records):
-                if v == version and t0 >= t:
-                    return t0 + dt - t
                 if t0 < t:
                     break
-            time.sleep(0.001)
-        raise TimeoutError(f"v{version} was not answered within {timeout}s")
+                if v == version:
+                    hit = t0 + dt - t
+            if hit is not None:
+                found.append(hit)
+            return hit is not None
+
+        with self.answered:
+            if not self.answered.wait_for(answered, timeout):
+                raise TimeoutError(f"v{version} was not answered within {timeout}s")
+        return found[0]
 
 
 def swap_report(load: Load, t_from: float, t_to: float, took: list[float]) -> dict:

@@ -203,7 +203,7 @@ class Charts:
                              y1=top, line=dict(color=colour, dash=dash, width=width), layer="above")
                 if m.kind != "version" and chart in ("throughput", "accuracy"):
                     shape["label"] = dict(text=m.label, textposition="end", font=dict(size=9),
-                                          textangle=0, xanchor="left")
+                                          textangle=0, xanchor="left", yanchor="top", padding=4)
                 shapes.append(shape)
         return shapes
 

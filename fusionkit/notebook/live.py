@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -168,12 +169,19 @@ class LiveView:
         if self.widget is not None:
             self.widget.close()
 
-    def mimebundle(self, plain: str) -> dict[str, Any]:
-        """The widget view, its ``text/html`` fallback and ``text/plain``."""
+    def mimebundle(self, plain: str | Callable[[dict[str, dict[str, Any]] | None], str]
+                   ) -> dict[str, Any]:
+        """The widget view, its ``text/html`` fallback and ``text/plain`` (a string, or made
+        from the same snapshot as the table)."""
         import ipywidgets as w
 
-        first = self.html()
-        bundle: dict[str, Any] = {"text/plain": plain, "text/html": first}
+        try:
+            snap: dict[str, dict[str, Any]] | None = snapshot()
+            first = self.html(snap)
+        except Exception as exc:  # a static copy must not fail the cell that shows it
+            snap, first = None, table_html([], self.title, f"status unavailable: {exc}")
+        text = plain(snap) if callable(plain) else plain
+        bundle: dict[str, Any] = {"text/plain": text, "text/html": first}
         if self.frozen is not None:  # a closed or stopped view shows its table only
             return bundle
         if self.widget is None:

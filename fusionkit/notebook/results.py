@@ -57,14 +57,19 @@ class StatusView:
 
     def __repr__(self) -> str:
         try:
-            rows = snapshot()
+            return self._plain(snapshot())
         except Exception as exc:
-            return f"<fusionkit pipeline: status unavailable ({exc})>"
+            return self._plain(None, str(exc))
+
+    @staticmethod
+    def _plain(rows: dict[str, dict[str, Any]] | None, error: str = "") -> str:
+        if rows is None:
+            return f"<fusionkit pipeline: status unavailable {error}>".replace("  ", " ")
         listing = ", ".join(f"{n} {r['status']}" for n, r in rows.items()) or "no stages"
         return f"<fusionkit pipeline: {listing}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return self.view.mimebundle(repr(self))
+        return self.view.mimebundle(self._plain)
 
     def close(self) -> None:
         self.view.close()

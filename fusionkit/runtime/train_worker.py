@@ -219,12 +219,15 @@ class TrainWorker(StageActor):
             self._publish()
 
     def _tick(self) -> None:
-        period = max(0.005, self.spec.publish_every / 4)
-        while not self._stop.wait(period):
-            if self._pending_n and monotonic() - self._last_publish >= self.spec.publish_every:
+        every = self.spec.publish_every
+        wait = every
+        while not self._stop.wait(wait):
+            if self._pending_n and monotonic() - self._last_publish >= every:
                 with self.inbox.exclusive():
                     if self._pending_n:
                         self._publish()
+            left = self._last_publish + every - monotonic()  # wake when the next one is due
+            wait = left if left > 0.001 else max(0.005, every / 4)
 
     def _publish(self, wait: bool = False) -> int:
         if not self._pending_n:

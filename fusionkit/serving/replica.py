@@ -157,7 +157,10 @@ class ModelServer:
 def _jsonable(values: Any) -> list[Any]:
     arr = np.asarray(values)
     if arr.dtype.kind in "fc":
-        return [None if not np.isfinite(v) else float(v) for v in arr.astype("float64")]
+        arr = arr.astype("float64")
+        if np.isfinite(arr).all():
+            return arr.tolist()
+        return [None if not np.isfinite(v) else float(v) for v in arr]
     if arr.dtype.kind in "iub":
         return arr.tolist()
     return [v.item() if hasattr(v, "item") else v for v in arr.tolist()]

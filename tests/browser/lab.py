@@ -166,3 +166,11 @@ KERNEL_EVAL = """async (code) => {
 def kernel_eval(page, code: str) -> str:
     """Run ``code`` in the notebook's kernel (after queued cells) and return its stdout."""
     return page.evaluate(KERNEL_EVAL, code)
+
+
+def cell_errors(page) -> list[str]:
+    """Text of the error outputs in the open notebook (for failure messages)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll(
+             '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
+             .map(e => e.innerText.slice(-1500))""")
