@@ -101,6 +101,7 @@ def run_fusionkit(rate: int, args: argparse.Namespace, port: int) -> dict[str, A
     fk.train(name, on="fr-clicks", label="clicked", model=make_model(model_name),
              publish_every=args.fk_publish, mini_batch=mini_batch)
     fk.serve("fr-api", model=name, port=port)
+    lag_before = _settle("fr-clicks")
     sample = fk.peek("fr-clicks", 1)
     row = sample.drop(columns=[c for c in sample if c.startswith("_") or c == "clicked"])
     load = Load(f"http://127.0.0.1:{port}/fr-api", row.to_dict("records")[0],
@@ -110,6 +111,7 @@ def run_fusionkit(rate: int, args: argparse.Namespace, port: int) -> dict[str, A
     t0, seen0 = time.time(), _events_seen(name)
     time.sleep(args.duration)
     t1, seen1 = time.time(), _events_seen(name)
+    lag_after = _lag("fr-clicks")
     counts = load.stop()
     fresh = fk.freshness(name, since=t0)
     versions = fk.models(name)
@@ -119,11 +121,29 @@ def run_fusionkit(rate: int, args: argparse.Namespace, port: int) -> dict[str, A
             "publish_s": args.fk_publish, "poll_s": 0.0,
             **{k: fresh[k] for k in ("p50_ms", "p95_ms", "p99_ms")},
             "events": int(fresh["events"]), "learned_per_s": (seen1 - seen0) / (t1 - t0),
-            "versions": len(window), **counts}
+            "versions": len(window), "source_lag_s": [round(lag_before, 3), round(lag_after, 3)],
+            **counts}
 
 
 def _events_seen(name: str) -> int:
     return int(fk.status().loc[name, "events"])
+
+
+def _lag(stream: str) -> float:
+    """Seconds the stream's source is behind its schedule (backpressure from a slow trainer)."""
+    m = fk.metrics(stream)
+    return float(m["lag_s"].iloc[-1]) if "lag_s" in m and len(m) else float("nan")
+
+
+def _settle(stream: str, timeout: float = 60.0) -> float:
+    """Wait (up to ``timeout``) until the source keeps to its schedule after the start."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lag = _lag(stream)
+        if lag < 0.05:
+            return lag
+        time.sleep(0.5)
+    return _lag(stream)
 
 
 # -- stitched ----------------------------------------------------------------------------
@@ -132,7 +152,7 @@ def _spawn(*argv: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _wait_http(url: str, procs: list[subprocess.Popen], timeout: float = 60.0) -> None:
+def _wait_http(url: str, procs: list[subprocess.Popen], timeout: float = 180.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for p in procs:
@@ -254,6 +274,9 @@ def main() -> None:
 
     fk.connect()
     port = free_port()
+    from fusionkit.serving.deploy import start
+
+    start("127.0.0.1", port)  # Ray Serve's proxy up before any timed run
     redis_proc, redis_port = start_redis()
     rows = []
     try:

@@ -8,7 +8,8 @@ Three separate processes glued by a broker, a file and polling:
   micro-batch to a Redis stream (one entry per micro-batch, Arrow IPC: per-event entries
   cost more Python time than the trainer has at 20k events/s).
 - ``train``: reads the Redis stream (``XREAD BLOCK``), learns each micro-batch with the
-  River model (test-then-train, as fusionkit does), and every ``publish`` seconds pickles
+  River model (test-then-train, scored with the same River metrics as fusionkit's train
+  stage: accuracy and log loss, overall and over the last 1000 events), and every ``publish`` seconds pickles
   the model with its version to a temporary file and renames it over ``model.pkl``
   (atomic). It keeps the ingest times of the events each version newly learned and writes
   them to ``versions.pkl`` when stopped (SIGTERM).
@@ -94,7 +95,11 @@ class Trainer:
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
+        from river import metrics, utils
+
         self.model = make_model(args.model)
+        self.label_metrics = [metrics.Accuracy(), utils.Rolling(metrics.Accuracy(), 1000)]
+        self.proba_metrics = [metrics.LogLoss(), utils.Rolling(metrics.LogLoss(), 1000)]
         self.version = 0
         self.pending: list[Any] = []
         self.versions: dict[int, Any] = {}   # version -> ingest times it newly learned
@@ -102,19 +107,31 @@ class Trainer:
         self.last = time.perf_counter()
 
     def learn(self, batch: pd.DataFrame) -> None:
+        """Test then train, scoring the predictions as fusionkit's train stage does."""
         y = batch.pop("clicked")
         self.pending.append(batch.pop("_ingest_ts").to_numpy())
         if self.args.mini_batch:
-            self.model.predict_proba_many(batch)
+            proba = self.model.predict_proba_many(batch)
             self.model.learn_many(batch, y)
+            p_true = (proba[True] if True in proba.columns else pd.Series(0.0, index=y.index))
+            self.score(y.tolist(), p_true.tolist())
             return
         cols = list(batch.columns)
-        model = self.model
+        model, ps = self.model, []
         for values, label in zip(zip(*(batch[c].tolist() for c in cols), strict=True),
                                  y.tolist(), strict=True):
             x = dict(zip(cols, values, strict=True))
-            model.predict_proba_one(x)
+            ps.append(model.predict_proba_one(x).get(True, 0.0))
             model.learn_one(x, label)
+        self.score(y.tolist(), ps)
+
+    def score(self, ys: list[bool], p_true: list[float]) -> None:
+        """Prequential accuracy and log loss, overall and over the last 1000 events."""
+        for y, p in zip(ys, p_true, strict=True):
+            for m in self.label_metrics:
+                m.update(y, p >= 0.5)
+            for m in self.proba_metrics:
+                m.update(y, p)
 
     def maybe_publish(self) -> None:
         if not self.pending or time.perf_counter() - self.last < self.args.publish:

@@ -5,15 +5,15 @@
 >>> fk.stream("clicks", source=fk.sources.synthetic(rate=5000))     # doctest: +SKIP
 """
 
-from fusionkit import api, sources
+from fusionkit import api, sinks, sources
 from fusionkit.api import (
     check,
     checkpoint,
-    recoveries,
     dead_letters,
     metrics,
     pause,
     peek,
+    recoveries,
     resume,
     scale,
     serve,
@@ -59,7 +59,7 @@ __all__ = [
     "StageNotFoundError", "TumblingWindow", "check", "checkpoint", "connect", "recoveries", "dead_letters", "events", "freshness",
     "freshness_series", "live_version",
     "metrics", "models", "pause", "peek", "pin", "predict", "publish", "resume", "rollback",
-    "scale", "serve", "shutdown", "sliding", "sources", "status", "stop", "stream", "train",
+    "scale", "serve", "shutdown", "sinks", "sliding", "sources", "status", "stop", "stream", "train",
     "tumbling", "unpin", "dashboard",
 ]
 

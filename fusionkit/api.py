@@ -120,10 +120,11 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
 
 
 def status() -> pd.DataFrame:
-    """One row per stage: name, kind, status, parallelism, events, rate, dead letters, error."""
+    """One row per stage: name, kind, status, parallelism, events, rate, dead letters, late
+    events (routed aside by a window), error."""
     rows = call("status")
-    cols = ["name", "kind", "status", "parallelism", "events", "rate", "dead_letters", "on",
-            "restarts", "checkpoint_age_s", "error"]
+    cols = ["name", "kind", "status", "parallelism", "events", "rate", "dead_letters", "late",
+            "on", "restarts", "checkpoint_age_s", "error"]
     if not rows:
         return pd.DataFrame(columns=cols).set_index("name")
     monitor = handles()["monitor"]

@@ -469,7 +469,11 @@ class DriftMonitor:
     def update(
         self, batch: pd.DataFrame, predictions: Any = None, errors: Any = None
     ) -> DriftResult:
-        """Add one batch, the model's predictions for it and its per-event errors."""
+        """Add one batch, the model's predictions for it and its per-event errors.
+
+        A NaN error marks an event the model could not predict yet (as
+        ``Prequential.error_stream`` gives it): its features are watched, its error is not.
+        """
         result = self.feature_monitor.update(batch, predictions)
         if errors is None or self.concept_monitor is None:
             return result
@@ -478,5 +482,10 @@ class DriftMonitor:
             raise ValueError("errors must hold one value per event of the batch")
         offsets = batch[OFFSET].to_numpy() if OFFSET in batch.columns else None
         times = batch[EVENT_TIME].to_numpy(dtype="float64") if EVENT_TIME in batch.columns else None
+        known = ~np.isnan(errors)
+        if not known.all():
+            errors = errors[known]
+            offsets = None if offsets is None else offsets[known]
+            times = None if times is None else times[known]
         concept = self.concept_monitor.update(errors, offsets, times)
         return DriftResult(result.rows + concept.rows, result.alarms + concept.alarms)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from fusionkit._clock import now
+from fusionkit.monitor.drift_store import DriftStore, describe
 from fusionkit.monitor.recent import RecentSamples
 from fusionkit.monitor.series import Reservoir, SeriesStore, quantiles_ms
 from fusionkit.monitor.snapshot import COUNTERS, bucketize
@@ -44,6 +45,7 @@ class Monitor:
         self._freshness_all: dict[str, Reservoir] = {}
         self._freshness_recent: dict[str, RecentSamples] = {}
         self._events: deque[dict[str, Any]] = deque(maxlen=5000)
+        self._drift = DriftStore()
         self.reports = 0
 
     # -- intake ---------------------------------------------------------------------------
@@ -79,9 +81,17 @@ class Monitor:
         record.setdefault("time", now())
         self._events.append(record)
 
+    def drift_report(self, stage: str, rows: list[dict[str, Any]],
+                     alarms: list[dict[str, Any]]) -> None:
+        """Drift rows and alarms of a train stage; each new alarm is also an event."""
+        for a in self._drift.add(stage, rows, alarms):
+            self.event({"time": a["time"], "stage": stage, "kind": "alarm",
+                        "status": a["kind"], "detail": describe(a)})
+
     def forget(self, stage: str) -> None:
         """Drop a stage's series (it was stopped and removed)."""
         self._series.drop(stage)
+        self._drift.drop(stage)
         self._totals.pop(stage, None)
         self._latency.pop(stage, None)
 
@@ -133,6 +143,14 @@ class Monitor:
         out = quantiles_ms(vals)
         out["events"] = int(res.count) if res else 0
         return out
+
+    def drift(self, stage: str, since: float | None = None) -> pd.DataFrame:
+        """A train stage's drift rows over time (``fusionkit.monitor.drift_store``)."""
+        return self._drift.frame(stage, since)
+
+    def alarms(self, stage: str | None = None, since: float | None = None) -> pd.DataFrame:
+        """Drift alarms of one stage, or of every stage."""
+        return self._drift.alarm_frame(stage, since)
 
     def events(self, since: float | None = None) -> list[dict[str, Any]]:
         return [e for e in self._events if since is None or e["time"] > since]

@@ -19,7 +19,7 @@ from typing import Any
 
 import ray
 
-from fusionkit.errors import NotConnectedError
+from fusionkit.errors import NotConnectedError, StageNotFoundError
 
 STATUS_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "starting": "#0969da",
                   "failed": "#cf222e", "stopped": "#6e7781", "finished": "#6e7781"}
@@ -43,13 +43,38 @@ def _monitor_registry() -> dict[str, Any]:
     return _handles[1]
 
 
-def snapshot(timeout: float = 10.0) -> dict[str, dict[str, Any]]:
-    """Every stage's status row with its live rate and, for train and serve, live version."""
-    from fusionkit.api import call
+def _get(ref: Any, timeout: float) -> Any:
+    try:
+        return ray.get(ref, timeout=timeout)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        raise (cause if isinstance(cause, BaseException) else err) from None
 
-    rows = call("status", timeout=timeout)
+
+def snapshot(names: tuple[str, ...] | None = None,
+             timeout: float = 10.0) -> dict[str, dict[str, Any]]:
+    """Status rows with each stage's live rate and, for train and serve, live version.
+
+    ``names``: only these stages (asking only their actors; unknown names are left out);
+    ``None``: every stage.
+    """
+    from fusionkit.connect import connection
+
+    controller = connection().controller
     hs = _monitor_registry()
     rates_ref = hs["monitor"].recent_rates.remote()
+    one = getattr(controller, "summary", None)
+    if names is None or one is None:
+        rows = _get(controller.status.remote(), timeout)
+        if names is not None:
+            rows = [r for r in rows if r["name"] in names]
+    else:
+        rows = []
+        for ref in [one.remote(n) for n in names]:
+            try:
+                rows.append(_get(ref, timeout))
+            except StageNotFoundError:
+                continue
     models = sorted({r["name"] for r in rows if r["kind"] == "train"}
                     | {r["on"] for r in rows if r["kind"] == "serve" and r.get("on")})
     live_refs = [hs["registry"].live.remote(m) for m in models]
@@ -130,7 +155,7 @@ class LiveView:
     def html(self, snap: dict[str, dict[str, Any]] | None = None, note: str = "") -> str:
         if snap is None:
             try:
-                snap = snapshot()
+                snap = snapshot(self.names)
             except Exception as exc:  # a static copy must not fail the cell that shows it
                 return table_html([], self.title, f"status unavailable: {exc}")
         return table_html(self.rows(snap), self.title, note)
@@ -176,7 +201,7 @@ class LiveView:
         import ipywidgets as w
 
         try:
-            snap: dict[str, dict[str, Any]] | None = snapshot()
+            snap: dict[str, dict[str, Any]] | None = snapshot(self.names)
             first = self.html(snap)
         except Exception as exc:  # a static copy must not fail the cell that shows it
             snap, first = None, table_html([], self.title, f"status unavailable: {exc}")
@@ -249,8 +274,10 @@ class _Poller:
                         return
                 continue
             snap, error = None, None
+            wanted = None if any(v.names is None for v in views) else tuple(
+                sorted({n for v in views for n in v.names}))
             try:
-                snap = snapshot(timeout=5.0)
+                snap = snapshot(wanted, timeout=5.0)
             except NotConnectedError as exc:
                 for v in views:
                     v.freeze(str(exc))

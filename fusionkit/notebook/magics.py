@@ -197,6 +197,8 @@ def load_ipython_extension(ipython: Any) -> FusionMagics:
     """``%load_ext fusionkit``: register the magic and make its settings configurable."""
     ipython.configurables[:] = [c for c in ipython.configurables
                                 if type(c).__name__ != "FusionMagics"]  # %reload_ext
+    import ipywidgets  # noqa: F401  (imported now, so the first result displays at once)
+
     magics = FusionMagics(shell=ipython)  # Magics adds itself to shell.configurables
     path = find_pyproject()
     apply_settings(magics, project_settings(path), str(path))

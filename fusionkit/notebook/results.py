@@ -121,7 +121,7 @@ def stage_failure(name: str) -> StageFailedError:
 
 def check(name: str | None = None) -> list[str]:
     """Raise the failure of the first failed stage (of ``name``, or of any); else the names."""
-    rows = snapshot()
+    rows = snapshot(None if name is None else (name,))
     if name is not None and name not in rows:
         from fusionkit.api import call
 
@@ -160,8 +160,7 @@ def wait_for_stage(name: str, status: str | None = None, events: int | None = No
 
     deadline = time.monotonic() + timeout
     while True:
-        rows = snapshot()
-        row = rows.get(name)
+        row = snapshot((name,)).get(name)
         if row is None:
             call("infos", name)  # raises StageNotFoundError with "did you mean"
             raise StageFailedError(name, "stopped while waiting for it")

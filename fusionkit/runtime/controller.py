@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import difflib
 import threading
-from pathlib import Path
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -382,6 +382,7 @@ class Controller:
             "parallelism": len(rec.actors) if rec.kind != "serve" else rec.spec.replicas,
             "events": int(events),
             "dead_letters": int(sum(i.get("dead_letters", 0) for i in infos)),
+            "late": int(sum(i.get("totals", {}).get("late", 0) for i in infos)),
             "on": rec.upstream or (rec.spec.model if rec.kind == "serve" else None),
             "error": failed["error"] if failed else None,
             "traceback": failed.get("traceback") if failed else None,
@@ -395,6 +396,10 @@ class Controller:
         with self._lock:
             recs = list(self.stages.values())
         return [self._summary(r) for r in recs]
+
+    def summary(self, name: str) -> dict[str, Any]:
+        """One stage's row of ``status()``, asking only that stage's actors."""
+        return self._summary(self._record(name))
 
     def stage_names(self) -> list[str]:
         return list(self.stages)

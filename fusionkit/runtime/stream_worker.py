@@ -163,6 +163,7 @@ class StreamWorker(StageActor):
                 if n == 0:
                     continue
                 batch = src.read(n)
+                self._collect(src)
                 if batch is None:
                     self._finish()
                     return
@@ -174,7 +175,8 @@ class StreamWorker(StageActor):
                     continue
                 self.pacer.consumed(got)
                 t0 = monotonic()
-                batch[INGEST_TS] = ingest[:got] if got <= len(ingest) else ingest[-1]
+                if INGEST_TS not in batch.columns:  # broker sources stamp when they read
+                    batch[INGEST_TS] = ingest[:got] if got <= len(ingest) else ingest[-1]
                 self.offset = int(batch[OFFSET].iloc[-1]) + 1
                 self._ingest(batch, t0)
                 self.reporter.gauge(lag_s=self.pacer.lag(), inflight=self.outbox.inflight())
@@ -187,6 +189,26 @@ class StreamWorker(StageActor):
             except Exception:
                 pass
             self.reporter.flush(force=True)
+
+    def _collect(self, src: Any) -> None:
+        """File what a broker source could not decode, and report its health gauges."""
+        take = getattr(src, "take_dead_letters", None)
+        dead = take() if take is not None else ()
+        for payload, reason, offset in dead:
+            self.dead.add_raw(payload, reason, offset)
+        if dead:
+            self.reporter.count(dead_letters=len(dead))
+        health = getattr(src, "health", None)
+        if health is None:
+            return
+        gauges = health()
+        self.reporter.gauge(**gauges)
+        retrying = bool(gauges.get("retrying"))
+        if retrying != getattr(self, "_source_retrying", False) and self.monitor is not None:
+            self._source_retrying = retrying
+            detail = getattr(src, "last_error", "") if retrying else "source reachable again"
+            self.monitor.event.remote({"stage": self.name, "kind": "source retrying"
+                                       if retrying else "source recovered", "detail": detail})
 
     # -- checkpoints and recovery ---------------------------------------------------------
     def request_checkpoint(self, k: int) -> None:
@@ -272,7 +294,7 @@ class StreamWorker(StageActor):
                                 events_out=len(out))
         self.reporter.latency(monotonic() - t0)
         if len(out):
-            self.last_output = out.tail(PEEK_ROWS)
+            self.last_output = out  # peek() takes the tail when asked: no copy per batch
             if self.outbox.has_targets:
                 self.outbox.send(out)
         self.reporter.flush()
@@ -281,6 +303,7 @@ class StreamWorker(StageActor):
         """The source is exhausted: flush open windows and wait for downstream."""
         tail = self.chain.flush()
         if self.role == "source":
+            self.outbox.drain()  # the ops actors take every batch before they flush
             for h in self.outbox._targets.get(OPS, []):
                 ray.get(h.flush_chain.remote())
         elif tail is not None and len(tail):

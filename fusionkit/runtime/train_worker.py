@@ -50,6 +50,9 @@ class TrainWorker(StageActor):
         self._ticker: threading.Thread | None = None
         self.published = 0
         self._schema_sent = False
+        self.drift = None  # a DriftWatch once fk.watch_drift attached one
+        if getattr(spec, "drift", None) is not None:
+            self.watch_drift(spec.drift)
         if state:
             self.set_state(state)
 
@@ -89,7 +92,8 @@ class TrainWorker(StageActor):
 
     def get_state(self) -> dict[str, Any]:
         return {"learner": self.learner.get_state(), "events_seen": self.events_seen,
-                "prequential": self.prequential.get_state(), "offsets": dict(self.offsets)}
+                "prequential": self.prequential.get_state(), "offsets": dict(self.offsets),
+                "drift": self.drift.get_state() if self.drift is not None else None}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.learner.set_state(state["learner"])
@@ -97,6 +101,8 @@ class TrainWorker(StageActor):
         if state.get("prequential") is not None:
             self.prequential.set_state(state["prequential"])
         self.offsets = dict(state.get("offsets", {}))
+        if self.drift is not None:
+            self.drift = self.drift.resume(state.get("drift"))
 
     def info(self) -> dict[str, Any]:
         out = super().info()
@@ -128,12 +134,21 @@ class TrainWorker(StageActor):
                                      **self.spec.learner_options)
                 self.prequential = Prequential(self.learner.task)
                 self.events_seen = 0
+                self.drift = self.drift.fresh() if self.drift is not None else None
             self._pending, self._pending_n = [], 0
             if self.status in ("starting", "failed"):
                 self.status = "running"
         if self._ticker is None:
             self.start()
         return self.status
+
+    def watch_drift(self, spec: Any, sample: pd.DataFrame | None = None) -> dict[str, Any]:
+        """Attach a drift watch (a ``DriftSpec``; ``None`` removes it), checked on ``sample``
+        (fusionkit.monitor.drift_watch)."""
+        from fusionkit.monitor.drift_watch import attach
+
+        with self.inbox.exclusive():
+            return attach(self, spec, sample)
 
     def publish_now(self) -> int:
         """Publish a version now (if anything was learned since the last one)."""
@@ -199,6 +214,8 @@ class TrainWorker(StageActor):
         y = good[self.spec.label]
         pred = self.learner.predict_learn(good, y)
         self.prequential.update(y, pred)
+        if self.drift is not None:
+            self.drift.observe(self, good, y, pred)
         self.events_seen += len(good)
         self.reporter.count(events_out=len(good))
         self._pending.append(good[INGEST_TS].to_numpy(dtype="float64", copy=True))

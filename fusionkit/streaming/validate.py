@@ -45,6 +45,8 @@ class Schema:
     columns: dict[str, str]
     nullable: frozenset[str] = field(default_factory=frozenset)
     extra: str = "allow"  # or "reject": a non-null value in an unknown column is malformed
+    # dtypes of the expected columns -> the value checks a batch with them needs (or False)
+    _plans: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         for col, kind in self.columns.items():
@@ -88,33 +90,60 @@ class Schema:
     def _conforms(self, batch: pd.DataFrame) -> bool:
         """Whether every column has its kind's dtype and holds no missing or infinite value:
         checked on whole arrays, so a well-formed batch costs microseconds. False means
-        "look closer" (``split`` then checks value by value), not "bad"."""
+        "look closer" (``split`` then checks value by value), not "bad".
+
+        What a set of dtypes needs checked is worked out once per set: a stream's batches
+        share their dtypes, so a batch costs one look at its dtypes plus a vectorized check of
+        the columns that can hold a missing or infinite value (floats, strings, times)."""
         if self.extra == "reject":
             return False
-        for col, kind in self.columns.items():
-            if col not in batch.columns:
-                return False
+        dtypes = batch.dtypes
+        try:
+            key = tuple(dtypes[col] for col in self.columns)
+            plan = self._plans.get(key)
+        except (KeyError, TypeError):  # a missing column, or duplicate column labels
+            return False
+        if plan is None:
+            plan = self._plan(key)
+            if len(self._plans) < 64:
+                self._plans[key] = plan
+        if plan is False:
+            return False
+        for col, check in plan:
             s = batch[col]
-            dtype, nullable = s.dtype, col in self.nullable
+            if check == "nonull":
+                if s.array.isna().any():
+                    return False
+                continue
+            arr = s.to_numpy()
+            if (check == "finite" and not np.isfinite(arr).all()
+                    or check == "noinf" and np.isinf(arr).any()
+                    or check == "nonat" and np.isnat(arr).any()):
+                return False
+        return True
+
+    def _plan(self, dtypes: tuple) -> list[tuple[str, str]] | bool:
+        """The value checks batches with these dtypes need, or False if a dtype is wrong."""
+        plan = []
+        for (col, kind), dtype in zip(self.columns.items(), dtypes, strict=True):
+            nullable = col in self.nullable
             if not isinstance(dtype, np.dtype):
                 if not (kind == "string" and isinstance(dtype, pd.StringDtype)):
                     return False
-                if not nullable and s.hasnans:
-                    return False
+                if not nullable:
+                    plan.append((col, "nonull"))
                 continue
             code = dtype.kind
-            if kind == "number" and code in "iu" or kind == "integer" and code in "iu" \
-                    or kind == "bool" and code == "b":
+            if kind in ("number", "integer") and code in "iu" or kind == "bool" and code == "b":
                 continue
             if kind == "number" and code == "f":
-                arr = s.to_numpy()
-                ok = np.isfinite(arr).all() if not nullable else not np.isinf(arr).any()
-                if ok:
-                    continue
-            if kind == "time" and code == "M" and (nullable or not np.isnat(s.to_numpy()).any()):
-                continue
-            return False
-        return True
+                plan.append((col, "noinf" if nullable else "finite"))
+            elif kind == "time" and code == "M":
+                if not nullable:
+                    plan.append((col, "nonat"))
+            else:
+                return False
+        return plan
 
 
 def _dtype(kind: str):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 from conftest import wait_for
 
 import fusionkit as fk

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 
 import httpx
@@ -231,10 +232,13 @@ def test_bad_rows_tokens_and_sizes_get_4xx_and_leave_the_replica_healthy(fk_sess
 def test_serving_latency_requests_and_freshness_reach_the_monitor(fk_session, pipeline):
     import fusionkit as fk
 
+    since = time.time()
     with pipeline.http_load() as load:
-        publish_and_see(fk, [load])
+        version = publish_and_see(fk, [load])
         wait_for(lambda: fk.metrics(API)["requests"].sum() >= len(load.answers) // 2,
                  what="request counts in the monitor")
+        wait_for(lambda: fk.freshness(MODEL, since=since)["events"] > 0,
+                 what=f"freshness of v{version}")
     m = fk.metrics(API)
     assert {"requests", "errors", "p50_ms", "p95_ms", "p99_ms", "rate_requests"} <= set(m.columns)
     lat = m.dropna(subset=["p50_ms"])
@@ -247,6 +251,9 @@ def test_serving_latency_requests_and_freshness_reach_the_monitor(fk_session, pi
     assert len(series) >= 2 and series["n"].sum() == fresh["events"]
     assert np.all(np.diff(series["time"].to_numpy()) >= 0)
     assert fk.freshness(MODEL, publish=True)["events"] >= fresh["events"]
+    recent = fk.freshness(MODEL, since=since)  # only the version published in this test
+    assert 0 < recent["events"] < fresh["events"]
+    assert recent["events"] == series.loc[series["time"] > since, "n"].sum()
 
 
 def replicas_running() -> int:

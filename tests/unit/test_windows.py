@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fusionkit.streaming.operators import KeyBy, partition
 from fusionkit.streaming.windows import SlidingWindow, TumblingWindow, parse_duration
 
 AGG = {"total": ("v", "sum"), "n": ("x", "count"), "avg": ("x", "mean"), "top": ("v", "max"),
@@ -187,6 +188,32 @@ def test_tumbling_counts_each_on_time_event_once(stream):
     assert got["n"].sum() + len(late) == len(events)
     pairs, want_late = oracle(events, size, size, lateness)
     assert late == want_late and got["n"].sum() == len(pairs)
+
+
+@settings(PROPS, max_examples=30)
+@given(streams(), st.integers(2, 4))
+def test_windows_partitioned_by_key_equal_one_window_when_events_are_in_order(stream, n):
+    """What a stream stage with ``parallelism=n`` computes: each actor windows its own keys,
+    with its own watermark. With events in time order nothing is late anywhere, so the
+    per-key windows are the same as one operator's."""
+    events, cuts, lateness, size, slide = stream
+    events = events.sort_values("_event_time", kind="stable", ignore_index=True)
+    one, late = run(SlidingWindow(size, slide, AGG, key="k", allowed_lateness=lateness),
+                    batches(events, cuts))
+    assert late == []
+    ops = [SlidingWindow(size, slide, AGG, key="k", allowed_lateness=lateness)
+           for _ in range(n)]
+    outs = []
+    for part in batches(events, cuts):
+        for op, piece in zip(ops, partition(KeyBy("k").process(part), n), strict=True):
+            if len(piece):
+                outs.append(op.process(piece))
+    outs += [tail for op in ops if (tail := op.flush()) is not None]
+    assert sum(op.late_count for op in ops) == 0
+    many = pd.concat(outs, ignore_index=True)
+    order = ["window_start", "k"]
+    assert_same(many.sort_values(order, ignore_index=True), one.sort_values(order,
+                                                                             ignore_index=True))
 
 
 # -- unit behaviour -----------------------------------------------------------------------

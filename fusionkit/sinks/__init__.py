@@ -1,0 +1,15 @@
+"""Where a stage's output goes besides the next stage: ``redis`` streams.
+
+A sink is an operator placed last in a stream stage's chain: it writes every batch that
+reaches it and passes the batch on unchanged, so the stage can still feed a train stage.
+
+>>> import fusionkit as fk                                                   # doctest: +SKIP
+>>> fk.stream("scored", source=..., fn=score,                               # doctest: +SKIP
+...           operators=[fk.sinks.redis("redis://127.0.0.1:6379/0", stream="predictions")])
+"""
+
+from fusionkit.sinks.redis import Redis
+
+redis = Redis
+
+__all__ = ["Redis", "redis"]

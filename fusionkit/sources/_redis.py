@@ -1,0 +1,150 @@
+"""What the Redis Streams source and sink share: the client, stream ids as offsets, retries.
+
+A stream entry id is ``"<ms>-<seq>"``. The stream stage's ``_offset`` column is an int64, so
+an id maps to ``ms * 2**20 + seq``: monotone in the id order and reversible, good until the
+year 2248 and for up to 2**20 entries in one millisecond (an entry beyond that, only
+possible with ids chosen by the producer, is sent to the dead letters).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from fusionkit._clock import monotonic
+
+SEQ_BITS = 20
+SEQ_MASK = (1 << SEQ_BITS) - 1
+MAX_MS = (1 << (63 - SEQ_BITS)) - 1
+
+_ID = re.compile(rb"^(\d+)-(\d+)$")
+
+
+def id_to_offset(entry_id: bytes | str) -> int:
+    """The int64 offset of a stream id.
+
+    >>> id_to_offset("1700000000000-3") == 1700000000000 * 2**20 + 3
+    True
+    >>> id_to_offset(b"0-1")
+    1
+    """
+    raw = entry_id.encode() if isinstance(entry_id, str) else entry_id
+    m = _ID.match(raw)
+    if m is None:
+        raise ValueError(f"not a stream id: {entry_id!r}")
+    ms, seq = int(m.group(1)), int(m.group(2))
+    if seq > SEQ_MASK or ms > MAX_MS:
+        raise ValueError(f"stream id {raw.decode()} does not fit an int64 offset "
+                         f"(sequence above {SEQ_MASK} or time above {MAX_MS} ms)")
+    return (ms << SEQ_BITS) | seq
+
+
+def offset_to_id(offset: int) -> str:
+    """The stream id of an offset (the inverse of ``id_to_offset``).
+
+    >>> offset_to_id(id_to_offset("1700000000000-3"))
+    '1700000000000-3'
+    """
+    if offset < 0:
+        raise ValueError(f"offsets are not negative, got {offset}")
+    return f"{offset >> SEQ_BITS}-{offset & SEQ_MASK}"
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password masked, for messages.
+
+    >>> safe_url("redis://user:secret@127.0.0.1:6379/0")
+    'redis://user:***@127.0.0.1:6379/0'
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def redis_module():
+    """The ``redis`` package, imported on first use with a clear error if it is missing."""
+    try:
+        import redis
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("the Redis source and sink need the 'redis' package: "
+                          "pip install 'fusionkit[redis]'") from exc
+    return redis
+
+
+def connection_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the server cannot be reached right now"."""
+    redis = redis_module()
+    return (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+
+
+def connect(url: str, socket_timeout: float) -> Any:
+    """A client of ``url`` that does not retry by itself (fusionkit retries with backoff,
+    so a dead server shows up in the stage's status instead of hanging a call) and keeps
+    raw bytes (payloads are decoded by the source, so bad bytes become dead letters)."""
+    redis = redis_module()
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"a Redis URL looks like 'redis://127.0.0.1:6379/0', got {url!r}")
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), decode_responses=False,
+                                socket_timeout=socket_timeout, socket_connect_timeout=5.0)
+
+
+class Backoff:
+    """Retry state of a connection: the delay doubles from ``first`` up to ``cap`` seconds
+    with each failure in a row, and after ``give_up`` seconds of failing without a success
+    ``expired()`` turns true so the caller can raise.
+
+    >>> b = Backoff(first=0.1, cap=0.4, give_up=None)
+    >>> delays = []
+    >>> for _ in range(4):
+    ...     b.failed(OSError("down"))
+    ...     delays.append(b.delay())
+    >>> delays, b.retrying
+    ([0.1, 0.2, 0.4, 0.4], True)
+    >>> b.ok(); b.retrying
+    False
+    """
+
+    def __init__(self, first: float = 0.1, cap: float = 2.0, give_up: float | None = 300.0):
+        self.first = first
+        self.cap = cap
+        self.give_up = give_up
+        self.retries = 0  # failures in a row
+        self.total = 0  # failures ever
+        self.since: float | None = None
+        self.last_error: str | None = None
+
+    @property
+    def retrying(self) -> bool:
+        return self.retries > 0
+
+    def ok(self) -> None:
+        self.retries = 0
+        self.since = None
+
+    def failed(self, exc: BaseException) -> None:
+        self.retries += 1
+        self.total += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.since is None:
+            self.since = monotonic()
+
+    def expired(self) -> bool:
+        return (self.give_up is not None and self.since is not None
+                and monotonic() - self.since > self.give_up)
+
+    def delay(self) -> float:
+        return min(self.cap, self.first * 2 ** max(0, self.retries - 1))
+
+    def wait(self, stop: threading.Event | None = None) -> None:
+        """Sleep the current delay (returns early if ``stop`` is set)."""
+        (stop or threading.Event()).wait(self.delay())

@@ -1,0 +1,71 @@
+"""Every tutorial notebook runs top to bottom, and a failing stage fails a notebook run.
+
+Each notebook runs in a fresh kernel (its own local Ray), with nbclient, which fails on any
+error output, a ``UsageError`` included. The deliberately failing notebook in
+``tests/notebooks`` must fail both nbclient and ``pytest --nbval-lax`` (run in a
+subprocess), which is what CI relies on to catch a broken pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+ROOT = Path(__file__).resolve().parents[1]
+TUTORIALS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+FAILING = ROOT / "tests" / "notebooks" / "failing_stage.ipynb"
+
+pytestmark = pytest.mark.slow
+
+
+def execute(path: Path, tmp_path: Path, timeout: int = 600) -> nbformat.NotebookNode:
+    """Run ``path`` in a new kernel started in its folder; raise on the first error."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
+    return nb
+
+
+def outputs(nb: nbformat.NotebookNode) -> list[dict]:
+    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_tutorial_runs(path, tmp_path):
+    nb = execute(path, tmp_path)
+    assert not [o for o in outputs(nb) if o.output_type == "error"]
+    if path.stem == "01_quickstart":
+        shown = [o for o in outputs(nb) if o.output_type in ("execute_result", "display_data")]
+        html = "".join(o.data.get("text/html", "") for o in shown)
+        for stage in ("clicks", "ctr", "ctr-api"):
+            assert f"<b>{stage}</b>" in html  # the status tables' text/html fallback
+        widgets = [o for o in shown if "application/vnd.jupyter.widget-view+json" in o.data]
+        assert widgets, "live status widgets were displayed"
+        assert any("stopped" in o.data.get("text/plain", "") for o in shown)
+
+
+def test_failing_notebook_fails_nbclient(tmp_path):
+    with pytest.raises(CellExecutionError) as err:
+        execute(FAILING, tmp_path)
+    message = str(err.value)
+    assert "StageFailedError" in message and "stage 'broken' (probe) failed" in message
+    assert "explode" in message  # the remote frames of the stage's function
+
+
+def test_failing_notebook_fails_nbval(tmp_path):
+    env = {**os.environ, "FUSIONKIT_HOME": str(tmp_path / "fusionkit-home")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
+         "--rootdir", str(tmp_path), str(FAILING)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    report = proc.stdout + proc.stderr
+    assert proc.returncode != 0, report
+    assert "StageFailedError" in report and " failed" in report
