@@ -23,6 +23,7 @@ from fusionkit.api import (
     train,
 )
 from fusionkit.connect import Connection, connect, shutdown
+from fusionkit.drift_api import alarms, drift, unwatch_drift, watch_drift
 from fusionkit.errors import (
     CorruptCheckpointError,
     FusionError,
@@ -56,11 +57,11 @@ sliding = SlidingWindow
 __all__ = [
     "Connection", "CorruptCheckpointError", "FusionError", "Guard", "ModelNotFoundError",
     "NotConnectedError", "Schema", "SchemaError", "SlidingWindow", "StageFailedError",
-    "StageNotFoundError", "TumblingWindow", "check", "checkpoint", "connect", "recoveries", "dead_letters", "events", "freshness",
+    "StageNotFoundError", "TumblingWindow", "alarms", "check", "checkpoint", "connect", "recoveries", "dead_letters", "drift", "events", "freshness",
     "freshness_series", "live_version",
     "metrics", "models", "pause", "peek", "pin", "predict", "publish", "resume", "rollback",
     "scale", "serve", "shutdown", "sinks", "sliding", "sources", "status", "stop", "stream", "train",
-    "tumbling", "unpin", "dashboard",
+    "tumbling", "unpin", "unwatch_drift", "watch_drift", "dashboard",
 ]
 
 

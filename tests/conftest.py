@@ -27,8 +27,17 @@ def fk_session(tmp_path_factory):
     """A connected fusionkit on an embedded Ray, shared by every test that asks for it."""
     import fusionkit as fk
 
+    import ray
+
     storage = tmp_path_factory.mktemp("storage")
-    conn = fk.connect(storage=str(storage))
+    for attempt in range(3):  # a busy machine can miss Ray's fixed 30 s node start-up window
+        try:
+            conn = fk.connect(storage=str(storage))
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     yield conn
     fk.shutdown()
 

@@ -39,6 +39,8 @@ from fusionkit.batch import feature_columns
 from fusionkit.errors import FusionError
 from fusionkit.monitor.drift import Alarm, DriftMonitor, DriftResult
 
+__all__ = ["DriftSpec", "DriftWatch", "POLICIES", "attach", "error_stream", "fresh_learner"]
+
 POLICIES = ("reset", "rollback")
 FLUSH_EVERY = 0.5  # seconds between reports of the error-rate series to the monitor
 
@@ -364,8 +366,6 @@ def _flush_loop(ref: weakref.ref) -> None:
             pass
         del watch
 
-
-__all__ = ["DriftSpec", "DriftWatch", "POLICIES", "attach", "error_stream", "fresh_learner"]
 
 
 def attach(worker: Any, spec: DriftSpec | None, sample: pd.DataFrame | None = None

@@ -90,6 +90,7 @@ class Dashboard:
         self._dead_seen: dict[str, int] = {}
         self.error: str | None = None
         self.updates = 0
+        self.loops = 0
         self.update_seconds = 0.0  # thread CPU time spent in updates
         self._thread: threading.Thread | None = None
         self._render_header()
@@ -147,7 +148,10 @@ class Dashboard:
 
     def _run(self) -> None:
         while not self._closed.is_set():
-            if self.active:
+            self.loops += 1
+            if not self.active:
+                self._render_header()  # says the updates are paused
+            else:
                 t0 = time.thread_time()
                 try:
                     self.update()

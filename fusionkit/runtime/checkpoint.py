@@ -21,12 +21,12 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fusionkit._clock import now
+from fusionkit._files import write_atomic
 from fusionkit.errors import CorruptCheckpointError
 
 
@@ -35,21 +35,6 @@ class Barrier:
     """A checkpoint marker travelling with the data."""
 
     checkpoint: int
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class CheckpointStore:

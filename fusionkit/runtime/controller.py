@@ -422,6 +422,17 @@ class Controller:
         rec = self._record(name, "train")
         return ray.get(rec.actors[0].publish_now.remote())
 
+    def watch_drift(self, name: str, spec: Any) -> dict[str, Any] | None:
+        """Attach a drift watch to a train stage (``None`` removes it); kept in its spec, so
+        a restarted actor watches again."""
+        rec = self._record(name, "train")
+        up = self.stages.get(rec.upstream)
+        out = ray.get(rec.actors[0].watch_drift.remote(spec, up.sample if up else None))
+        if not out["ok"]:
+            raise FusionError(out["error"])
+        rec.spec.drift = spec
+        return out["watch"]
+
     def spec(self, name: str) -> Any:
         return self._record(name).spec
 

@@ -14,7 +14,7 @@ from typing import Any
 WORKERS = ("stream", "train")
 FORWARDED = ("probe", "start", "stop", "pause", "resume", "info", "peek", "set_targets",
              "get_state", "set_state", "dead_letters", "publish_now", "flush_chain",
-             "request_checkpoint", "restore", "set_upstream")
+             "request_checkpoint", "restore", "set_upstream", "watch_drift")
 
 
 class StageHost:

@@ -34,6 +34,7 @@ class TrainSpec:
     keep: int = 5
     max_inflight: int = 4
     learner_options: dict[str, Any] = field(default_factory=dict)
+    drift: Any = None  # a DriftSpec once fk.watch_drift attached one
     kind: str = "train"
 
 

@@ -79,7 +79,9 @@ class StreamWorker(StageActor):
             if self.schema is None:
                 self.schema = getattr(self.spec.source, "schema", None) or Schema.infer(sample)
             good, _, _ = self.schema.split(sample)
-            out = copy.deepcopy(self.chain).process(good)
+            # sinks write outside the pipeline: a probe must not send its sample there
+            ops = [op for op in self.chain.operators if not getattr(op, "sink", False)]
+            out = Chain(copy.deepcopy(ops)).process(good)
             return {"ok": True, "sample": out.head(rows)}
         except Exception as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}",

@@ -159,6 +159,10 @@ class TrainWorker(StageActor):
     def push(self, sender: str, seq: int, batch: pd.DataFrame, epoch: int = 0) -> None:
         if epoch < self.epoch:
             return  # sent before a recovery: the source replays it
+        # paused: wait before taking the processing slot, so upstream backs up (barriers
+        # too, keeping checkpoints aligned) while publish_now and the timer still get it
+        while not self._resume.is_set() and not self._stop.is_set():
+            self._resume.wait(0.2)
         if isinstance(batch, Barrier):
             self.inbox.barrier(sender, seq, batch.checkpoint, self.upstream,
                                lambda: self._snapshot(batch.checkpoint))
@@ -167,8 +171,6 @@ class TrainWorker(StageActor):
         with inbox.admit(sender, seq):
             if epoch < self.epoch or inbox is not self.inbox:
                 return
-            while not self._resume.is_set() and not self._stop.is_set():
-                self._resume.wait(0.2)  # paused: hold the slot, upstream backs up
             if self.status in ("failed", "stopped"):
                 return
             t0 = monotonic()

@@ -53,6 +53,9 @@ class Redis(Operator):
     'predictions'
     """
 
+    #: writes outside the pipeline: the stage's definition-time probe leaves it out
+    sink = True
+
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", stream: str = "predictions",
                  encode: str = "json", field: str = "data", columns: list[str] | None = None,
                  maxlen: int | None = None, retry_for: float | None = 60.0):

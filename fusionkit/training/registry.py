@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -39,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from fusionkit import _clock
+from fusionkit._files import write_atomic as _write_atomic
 from fusionkit.errors import CorruptCheckpointError, FusionError, ModelNotFoundError
 
 STATUSES = ("live", "published", "held", "rolled-back")
@@ -571,17 +571,3 @@ class _CheckpointFolder:
 
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, indent=1, sort_keys=True).encode()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the whole new one, never part."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

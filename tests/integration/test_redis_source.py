@@ -209,9 +209,10 @@ def test_stream_to_train_exact_counts_dead_letters_and_sink(fk, server):
     client = server.client()
     good = produce(client, "events", 0, n, bad_every=50)
     src = fk.sources.redis(server.url, stream="events", group="fusionkit", schema=schema(fk))
-    fk.stream("events", source=src, batch_size=500,
+    fk.stream("events", source=src, batch_size=500, paused=True,
               operators=[fk.sinks.redis(server.url, stream="out")])
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
+    fk.resume("events")
     wait_for(lambda: events_seen(fk, "count") >= good, timeout=90, what=f"{good} events learned")
     bad = n - good
     wait_for(lambda: fk.status().loc["events", "dead_letters"] >= bad, timeout=30,
@@ -238,8 +239,9 @@ def test_redis_restart_mid_run_loses_nothing(fk, server):
     client = server.client()
     produce(client, "events", 0, n // 2)
     src = fk.sources.redis(server.url, stream="events", schema=schema(fk))
-    fk.stream("events", source=src, batch_size=500)
+    fk.stream("events", source=src, batch_size=500, paused=True)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
+    fk.resume("events")
     wait_for(lambda: events_seen(fk, "count") >= n // 2, timeout=90, what="first half learned")
     server.stop()
     wait_for(lambda: "source retrying" in set(fk.events()["kind"]), timeout=30,
@@ -262,8 +264,9 @@ def test_stage_actor_killed_rereads_pending_entries(fk, server):
     client = server.client()
     src = fk.sources.redis(server.url, stream="events", schema=schema(fk))
     produce(client, "events", 0, 500)
-    fk.stream("events", source=src, batch_size=500)
+    fk.stream("events", source=src, batch_size=500, paused=True)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
+    fk.resume("events")
     done = threading.Event()
 
     def producer():  # a steady stream, so the kill lands mid-run

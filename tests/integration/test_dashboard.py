@@ -1,0 +1,163 @@
+"""The dashboard's update logic on a real local Ray: a real monitor feeds it as a pipeline runs."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from conftest import wait_for
+
+from fusionkit.demo import ctr_model
+from fusionkit.notebook.dashboard import Dashboard
+from fusionkit.notebook.state import Line
+
+
+@pytest.fixture()
+def pipeline(fk):
+    src = fk.sources.synthetic("clicks", rate=2_000, seed=3)
+    fk.stream("clicks", source=src, batch_size=250)
+    fk.train("ctr", on="clicks", label="clicked", model=ctr_model(), publish_every="500ms")
+    wait_for(lambda: _live(fk), timeout=60, what="a first version of ctr")
+    return fk
+
+
+def _live(fk):
+    try:
+        return fk.live_version("ctr") is not None
+    except Exception:
+        return False
+
+
+@pytest.fixture()
+def dashboard(pipeline):
+    d = Dashboard(interval=0.25, window=60)
+    d.charts.view_ready()  # no browser here: send chart updates at once
+    yield d
+    d.close()
+
+
+def _points(d: Dashboard, label: str) -> int:
+    win = d.state.lines.get(Line("throughput", label, label))
+    return 0 if win is None else win.t.size
+
+
+def test_traces_fill_as_the_pipeline_runs(fk, dashboard):
+    d = dashboard
+    wait_for(lambda: _points(d, "clicks") >= 4 and _points(d, "ctr") >= 4, timeout=60,
+             what="throughput points of both stages")
+    first = d.charts.points()
+    wait_for(lambda: d.charts.points() > first + 4, timeout=60, what="more points plotted")
+    trace = next(t for t in d.charts.figure.data if t.name == "clicks")
+    x, y = np.asarray(trace.x), np.asarray(trace.y)
+    assert x.dtype == np.float64 and y.dtype == np.float64
+    assert np.all(np.diff(x) > 0), "time runs forward, each bucket once"
+    # local-time milliseconds of the last minute or so (within a day's offset of now)
+    assert abs(x[-1] / 1000.0 - time.time()) < 15 * 3600
+    assert np.nanmedian(y) > 200, "the stream's rate in events/s"
+    names = {s["name"]: s for s in d.view.stages}
+    assert set(names) == {"clicks", "ctr"}
+    assert names["ctr"]["on"] == "clicks" and names["clicks"]["kind"] == "stream"
+    assert names["clicks"]["color"] == d.state.colour("clicks") != d.state.colour("ctr")
+    assert set(d.cards.cards) == {"clicks", "ctr"}
+    # the model's panels: accuracy, versions as markers, latency per stage
+    wait_for(lambda: d.state.lines.get(Line("accuracy", "ctr", "ctr accuracy")) is not None,
+             timeout=30, what="an accuracy line")
+    wait_for(lambda: len(d.charts.figure.layout.shapes) > 0, timeout=30,
+             what="version markers on the charts")
+    assert Line("latency", "clicks", "clicks p99", "dash") in d.state.lines
+    wait_for(lambda: "v" in d.cards.cards["ctr"].stats.value and
+             d.cards.cards["ctr"].versions.options, timeout=30, what="the version picker filled")
+    html = d._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in html
+    assert "clicks" in html["text/html"] and "<table>" in html["text/html"]
+
+
+def test_buttons_operate_the_pipeline(fk, dashboard):
+    d = dashboard
+    wait_for(lambda: "clicks" in d.cards.cards, timeout=30, what="the clicks card")
+    d.cards.cards["clicks"].pause.click()
+    wait_for(lambda: fk.status().loc["clicks", "status"] == "paused", timeout=30,
+             what="clicks paused in fk.status()")
+    wait_for(lambda: {s["name"]: s["status"] for s in d.view.stages}.get("clicks") == "paused",
+             timeout=30, what="clicks paused in the pipeline view")
+    assert d.cards.cards["clicks"].resume.disabled is False
+    d.cards.cards["clicks"].resume.click()
+    wait_for(lambda: fk.status().loc["clicks", "status"] == "running", timeout=30,
+             what="clicks running again")
+    d.cards.cards["ctr"].plus.click()  # a train stage cannot be scaled: the log says why
+    wait_for(lambda: "cannot be scaled" in d.logs.value, timeout=30, what="the error in the log")
+    card = d.cards.cards["ctr"]
+    wait_for(lambda: len(card.versions.options) >= 2, timeout=30, what="two versions to pick")
+    older = card.versions.options[-1][1]
+    card.versions.value = older
+    card.rollback.click()
+    wait_for(lambda: f"rollback to v{older}" in d.logs.value, timeout=30,
+             what="the rollback in the log")
+    assert "failed" not in d.logs.value.split("rollback")[0].rsplit("</div>", 1)[-1]
+
+
+def test_close_stops_the_updater(fk, pipeline):
+    d = Dashboard(interval=0.2, window=30)
+    try:
+        wait_for(lambda: d.updates >= 3, timeout=60, what="a few updates")
+        assert d.running
+    finally:
+        d.close()
+    assert not d.running, "the updater thread has ended"
+    count = d.updates
+    d._wake.set()
+    assert d.updates == count
+    assert d.widget.comm is None and d.charts.figure.comm is None, "widgets are closed"
+
+
+def test_updates_pause_while_no_view_is_left(fk, pipeline):
+    d = Dashboard(interval=0.2, window=30, idle_after=1.0)
+    try:
+        d.view._message(d.view, {"type": "alive"}, [])  # what a browser view sends
+        wait_for(lambda: d.updates >= 2, timeout=60, what="updates while a view is alive")
+        d.view._message(d.view, {"type": "gone"}, [])  # the last view was removed
+        assert not d.active
+        wait_for(lambda: "no view" in d.header.value, timeout=30, what="the header says paused")
+        paused_at, loops = d.updates, d.loops
+        wait_for(lambda: d.loops >= loops + 2, timeout=30, what="two idle rounds of the updater")
+        assert d.updates == paused_at
+        d.view._message(d.view, {"type": "alive"}, [])  # a view came back
+        wait_for(lambda: d.updates > paused_at + 1, timeout=30, what="updates resumed")
+    finally:
+        d.close()
+
+
+def test_one_dashboard_per_kernel(fk, pipeline):
+    a = fk.dashboard(interval=0.5)
+    try:
+        assert fk.dashboard(interval=0.5) is a
+        b = fk.dashboard(interval=1.0)
+        assert b is not a and a.closed
+        b.close()
+    finally:
+        a.close()
+
+
+def test_snapshot_hands_out_each_bucket_once(fk, pipeline):
+    monitor = fk.api.handles()["monitor"]
+    import ray
+
+    first = ray.get(monitor.snapshot.remote(None))
+    wait_for(lambda: ray.get(monitor.snapshot.remote(first["until"]))["series"].get("clicks"),
+             timeout=30, what="new buckets after the first snapshot")
+    second = ray.get(monitor.snapshot.remote(first["until"]))
+    t1 = first["series"]["clicks"]["time"]
+    t2 = second["series"]["clicks"]["time"]
+    assert set(t1).isdisjoint(t2)
+    assert t2.min() > first["until"] >= t1.max()
+    assert {"rate_in", "p50_ms", "p99_ms"} <= set(second["series"]["clicks"])
+    assert second["rates"]["clicks"] > 0
+    assert any(e["kind"] == "version" for e in first["events"] + second["events"])
+
+
+def test_bad_options_are_refused(fk):
+    with pytest.raises(ValueError, match="interval"):
+        Dashboard(interval="5ms")
+    with pytest.raises(ValueError, match="window"):
+        Dashboard(window=1)
