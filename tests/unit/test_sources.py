@@ -296,7 +296,7 @@ FRAME = make_frame()
 )
 def test_replay_rows_depend_on_offset_only(chunks, seek_to, n, loop):
     frame = FRAME
-    reference = Replay(frame, time_column="ts", loop=loop).read(3000)
+    reference = Replay(frame, time_column="ts", loop=loop).read(max(3000, seek_to + n))
     chunked = read_all(Replay(frame, time_column="ts", loop=loop), chunks)
     pd.testing.assert_frame_equal(chunked.iloc[: len(reference)], reference.iloc[: len(chunked)])
     source = Replay(frame, time_column="ts", loop=loop)
