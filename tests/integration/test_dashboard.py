@@ -94,7 +94,7 @@ def test_buttons_operate_the_pipeline(fk, dashboard):
     card.rollback.click()
     wait_for(lambda: f"rollback to v{older}" in d.logs.value, timeout=30,
              what="the rollback in the log")
-    assert "failed" not in d.logs.value.split("rollback")[0].rsplit("</div>", 1)[-1]
+    assert "rollback failed" not in d.logs.value
 
 
 def test_close_stops_the_updater(fk, pipeline):
@@ -113,17 +113,20 @@ def test_close_stops_the_updater(fk, pipeline):
 
 def test_updates_pause_while_no_view_is_left(fk, pipeline):
     d = Dashboard(interval=0.2, window=30, idle_after=1.0)
+
+    def alive(count: int) -> bool:
+        d.view._message(d.view, {"type": "alive"}, [])  # what a browser view sends, every 2s
+        return d.updates >= count
+
     try:
-        d.view._message(d.view, {"type": "alive"}, [])  # what a browser view sends
-        wait_for(lambda: d.updates >= 2, timeout=60, what="updates while a view is alive")
+        wait_for(lambda: alive(2), timeout=60, what="updates while a view is alive")
         d.view._message(d.view, {"type": "gone"}, [])  # the last view was removed
         assert not d.active
         wait_for(lambda: "no view" in d.header.value, timeout=30, what="the header says paused")
         paused_at, loops = d.updates, d.loops
         wait_for(lambda: d.loops >= loops + 2, timeout=30, what="two idle rounds of the updater")
         assert d.updates == paused_at
-        d.view._message(d.view, {"type": "alive"}, [])  # a view came back
-        wait_for(lambda: d.updates > paused_at + 1, timeout=30, what="updates resumed")
+        wait_for(lambda: alive(paused_at + 2), timeout=30, what="updates resumed with a view")
     finally:
         d.close()
 

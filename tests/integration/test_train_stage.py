@@ -118,6 +118,10 @@ def test_phishing_accuracy_matches_river_and_versions_every_n_events(fk):
     assert got["n"] == 1250
     assert abs(got["accuracy"] - river_acc) <= 0.01, (got["accuracy"], river_acc)
     assert {"log_loss", "accuracy_recent"} <= set(got)
+    # the monitor's series reaches the end of the finite stream too
+    wait_for(lambda: fk.metrics("phish-lr")["events_in"].sum() == 1250, what="1250 in metrics")
+    series = fk.metrics("phish-lr")
+    assert series["accuracy"].iloc[-1] == got["accuracy"]
 
     # publish_every=400 (events): a version after each 400 new events, none for the tail
     wait_for(lambda: len(fk.models("phish-lr")) >= 3, what="three versions")
@@ -305,12 +309,14 @@ def test_failing_learner_fails_alone(fk):
 
 # -- dead letters --------------------------------------------------------------------------------
 def _spoil_labels(df: pd.DataFrame) -> pd.DataFrame:
-    """Every 10th event loses its click label; every 7th gets a target that is no number."""
+    """Every 10th event loses its click label; every 7th gets a target that is no number;
+    every 9th a class outside {0, 1} in ``outcome``."""
     off = df["_offset"].to_numpy()
     clicked = df["clicked"].astype("float64").where(off % 10 != 0)
     target = df["age"].astype(object).where(off % 7 != 0, "n/a")
     target = target.where(off % 14 != 7, np.inf)
-    return df.assign(clicked=clicked, target=target)
+    outcome = df["clicked"].where(off % 9 != 0, 2)
+    return df.assign(clicked=clicked, target=target, outcome=outcome)
 
 
 def test_missing_and_invalid_labels_go_to_dead_letters(fk):
@@ -319,9 +325,13 @@ def test_missing_and_invalid_labels_go_to_dead_letters(fk):
     fk.train("clf", on="clicks", label="clicked", model=ctr_model(), publish_every=None)
     fk.train("reg", on="clicks", label="target", features=["price"],
              model=linear_model.LinearRegression(), publish_every=None)
+    from sklearn.linear_model import SGDClassifier
+
+    fk.train("sgd", on="clicks", label="outcome", features=NUMERIC, classes=[0, 1],
+             model=SGDClassifier(loss="log_loss"), publish_every=None)
     fk.resume("clicks")
-    wait_for(lambda: seen(fk, "clf") >= 3600 and seen(fk, "reg") >= 4000 - 572,
-             timeout=60, what="every good event learned")
+    wait_for(lambda: seen(fk, "clf") >= 3600 and seen(fk, "reg") >= 4000 - 572
+             and seen(fk, "sgd") >= 4000 - 445, timeout=60, what="every good event learned")
     clf = fk.dead_letters("clf")
     assert len(clf) == 400 and (clf["offset"] % 10 == 0).all()
     assert (clf["reason"] == "missing label 'clicked'").all()
@@ -329,6 +339,10 @@ def test_missing_and_invalid_labels_go_to_dead_letters(fk):
     assert sorted(reg["offset"]) == [o for o in range(4000) if o % 7 == 0]
     assert set(reg["reason"]) == {"invalid label 'target': not a finite number"}
     assert seen(fk, "clf") == 3600 and seen(fk, "reg") == 4000 - len(reg)
+    sgd = fk.dead_letters("sgd")
+    assert sorted(sgd["offset"]) == [o for o in range(4000) if o % 9 == 0]
+    assert set(sgd["reason"]) == {"invalid label 'outcome': not one of the classes [0, 1]"}
     st = fk.status()
     assert st.loc["clf", "dead_letters"] == 400 and st.loc["reg", "dead_letters"] == len(reg)
-    assert (st.loc[["clf", "reg"], "status"] == "running").all()
+    assert st.loc["sgd", "dead_letters"] == len(sgd) == 445
+    assert (st.loc[["clf", "reg", "sgd"], "status"] == "running").all()

@@ -96,18 +96,24 @@ def jupyter_lab(notebook: Path, timeout: float = 120.0, env: dict[str, str] | No
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"JupyterLab did not start: {log.read_text()[-2000:]}")
+                    raise TimeoutError(f"JupyterLab did not start: {log.read_text()[-2000:]}") from None
                 time.sleep(0.25)  # polling a server that is starting, not synchronising
         yield lab
     finally:
-        _stop(proc)
+        _stop(proc, url, token)
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server and its kernels (they share its process group)."""
+def _stop(proc: subprocess.Popen, url: str, token: str) -> None:
+    """Stop the server and its kernels: asked first, so a kernel's Ray shuts down with it."""
     import signal
 
+    if proc.poll() is None:
+        request = urllib.request.Request(f"{url}/api/shutdown?token={token}", method="POST")
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(request, timeout=10).close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -131,6 +137,38 @@ def chromium(width: int = 1400, height: int = 1000):
             yield page
         finally:
             browser.close()
+
+
+IDLE_KERNEL = """() => { const w = window.jupyterapp.shell.currentWidget;
+    const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+    return k && k.connectionStatus === 'connected' && k.status === 'idle'; }"""
+
+
+def open_notebook(page, lab: Lab, timeout: float = 300.0) -> None:
+    """Open the notebook and wait until its kernel is idle."""
+    page.goto(lab.notebook_url(), timeout=timeout * 1000)
+    page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell",
+                           timeout=timeout * 1000)
+    page.wait_for_selector(".jp-Notebook", timeout=timeout * 1000)
+    page.wait_for_function(IDLE_KERNEL, timeout=timeout * 1000)
+
+
+def run_cells(page, upto: int | None = None) -> None:
+    """Run every cell (``upto=None``) or cells ``0..upto``; returns once they are queued."""
+    if upto is None:
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        return
+    page.evaluate("""async (n) => {
+        const panel = window.jupyterapp.shell.currentWidget;
+        panel.content.activeCellIndex = n;
+        await window.jupyterapp.commands.execute('notebook:run-all-above');
+    }""", upto + 1)
+
+
+def restart_kernel(page, timeout: float = 300.0) -> None:
+    page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
+                  ".restart()")
+    page.wait_for_function(IDLE_KERNEL, timeout=timeout * 1000)
 
 
 def open_and_run(page, lab: Lab, timeout: float = 120.0) -> None:
