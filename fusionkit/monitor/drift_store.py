@@ -103,10 +103,13 @@ class DriftStore:
                 and (since is None or a["time"] > since)]  # fmt: skip
 
     def frame(self, stage: str, since: float | None = None) -> pd.DataFrame:
-        """A stage's rows as a DataFrame in time order (columns ``ROW_COLUMNS``)."""
-        rows = self.rows(stage, since)
-        df = pd.DataFrame(rows, columns=ROW_COLUMNS)
-        return df.sort_values("time", kind="stable", ignore_index=True) if len(df) else df
+        """A stage's rows as a DataFrame in time order (columns ``ROW_COLUMNS``); a window
+        tested again after a recovery replayed its events appears once, as last tested."""
+        df = pd.DataFrame(self.rows(stage, since), columns=ROW_COLUMNS)
+        if len(df) == 0:
+            return df
+        again = df.duplicated(["kind", "feature", "offset"], keep="last") & (df["kind"] != "concept")
+        return df[~again].sort_values("time", kind="stable", ignore_index=True)
 
     def alarm_frame(self, stage: str | None = None, since: float | None = None) -> pd.DataFrame:
         """Alarms as a DataFrame in time order (columns ``ALARM_COLUMNS``)."""

@@ -356,12 +356,13 @@ def show(**options: Any) -> Dashboard:
     """The dashboard of this kernel, built on first use; display it to see it.
 
     Returns the same open dashboard again (so showing it twice does not double the work)
-    unless ``options`` differ, in which case the old one is closed and a new one built.
-    Options are those of :class:`Dashboard`.
+    unless ``options`` differ or the kernel is now connected elsewhere, in which case the old
+    one is closed and a new one built. Options are those of :class:`Dashboard`.
     """
     global _current, _options
     with _lock:
-        if _current is not None and not _current.closed and options == _options:
+        if (_current is not None and not _current.closed and options == _options
+                and _current.address == _address()):
             return _current
         if _current is not None:
             _current.close()

@@ -187,18 +187,23 @@ class Redis(Source):
         completed checkpoint covers them. Returns how many were acknowledged."""
         if offset <= 0:
             return 0
-        client = self._client or self._connect()
+        own = self._client is None  # called outside a run: a connection of its own
+        client = self._connect() if own else self._client
         last = _redis.offset_to_id(offset - 1)
         done, low = 0, "-"
-        while True:
-            rows = client.xpending_range(self.stream, self.group, low, last, 1000, self.consumer)
-            if not rows:
-                return done
-            ids = [r["message_id"] for r in rows]
-            done += client.xack(self.stream, self.group, *ids)
-            if len(rows) < 1000:
-                return done
-            low = "(" + ids[-1].decode()
+        try:
+            while True:
+                rows = client.xpending_range(self.stream, self.group, low, last, 1000,
+                                             self.consumer)
+                if rows:
+                    ids = [r["message_id"] for r in rows]
+                    done += client.xack(self.stream, self.group, *ids)
+                if len(rows) < 1000:
+                    return done
+                low = "(" + ids[-1].decode()
+        finally:
+            if own:
+                client.close()
 
     def close(self) -> None:
         if self._client is not None:
