@@ -2,12 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, TypeVar
 
 import pandas as pd
 
 from fusionkit.errors import FusionError
 from fusionkit.serving.deploy import handle
+
+
+T = TypeVar("T")
+_caller: ThreadPoolExecutor | None = None
+
+
+def off_loop(fn: Callable[[], T]) -> T:
+    """``fn()``, run on a helper thread when this thread runs an asyncio loop.
+
+    A Jupyter kernel runs every cell inside its event loop, and a Serve handle's blocking
+    ``result()`` refuses to run there; from a helper thread it waits without blocking the
+    Serve router, whose loop is its own.
+    """
+    global _caller
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    if _caller is None:
+        _caller = ThreadPoolExecutor(max_workers=4, thread_name_prefix="fk-predict")
+    return _caller.submit(fn).result()
 
 
 class PredictionError(FusionError):
@@ -26,7 +49,7 @@ def predict(name: str, rows: Any, timeout: float = 30.0) -> pd.DataFrame:
         payload: Any = rows.to_dict("records")
     else:
         payload = rows
-    out = handle(name).predict.remote(payload).result(timeout_s=timeout)
+    out = off_loop(lambda: handle(name).predict.remote(payload).result(timeout_s=timeout))
     if "error" in out:
         raise PredictionError(out["status"], out["error"])
     frame = pd.DataFrame({"prediction": out["predictions"]})
