@@ -68,6 +68,16 @@ def did_you_mean(name: str, names: list[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def _preload() -> None:
+    """Import what unpickling a train stage's spec needs (River, the learner adapters) while
+    nobody waits: the first ``fk.train`` would otherwise pay about a second for it."""
+    import river.compose  # noqa: F401
+    import river.linear_model  # noqa: F401
+    import river.preprocessing  # noqa: F401
+
+    import fusionkit.runtime.train_worker  # noqa: F401
+
+
 class Controller:
     def __init__(self, storage: str | None = None, checkpoint_every: float | None = 5.0):
         self.storage = storage
@@ -93,6 +103,7 @@ class Controller:
         self._want_spares = threading.Event()
         self._want_spares.set()
         threading.Thread(target=self._refill, daemon=True, name="fk-pool").start()
+        threading.Thread(target=_preload, daemon=True, name="fk-preload").start()
         if self.store is not None and checkpoint_every:
             threading.Thread(target=self._checkpoint_loop, daemon=True, name="fk-ckpt").start()
 
