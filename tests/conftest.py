@@ -9,6 +9,10 @@ import pytest
 
 os.environ.setdefault("FUSIONKIT_HOME", os.path.join(os.getcwd(), ".pytest-fusionkit"))
 
+# notebooks the tests drive themselves (the deliberately failing one, the browser test's
+# demo) are not tutorials for nbval to collect
+collect_ignore_glob = ["notebooks/*.ipynb", "browser/*.ipynb"]
+
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
     """Wait until ``predicate()`` is truthy; return its value, or fail after ``timeout``."""

@@ -5,7 +5,7 @@
 
 const COLUMNS = ["source", "stream", "train", "serve"];
 const NODE_W = 188;
-const NODE_H = 58;
+const NODE_H = 66;
 const COL_W = 232;
 const ROW_H = 74;
 const TOP = 28;
@@ -97,11 +97,11 @@ function drawNode(g, node) {
   }
   g.dataset.stage = s.name;
   title.textContent = s.name;
-  svg("text", { class: "fk-node-sub fk-node-rate", x: 16, y: 42 }, g);
+  svg("text", { class: "fk-node-sub fk-node-rate", x: 16, y: 40 }, g);
   const pill = svg("g", { class: "fk-pill", transform: `translate(${NODE_W - 78},10)` }, g);
   svg("rect", { width: 70, height: 18, rx: 9, ry: 9 }, pill);
   svg("text", { class: "fk-pill-text", x: 35, y: 13 }, pill);
-  svg("text", { class: "fk-node-par", x: NODE_W - 10, y: 46 }, g);
+  svg("text", { class: "fk-node-par", x: 16, y: 57 }, g);
 }
 
 function updateNode(g, s) {
@@ -111,9 +111,11 @@ function updateNode(g, s) {
   g.querySelector(".fk-node-rate").textContent =
     `${formatRate(s.rate, s.kind)} · ${formatCount(s.events)} total`;
   g.querySelector(".fk-pill-text").textContent = s.status;
-  const par = s.kind === "serve" ? `${s.parallelism}× replica` : `×${s.parallelism}`;
-  g.querySelector(".fk-node-par").textContent = s.kind === "train" && s.version != null
-    ? `v${s.version}` : par;
+  const n = s.parallelism ?? 1;
+  const par = s.kind === "serve" ? `${n} replica${n === 1 ? "" : "s"}`
+    : `${n} actor${n === 1 ? "" : "s"}`;
+  g.querySelector(".fk-node-par").textContent =
+    s.version != null && s.kind !== "stream" ? `${par} · live v${s.version}` : par;
   const title = g.querySelector("title") || svg("title", {}, g);
   title.textContent = `${s.kind} stage ${s.name}: ${s.status}` + (s.error ? ` — ${s.error}` : "");
 }

@@ -57,6 +57,7 @@ class StageCard:
         buttons.add_class("fk-buttons")
         children: list[w.Widget] = [self.head, self.stats, buttons]
         self.versions: w.Dropdown | None = None
+        self._auto = None  # the version the picker shows on its own (the live one)
         if kind == "train":
             self.versions = w.Dropdown(options=[], description="", layout=w.Layout(width="150px"))
             self.rollback = w.Button(description="rollback", tooltip="make this version live",
@@ -141,8 +142,16 @@ class StageCard:
             if [o[1] for o in options] != [o[1] for o in self.versions.options] or \
                     [o[0] for o in options] != [o[0] for o in self.versions.options]:
                 self.versions.options = options
-                if chosen in [o[1] for o in options]:
-                    self.versions.value = chosen
+                values = [o[1] for o in options]
+                live = next((r["version"] for r in versions if r["live"]), None)
+                # follow the live version until the user picks another one
+                if chosen is None or chosen == self._auto or chosen not in values:
+                    pick = live if live in values else (values[0] if values else None)
+                    self._auto = pick
+                else:
+                    pick = chosen
+                if pick is not None:
+                    self.versions.value = pick
         label = "unpin" if self._pinned else "pin"
         if self.pin.description != label:
             with self.pin.hold_sync():

@@ -146,6 +146,10 @@ def test_snapshot_hands_out_each_bucket_once(fk, pipeline):
     monitor = fk.api.handles()["monitor"]
     import ray
 
+    # a version is live once the registry has it; its event reaches the monitor just after
+    wait_for(lambda: any(e["kind"] == "version" and e["stage"] == "ctr"
+                         for e in ray.get(monitor.events.remote(None))),
+             timeout=30, what="a version event in the monitor")
     first = ray.get(monitor.snapshot.remote(None))
     wait_for(lambda: ray.get(monitor.snapshot.remote(first["until"]))["series"].get("clicks"),
              timeout=30, what="new buckets after the first snapshot")

@@ -91,3 +91,21 @@ def test_the_wheel_ships_the_widgets(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "fusionkit/widgets/pipeline.js" in names
     assert "fusionkit/widgets/pipeline.css" in names
+
+
+def _versions(live: int, n: int) -> list[dict]:
+    return [{"version": v, "status": "live" if v == live else "published", "live": v == live,
+             "pinned": False, "metric": "accuracy", "value": 0.8} for v in range(n, 0, -1)]
+
+
+def test_version_picker_follows_the_live_version_until_the_user_picks_one():
+    from fusionkit.notebook.cards import StageCard
+
+    card = StageCard("ctr", "train", "#000", lambda *a: None)
+    card.set_versions(_versions(live=3, n=3))
+    assert card.versions.value == 3  # shows the live version, not an empty picker
+    card.set_versions(_versions(live=5, n=5))
+    assert card.versions.value == 5  # and follows it
+    card.versions.value = 2  # the user picks an older one to roll back to
+    card.set_versions(_versions(live=6, n=6))
+    assert card.versions.value == 2  # their choice stays
