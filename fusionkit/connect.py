@@ -123,9 +123,9 @@ def shutdown() -> None:
         except Exception as exc:  # a dead controller has nothing left to stop
             log.debug("stopping stages: %s", exc)
         if _serve_running():
-            from ray import serve
+            from fusionkit.serving.deploy import shutdown as serve_shutdown
 
-            serve.shutdown()
+            serve_shutdown()
         try:
             ray.kill(conn.controller, no_restart=True)
         except Exception:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 
 from fusionkit.errors import FusionError
 from fusionkit.serving.deploy import handle
-
 
 T = TypeVar("T")
 _caller: ThreadPoolExecutor | None = None

@@ -73,8 +73,33 @@ def undeploy(spec: ServeSpec) -> None:
         pass
 
 
+def forget_client() -> None:
+    """Drop this process's cached Serve client (and the handles it caches).
+
+    Serve keeps one client per process and does not notice when another process restarts
+    Serve (``start`` does when a stage asks for another HTTP address): every call through
+    the old client then fails with the old controller's ``ActorDiedError``.
+    """
+    from ray.serve.context import _set_global_client
+
+    _set_global_client(None)
+
+
 def handle(name: str):
-    return _serve().get_app_handle(name)
+    """A handle to serve stage ``name``'s application, through a live Serve controller."""
+    import ray
+
+    try:
+        return _serve().get_app_handle(name)
+    except ray.exceptions.RayActorError:  # Serve was restarted by another process
+        forget_client()
+        return _serve().get_app_handle(name)
+
+
+def shutdown() -> None:
+    """Shut Ray Serve down, wherever its controller was started from."""
+    forget_client()  # a client cached before a restart would find "nothing to shut down"
+    _serve().shutdown()
 
 
 def replica_infos(spec: ServeSpec) -> list[dict[str, Any]]:

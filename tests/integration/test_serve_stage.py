@@ -190,6 +190,23 @@ def test_bad_requests_get_4xx(pipeline, case, request_kwargs, status, message):
     assert message in r.json()["error"]
 
 
+def test_predict_from_inside_a_running_event_loop(fk_session, pipeline):
+    """A Jupyter kernel runs each cell inside its asyncio loop; ``fk.predict`` is called there
+    synchronously, where a Serve handle's blocking ``result()`` refuses to run."""
+    import asyncio
+
+    import fusionkit as fk
+
+    async def cell():
+        asyncio.get_running_loop()  # as in a notebook cell: a loop is running here
+        return fk.predict(API, pipeline.rows)
+
+    out = asyncio.run(cell())
+    assert len(out) == len(pipeline.rows)
+    assert out["version"].nunique() == 1 and out["version"].iloc[0] >= 1
+    assert {"prediction", "proba", "version"} <= set(out.columns)
+
+
 def test_bad_rows_tokens_and_sizes_get_4xx_and_leave_the_replica_healthy(fk_session, pipeline):
     import fusionkit as fk
 
@@ -282,3 +299,22 @@ def test_scale_replicas_under_load(fk_session, pipeline):
         wait_for(both_replicas_on_version, timeout=60, what=f"both replicas on v{version}")
     assert load.failures() == []
     assert fk.status().loc[API, "parallelism"] == 2
+
+
+def test_serve_again_after_stop_on_another_address(fk_session, pipeline):
+    """Stopping a serve stage and serving again elsewhere restarts Ray Serve (one HTTP
+    address per cluster): this driver's predictions keep working, through the new Serve.
+    Last in the module: the pipeline's own URL is gone afterwards."""
+    import fusionkit as fk
+
+    before = fk.predict(API, pipeline.rows)
+    fk.stop(API)
+    port = free_port()
+    fk.serve(API, model=MODEL, port=port, token=TOKEN, max_rows=MAX_ROWS)
+    out = fk.predict(API, pipeline.rows)
+    assert len(out) == len(pipeline.rows)
+    assert out["version"].iloc[0] >= before["version"].iloc[0]
+    r = pipeline.client.post(f"http://127.0.0.1:{port}/{API}", json={"rows": pipeline.rows},
+                             headers=AUTH)
+    assert r.status_code == 200 and r.json()["version"] == out["version"].iloc[0]
+    assert fk.status().loc[API, "status"] == "running"
