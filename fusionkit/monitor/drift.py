@@ -295,9 +295,41 @@ class ConceptDriftMonitor:
     def _restart(self) -> None:
         self._det = self._template.clone()
         self._hist = np.empty(0)  # the last errors since the last alarm (at most _keep)
-        self._c = self._c2 = np.zeros(1)  # prefix sums of errors and squares, likewise
+        # prefix sums of errors and of their squares since the last alarm, in buffers with
+        # room to append batches in place: entries [0, _used) hold values, and only the last
+        # _keep + 1 of them are ever read
+        self._c, self._c2, self._used = np.zeros(1), np.zeros(1), 1
         self._since = 0  # events since the last alarm
         self._det_n, self._det_sum = 0, 0.0  # events and their sum since the detector reset
+
+    def _append_sums(self, seg: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Prefix sums extended by ``seg`` (views of the buffers), and the index of the last
+        one before it."""
+        used, k = self._used, seg.size
+        if used + k > self._c.size:  # move the entries still needed to a larger buffer
+            kept = min(used, self._keep + 1)
+            c, c2 = np.empty(2 * (kept + k)), np.empty(2 * (kept + k))
+            c[:kept], c2[:kept] = self._c[used - kept : used], self._c2[used - kept : used]
+            self._c, self._c2, used = c, c2, kept
+        new, new2 = self._c[used : used + k], self._c2[used : used + k]
+        np.cumsum(seg, out=new)
+        new += self._c[used - 1]
+        np.cumsum(seg * seg, out=new2)
+        new2 += self._c2[used - 1]
+        self._used = used + k
+        return self._c[: used + k], self._c2[: used + k], used - 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()  # checkpoints keep only the prefix sums still needed
+        kept = min(self._used, self._keep + 1)
+        lo, hi = self._used - kept, self._used
+        state["_c"], state["_c2"] = self._c[lo:hi].copy(), self._c2[lo:hi].copy()
+        state["_used"] = kept
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_used", state["_c"].size)  # saved before the buffers
+        self.__dict__.update(state)
 
     def update(self, errors: Any, offsets: Any = None, times: Any = None) -> DriftResult:
         """Add per-event errors (0/1 or absolute), with their source offsets and event times."""
@@ -315,17 +347,15 @@ class ConceptDriftMonitor:
         self.seen += n
         result, zmax, start = DriftResult(), NAN, 0
         while start < n:
-            seg, m = e[start:], self._c.size - 1
-            c = np.concatenate([self._c, self._c[-1] + np.cumsum(seg)])
-            c2 = np.concatenate([self._c2, self._c2[-1] + np.cumsum(seg * seg)])
+            seg = e[start:]
+            c, c2, m = self._append_sums(seg)
             # the generic direction check needs the errors before this batch too
             data = seg if self._adwin else np.concatenate([self._hist, seg])
             z_at, z, before, after, zmax = self._window_test(c, c2, m, zmax)
             stop = seg.size if z_at is None else z_at + 1
             d_at, d_before, d_after = self._run_detector(seg, data, c, m, stop)
             if d_at is None and z_at is None:
-                keep = self._keep
-                self._c, self._c2, self._hist = c[-keep - 1 :], c2[-keep - 1 :], data[-keep:]
+                self._hist = data[-self._keep :]
                 self._since += seg.size
                 break
             if d_at is not None:
@@ -343,7 +373,7 @@ class ConceptDriftMonitor:
         result.rows.append({
             "time": now(), "offset": int(offsets[-1]),
             "event_time": float(times[-1]) if times is not None else NAN, "kind": "concept",
-            "feature": self.target, "error_rate": float(e.mean()), "z": zmax,
+            "feature": self.target, "error_rate": float(e.sum()) / n, "z": zmax,
             "alarm": bool(result.alarms),
         })  # fmt: skip
         return result
@@ -361,9 +391,10 @@ class ConceptDriftMonitor:
         z = ds.increase_z_from_sums(
             r, c[mid] - c[lo], c2[mid] - c2[lo], w, c[ends] - c[mid], c2[ends] - c2[mid]
         )
-        zmax = max(float(z.max()), zmax) if zmax == zmax else float(z.max())
-        hit = np.flatnonzero(z >= self.z_alarm)
-        if hit.size == 0:
+        top = float(z.max())
+        zmax = max(top, zmax) if zmax == zmax else top
+        hit = np.flatnonzero(z >= self.z_alarm) if top >= self.z_alarm else ()
+        if len(hit) == 0:
             return None, NAN, NAN, NAN, zmax
         j = hit[0]
         before = (c[mid[j]] - c[lo[j]]) / r

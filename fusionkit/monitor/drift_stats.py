@@ -71,6 +71,13 @@ def binned_counts(values: Any, edges: np.ndarray) -> np.ndarray:
     return np.append(counts, float(n_missing))
 
 
+def _binned_counts_sorted(values: np.ndarray, edges: np.ndarray, n_missing: int) -> np.ndarray:
+    """:func:`binned_counts` of sorted non-missing ``values`` (and ``n_missing`` missing)."""
+    below = np.searchsorted(values, edges, side="left")  # values below each edge
+    counts = np.diff(np.concatenate([[0], below, [values.size]])).astype("float64")
+    return np.append(counts, float(n_missing))
+
+
 def psi(
     reference: Any,
     current: Any,
@@ -113,10 +120,39 @@ def _categories(reference: Any) -> tuple[pd.Index, np.ndarray]:
     return vc.index, vc.to_numpy(dtype="float64")
 
 
+def _object_index(index: pd.Index) -> pd.Index:
+    """``index`` as an object Index: looking objects up in it needs no conversion."""
+    return index if index.dtype == object else pd.Index(index.to_numpy(dtype=object), dtype=object)
+
+
+# what pandas infers for an Index of objects of these kinds is objects, unconverted
+_KEPT_AS_OBJECTS = ("mixed", "mixed-integer")
+
+
 def _counts_on(
-    index: pd.Index, ref_counts: np.ndarray, current: Any
+    index: pd.Index, ref_counts: np.ndarray, current: Any, lookup: pd.Index | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[Any]]:
-    codes = index.get_indexer(np.asarray(current, dtype=object).ravel())  # -1: unseen
+    # looked up as objects in an object Index (``lookup``, from _object_index(index)):
+    # otherwise pandas infers a dtype for ``current`` and casts it, several times the cost
+    lookup = _object_index(index) if lookup is None else lookup
+    target = np.asarray(current, dtype=object).ravel()
+    if index.dtype != object:  # a string Index, whose only missing value is NaN
+        codes = lookup.get_indexer(pd.Index(target, dtype=object, copy=False))
+        if (codes >= 0).all():  # all found: as they would be after any conversion
+            return _with_other(index, ref_counts, codes)
+    kind = pd.api.types.infer_dtype(target, skipna=True)
+    if kind == "string":  # as a string Index would hold them: every missing value is NaN
+        missing = pd.isna(target)
+        if missing.any():
+            target = np.where(missing, np.nan, target)
+    if kind == "string" or kind in _KEPT_AS_OBJECTS:
+        codes = lookup.get_indexer(pd.Index(target, dtype=object, copy=False))  # -1: unseen
+    else:  # numbers, booleans, ...: pandas converts them as it infers their dtype
+        codes = index.get_indexer(target)
+    return _with_other(index, ref_counts, codes)
+
+
+def _with_other(index: pd.Index, ref_counts: np.ndarray, codes: np.ndarray) -> tuple:
     cur = np.bincount(codes + 1, minlength=len(index) + 1).astype("float64")
     return np.append(ref_counts, 0.0), np.append(cur[1:], cur[0]), [*index, OTHER]
 
@@ -145,27 +181,66 @@ def ks(reference: Any, current: Any) -> tuple[float, float]:
     >>> p < 1e-6
     True
     """
-    return _ks_sorted(np.sort(_missing_last(reference)), current)
+    return KSReference(reference).test(current)
 
 
-def _ks_sorted(ref: np.ndarray, current: Any) -> tuple[float, float]:
-    """KS against a sorted reference: scipy's ``ks_2samp`` for small samples; for large ones
-    the statistic by a linear merge and the asymptotic Kolmogorov p-value (a little
-    conservative), which is what makes a test per window cheap next to training."""
-    cur = np.sort(_missing_last(current))
-    n, m = ref.size, cur.size
-    if n == 0 or m == 0:
-        return float("nan"), float("nan")
-    if n * m <= 1_000_000:
-        res = stats.ks_2samp(ref, cur)
-        return float(res.statistic), float(res.pvalue)
-    both = np.concatenate([ref, cur])
-    order = np.argsort(both, kind="stable")  # two sorted runs: a linear merge
-    from_ref = np.cumsum(order < n)
-    seen = np.arange(1, n + m + 1)
-    ends = np.r_[both[order[1:]] != both[order[:-1]], True]  # evaluate after ties only
-    d = float(np.abs(from_ref[ends] * m - (seen[ends] - from_ref[ends]) * n).max() / (n * m))
-    return d, float(special.kolmogorov(d * np.sqrt(n * m / (n + m))))
+class KSReference:
+    """A reference sample summarized for two-sample KS tests against it.
+
+    The statistic is ``max |F_ref(x) - F_cur(x)|`` over the values of both samples, in
+    floating point as scipy's ``ks_2samp`` computes it (``cdf_ref - cdf_cur``), so it is
+    bit for bit scipy's statistic in its asymptotic mode. It is evaluated at the window's
+    values only, each found once in the reference's distinct values by a binary search:
+    ``F_cur - F_ref`` is largest at a window value, ``F_ref - F_cur`` just below one
+    (or above all, where it is <= 0), so no merge with the reference is needed.
+
+    >>> ref = KSReference([1.0, 2.0, 2.0, 3.0])
+    >>> ref.statistic(np.array([2.0, 2.5, 4.0]))  # F_ref - F_cur just below 2.5: 3/4 - 1/3
+    0.4166666666666667
+    """
+
+    def __init__(self, values: Any):
+        self.sorted = np.sort(_missing_last(values))
+        self.n = self.sorted.size
+        first = np.flatnonzero(np.r_[self.n > 0, self.sorted[1:] != self.sorted[:-1]])  # of runs
+        self.values = self.sorted[first]  # the distinct values, as np.unique gives them
+        counts = np.diff(np.append(first, self.n))
+        # F_ref at or below the (j-1)-th distinct value, as scipy divides the counts: for a
+        # value at position j of the distinct values F_ref just below it is cdf[j], at it
+        # cdf[j + 1] if it equals the j-th value and cdf[j] if not (cdf[0] = 0, cdf[-1] = 1)
+        self._cdf = np.append(0, np.cumsum(counts)) / max(self.n, 1)
+        self._match = np.append(self.values, np.nan)  # NaN: equal to no value
+        self._steps: tuple[int, np.ndarray, np.ndarray] = (0, np.empty(0), np.empty(0))
+
+    def statistic(self, current_sorted: np.ndarray) -> float:
+        """The KS statistic of a sorted, non-empty window (floats, missing as +inf)."""
+        m = current_sorted.size
+        if self._steps[0] != m:  # windows have one size: F_cur's steps are kept
+            k = np.arange(m)
+            self._steps = (m, k / m, (k + 1) / m)
+        _, f_below, f_at = self._steps
+        pos = np.searchsorted(self.values, current_sorted, side="left")
+        below = self._cdf[pos]  # F_ref just below each window value
+        pos += self._match[pos] == current_sorted
+        at = self._cdf[pos]  # F_ref at each window value
+        # F_cur just below the k-th value is k/m at the first of equal values (less at the
+        # others), F_cur at it (k + 1)/m at the last of them (more at the others)
+        return float(max((below - f_below).max(), (f_at - at).max()))
+
+    def test(self, current: Any, is_sorted: bool = False) -> tuple[float, float]:
+        """(statistic, p-value) of ``current`` (missing values as +inf, sorted if
+        ``is_sorted``): scipy's ``ks_2samp`` for small samples; for large ones the statistic
+        by :meth:`statistic` and the asymptotic Kolmogorov p-value (a little conservative),
+        which is what makes a test per window cheap next to training."""
+        cur = current if is_sorted else np.sort(_missing_last(current))
+        n, m = self.n, cur.size
+        if n == 0 or m == 0:
+            return float("nan"), float("nan")
+        if n * m <= 1_000_000:
+            res = stats.ks_2samp(self.sorted, cur)
+            return float(res.statistic), float(res.pvalue)
+        d = self.statistic(cur)
+        return d, float(special.kolmogorov(d * np.sqrt(n * m / (n + m))))
 
 
 def chi2(reference: Any, current: Any, min_expected: float = 5.0) -> tuple[float, float]:
@@ -250,8 +325,8 @@ def increase_z_from_sums(
     var = np.maximum((np.asarray(ss_ref) + ss_cur) / n - mean * mean, 0.0)
     diff = np.asarray(s_cur) / n_cur - np.asarray(s_ref) / n_ref
     se = np.sqrt(var * (1.0 / n_ref + 1.0 / n_cur))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(se > 0, diff / np.where(se > 0, se, 1.0), 0.0)
+    z = np.zeros(np.broadcast(diff, se).shape)
+    return np.divide(diff, se, out=z, where=se > 0)  # 0 where there is no spread
 
 
 def reference_size(reference: str | int | pd.DataFrame) -> int:
@@ -300,10 +375,14 @@ class Reference:
         self.values, self.categorical, self.bins = values, categorical, bins
         if categorical:
             self.index, self.counts = _categories(values)
+            self.lookup = _object_index(self.index)
         else:
-            self.sorted = np.sort(_missing_last(values))
-            self.edges = quantile_edges(values, bins)
-            self.bin_counts = binned_counts(values, self.edges)
+            self.ks = KSReference(values)
+            # the sorted values serve the bins too (missing values, last there, left out)
+            n_missing = int(np.isnan(np.asarray(values, dtype="float64")).sum())
+            present = self.ks.sorted[: self.ks.n - n_missing]
+            self.edges = quantile_edges(present, bins)
+            self.bin_counts = _binned_counts_sorted(present, self.edges, n_missing)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -311,12 +390,16 @@ class Reference:
     def compare(self, current: np.ndarray, floor: float = 1e-4) -> dict[str, Any]:
         """PSI and the test (KS or chi-squared) of ``current`` against this reference."""
         if self.categorical:
-            ref_counts, cur_counts, _ = _counts_on(self.index, self.counts, current)
+            ref_counts, cur_counts, _ = _counts_on(self.index, self.counts, current, self.lookup)
             stat, p = _chi2_counts(ref_counts, cur_counts)
             test = "chi2"
         else:
-            ref_counts, cur_counts = self.bin_counts, binned_counts(current, self.edges)
-            stat, p = _ks_sorted(self.sorted, current)
+            # one sort of the window serves the KS test and the PSI bins
+            cur = np.sort(_missing_last(current))
+            n_missing = int(np.isnan(np.asarray(current, dtype="float64")).sum())
+            ref_counts = self.bin_counts
+            cur_counts = _binned_counts_sorted(cur[: cur.size - n_missing], self.edges, n_missing)
+            stat, p = self.ks.test(cur, is_sorted=True)
             test = "ks"
         value = psi_from_counts(ref_counts, cur_counts, floor)
         n_bins = (
