@@ -208,6 +208,7 @@ class StreamWorker(StageActor):
         retrying = bool(gauges.get("retrying"))
         if retrying != getattr(self, "_source_retrying", False) and self.monitor is not None:
             self._source_retrying = retrying
+            self.reporter.flush(force=True)  # the gauges reach the monitor before the event
             detail = getattr(src, "last_error", "") if retrying else "source reachable again"
             self.monitor.event.remote({"stage": self.name, "kind": "source retrying"
                                        if retrying else "source recovered", "detail": detail})
