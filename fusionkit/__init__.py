@@ -14,6 +14,7 @@ from fusionkit.api import (
     pause,
     peek,
     recoveries,
+    restore,
     resume,
     scale,
     serve,
@@ -55,11 +56,12 @@ tumbling = TumblingWindow
 sliding = SlidingWindow
 
 __all__ = [
-    "Connection", "CorruptCheckpointError", "FusionError", "Guard", "ModelNotFoundError",
+    "Connection", "CorruptCheckpointError", "FusionError", "Guard", "ModelNotFoundError", "api",
     "NotConnectedError", "Schema", "SchemaError", "SlidingWindow", "StageFailedError",
-    "StageNotFoundError", "TumblingWindow", "alarms", "check", "checkpoint", "connect", "recoveries", "dead_letters", "drift", "events", "freshness",
-    "freshness_series", "live_version",
-    "metrics", "models", "pause", "peek", "pin", "predict", "publish", "resume", "rollback",
+    "StageNotFoundError", "TumblingWindow", "alarms", "check", "checkpoint", "connect",
+    "dead_letters", "drift", "events", "freshness", "freshness_series", "live_version",
+    "metrics", "models", "pause", "peek", "pin", "predict", "publish", "recoveries", "restore",
+    "resume", "rollback",
     "scale", "serve", "shutdown", "sinks", "sliding", "sources", "status", "stop", "stream", "train",
     "tumbling", "unpin", "unwatch_drift", "watch_drift", "dashboard",
 ]

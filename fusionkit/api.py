@@ -6,6 +6,7 @@ these functions.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,17 +22,40 @@ from fusionkit.streaming.base import Operator
 from fusionkit.streaming.operators import Filter, KeyBy, Map
 from fusionkit.streaming.windows import parse_duration
 
+RESTART_WAIT = 120.0  # how long a call waits for a controller that Ray is restarting
+
+
+def _controller_exists() -> bool:
+    """Whether the named controller is alive or being restarted (not gone for good)."""
+    from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
+
+    try:
+        ray.get_actor(CONTROLLER, namespace=NAMESPACE)
+        return True
+    except ValueError:
+        return False
+
 
 def call(method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
-    """Call a controller method; re-raise its own error (not Ray's wrapper) in the caller."""
-    ref = getattr(connection().controller, method).remote(*args, **kwargs)
-    try:
-        return ray.get(ref, timeout=timeout)
-    except ray.exceptions.RayTaskError as err:
-        cause = getattr(err, "cause", None)
-        if isinstance(cause, BaseException):
-            raise cause from None
-        raise
+    """Call a controller method; re-raise its own error (not Ray's wrapper) in the caller.
+
+    If the controller's process dies, Ray restarts it and it reads its stage table back;
+    the call is sent again once it answers (every controller method may be repeated).
+    """
+    deadline = time.monotonic() + (timeout if timeout is not None else RESTART_WAIT)
+    while True:
+        ref = getattr(connection().controller, method).remote(*args, **kwargs)
+        try:
+            return ray.get(ref, timeout=timeout)
+        except ray.exceptions.RayTaskError as err:
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise
+        except ray.exceptions.RayActorError:
+            if time.monotonic() > deadline or not _controller_exists():
+                raise
+            time.sleep(0.2)
 
 
 def _duration(value: float | str | None, what: str) -> float | None:
@@ -192,6 +216,20 @@ def recoveries() -> pd.DataFrame:
                         columns=["stage", "checkpoint", "detected", "recovered", "seconds"])
 
 
+def restore(path: str | None = None) -> dict[str, Any]:
+    """Start the pipeline of a checkpoint: by default the latest one under the storage, or
+    ``path`` (a ``ckpt-NNNNNN`` folder, a checkpoints folder or a storage folder).
+
+    Works in the cluster that took it and after a full restart (``fk.shutdown()``, then
+    ``fk.connect(storage=<the same folder>)``): its stream and train stages are defined
+    again from the specs saved with it, each source seeks to its checkpointed offset, each
+    operator and learner gets its checkpointed state, and the registry (which reloads its
+    versions from the storage) keeps every version. Stages of the same names are replaced.
+    Returns the checkpoint id, its folder, the stages and the source offsets.
+    """
+    return call("restore", None if path is None else str(path))
+
+
 def check(name: str | None = None) -> None:
     """Raise ``StageFailedError`` (with the remote traceback) if a stage has failed."""
     rows = call("status")
@@ -202,4 +240,4 @@ def check(name: str | None = None) -> None:
 
 
 __all__ = ["stream", "train", "serve", "status", "metrics", "stop", "pause", "resume", "scale",
-           "dead_letters", "peek", "check", "FusionError"]
+           "dead_letters", "peek", "check", "restore", "FusionError"]

@@ -80,7 +80,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
 
         controller = (ray.remote(Controller)
                       .options(name=CONTROLLER, namespace=NAMESPACE, lifetime="detached",
-                               get_if_exists=True, num_cpus=0, max_concurrency=64)
+                               get_if_exists=True, num_cpus=0, max_concurrency=64,
+                               max_restarts=-1)  # comes back with its stage table
                       .remote(storage, checkpoint_every))
         ray.get(controller.ping.remote())
         ray.get(controller.wait_warm.remote())
@@ -126,6 +127,10 @@ def shutdown() -> None:
             from fusionkit.serving.deploy import shutdown as serve_shutdown
 
             serve_shutdown()
+        try:  # spare hosts, the registry and the monitor are detached: end them too
+            ray.get(conn.controller.close.remote(), timeout=30)
+        except Exception as exc:
+            log.debug("closing the controller: %s", exc)
         try:
             ray.kill(conn.controller, no_restart=True)
         except Exception:

@@ -58,17 +58,23 @@ class CheckpointStore:
     def _dir(self, k: int) -> Path:
         return self.folder / f"ckpt-{k:06d}"
 
-    def save(self, k: int, states: dict[tuple[str, int], Any], meta: dict[str, Any]) -> Path:
-        """Write every actor's state, then the manifest that makes the checkpoint complete."""
+    def save(self, k: int, states: dict[tuple[str, int], Any], meta: dict[str, Any],
+             blobs: dict[str, bytes] | None = None) -> Path:
+        """Write every actor's state (and ``blobs``, files kept as they are: the stage table),
+        then the manifest that makes the checkpoint complete."""
         d = self._dir(k)
         files = {}
+        extra = {}
+        for name, blob in (blobs or {}).items():
+            write_atomic(d / name, blob)
+            extra[name] = {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
         for (stage, index), state in states.items():
             blob = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
             name = f"{stage}.{index}.bin"
             write_atomic(d / name, blob)
             files[name] = {"stage": stage, "index": index,
                            "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
-        manifest = {"checkpoint": k, "time": now(), "files": files, **meta}
+        manifest = {"checkpoint": k, "time": now(), "files": files, "blobs": extra, **meta}
         write_atomic(d / "MANIFEST.json", json.dumps(manifest, indent=1).encode())
         self._prune()
         return d
@@ -94,6 +100,18 @@ class CheckpointStore:
 
     def manifest(self, k: int) -> dict[str, Any]:
         return json.loads((self._dir(k) / "MANIFEST.json").read_text())
+
+    def blob(self, k: int, name: str) -> bytes | None:
+        """A file saved with ``blobs`` (None if checkpoint ``k`` has none), checksum verified."""
+        entry = self.manifest(k).get("blobs", {}).get(name)
+        if entry is None:
+            return None
+        path = self._dir(k) / name
+        blob = path.read_bytes()
+        if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
+            raise CorruptCheckpointError(f"checkpoint file {path} is corrupt: its sha256 does "
+                                         f"not match the manifest's; it was not loaded")
+        return blob
 
     def load(self, k: int) -> dict[tuple[str, int], Any]:
         """Every actor's state of checkpoint ``k``, checksums verified."""

@@ -1,23 +1,37 @@
 """The controller: the one source of truth of a pipeline.
 
-A named, detached actor in the ``fusionkit`` namespace owns every stage's actors, the
+A named, detached actor in the ``fusionkit`` namespace holds every stage's actors, the
 monitor and the registry. Defining a stage whose name exists replaces it in place; any
 driver that connects to the same cluster sees the same stages.
+
+The controller survives its own death: Ray restarts it (``max_restarts=-1``), and it reads
+its stage table back from ``<storage>/controller/stages.pkl`` (written atomically on every
+define, stop, pause, resume, recovery and checkpoint). Stage hosts, the monitor and the
+registry are detached named actors, so they outlive the controller's process: the restarted
+controller adopts them by name and the pipeline goes on without a rollback. A pipeline that
+lost an actor meanwhile is started again on fresh hosts from its last checkpoint. Every
+checkpoint also holds the stage table, so ``restore()`` can start the pipeline from it, in
+this cluster or in a new one.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import threading
 import traceback
+import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import ray
+import ray.cloudpickle
 
 from fusionkit._clock import now
+from fusionkit._files import write_atomic
 from fusionkit.errors import FusionError, StageFailedError, StageNotFoundError
 from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY, Host, MonitorActor, Registry
 from fusionkit.runtime.checkpoint import CheckpointStore
@@ -27,6 +41,13 @@ from fusionkit.runtime.stream_worker import OPS
 STOP_TIMEOUT = 5.0
 SPARE_HOSTS = 3  # warm processes kept ready, so defining a stage does not wait for one
 INFO_TIMEOUT = 3.0
+HOST_PREFIX = "fk-host-"  # stage hosts are named, so a restarted controller finds them
+TABLE_FILE = "stages.pkl"
+# checkpoint ids after a controller restart skip ahead, so a barrier still travelling from
+# before the restart is never taken for a new checkpoint's
+CKPT_ID_GAP = 16
+
+log = logging.getLogger("fusionkit")
 
 
 @dataclass
@@ -63,6 +84,29 @@ def _wait_ready(actor: Any, timeout: float = 120.0) -> None:
             threading.Event().wait(0.2)
 
 
+def _new_host() -> tuple[Any, str]:
+    """A detached, named stage host: it outlives a controller restart (then is adopted)."""
+    name = f"{HOST_PREFIX}{uuid.uuid4().hex[:16]}"
+    return Host.options(name=name, namespace=NAMESPACE, lifetime="detached").remote(), name
+
+
+def _reconstructed() -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+
+
+def _stream_calls(spec: StreamSpec, monitor: Any, states: dict[str, Any] | None = None
+                  ) -> list[tuple]:
+    """``become`` arguments of a stream stage's actors: the fused one, or source + operators."""
+    states = states or {}
+    if spec.parallelism == 1:
+        return [("stream", spec, "fused", 0, monitor, states.get("fused0"))]
+    return ([("stream", spec, "source", 0, monitor, states.get("source0"))]
+            + [("stream", spec, "ops", i, monitor, states.get(f"ops{i}"))
+               for i in range(spec.parallelism)])
+
+
 def did_you_mean(name: str, names: list[str]) -> str:
     close = difflib.get_close_matches(name, names, n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
@@ -93,22 +137,58 @@ class Controller:
         self.stages: dict[str, StageRecord] = {}
         self._lock = threading.RLock()
         self._generation = 0
-        self.monitor = MonitorActor.options(name=MONITOR, namespace=NAMESPACE,
+        # detached: they outlive a controller restart, and every handle to them stays valid
+        self.monitor = MonitorActor.options(name=MONITOR, namespace=NAMESPACE, lifetime="detached",
                                             get_if_exists=True).remote()
-        self.registry = Registry.options(name=REGISTRY, namespace=NAMESPACE,
+        self.registry = Registry.options(name=REGISTRY, namespace=NAMESPACE, lifetime="detached",
                                          get_if_exists=True).remote(storage, self.monitor)
         self.started = now()
+        self._names: dict[str, str] = {}  # actor id -> host name
+        self._persist_lock = threading.Lock()
+        self._closing = False
+        self.restarts = 0
+        self.persist_error: str | None = None
         self._spares: list[Any] = []
         self._pool_lock = threading.Lock()
         self._want_spares = threading.Event()
         self._want_spares.set()
+        lost: list[str] = []
+        if _reconstructed():
+            lost = self._adopt()
         threading.Thread(target=self._refill, daemon=True, name="fk-pool").start()
+        if lost or self.restarts:
+            threading.Thread(target=self._after_restart, args=(lost, self.started), daemon=True,
+                             name="fk-adopt").start()
         threading.Thread(target=_preload, daemon=True, name="fk-preload").start()
         if self.store is not None and checkpoint_every:
             threading.Thread(target=self._checkpoint_loop, daemon=True, name="fk-ckpt").start()
 
     def ping(self) -> dict[str, Any]:
-        return {"started": self.started, "stages": list(self.stages), "storage": self.storage}
+        return {"started": self.started, "stages": list(self.stages), "storage": self.storage,
+                "restarts": self.restarts}
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def close(self) -> None:
+        """Before the controller is killed for good: end the spares and every stage host left
+        behind, the registry and the monitor (they are detached, nothing else ends them)."""
+        self._closing = True
+        with self._pool_lock:
+            spares, self._spares = self._spares, []
+        for actor in spares:
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
+        self._kill_orphans(keep=set())
+        for actor in (self.registry, self.monitor):
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:
+                pass
 
     def handles(self) -> dict[str, Any]:
         return {"monitor": self.monitor, "registry": self.registry}
@@ -118,8 +198,10 @@ class Controller:
         while True:
             self._want_spares.wait()
             self._want_spares.clear()
+            if self._closing:
+                return
             missing = SPARE_HOSTS - len(self._spares)
-            hosts = [Host.options(namespace=NAMESPACE).remote() for _ in range(missing)]
+            hosts = [self._host() for _ in range(missing)]
             for host in hosts:  # started together, taken as each becomes ready
                 try:
                     ray.get(host.ready.remote())
@@ -128,11 +210,16 @@ class Controller:
                 with self._pool_lock:
                     self._spares.append(host)
 
+    def _host(self) -> Any:
+        actor, name = _new_host()
+        self._names[actor._actor_id.hex()] = name
+        return actor
+
     def _hosts(self, worker: str, calls: list[tuple]) -> list[Any]:
         """One actor per argument tuple, from the warm pool where possible."""
         with self._pool_lock:
             taken, self._spares = self._spares[:len(calls)], self._spares[len(calls):]
-        taken += [Host.options(namespace=NAMESPACE).remote() for _ in range(len(calls) - len(taken))]
+        taken += [self._host() for _ in range(len(calls) - len(taken))]
         self._want_spares.set()
         refs = [h.become.remote(worker, *args) for h, args in zip(taken, calls, strict=True)]
         for h, args in zip(taken, calls, strict=True):
@@ -222,13 +309,13 @@ class Controller:
                                   f"or choose another name")
             self._generation += 1
             gen = self._generation
+            slot = "fused0" if spec.parallelism == 1 else "source0"
+            calls = [c[1:] for c in _stream_calls(spec, self.monitor, {slot: state})]
             if spec.parallelism == 1:
                 source = None
-                actors = self._hosts("stream", [(spec, "fused", 0, self.monitor, state)])
+                actors = self._hosts("stream", calls)
                 prober = actors[0]
             else:
-                calls = [(spec, "source", 0, self.monitor, state)]
-                calls += [(spec, "ops", i, self.monitor) for i in range(spec.parallelism)]
                 source, *actors = self._hosts("stream", calls)
                 prober = source
             new = [a for a in [source, *actors] if a is not None]
@@ -244,6 +331,7 @@ class Controller:
             if source is not None:
                 ray.get(source.start.remote({OPS: actors}))
             self._rewire(spec.name)
+            self._persist()
             return self._summary(rec)
 
     def define_train(self, spec: TrainSpec) -> dict[str, Any]:
@@ -269,6 +357,7 @@ class Controller:
             self.stages[spec.name] = rec
             ray.get(actor.start.remote())
             self._rewire(spec.on)
+            self._persist()
             return self._summary(rec)
 
     def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
@@ -286,6 +375,7 @@ class Controller:
                               extra={"url": f"http://{spec.host}:{spec.port}{spec.route}",
                                      "route": spec.route, "deploying": True})
             self.stages[spec.name] = rec
+            self._persist()
 
         def run() -> None:
             try:
@@ -318,6 +408,7 @@ class Controller:
                 if rec.kind == "train":
                     self._rewire(rec.upstream)
                 self.monitor.forget.remote(rec.name)
+            self._persist()
             return names
 
     def pause(self, name: str) -> str:
@@ -325,12 +416,18 @@ class Controller:
         if rec.kind == "serve":
             raise FusionError(f"{name!r} is a serve stage; serve stages cannot be paused")
         ray.get([a.pause.remote() for a in rec.all_actors])
+        if rec.kind == "stream":  # a restored pipeline comes back paused too
+            rec.spec.paused = True
+            self._persist()
         self.monitor.event.remote({"stage": name, "kind": "pause", "detail": ""})
         return "paused"
 
     def resume(self, name: str) -> str:
         rec = self._record(name)
         ray.get([a.resume.remote() for a in rec.all_actors])
+        if rec.kind == "stream" and rec.spec.paused:
+            rec.spec.paused = False
+            self._persist()
         self.monitor.event.remote({"stage": name, "kind": "resume", "detail": ""})
         return "running"
 
@@ -442,6 +539,7 @@ class Controller:
         if not out["ok"]:
             raise FusionError(out["error"])
         rec.spec.drift = spec
+        self._persist()
         return out["watch"]
 
     def spec(self, name: str) -> Any:
@@ -501,13 +599,17 @@ class Controller:
                 return
             del self._ckpt_pending[k]
             registry = ray.get(self.registry.get_state.remote())
+            covered = {name for name, _ in pending["expected"]}
             gens = {r.name: r.generation for r in self.stages.values()}
+            table = self._dumps(self._table(only=covered))
             self.store.save(k, pending["states"], {"epoch": self.epoch, "generations": gens,
-                                                    "models": list(registry)})
+                                                    "models": list(registry)},
+                            blobs={TABLE_FILE: table} if table is not None else None)
             self.last_checkpoint = (k, now())
             for old in [j for j in self._ckpt_pending if j < k]:
                 del self._ckpt_pending[old]
             self._ckpt_done.notify_all()
+        self._persist()
 
     def _checkpoint_loop(self) -> None:
         while True:
@@ -564,6 +666,7 @@ class Controller:
                 return
             trains = [t for t in self.stages.values() if t.kind == "train" and t.upstream == stream.name]
             self.epoch += 1
+            self._persist()
             with self._ckpt_done:
                 self._ckpt_pending.clear()
             k, states = self._usable_checkpoint([stream, *trains])
@@ -587,3 +690,267 @@ class Controller:
                                     "recovered": done, "seconds": done - t0})
             self.monitor.event.remote({"stage": stage, "kind": "recovered", "time": done,
                                        "detail": f"restored checkpoint {k} in {done - t0:.2f}s"})
+            self._persist()
+
+    # -- the stage table on disk: surviving a controller restart, restoring a checkpoint ----
+    @property
+    def _table_path(self) -> Path | None:
+        return Path(self.storage) / "controller" / TABLE_FILE if self.storage else None
+
+    def _entry(self, rec: StageRecord) -> dict[str, Any]:
+        return {"name": rec.name, "kind": rec.kind, "spec": rec.spec,
+                "generation": rec.generation, "created": rec.created, "sample": rec.sample,
+                "extra": {k: v for k, v in rec.extra.items() if k in ("restarts", "url", "route")},
+                "hosts": [self._names.get(a._actor_id.hex()) for a in rec.actors],
+                "source": (self._names.get(rec.source._actor_id.hex())
+                           if rec.source is not None else None)}
+
+    def _table(self, only: set[str] | None = None) -> dict[str, Any]:
+        last = self.last_checkpoint
+        return {"version": 1, "generation": self._generation, "epoch": self.epoch,
+                "ckpt_next": self._ckpt_next, "last_checkpoint": last[0] if last else None,
+                "restarts": self.restarts, "recoveries": list(self.recoveries)[-100:],
+                "stages": [self._entry(r) for r in list(self.stages.values())
+                           if only is None or r.name in only]}
+
+    def _dumps(self, table: dict[str, Any]) -> bytes | None:
+        try:
+            blob = ray.cloudpickle.dumps(table)
+        except Exception as exc:  # a spec that cannot be pickled: the pipeline still runs
+            self.persist_error = f"{type(exc).__name__}: {exc}"
+            log.warning("fusionkit: the stage table could not be saved: %s", self.persist_error)
+            return None
+        self.persist_error = None
+        return blob
+
+    def _persist(self) -> None:
+        """Write the stage table atomically (what a restarted controller reads back)."""
+        path = self._table_path
+        if path is None:
+            return
+        with self._persist_lock:
+            blob = self._dumps(self._table())
+            if blob is not None:
+                write_atomic(path, blob)
+
+    def _lookup(self, name: str) -> Any:
+        actor = ray.get_actor(name, namespace=NAMESPACE)
+        self._names[actor._actor_id.hex()] = name
+        return actor
+
+    def _calls(self, rec: StageRecord) -> list[tuple]:
+        """What each of a stage's actors was asked to become (for ``host_restarted``)."""
+        if rec.kind == "stream":
+            return _stream_calls(rec.spec, self.monitor)
+        if rec.kind == "train":
+            return [("train", rec.spec, 0, self.monitor, self.registry)]
+        return []
+
+    def _kill_orphans(self, keep: set[str]) -> None:
+        """End every stage host of this namespace that no stage holds (spares of a controller
+        that died, hosts of a definition it did not finish)."""
+        try:
+            named = ray.util.list_named_actors(all_namespaces=True)
+        except Exception:
+            return
+        for entry in named:
+            name = entry.get("name", "")
+            if (entry.get("namespace") == NAMESPACE and name.startswith(HOST_PREFIX)
+                    and name not in keep):
+                try:
+                    ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
+                except Exception:
+                    pass
+
+    def _adopt(self) -> list[str]:
+        """Ray restarted this controller: read the stage table back and adopt the stage actors
+        by name. Returns the stages whose actors are gone (their pipelines start again from
+        the last checkpoint)."""
+        self.restarts = 1
+        path = self._table_path
+        table = None
+        if path is not None and path.exists():
+            try:
+                table = ray.cloudpickle.loads(path.read_bytes())
+            except Exception as exc:
+                log.warning("fusionkit: the stage table %s could not be read: %s", path, exc)
+        if table is None:
+            self._kill_orphans(keep=set())
+            return []
+        self.restarts = table.get("restarts", 0) + 1
+        self._generation = table["generation"]
+        self.epoch = table["epoch"] + 1  # above every epoch an actor may have been given
+        self.recoveries = list(table.get("recoveries", []))
+        if self.store is not None:
+            self._ckpt_next = max(table.get("ckpt_next", 1),
+                                  (self.store.latest() or 0) + 1) + CKPT_ID_GAP
+            k = table.get("last_checkpoint")
+            if k is not None and k in self.store.complete():
+                self.last_checkpoint = (k, self.store.manifest(k)["time"])
+        lost, keep = [], set()
+        for entry in table["stages"]:
+            rec = StageRecord(entry["name"], entry["kind"], entry["spec"],
+                              generation=entry["generation"], created=entry["created"],
+                              sample=entry.get("sample"), extra=dict(entry.get("extra", {})))
+            names = [n for n in [entry["source"], *entry["hosts"]] if n]
+            keep |= set(names)
+            found = {}
+            for n in names:
+                try:
+                    found[n] = self._lookup(n)
+                except ValueError:  # gone: killed, or its node lost
+                    pass
+            rec.source = found.get(entry["source"]) if entry["source"] else None
+            rec.actors = [found[n] for n in entry["hosts"] if n in found]
+            self.stages[rec.name] = rec
+            if len(found) < len(names) or None in entry["hosts"]:
+                lost.append(rec.name)  # the survivors are torn down when it starts again
+                continue
+            for actor, call in zip(rec.all_actors, self._calls(rec), strict=True):
+                self._become[actor._actor_id.hex()] = call
+        self._kill_orphans(keep)
+        return lost
+
+    def _stream_of(self, rec: StageRecord | None) -> str | None:
+        if rec is None or rec.kind == "serve":
+            return None
+        return rec.upstream if rec.kind == "train" else rec.name
+
+    def _after_restart(self, lost: list[str], t0: float) -> None:
+        """Check the adopted actors; start a pipeline that lost one again from its checkpoint."""
+        with self._lock:
+            broken = {self._stream_of(self.stages.get(n)) for n in lost} - {None}
+            for rec in list(self.stages.values()):
+                stream = self._stream_of(rec)
+                if stream is None or stream in broken:
+                    continue
+                try:
+                    ray.get([a.ready.remote() for a in rec.all_actors], timeout=60)
+                except Exception:
+                    broken.add(stream)
+            for stream in sorted(broken):
+                try:
+                    self._relaunch(stream)
+                except Exception as exc:
+                    log.warning("fusionkit: stream %r could not be started again: %s", stream, exc)
+            done = now()
+            k = self.last_checkpoint[0] if self.last_checkpoint else None
+            self.recoveries.append({"stage": "(controller)", "checkpoint": k if broken else None,
+                                    "detected": t0, "recovered": done, "seconds": done - t0})
+            self.monitor.event.remote({"stage": "(controller)", "kind": "recovered", "time": done,
+                                       "detail": f"controller restarted; "
+                                                 f"{len(self.stages)} stages adopted, "
+                                                 f"{len(broken)} pipelines restarted"})
+            self._persist()
+
+    def _relaunch(self, stream: str) -> None:
+        """Start a stream and its train stages on fresh hosts from their last checkpoint."""
+        rec = self.stages[stream]
+        trains = [t for t in self.stages.values() if t.kind == "train" and t.upstream == stream]
+        k, states = self._usable_checkpoint([rec, *trains])
+        for member in [*trains, rec]:
+            if member.all_actors:
+                self._teardown(member)
+        entries = [self._entry(r) for r in [rec, *trains]]
+        self._launch(entries, states)
+        for member in [rec, *trains]:
+            self.stages[member.name].extra["restarts"] = member.extra.get("restarts", 0) + 1
+
+    def _launch(self, entries: list[dict[str, Any]], states: dict) -> None:
+        """Create stream and train stages from table entries on fresh hosts, each actor with
+        its state from a checkpoint (``states``), keeping their generations (so that
+        checkpoint stays usable for a later recovery); then start them, downstream first."""
+        streams = [e for e in entries if e["kind"] == "stream"]
+        trains = [e for e in entries if e["kind"] == "train"]
+        need = len(trains) + sum(e["spec"].parallelism + (e["spec"].parallelism > 1)
+                                 for e in streams)
+        with self._pool_lock:  # start every missing host at once, not one stage after another
+            short = need - len(self._spares)
+        if short > 0:
+            started = [self._host() for _ in range(short)]
+            with self._pool_lock:
+                self._spares = self._spares + started
+        for e in streams:
+            spec = e["spec"]
+            slots = ["fused0", "source0", *[f"ops{i}" for i in range(spec.parallelism)]]
+            calls = _stream_calls(spec, self.monitor,
+                                  {s: states.get((spec.name, s)) for s in slots})
+            hosts = self._hosts("stream", [c[1:] for c in calls])
+            source, actors = (None, hosts) if spec.parallelism == 1 else (hosts[0], hosts[1:])
+            self.stages[spec.name] = StageRecord(
+                spec.name, "stream", spec, actors, source, e["generation"], sample=e.get("sample"),
+                extra={"restarts": e.get("extra", {}).get("restarts", 0)})
+        for e in trains:
+            spec = e["spec"]
+            (actor,) = self._hosts("train", [(spec, 0, self.monitor, self.registry,
+                                              states.get((spec.name, "train0")))])
+            ray.get(self.registry.register.remote(spec.name, spec.keep, spec.guard))
+            self.stages[spec.name] = StageRecord(
+                spec.name, "train", spec, [actor], None, e["generation"],
+                extra={"restarts": e.get("extra", {}).get("restarts", 0)})
+        self._generation = max([self._generation, *(e["generation"] for e in entries)])
+        ray.get([self.stages[e["name"]].actors[0].start.remote() for e in trains])
+        for e in streams:
+            rec = self.stages[e["name"]]
+            targets = self._downstream_targets(rec.name)
+            self._rewire(rec.name)
+            ray.get([a.start.remote(targets) for a in rec.actors])  # fused: starts reading
+            if rec.source is not None:
+                ray.get(rec.source.start.remote({OPS: rec.actors}))
+
+    @staticmethod
+    def _find_checkpoint(store: CheckpointStore | None, path: str | None) -> tuple[Path, int]:
+        if path is None:
+            k = store.latest() if store is not None else None
+            if k is None:
+                where = store.folder if store is not None else "(no storage)"
+                raise FusionError(f"there is no complete checkpoint under {where}")
+            return store.folder, k
+        p = Path(path).expanduser()
+        if (p / "MANIFEST.json").is_file() and p.name.startswith("ckpt-"):
+            return p.parent, int(p.name.split("-")[1])
+        for folder in (p / "checkpoints", p):
+            k = CheckpointStore(folder).latest()
+            if k is not None:
+                return folder, k
+        raise FusionError(f"there is no complete checkpoint in {p} (a checkpoint folder "
+                          f"ckpt-NNNNNN, a checkpoints folder or a storage folder)")
+
+    def restore(self, path: str | None = None) -> dict[str, Any]:
+        """Start the pipeline a checkpoint holds: its stream and train stages on fresh hosts,
+        each with its checkpointed state (sources seek to their offsets), and its serve
+        stages. Stages of the same names are replaced; the others are left alone."""
+        folder, k = self._find_checkpoint(self.store, path)
+        store = CheckpointStore(folder)
+        blob = store.blob(k, TABLE_FILE)
+        if blob is None:
+            raise FusionError(f"checkpoint {store._dir(k)} holds no stage table "
+                              f"(taken by an earlier fusionkit); it cannot be restored")
+        table = ray.cloudpickle.loads(blob)
+        states = store.load(k)
+        entries = table["stages"]
+        with self._lock:
+            order = {"serve": 0, "train": 1, "stream": 2}
+            for e in sorted(entries, key=lambda e: order.get(e["kind"], 3)):
+                if e["name"] in self.stages:
+                    self.stop(e["name"])
+            with self._ckpt_done:
+                self._ckpt_pending.clear()
+            self._launch([e for e in entries if e["kind"] in ("stream", "train")], states)
+            same = self.store is not None and store.folder.resolve() == self.store.folder.resolve()
+            self.last_checkpoint = (k, store.manifest(k)["time"]) if same else None
+            serve_errors = {}
+            for e in entries:
+                if e["kind"] == "serve" and e["name"] not in self.stages:
+                    try:
+                        self.define_serve(e["spec"], wait=False)
+                    except Exception as exc:
+                        serve_errors[e["name"]] = f"{type(exc).__name__}: {exc}"
+            self._persist()
+            for e in entries:
+                self.monitor.event.remote({"stage": e["name"], "kind": "restored",
+                                           "detail": f"from checkpoint {k} ({folder})"})
+        offsets = {stage: st.get("offset") for (stage, slot), st in states.items()
+                   if slot in ("fused0", "source0") and isinstance(st, dict)}
+        return {"checkpoint": k, "folder": str(store._dir(k)), "stages": [e["name"] for e in entries],
+                "offsets": offsets, "serve_errors": serve_errors}

@@ -125,3 +125,67 @@ def test_registry_killed_keeps_versions_and_publishing(fk):
     kept = after.set_index("version").loc[before["version"], "checksum"]
     assert list(kept) == list(before["checksum"])
     assert fk.status().loc["count", "status"] == "running"
+
+
+def host_handle(actor_id: str):
+    """The named stage host with this actor id (hosts are detached, named actors)."""
+    import ray
+
+    from fusionkit.runtime.actors import NAMESPACE
+    from fusionkit.runtime.controller import HOST_PREFIX
+
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] == NAMESPACE and entry["name"].startswith(HOST_PREFIX):
+            actor = ray.get_actor(entry["name"], namespace=NAMESPACE)
+            if actor._actor_id.hex() == actor_id:
+                return actor
+    raise AssertionError(f"no host with id {actor_id}")
+
+
+@pytest.mark.parametrize("also", ["nothing", "trainer gone"])
+def test_controller_killed(fk, also):
+    """SIGKILL the controller mid-stream: Ray restarts it, it reads its stage table back and
+    adopts the stage actors (or starts a pipeline that lost one again from its checkpoint);
+    calls wait through the restart; every event is learned exactly once."""
+    import time
+
+    import ray
+
+    seed = 8 if also == "nothing" else 9
+    src = fk.sources.synthetic("clicks", rate=5_000, seed=seed, max_events=N_EVENTS)
+    fk.stream("clicks", source=src, batch_size=500, paused=True)
+    fk.train("count", on="clicks", label="clicked", model=OffsetCounter(N_EVENTS),
+             publish_every=None)
+    fk.resume("clicks")
+    seen = lambda: fk.api.call("infos", "count")[0].get("events_seen", 0)  # noqa: E731
+    wait_for(lambda: seen() >= N_EVENTS // 8, timeout=60, what="first events learned")
+    assert fk.checkpoint() is not None
+    before = fk.api.call("actors")
+    pid = fk.api.call("pid")
+    restarts = fk.api.call("ping")["restarts"]
+    n_recoveries = len(fk.recoveries())
+    trainer = host_handle(before["count"][0]) if also == "trainer gone" else None
+    kill(pid)
+    t0 = time.monotonic()
+    if trainer is not None:  # gone for good while the controller is down
+        ray.kill(trainer, no_restart=True)
+    info = fk.api.call("ping")  # waits through the restart
+    print(f"controller answered again {time.monotonic() - t0:.2f}s after SIGKILL")
+    assert info["restarts"] == restarts + 1
+    assert fk.api.call("pid") != pid
+    assert set(info["stages"]) == {"clicks", "count"}
+    wait_for(lambda: len(fk.recoveries()) > n_recoveries, timeout=90, what="the restart recorded")
+    rec = fk.recoveries().iloc[-1]
+    print(f"controller recovery: {rec.to_dict()}")
+    assert rec["stage"] == "(controller)"
+    wait_for(lambda: seen() >= N_EVENTS, timeout=120, what="every event learned after the restart")
+    after = fk.api.call("actors")
+    if also == "nothing":  # the very same stage actors, adopted
+        assert after["clicks"] == before["clicks"] and after["count"] == before["count"]
+    else:  # started again on fresh hosts from the checkpoint
+        assert after["count"] != before["count"]
+        assert rec["checkpoint"] is not None
+    counts = learned_counts(fk, "count")
+    assert counts.sum() == N_EVENTS, f"learned {counts.sum()} events, produced {N_EVENTS}"
+    assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
+    assert fk.checkpoint() is not None  # checkpoints go on under the restarted controller
