@@ -71,7 +71,8 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
            *, filter: Callable | str | None = None, key_by: str | Callable | None = None,
            window: Operator | None = None, operators: Sequence[Operator] = (),
            batch_size: int = 500, linger: float | str = "10ms", parallelism: int = 1,
-           max_inflight: int = 4, schema: Any = None, paused: bool = False) -> StageHandle:
+           max_inflight: int = 4, schema: Any = None, paused: bool = False,
+           overload: str = "wait") -> StageHandle:
     """Define (or replace) a stream stage reading ``source``.
 
     The chain runs in this order: ``fn`` (a vectorized DataFrame -> DataFrame map),
@@ -79,6 +80,12 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     ``parallelism=N`` the events are partitioned by ``key_by`` over N actors.
     ``paused=True`` defines the stage without reading the source until ``fk.resume(name)``,
     so stages downstream can be defined first and see every event.
+
+    ``overload`` says what happens when the source outpaces the stages downstream:
+    ``"wait"`` (the default) holds the source back (backpressure: memory stays flat, the
+    source's lag behind its schedule grows and is reported as ``lag_s``); ``"shed"`` keeps
+    the source on schedule and drops each batch the next stage has no room for, counted as
+    ``shed`` in ``fk.status()`` and ``fk.metrics()``: fresher results, fewer events learned.
     """
     if not isinstance(source, Source):
         raise TypeError(f"source must be a fusionkit source (fk.sources.synthetic(...), "
@@ -87,6 +94,9 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if parallelism < 1:
         raise ValueError(f"parallelism must be at least 1, got {parallelism}")
+    if overload not in ("wait", "shed"):
+        raise ValueError(f"overload must be 'wait' (backpressure) or 'shed' (drop what the "
+                         f"next stage has no room for), got {overload!r}")
     ops: list[Operator] = []
     if fn is not None:
         ops.append(Map(fn))
@@ -100,7 +110,7 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     spec = StreamSpec(name=name, source=source, operators=ops, key=key_by,
                       batch_size=batch_size, linger=_duration(linger, "linger"),
                       parallelism=parallelism, max_inflight=max_inflight, schema=schema,
-                      paused=paused)
+                      paused=paused, overload=overload)
     call("define_stream", spec)
     return StageHandle(name, "stream")
 
@@ -145,10 +155,11 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
 
 def status() -> pd.DataFrame:
     """One row per stage: name, kind, status, parallelism, events, rate, dead letters, late
-    events (routed aside by a window), error."""
+    events (routed aside by a window), events shed under overload, restarts, the last
+    checkpoint's age, error."""
     rows = call("status")
     cols = ["name", "kind", "status", "parallelism", "events", "rate", "dead_letters", "late",
-            "on", "restarts", "checkpoint_age_s", "error"]
+            "shed", "on", "restarts", "checkpoint_age_s", "error"]
     if not rows:
         return pd.DataFrame(columns=cols).set_index("name")
     monitor = handles()["monitor"]

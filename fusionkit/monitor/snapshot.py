@@ -19,7 +19,7 @@ from fusionkit.monitor.series import quantiles_ms
 if TYPE_CHECKING:
     from fusionkit.monitor.monitor import Monitor
 
-COUNTERS = ("events_in", "events_out", "dead_letters", "late", "requests", "errors")
+COUNTERS = ("events_in", "events_out", "dead_letters", "late", "shed", "requests", "errors")
 RATES = {"events_in": "rate_in", "events_out": "rate_out", "requests": "rate_requests"}
 SETTLE = 1.0  # seconds a bucket waits for late reports before it is handed out
 DEFAULT_HISTORY = 300.0  # seconds of history in a first snapshot (``since=None``)

@@ -158,6 +158,9 @@ def connect(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
 @argument("--key-by", metavar="COL", default=None, help="partition the events by this column")
 @argument("--parallelism", type=p.positive_int, default=1, metavar="N", help="actors running the function")
 @argument("--seed", type=int, default=None, metavar="N", help="seed of the synthetic source")
+@argument("--overload", choices=["wait", "shed"], default="wait", metavar="POLICY",
+          help="when the next stage cannot keep up: wait (the source lags) or shed (drop, "
+               "counted) (default: wait)")
 @output
 def stream(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     """Define (or replace) a stream stage; the cell body defines its batch function.
@@ -171,7 +174,8 @@ def stream(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage
     bound = run_body(magics.shell, cell) if _has_body(cell) else []
     fn = pick_function(ns, bound, args.fn) if (_has_body(cell) or args.fn) else None
     fk.stream(args.name, source=source, fn=fn, key_by=args.key_by,
-              batch_size=args.batch or magics.batch_size, parallelism=args.parallelism)
+              batch_size=args.batch or magics.batch_size, parallelism=args.parallelism,
+              overload=args.overload)
     return _store(magics, args, LiveStage(args.name, "stream"))
 
 

@@ -113,6 +113,24 @@ class Outbox:
         with self._lock:
             return sum(len(q) for q in self._inflight.values())
 
+    def busy(self) -> bool:
+        """Whether a send now would wait: some downstream actor still has ``max_inflight``
+        batches to process (settles what it has finished, without blocking)."""
+        with self._lock:
+            for q in self._inflight.values():
+                if len(q) < self.max_inflight:
+                    continue
+                ready, _ = ray.wait(list(q), num_returns=len(q), timeout=0)
+                if not ready:
+                    return True
+                done = set(ready)
+                for ref in [r for r in q if r in done]:
+                    q.remove(ref)
+                    self._settle(ref)
+                if len(q) >= self.max_inflight:
+                    return True
+        return False
+
     def drain(self) -> None:
         """Wait until every batch sent has been processed."""
         with self._lock:

@@ -491,6 +491,7 @@ class Controller:
             "events": int(events),
             "dead_letters": int(sum(i.get("dead_letters", 0) for i in infos)),
             "late": int(sum(i.get("totals", {}).get("late", 0) for i in infos)),
+            "shed": int(sum(i.get("totals", {}).get("shed", 0) for i in infos)),
             "on": rec.upstream or (rec.spec.model if rec.kind == "serve" else None),
             "error": failed["error"] if failed else None,
             "traceback": failed.get("traceback") if failed else None,

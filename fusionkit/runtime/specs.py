@@ -18,6 +18,7 @@ class StreamSpec:
     max_inflight: int = 4
     schema: Any = None
     paused: bool = False
+    overload: str = "wait"  # "wait": backpressure (the source lags); "shed": drop, counted
     kind: str = "stream"
 
 

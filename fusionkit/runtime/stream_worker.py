@@ -152,6 +152,7 @@ class StreamWorker(StageActor):
             if self.offset:
                 src.seek(self.offset)
             self.pacer = Pacer(getattr(src, "rate", None), spec.batch_size, spec.linger)
+            shed = getattr(spec, "overload", "wait") == "shed"
             stop = self._stop
             while not stop.is_set():
                 if self._checkpoint_due is not None:
@@ -180,7 +181,10 @@ class StreamWorker(StageActor):
                 if INGEST_TS not in batch.columns:  # broker sources stamp when they read
                     batch[INGEST_TS] = ingest[:got] if got <= len(ingest) else ingest[-1]
                 self.offset = int(batch[OFFSET].iloc[-1]) + 1
-                self._ingest(batch, t0)
+                if shed and self.outbox.busy():  # drop, counted, rather than fall behind
+                    self.reporter.count(events_in=got, shed=got)
+                else:
+                    self._ingest(batch, t0)
                 self.reporter.gauge(lag_s=self.pacer.lag(), inflight=self.outbox.inflight())
                 self.reporter.flush()
         except Exception as exc:

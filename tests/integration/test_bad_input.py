@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 import time
 
@@ -147,3 +148,49 @@ def test_overload_keeps_memory_and_inflight_bounded(fk):
     growth = _rss(pids) - rss0
     assert growth < 150 * 2**20, f"stage actors grew by {growth / 2**20:.0f} MiB"
     assert me.memory_info().rss - driver0 < 50 * 2**20
+
+
+class VerySlowLearner(CountingLearner):
+    def learn(self, X, y):
+        super().learn(X, y)
+        time.sleep(0.1)  # at most ~5k events/s with batches of 500
+
+
+def test_shedding_drops_counted_batches_instead_of_lagging(fk):
+    """``overload="shed"``: a source at 4x the trainer's capacity stays on its schedule; what
+    the trainer has no room for is dropped and counted, and every event read is either
+    learned exactly once or counted as shed."""
+    rate = 20_000
+    src = fk.sources.synthetic("clicks", rate=rate, seed=4)
+    fk.stream("clicks", source=src, batch_size=500, max_inflight=2, overload="shed",
+              paused=True)
+    fk.train("slow", on="clicks", label="clicked", model=VerySlowLearner(), publish_every=None)
+    fk.resume("clicks")
+    t0 = time.monotonic()
+    lags = []
+
+    def shed_enough():
+        lags.append((time.monotonic() - t0, fk.api.call("infos", "clicks")[0]["lag"]))
+        return fk.status().loc["clicks", "shed"] >= 40_000
+
+    wait_for(shed_enough, timeout=120, what="40k events shed")
+    fk.pause("clicks")
+    # a source held back by a trainer at a quarter of its rate would be behind by 3/4 of the
+    # time elapsed; shedding keeps it near its schedule
+    for elapsed, lag in lags[len(lags) // 2:]:
+        assert lag < 0.25 * elapsed, f"the source lagged {lag:.2f}s after {elapsed:.2f}s"
+
+    def settled():
+        sent = fk.api.call("infos", "clicks")[0]["totals"].get("events_out", 0)
+        return sent > 0 and fk.api.call("infos", "slow")[0].get("events_seen", 0) == sent
+
+    wait_for(settled, timeout=60, what="the trainer to take every batch sent")
+    row = fk.status().loc["clicks"]
+    version = fk.publish("slow")
+    offsets = pickle.loads(ray.get(fk.api.handles()["registry"].state.remote("slow", version)))
+    assert len(offsets) == len(set(offsets)), "an event was learned twice"
+    assert len(offsets) > 0 and row["shed"] > 0
+    assert len(offsets) + row["shed"] == row["events"], (len(offsets), row["shed"], row["events"])
+    assert max(offsets) < row["events"]
+    wait_for(lambda: fk.metrics("clicks").get("shed", pd.Series(dtype=float)).sum()
+             == row["shed"], what="the shed count in the stage's metrics")

@@ -285,6 +285,8 @@ def test_dashboard(ip):
     ("%fusion stream clicks --rate fast",
      "%fusion stream: --rate takes a number of events per second (or max), not 'fast'"),
     ("%fusion stream clicks --parallelism 0", "%fusion stream: --parallelism must be at least 1"),
+    ("%fusion stream clicks --overload drop",
+     "--overload cannot be 'drop', it is one of wait, shed"),
     ("%fusion train ctr --label clicked", "%fusion train: --on is required"),
     ("%fusion train ctr --on clicks --publish-every soon",
      "--publish-every takes a duration such as 1s or 500ms, or a number of events"),
