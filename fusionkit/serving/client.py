@@ -14,6 +14,7 @@ from fusionkit.serving.deploy import handle
 
 T = TypeVar("T")
 _caller: ThreadPoolExecutor | None = None
+RETRIES = 3  # a prediction changes nothing, so one lost with its replica is asked again
 
 
 def off_loop(fn: Callable[[], T]) -> T:
@@ -41,6 +42,20 @@ class PredictionError(FusionError):
         self.status = status
 
 
+def _ask(name: str, payload: Any, timeout: float) -> dict[str, Any]:
+    """One answer from a replica; asked again on another one if the replica died meanwhile
+    (Serve routes around a dead replica, but a request it held is lost with it)."""
+    from ray.exceptions import RayActorError
+
+    for attempt in range(RETRIES + 1):
+        try:
+            return handle(name).predict.remote(payload).result(timeout_s=timeout)
+        except RayActorError:
+            if attempt == RETRIES:
+                raise
+    raise AssertionError("unreachable")
+
+
 def predict(name: str, rows: Any, timeout: float = 30.0) -> pd.DataFrame:
     """Predictions of serve stage ``name`` for ``rows`` (a DataFrame or a list of records),
     one row each, with the model version that made them."""
@@ -49,7 +64,7 @@ def predict(name: str, rows: Any, timeout: float = 30.0) -> pd.DataFrame:
         payload: Any = rows.to_dict("records")
     else:
         payload = rows
-    out = off_loop(lambda: handle(name).predict.remote(payload).result(timeout_s=timeout))
+    out = off_loop(lambda: _ask(name, payload, timeout))
     if "error" in out:
         raise PredictionError(out["status"], out["error"])
     frame = pd.DataFrame({"prediction": out["predictions"]})

@@ -301,6 +301,53 @@ def test_scale_replicas_under_load(fk_session, pipeline):
     assert fk.status().loc[API, "parallelism"] == 2
 
 
+def replica_actors() -> list:
+    """The Ray actors of this serve stage's replicas."""
+    import ray
+
+    return [ray.get_actor(a["name"], namespace=a["namespace"])
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["name"].startswith(f"SERVE_REPLICA::{API}#")]
+
+
+def test_replica_killed_under_load(fk_session, pipeline):
+    """Two replicas, one killed while HTTP and handle requests keep coming: no handle request
+    fails (``fk.predict`` asks again when the replica holding its request dies); over HTTP
+    only a request the dead replica held can fail (each load thread has one in flight);
+    every request after is routed to the other replica; the replacement answers with the
+    live version from its first request."""
+    import ray
+
+    import fusionkit as fk
+
+    if fk.status().loc[API, "parallelism"] != 2:
+        fk.scale(API, 2)
+    wait_for(lambda: replicas_running() == 2 and len(replica_actors()) == 2, timeout=120,
+             what="two running replicas")
+    before = {handle(API).info.remote().result(timeout_s=30)["replica"] for _ in range(20)}
+    live = fk.live_version(MODEL)
+    with pipeline.http_load() as http, pipeline.handle_load(fk) as h:
+        wait_for(lambda: len(http.answers) > 20 and len(h.answers) > 10, what="steady load")
+        victim = replica_actors()[0]
+        ray.kill(victim, no_restart=True)
+        wait_for(lambda: replicas_running() == 2 and len(replica_actors()) == 2
+                 and victim._actor_id not in {a._actor_id for a in replica_actors()},
+                 timeout=120, what="a replacement replica running")
+        n = len(http.answers), len(h.answers)
+        wait_for(lambda: len(http.answers) > n[0] + 50 and len(h.answers) > n[1] + 20,
+                 what="requests answered after the replacement")
+    assert len(http.failures()) <= 1, http.failures()[:3]
+    assert all(a.status == 200 for a in http.answers[n[0]:])
+    assert h.failures() == [], h.failures()[:3]
+    assert {a.version for a in http.answers if a.status == 200} == {live}
+    assert set(h.versions()) == {live}
+    seen = {}
+    wait_for(lambda: seen.update({(i := handle(API).info.remote().result(timeout_s=30))[
+        "replica"]: i["version"]}) or len(set(seen) - before) >= 1, timeout=60,
+        what="an answer from the replacement replica")
+    assert all(seen[r] == live for r in set(seen) - before)
+
+
 def test_serve_again_after_stop_on_another_address(fk_session, pipeline):
     """Stopping a serve stage and serving again elsewhere restarts Ray Serve (one HTTP
     address per cluster): this driver's predictions keep working, through the new Serve.
