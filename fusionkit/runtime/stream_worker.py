@@ -22,11 +22,34 @@ from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.pacer import Pacer
 from fusionkit.runtime.specs import StreamSpec
 from fusionkit.runtime.stage import StageActor
-from fusionkit.streaming.operators import Chain, partition
+from fusionkit.streaming.operators import Chain, Filter, KeyBy, KeyedState, Map, partition
 from fusionkit.streaming.validate import Schema
+from fusionkit.streaming.windows import SlidingWindow
 
 PEEK_ROWS = 1000
 OPS = "__ops__"  # the outbox target name of a stage's own ops actors
+# operators whose only effect is their output (the user functions inside them are what a
+# probe checks)
+_PURE = (Map, Filter, KeyBy, KeyedState, SlidingWindow)
+
+
+def probe_operators(operators: list[Any]) -> tuple[list[Any], bool]:
+    """The operators a definition-time probe may run, and whether that is the whole chain.
+
+    The probe's sample is read again by the running stage, so an operator that acts outside
+    the pipeline must not see it: that would write the sample's events (or the windows they
+    fire) twice. Sinks (``sink = True``) are left out (they pass batches on unchanged); the
+    probe stops at the first operator that is neither one of fusionkit's own transforms nor
+    a sink, since a user-defined operator may write somewhere too.
+    """
+    ops = []
+    for op in operators:
+        if getattr(op, "sink", False):
+            continue
+        if not isinstance(op, _PURE):
+            return ops, False
+        ops.append(op)
+    return ops, True
 
 
 class StreamWorker(StageActor):
@@ -79,10 +102,11 @@ class StreamWorker(StageActor):
             if self.schema is None:
                 self.schema = getattr(self.spec.source, "schema", None) or Schema.infer(sample)
             good, _, _ = self.schema.split(sample)
-            # sinks write outside the pipeline: a probe must not send its sample there
-            ops = [op for op in self.chain.operators if not getattr(op, "sink", False)]
+            ops, whole = probe_operators(self.chain.operators)
             out = Chain(copy.deepcopy(ops)).process(good)
-            return {"ok": True, "sample": out.head(rows)}
+            # the output of part of the chain is not the stage's: a train stage defined on
+            # this one then takes a sample of what the stage really emits
+            return {"ok": True, "sample": out.head(rows) if whole else None}
         except Exception as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
                     "traceback": "".join(traceback.format_exception(exc))}

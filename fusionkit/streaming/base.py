@@ -15,7 +15,16 @@ import pandas as pd
 
 
 class Operator:
-    """Base class: the identity operator."""
+    """Base class: the identity operator.
+
+    Set ``sink = True`` on an operator that acts outside the pipeline (writes to a file, a
+    store, a broker) and passes its batches on unchanged. Before a stage starts, fusionkit
+    runs a sample of the source through the chain to catch a broken user function; that
+    sample is read again once the stage runs, so the check leaves sinks out, and stops at
+    any operator of a class fusionkit does not know (it may write somewhere too).
+    """
+
+    sink = False
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
         return batch
