@@ -7,6 +7,7 @@
 
 from fusionkit import api, sinks, sources
 from fusionkit.api import (
+    actors,
     check,
     checkpoint,
     dead_letters,
@@ -39,6 +40,7 @@ from fusionkit.models import (
     freshness,
     freshness_series,
     live_version,
+    model,
     models,
     pin,
     publish,
@@ -56,11 +58,12 @@ tumbling = TumblingWindow
 sliding = SlidingWindow
 
 __all__ = [
-    "Connection", "CorruptCheckpointError", "FusionError", "Guard", "ModelNotFoundError", "api",
+    "Connection", "CorruptCheckpointError", "FusionError", "Guard", "ModelNotFoundError", "actors",
+    "api",
     "NotConnectedError", "Schema", "SchemaError", "SlidingWindow", "StageFailedError",
     "StageNotFoundError", "TumblingWindow", "alarms", "check", "checkpoint", "connect",
     "dead_letters", "drift", "events", "freshness", "freshness_series", "live_version",
-    "metrics", "models", "pause", "peek", "pin", "predict", "publish", "recoveries", "restore",
+    "metrics", "model", "models", "pause", "peek", "pin", "predict", "publish", "recoveries", "restore",
     "resume", "rollback",
     "scale", "serve", "shutdown", "sinks", "sliding", "sources", "status", "stop", "stream", "train",
     "tumbling", "unpin", "unwatch_drift", "watch_drift", "dashboard",

@@ -241,6 +241,24 @@ def restore(path: str | None = None) -> dict[str, Any]:
     return call("restore", None if path is None else str(path))
 
 
+def actors(name: str | None = None) -> pd.DataFrame:
+    """The actors of stage ``name`` (default: every stream and train stage): one row each
+    with its role, process id, node, status, events taken and whether Ray restarted it."""
+    if name is None:
+        names = [r["name"] for r in call("status") if r["kind"] != "serve"]
+    else:
+        names = [name]
+    cols = ["stage", "role", "index", "pid", "node", "status", "events", "restarted"]
+    rows = []
+    for n in names:
+        for i in call("infos", n):
+            rows.append({"stage": n, "role": i.get("role", i.get("kind")), "index": i.get("index"),
+                         "pid": i.get("pid"), "node": i.get("node"), "status": i.get("status"),
+                         "events": int(i.get("totals", {}).get("events_in", 0)),
+                         "restarted": i.get("restarted")})
+    return pd.DataFrame(rows, columns=cols)
+
+
 def check(name: str | None = None) -> None:
     """Raise ``StageFailedError`` (with the remote traceback) if a stage has failed."""
     rows = call("status")
@@ -251,4 +269,4 @@ def check(name: str | None = None) -> None:
 
 
 __all__ = ["stream", "train", "serve", "status", "metrics", "stop", "pause", "resume", "scale",
-           "dead_letters", "peek", "check", "restore", "FusionError"]
+           "dead_letters", "peek", "check", "restore", "actors", "FusionError"]

@@ -48,6 +48,52 @@ def default_storage() -> str:
     return str(home / "storage" / session)
 
 
+START_ATTEMPTS = 3  # a busy machine can make Ray's own 30 s node start-up wait run out
+
+
+def _init(kwargs: dict[str, Any], retry: bool) -> None:
+    """``ray.init``; a local Ray whose node timed out starting (a loaded machine) is
+    started again, a few times, before giving up."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as exc:
+            if not retry or attempt == START_ATTEMPTS or "timed out during startup" not in str(exc):
+                raise
+            log.warning("fusionkit: the local Ray node was slow to start (%s); trying again "
+                        "(%d of %d)", exc, attempt + 1, START_ATTEMPTS)
+            ray.shutdown()
+            _end_children()  # what the attempt started is not ours to keep
+
+
+def _end_children() -> None:
+    """End this process's Ray children (the processes of a local Ray that failed to start;
+    no Ray of ours runs at that point). Other children, such as a server the notebook
+    started, are left alone."""
+    import psutil
+
+    def is_ray(p: psutil.Process) -> bool:
+        try:
+            cmd = " ".join(p.cmdline())
+            return p.name() in ("gcs_server", "raylet") or "ray::" in cmd or "/ray/" in cmd
+        except psutil.Error:
+            return False
+
+    children = [p for p in psutil.Process().children(recursive=True) if is_ray(p)]
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(children, timeout=5)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
+
+
 def connect(address: str | None = None, *, num_cpus: int | None = None,
             storage: str | None = None, worker_output: bool = False,
             checkpoint_every: float | None = 5.0,
@@ -74,7 +120,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
                 started = True
             else:
                 kwargs["address"] = address
-            ray.init(**kwargs)
+            _init(kwargs, retry=started)
         storage = storage or default_storage()
         from fusionkit.runtime.controller import Controller
 

@@ -57,6 +57,28 @@ def unpin(name: str) -> dict[str, Any] | None:
     return _ask("unpin", name)
 
 
+def model(name: str, version: int | None = None, *, into: Any = None) -> Any:
+    """A version of train stage ``name``'s model (the live one by default), loaded in this
+    process: to inspect it, predict offline, or keep it.
+
+    River and scikit-learn models come back as fusionkit learners (the estimator itself is
+    ``.model``). A model of your own whose ``get_state`` returns its own bytes is restored
+    with ``set_state`` into ``into``, a fresh object of the same class, which is returned.
+    """
+    from fusionkit.errors import ModelNotFoundError
+    from fusionkit.training.learners import load_state
+
+    if version is None:
+        version = live_version(name)
+        if version is None:
+            raise ModelNotFoundError(f"{name!r} has no live version yet")
+    state = _ask("state", name, int(version))
+    if into is not None:
+        into.set_state(state)
+        return into
+    return load_state(state)
+
+
 def publish(name: str) -> int:
     """Publish a version of a train stage now, whatever its schedule."""
     return call("publish_now", name)
