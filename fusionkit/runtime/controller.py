@@ -41,6 +41,7 @@ from fusionkit.runtime.stream_worker import OPS
 STOP_TIMEOUT = 5.0
 SPARE_HOSTS = 3  # warm processes kept ready, so defining a stage does not wait for one
 INFO_TIMEOUT = 3.0
+PLACE_TIMEOUT = 120.0  # how long a stage with placement hints waits for a node with room
 HOST_PREFIX = "fk-host-"  # stage hosts are named, so a restarted controller finds them
 TABLE_FILE = "stages.pkl"
 # checkpoint ids after a controller restart skip ahead, so a barrier still travelling from
@@ -84,10 +85,49 @@ def _wait_ready(actor: Any, timeout: float = 120.0) -> None:
             threading.Event().wait(0.2)
 
 
-def _new_host() -> tuple[Any, str]:
-    """A detached, named stage host: it outlives a controller restart (then is adopted)."""
+def _new_host(options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """A detached, named stage host: it outlives a controller restart (then is adopted).
+    ``options``: Ray options from a stage's placement hints (``_placement``)."""
     name = f"{HOST_PREFIX}{uuid.uuid4().hex[:16]}"
-    return Host.options(name=name, namespace=NAMESPACE, lifetime="detached").remote(), name
+    return Host.options(name=name, namespace=NAMESPACE, lifetime="detached",
+                        **(options or {})).remote(), name
+
+
+def _placement(spec: Any) -> dict[str, Any]:
+    """Ray options for a stage's hosts from its placement hints: ``resources`` (every actor
+    of the stage asks for them; CPU, GPU and memory become Ray's own options) and
+    ``placement="spread"`` (Ray's SPREAD strategy). Empty: no hints, warm pool hosts do.
+    Ray keeps these options when it restarts a host, on whichever node offers them."""
+    options: dict[str, Any] = {}
+    resources = dict(getattr(spec, "resources", None) or {})
+    for key, option in (("CPU", "num_cpus"), ("GPU", "num_gpus"), ("memory", "memory")):
+        if key in resources:
+            options[option] = resources.pop(key)
+    if resources:
+        options["resources"] = resources
+    if getattr(spec, "placement", "pack") == "spread":
+        options["scheduling_strategy"] = "SPREAD"
+    return options
+
+
+def _check_feasible(name: str, options: dict[str, Any]) -> None:
+    """Raise a clear error at once if no live node offers what a stage's actors ask for
+    (Ray would keep them pending for ever)."""
+    need = dict(options.get("resources", {}))
+    for key, option in (("CPU", "num_cpus"), ("GPU", "num_gpus"), ("memory", "memory")):
+        if options.get(option):
+            need[key] = options[option]
+    if not need:
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if any(all(n["Resources"].get(k, 0) >= v for k, v in need.items()) for n in nodes):
+        return
+    offered = sorted({k for n in nodes for k in n["Resources"]
+                      if not k.startswith("node:") and not k.startswith("object_store")})
+    raise FusionError(f"no node of the cluster offers the resources stage {name!r} asks for "
+                      f"({need}); the nodes offer: {', '.join(offered) or 'nothing'}. Start a "
+                      f"node with them (ray start --resources='{{\"name\": 1}}') or change "
+                      f"resources=")
 
 
 def _reconstructed() -> bool:
@@ -210,22 +250,35 @@ class Controller:
                 with self._pool_lock:
                     self._spares.append(host)
 
-    def _host(self) -> Any:
-        actor, name = _new_host()
+    def _host(self, options: dict[str, Any] | None = None) -> Any:
+        actor, name = _new_host(options)
         self._names[actor._actor_id.hex()] = name
         return actor
 
-    def _hosts(self, worker: str, calls: list[tuple]) -> list[Any]:
-        """One actor per argument tuple, from the warm pool where possible."""
-        with self._pool_lock:
-            taken, self._spares = self._spares[:len(calls)], self._spares[len(calls):]
-        taken += [self._host() for _ in range(len(calls) - len(taken))]
-        self._want_spares.set()
+    def _hosts(self, worker: str, calls: list[tuple], options: dict[str, Any] | None = None,
+               fresh: list[Any] | None = None) -> list[Any]:
+        """One actor per argument tuple: from the warm pool where possible, or, for a stage
+        with placement hints (``options``), hosts started with them (``fresh``: started
+        already). Hosts a placement hint keeps pending too long are ended with a clear error."""
+        if options:
+            taken = list(fresh or [])
+            taken += [self._host(options) for _ in range(len(calls) - len(taken))]
+        else:
+            with self._pool_lock:
+                taken, self._spares = self._spares[:len(calls)], self._spares[len(calls):]
+            taken += [self._host() for _ in range(len(calls) - len(taken))]
+            self._want_spares.set()
         refs = [h.become.remote(worker, *args) for h, args in zip(taken, calls, strict=True)]
         for h, args in zip(taken, calls, strict=True):
             self._become[h._actor_id.hex()] = (worker, *args)
         try:
-            ray.get(refs)
+            ray.get(refs, timeout=PLACE_TIMEOUT if options else None)
+        except ray.exceptions.GetTimeoutError:
+            for h in taken:
+                ray.kill(h, no_restart=True)
+            raise FusionError(f"the actors of stage {calls[0][0].name!r} were not placed within "
+                              f"{PLACE_TIMEOUT:.0f}s: no node has room for {options} now "
+                              f"(other actors hold the resources, or the node is gone)") from None
         except ray.exceptions.RayTaskError as err:
             for h in taken:
                 ray.kill(h, no_restart=True)
@@ -311,12 +364,14 @@ class Controller:
             gen = self._generation
             slot = "fused0" if spec.parallelism == 1 else "source0"
             calls = [c[1:] for c in _stream_calls(spec, self.monitor, {slot: state})]
+            options = _placement(spec)
+            _check_feasible(spec.name, options)
             if spec.parallelism == 1:
                 source = None
-                actors = self._hosts("stream", calls)
+                actors = self._hosts("stream", calls, options)
                 prober = actors[0]
             else:
-                source, *actors = self._hosts("stream", calls)
+                source, *actors = self._hosts("stream", calls, options)
                 prober = source
             new = [a for a in [source, *actors] if a is not None]
             probe = ray.get(prober.probe.remote())
@@ -343,7 +398,9 @@ class Controller:
                                   f"or choose another name")
             self._generation += 1
             gen = self._generation
-            (actor,) = self._hosts("train", [(spec, 0, self.monitor, self.registry)])
+            options = _placement(spec)
+            _check_feasible(spec.name, options)
+            (actor,) = self._hosts("train", [(spec, 0, self.monitor, self.registry)], options)
             sample = up.sample
             if sample is None:
                 peeks = ray.get([a.peek.remote(200) for a in up.actors])
@@ -599,7 +656,7 @@ class Controller:
             if set(pending["states"]) < pending["expected"]:
                 return
             del self._ckpt_pending[k]
-            registry = ray.get(self.registry.get_state.remote())
+            registry = self._registry_state()
             covered = {name for name, _ in pending["expected"]}
             gens = {r.name: r.generation for r in self.stages.values()}
             table = self._dumps(self._table(only=covered))
@@ -611,6 +668,17 @@ class Controller:
                 del self._ckpt_pending[old]
             self._ckpt_done.notify_all()
         self._persist()
+
+    def _registry_state(self, wait: float = 30.0) -> Any:
+        """The registry's state for a checkpoint, waiting through a restart of its process."""
+        deadline = now() + wait
+        while True:
+            try:
+                return ray.get(self.registry.get_state.remote())
+            except ray.exceptions.ActorUnavailableError:
+                if now() > deadline:
+                    raise
+                threading.Event().wait(0.2)
 
     def _checkpoint_loop(self) -> None:
         while True:
@@ -863,9 +931,16 @@ class Controller:
         checkpoint stays usable for a later recovery); then start them, downstream first."""
         streams = [e for e in entries if e["kind"] == "stream"]
         trains = [e for e in entries if e["kind"] == "train"]
-        need = len(trains) + sum(e["spec"].parallelism + (e["spec"].parallelism > 1)
-                                 for e in streams)
-        with self._pool_lock:  # start every missing host at once, not one stage after another
+        size = {e["name"]: (1 if e["kind"] == "train" else
+                            e["spec"].parallelism + (e["spec"].parallelism > 1))
+                for e in streams + trains}
+        # start every missing host at once, not one stage after another: the pool's for the
+        # stages without placement hints, hosts with their hints for the others
+        placed = {e["name"]: _placement(e["spec"]) for e in streams + trains}
+        fresh = {n: [self._host(opts) for _ in range(size[n])]
+                 for n, opts in placed.items() if opts}
+        need = sum(size[n] for n, opts in placed.items() if not opts)
+        with self._pool_lock:
             short = need - len(self._spares)
         if short > 0:
             started = [self._host() for _ in range(short)]
@@ -876,7 +951,8 @@ class Controller:
             slots = ["fused0", "source0", *[f"ops{i}" for i in range(spec.parallelism)]]
             calls = _stream_calls(spec, self.monitor,
                                   {s: states.get((spec.name, s)) for s in slots})
-            hosts = self._hosts("stream", [c[1:] for c in calls])
+            hosts = self._hosts("stream", [c[1:] for c in calls], placed[spec.name],
+                                fresh.get(spec.name))
             source, actors = (None, hosts) if spec.parallelism == 1 else (hosts[0], hosts[1:])
             self.stages[spec.name] = StageRecord(
                 spec.name, "stream", spec, actors, source, e["generation"], sample=e.get("sample"),
@@ -884,7 +960,8 @@ class Controller:
         for e in trains:
             spec = e["spec"]
             (actor,) = self._hosts("train", [(spec, 0, self.monitor, self.registry,
-                                              states.get((spec.name, "train0")))])
+                                              states.get((spec.name, "train0")))],
+                                   placed[spec.name], fresh.get(spec.name))
             ray.get(self.registry.register.remote(spec.name, spec.keep, spec.guard))
             self.stages[spec.name] = StageRecord(
                 spec.name, "train", spec, [actor], None, e["generation"],

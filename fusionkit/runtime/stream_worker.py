@@ -64,6 +64,8 @@ class StreamWorker(StageActor):
         self.epoch = 0
         self._defined_paused = spec.paused
         self._checkpoint_due: int | None = None
+        self._ckpt_lock = threading.Lock()  # hands a checkpoint request to the reading loop
+        self._reading = False  # the reading loop takes requests (else they are served now)
         self._controller = None
         self.schema: Schema | None = spec.schema
         self.outbox = Outbox(f"{spec.name}/{role}{index}", spec.max_inflight)
@@ -171,6 +173,8 @@ class StreamWorker(StageActor):
     def _run(self) -> None:
         spec = self.spec
         src = spec.source
+        with self._ckpt_lock:
+            self._reading = True
         try:
             src.open()
             if self.offset:
@@ -179,8 +183,10 @@ class StreamWorker(StageActor):
             shed = getattr(spec, "overload", "wait") == "shed"
             stop = self._stop
             while not stop.is_set():
-                if self._checkpoint_due is not None:
-                    self._snapshot(self._checkpoint_due)
+                with self._ckpt_lock:
+                    due, self._checkpoint_due = self._checkpoint_due, None
+                if due is not None:
+                    self._snapshot(due)
                 if not self._resume.is_set():
                     self._resume.wait(0.2)
                     self.pacer.reset()
@@ -214,6 +220,11 @@ class StreamWorker(StageActor):
         except Exception as exc:
             self._fail(exc, "reading the source")
         finally:
+            with self._ckpt_lock:  # a request that came as the loop ended is served here
+                self._reading = False
+                due, self._checkpoint_due = self._checkpoint_due, None
+            if due is not None and not self._stop.is_set():
+                self._snapshot(due)
             try:
                 src.close()
             except Exception:
@@ -244,14 +255,14 @@ class StreamWorker(StageActor):
     # -- checkpoints and recovery ---------------------------------------------------------
     def request_checkpoint(self, k: int) -> None:
         """Take checkpoint ``k`` at the next batch boundary (now, if the loop has ended)."""
-        if self._thread is not None and self._thread.is_alive():
-            self._checkpoint_due = k
-        else:
-            self._snapshot(k)
+        with self._ckpt_lock:
+            if self._reading:
+                self._checkpoint_due = k
+                return
+        self._snapshot(k)
 
     def _snapshot(self, k: int) -> None:
         """Record this actor's state for checkpoint ``k`` and pass the barrier downstream."""
-        self._checkpoint_due = None
         state = self.get_state()
         self._get_controller().ack.remote(self.name, f"{self.role}{self.index}", k, state)
         self.outbox.broadcast(Barrier(k))
