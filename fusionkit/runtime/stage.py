@@ -54,6 +54,12 @@ class Reporter:
 
     def flush(self, force: bool = False) -> None:
         t = monotonic()
+        if not force and t - self._last < self.interval:
+            return
+        if self.monitor is not None and self._pending is not None and not force:
+            ready, _ = ray.wait([self._pending], timeout=0)
+            if not ready:
+                return  # monitor is behind: the counts stay and go with the next report
         with self._lock:
             if not force and t - self._last < self.interval:
                 return
@@ -66,10 +72,6 @@ class Reporter:
             self._latency = []
         if self.monitor is None:
             return
-        if self._pending is not None:
-            ready, _ = ray.wait([self._pending], timeout=0)
-            if not ready and not force:
-                return  # monitor is behind; this interval's counts are merged next time
         self._pending = self.monitor.report.remote([row])
 
 
