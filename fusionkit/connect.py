@@ -115,7 +115,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
             kwargs: dict[str, Any] = dict(namespace=namespace, logging_level=logging.ERROR,
                                           log_to_driver=worker_output)
             if address is None:
-                kwargs.update(num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+                # "local": a new Ray of our own, even where `ray start` left a cluster that
+                # a bare ray.init() would join
+                kwargs.update(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1),
                               include_dashboard=False)
                 started = True
             else:
