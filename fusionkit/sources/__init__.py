@@ -1,8 +1,9 @@
 """Where events come from: ``synthetic`` generators, ``replay`` of data you have,
-``redis`` streams."""
+``redis`` streams and ``kafka`` partitions."""
 
 from fusionkit.sources.base import Source
 from fusionkit.sources.drift import ConceptDrift, FeatureDrift
+from fusionkit.sources.kafka import Kafka
 from fusionkit.sources.redis import Redis
 from fusionkit.sources.replay import Replay
 from fusionkit.sources.synthetic import Synthetic
@@ -10,6 +11,7 @@ from fusionkit.sources.synthetic import Synthetic
 synthetic = Synthetic
 replay = Replay
 redis = Redis
+kafka = Kafka
 
-__all__ = ["Source", "Synthetic", "Replay", "Redis", "synthetic", "replay", "redis",
-           "FeatureDrift", "ConceptDrift"]
+__all__ = ["Source", "Synthetic", "Replay", "Redis", "Kafka", "synthetic", "replay", "redis",
+           "kafka", "FeatureDrift", "ConceptDrift"]
