@@ -67,12 +67,35 @@ def _duration(value: float | str | None, what: str) -> float | None:
     return seconds
 
 
+def _placement(resources: dict[str, float] | None, placement: str
+               ) -> tuple[dict[str, float] | None, str]:
+    """Check the placement hints of ``stream`` and ``train``."""
+    if placement not in ("pack", "spread"):
+        raise ValueError(f"placement must be 'pack' (Ray's default: fill a node first) or "
+                         f"'spread' (over the nodes), got {placement!r}")
+    if resources is None:
+        return None, placement
+    if not isinstance(resources, dict):
+        raise TypeError(f"resources must be a dict of resource name -> amount, e.g. "
+                        f"{{'gpu_node': 1}}, got {type(resources).__name__}")
+    out = {}
+    for key, amount in resources.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"resource names must be non-empty strings, got {key!r}")
+        if (isinstance(amount, bool) or not isinstance(amount, (int, float))
+                or not amount > 0 or amount == float("inf")):
+            raise ValueError(f"resource {key!r} needs a positive amount, got {amount!r}")
+        out[key] = float(amount)
+    return out or None, placement
+
+
 def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
            *, filter: Callable | str | None = None, key_by: str | Callable | None = None,
            window: Operator | None = None, operators: Sequence[Operator] = (),
            batch_size: int = 500, linger: float | str = "10ms", parallelism: int = 1,
            max_inflight: int = 4, schema: Any = None, paused: bool = False,
-           overload: str = "wait") -> StageHandle:
+           overload: str = "wait", resources: dict[str, float] | None = None,
+           placement: str = "pack") -> StageHandle:
     """Define (or replace) a stream stage reading ``source``.
 
     The chain runs in this order: ``fn`` (a vectorized DataFrame -> DataFrame map),
@@ -86,6 +109,13 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     source's lag behind its schedule grows and is reported as ``lag_s``); ``"shed"`` keeps
     the source on schedule and drops each batch the next stage has no room for, counted as
     ``shed`` in ``fk.status()`` and ``fk.metrics()``: fresher results, fewer events learned.
+
+    Placement on a cluster of several nodes (see docs/cluster.md): ``resources`` are Ray
+    resources each of the stage's actors asks for, e.g. ``{"w1": 1}`` for a node started
+    with ``ray start --resources='{"w1": 1}'`` (``"CPU"``, ``"GPU"`` and ``"memory"`` work
+    too); ``placement="spread"`` spreads the stage's actors over the nodes, ``"pack"`` (the
+    default) leaves it to Ray, which fills a node first. A stage with hints gets actors
+    started for it (a few seconds) instead of warm ones; a restarted actor keeps its hints.
     """
     if not isinstance(source, Source):
         raise TypeError(f"source must be a fusionkit source (fk.sources.synthetic(...), "
@@ -97,6 +127,7 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     if overload not in ("wait", "shed"):
         raise ValueError(f"overload must be 'wait' (backpressure) or 'shed' (drop what the "
                          f"next stage has no room for), got {overload!r}")
+    resources, placement = _placement(resources, placement)
     ops: list[Operator] = []
     if fn is not None:
         ops.append(Map(fn))
@@ -110,18 +141,22 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     spec = StreamSpec(name=name, source=source, operators=ops, key=key_by,
                       batch_size=batch_size, linger=_duration(linger, "linger"),
                       parallelism=parallelism, max_inflight=max_inflight, schema=schema,
-                      paused=paused, overload=overload)
+                      paused=paused, overload=overload, resources=resources,
+                      placement=placement)
     call("define_stream", spec)
     return StageHandle(name, "stream")
 
 
 def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str] | None = None,
           publish_every: float | str | int | None = "1s", guard: Any = None, keep: int = 5,
+          resources: dict[str, float] | None = None, placement: str = "pack",
           **learner_options: Any) -> StageHandle:
     """Define (or replace) a train stage learning ``model`` from stream ``on``.
 
     ``publish_every`` is a duration ("1s", 0.5) or a number of events (an int).
+    ``resources`` and ``placement`` place its actor on a cluster, as for ``stream``.
     """
+    resources, placement = _placement(resources, placement)
     every_s, every_n = None, None
     if isinstance(publish_every, int) and not isinstance(publish_every, bool):
         if publish_every < 1:
@@ -132,7 +167,7 @@ def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str]
     spec = TrainSpec(name=name, on=on, model=model, label=label,
                      features=list(features) if features is not None else None,
                      publish_every=every_s, publish_events=every_n, guard=guard, keep=keep,
-                     learner_options=learner_options)
+                     learner_options=learner_options, resources=resources, placement=placement)
     call("define_train", spec)
     return StageHandle(name, "train")
 

@@ -124,12 +124,13 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
                 kwargs["address"] = address
             _init(kwargs, retry=started)
         storage = storage or default_storage()
-        from fusionkit.runtime.controller import Controller
+        from fusionkit.runtime.controller import Controller, on_head
 
         controller = (ray.remote(Controller)
                       .options(name=CONTROLLER, namespace=NAMESPACE, lifetime="detached",
                                get_if_exists=True, num_cpus=0, max_concurrency=64,
-                               max_restarts=-1)  # comes back with its stage table
+                               max_restarts=-1,  # comes back with its stage table
+                               **on_head())  # a worker node's loss leaves it alone
                       .remote(storage, checkpoint_every))
         ray.get(controller.ping.remote())
         ray.get(controller.wait_warm.remote())

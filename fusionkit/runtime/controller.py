@@ -41,6 +41,7 @@ from fusionkit.runtime.stream_worker import OPS
 STOP_TIMEOUT = 5.0
 SPARE_HOSTS = 3  # warm processes kept ready, so defining a stage does not wait for one
 INFO_TIMEOUT = 3.0
+HEAD_RESOURCE = "node:__internal_head__"
 PLACE_TIMEOUT = 120.0  # how long a stage with placement hints waits for a node with room
 HOST_PREFIX = "fk-host-"  # stage hosts are named, so a restarted controller finds them
 TABLE_FILE = "stages.pkl"
@@ -130,6 +131,17 @@ def _check_feasible(name: str, options: dict[str, Any]) -> None:
                       f"resources=")
 
 
+def on_head() -> dict[str, Any]:
+    """Ray options that keep an actor on the head node: the controller, the registry and
+    the monitor, so that losing a worker node costs only the stage actors it held. A sliver
+    of the head's own resource (Ray 2.60 placed zero-CPU actors with a soft node affinity
+    on any node). Empty if there is no head (a cluster that lost it)."""
+    for node in ray.nodes():
+        if node.get("Alive") and HEAD_RESOURCE in node.get("Resources", {}):
+            return {"resources": {HEAD_RESOURCE: 0.001}}
+    return {}
+
+
 def _reconstructed() -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -178,10 +190,11 @@ class Controller:
         self._lock = threading.RLock()
         self._generation = 0
         # detached: they outlive a controller restart, and every handle to them stays valid
+        head = on_head()
         self.monitor = MonitorActor.options(name=MONITOR, namespace=NAMESPACE, lifetime="detached",
-                                            get_if_exists=True).remote()
+                                            get_if_exists=True, **head).remote()
         self.registry = Registry.options(name=REGISTRY, namespace=NAMESPACE, lifetime="detached",
-                                         get_if_exists=True).remote(storage, self.monitor)
+                                         get_if_exists=True, **head).remote(storage, self.monitor)
         self.started = now()
         self._names: dict[str, str] = {}  # actor id -> host name
         self._persist_lock = threading.Lock()

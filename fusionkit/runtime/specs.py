@@ -19,6 +19,8 @@ class StreamSpec:
     schema: Any = None
     paused: bool = False
     overload: str = "wait"  # "wait": backpressure (the source lags); "shed": drop, counted
+    resources: dict[str, float] | None = None  # Ray resources each of its actors asks for
+    placement: str = "pack"  # "pack": Ray's default (and the warm pool); "spread": SPREAD
     kind: str = "stream"
 
 
@@ -36,6 +38,8 @@ class TrainSpec:
     max_inflight: int = 4
     learner_options: dict[str, Any] = field(default_factory=dict)
     drift: Any = None  # a DriftSpec once fk.watch_drift attached one
+    resources: dict[str, float] | None = None  # Ray resources its actor asks for
+    placement: str = "pack"  # "pack": Ray's default (and the warm pool); "spread": SPREAD
     kind: str = "train"
 
 
