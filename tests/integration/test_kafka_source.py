@@ -244,6 +244,12 @@ def test_partition_offsets_commit_and_dead_letters(broker):
     again.open()  # resumes at the group's committed offset
     assert read_all(again, 10)["i"].tolist()[:10] == list(range(10, 20))
     again.close()
+    # a stage's recovery: open, then seek to the checkpoint's offset before the first read
+    third = pickle.loads(pickle.dumps(src))
+    third.open()
+    third.seek(int(first["_offset"].iloc[15]))
+    assert read_all(third, 5)["i"].tolist()[:5] == list(range(15, 20))
+    third.close()
 
 
 def test_unreachable_broker_is_a_clear_error():
