@@ -29,7 +29,7 @@ ENV = {
 }
 
 
-def end_session(sid: int, grace: float = 10.0) -> int:
+def end_session(sid: int, grace: float = 5.0) -> int:
     """End every process of process session ``sid`` (a scenario's Ray, started inside it)."""
     procs = []
     for p in psutil.process_iter(["pid"]):
