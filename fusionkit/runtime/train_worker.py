@@ -79,7 +79,7 @@ class TrainWorker(StageActor):
 
     def start(self) -> str:
         self.status = "running"
-        if self._ticker is None and self.spec.publish_every:
+        if self._ticker is None:
             self._ticker = threading.Thread(target=self._tick, daemon=True, name=f"fk-{self.name}")
             self._ticker.start()
         return self.status
@@ -197,6 +197,13 @@ class TrainWorker(StageActor):
                 reason = pd.Series(reason, index=batch.index)
                 reason[wrong] = f"invalid label {label!r}: not a finite number"
                 bad = bad | wrong
+        classes = getattr(self.learner, "fixed_classes", None)
+        if self.learner.task == "classification" and classes is not None:
+            wrong = ~y.isin(classes) & ~bad
+            if wrong.any():
+                reason = pd.Series(reason, index=batch.index)
+                reason[wrong] = f"invalid label {label!r}: not one of the classes {classes}"
+                bad = bad | wrong
         if not bad.any():
             return batch, batch.iloc[0:0], reason
         if isinstance(reason, pd.Series):
@@ -238,15 +245,19 @@ class TrainWorker(StageActor):
             self._publish()
 
     def _tick(self) -> None:
-        every = self.spec.publish_every
-        wait = every
+        """Publish every ``publish_every`` seconds, and report metrics while no batch comes
+        (the last batches of a finished stream would otherwise never reach the monitor)."""
+        every, idle = self.spec.publish_every, self.reporter.interval
+        wait = min(every or idle, idle)
         while not self._stop.wait(wait):
-            if self._pending_n and monotonic() - self._last_publish >= every:
-                with self.inbox.exclusive():
-                    if self._pending_n:
-                        self._publish()
+            with self.inbox.exclusive():
+                if every and self._pending_n and monotonic() - self._last_publish >= every:
+                    self._publish()
+                self.reporter.flush()
+            if not every:
+                continue
             left = self._last_publish + every - monotonic()  # wake when the next one is due
-            wait = left if left > 0.001 else max(0.005, every / 4)
+            wait = min(left if left > 0.001 else max(0.005, every / 4), idle)
 
     def _publish(self, wait: bool = False) -> int:
         if not self._pending_n:

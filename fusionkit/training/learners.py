@@ -325,6 +325,12 @@ class _PartialFitLearner(_Columns, Learner):
             return classes.index(self.pos_label)
         return None
 
+    @property
+    def fixed_classes(self) -> list | None:
+        """The classes the estimator is bound to (given, or from the first batch), if any:
+        a train stage sends events with any other label to the dead letters."""
+        return self._classes
+
     def predict(self, X: pd.DataFrame) -> Prediction:
         n = len(X)
         if not self._fitted:

@@ -20,15 +20,71 @@ Events without a prediction (``None``, or NaN for a regressor) are not scored, a
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import pickle
+from collections import Counter
 from typing import Any
 
 import numpy as np
 from river import metrics, utils
 
 from fusionkit.training.learners import TASKS, Prediction
+
+
+class _Recent:
+    """A metric over the last ``window`` events, like ``utils.Rolling(kind, window)`` but fed
+    a batch at a time."""
+
+    def __init__(self, window: int):
+        self.window = window
+        self.pairs: collections.deque = collections.deque()
+
+    def _enter(self, pairs: list) -> list:
+        """Add ``pairs`` (at most the last ``window``) and return those that left."""
+        pairs = pairs[-self.window:]
+        self.pairs.extend(pairs)
+        over = len(self.pairs) - self.window
+        return [self.pairs.popleft() for _ in range(over)] if over > 0 else []
+
+
+class _RecentAccuracy(_Recent):
+    """River's accuracy over the last ``window`` events: the pairs that leave the window are
+    reverted from its confusion matrix and the new ones added, each distinct pair once."""
+
+    def __init__(self, window: int):
+        super().__init__(window)
+        self.metric = metrics.Accuracy()
+
+    def update_many(self, pairs: list) -> None:
+        left = self._enter(pairs)
+        for (y, p), n in Counter(left).items():
+            self.metric.revert(y, p, w=n)
+        for (y, p), n in Counter(pairs[-self.window:]).items():
+            self.metric.update(y, p, w=n)
+
+    def get(self) -> float:
+        return self.metric.get()
+
+
+class _RecentLogLoss:
+    """The mean of ``metrics.LogLoss``'s per-event losses over the last ``window`` events."""
+
+    def __init__(self, window: int):
+        self.window = window
+        self.losses = np.empty(0)
+
+    def add(self, losses: np.ndarray) -> None:
+        """Add the losses of a batch (from ``_log_losses``)."""
+        self.losses = np.concatenate([self.losses, losses[-self.window:]])[-self.window:]
+
+    def get(self) -> float:
+        return float(self.losses.mean()) if len(self.losses) else 0.0
+
+
+_RECENT = {metrics.Accuracy: _RecentAccuracy, metrics.LogLoss: _RecentLogLoss}
+_BY_LOSS = (metrics.LogLoss, _RecentLogLoss)  # fed the batch's losses, not its pairs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +115,20 @@ def _missing(value: Any) -> bool:
 
 def _as_list(values: Any) -> list:
     return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _distinct(values: list) -> Any:
+    try:
+        return set(values)
+    except TypeError:  # unhashable predictions
+        return values
+
+
+def _log_losses(truth: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """``metrics.LogLoss``'s loss per event (``truth``: is the positive class; ``proba``:
+    its predicted probability), for a batch at once."""
+    p = np.clip(proba, 1e-15, 1 - 1e-15)
+    return -np.log(np.where(truth, p, 1.0 - p))
 
 
 class Prequential:
@@ -104,7 +174,9 @@ class Prequential:
         out: dict[str, Any] = {}
         for name, kind in kinds.items():
             out[name] = kind()
-            out[f"{name}_recent"] = utils.Rolling(kind, window_size=self.window)
+            recent = _RECENT.get(kind)
+            out[f"{name}_recent"] = (recent(self.window) if recent is not None else
+                                     utils.Rolling(kind, window_size=self.window))
         return out
 
     @property
@@ -113,27 +185,60 @@ class Prequential:
         return _PRIMARY[self.task]
 
     def update(self, y_true: Any, prediction: Prediction) -> None:
-        """Score one batch: ``y_true`` are its labels, ``prediction`` what the learner said."""
+        """Score one batch: ``y_true`` are its labels, ``prediction`` what the learner said.
+
+        The River metrics are fed per batch where that gives the same values as feeding them
+        event by event: a cumulative accuracy takes each distinct (label, prediction) pair
+        once, weighted by its count; a cumulative log loss (a mean) takes the batch's losses
+        at once; a rolling metric only the batch's last ``window`` events, since older ones
+        would leave its window within the batch anyway. Other metrics go event by event.
+        """
         ys, preds = _as_list(y_true), _as_list(prediction.y_pred)
         if len(ys) != len(preds):
             raise ValueError(f"{len(ys)} labels but {len(preds)} predictions")
-        scored = list(self._label_metrics.values())
-        for y, y_pred in zip(ys, preds, strict=True):
-            if _missing(y_pred):
-                continue
-            for metric in scored:
-                metric.update(y, y_pred)
-            self.n += 1
+        pairs = list(zip(ys, preds, strict=True))
+        if any(_missing(p) for p in _distinct(preds)):
+            pairs = [(y, p) for y, p in pairs if not _missing(p)]
+        self._feed(self._label_metrics, pairs)
+        self.n += len(pairs)
         if prediction.proba is None or not self._proba_metrics:
             return
-        scored = list(self._proba_metrics.values())
+        proba = np.asarray(prediction.proba, dtype="float64")
+        known = ~np.isnan(proba)
+        if len(proba) != len(ys):
+            raise ValueError(f"{len(ys)} labels but {len(proba)} probabilities")
         pos = self.pos_label
-        for y, p in zip(ys, prediction.proba.tolist(), strict=True):
-            if p != p:  # NaN: no probability for this event
-                continue
-            for metric in scored:
-                metric.update(y == pos, p)
-            self._n_proba += 1
+        truth = np.fromiter((y == pos for y in ys), dtype=bool, count=len(ys))[known]
+        proba = proba[known]
+        losses = _log_losses(truth, proba)
+        pairs = None
+        if any(not isinstance(m, _BY_LOSS) for m in self._proba_metrics.values()):
+            pairs = list(zip(truth.tolist(), proba.tolist(), strict=True))
+        self._feed(self._proba_metrics, pairs, losses)
+        self._n_proba += len(truth)
+
+    def _feed(self, scored: dict[str, Any], pairs: list[tuple[Any, Any]] | None,
+              losses: np.ndarray | None = None) -> None:
+        if not (len(pairs) if pairs is not None else len(losses)):
+            return
+        counts = None
+        for metric in scored.values():
+            if isinstance(metric, _RecentLogLoss):
+                metric.add(losses)
+            elif isinstance(metric, metrics.LogLoss):
+                metric._mean.update_many(losses)
+            elif isinstance(metric, _Recent):
+                metric.update_many(pairs)
+            elif isinstance(metric, utils.Rolling):
+                for y, p in pairs[-self.window:]:
+                    metric.update(y, p)
+            elif isinstance(metric, metrics.Accuracy):
+                counts = counts if counts is not None else Counter(pairs)
+                for (y, p), n in counts.items():
+                    metric.update(y, p, w=n)
+            else:
+                for y, p in pairs:
+                    metric.update(y, p)
 
     def values(self) -> dict[str, float]:
         """The metrics now, by name, and ``n``, the number of events scored."""

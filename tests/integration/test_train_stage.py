@@ -24,6 +24,7 @@ from fusionkit.demo import ctr_model
 from fusionkit.training.learners import Prediction, load_state
 
 NUMERIC = ["price", "dwell", "age", "hour", "position"]
+SCALED = ["z_price", "z_dwell", "z_age", "position"]
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -41,6 +42,13 @@ def state_bytes(fk, name: str, version: int) -> bytes:
 
 def versions(fk, name: str) -> pd.DataFrame:
     return fk.models(name).set_index("version")
+
+
+def features(df: pd.DataFrame) -> pd.DataFrame:
+    """A regression target linear in two features, and standardized numeric features."""
+    return df.assign(target=0.5 * df["age"] + 3.0 * df["position"] + 1.0,
+                     z_price=(np.log(df["price"]) - 3.0) / 0.8,
+                     z_dwell=(np.log(df["dwell"]) - 1.5) / 0.9, z_age=(df["age"] - 38) / 12)
 
 
 def logistic():
@@ -138,33 +146,32 @@ def test_phishing_accuracy_matches_river_and_versions_every_n_events(fk):
 # -- the adapters on a running stage ------------------------------------------------------------
 def test_adapters_on_the_stage(fk):
     src = fk.sources.synthetic("clicks", rate=4000, seed=2)
-    fk.stream("clicks", source=src, batch_size=250,
-              fn=lambda df: df.assign(target=0.5 * df["age"] + 3.0 * df["position"] + 1.0))
+    fk.stream("clicks", source=src, batch_size=250, fn=features)
     from sklearn.linear_model import SGDClassifier
 
     fk.train("river-clf", on="clicks", label="clicked", model=ctr_model(), publish_every=1000)
     fk.train("river-reg", on="clicks", label="target", features=["age", "position"],
              model=preprocessing.StandardScaler() | linear_model.LinearRegression(),
              publish_every=1000)
-    fk.train("sk-sgd", on="clicks", label="clicked", features=NUMERIC,
-             model=SGDClassifier(loss="log_loss", random_state=0), classes=[0, 1],
+    fk.train("sk-sgd", on="clicks", label="clicked", features=SCALED, classes=[0, 1],
+             model=SGDClassifier(loss="log_loss", learning_rate="constant", eta0=0.01),
              publish_every=1000)
     fk.train("custom", on="clicks", label="clicked", model=Majority(), publish_every=1000)
     names = ["river-clf", "river-reg", "sk-sgd", "custom"]
-    wait_for(lambda: all(seen(fk, n) >= 6000 for n in names), timeout=120,
-             what="6000 events learned by every adapter")
+    wait_for(lambda: all(seen(fk, n) >= 4000 for n in names), timeout=120,
+             what="4000 events learned by every adapter")
     wait_for(lambda: all(len(fk.models(n)) >= 2 for n in names), what="versions of each")
     st = fk.status()
     assert (st.loc[names, "status"] == "running").all(), st.loc[names, ["status", "error"]]
 
     m = {n: info(fk, n)["metrics"] for n in names}
-    majority = 0.7  # the synthetic click rate is about 25%
-    assert m["river-clf"]["accuracy_recent"] > majority
+    majority = 0.75  # the synthetic click rate is about 25%
+    assert m["river-clf"]["accuracy_recent"] > majority + 0.02
     assert {"accuracy", "log_loss"} <= set(m["river-clf"])
     assert {"mae", "rmse", "r2"} <= set(m["river-reg"]) and "accuracy" not in m["river-reg"]
     assert m["river-reg"]["mae_recent"] < 1.0  # the target is linear in the two features
-    assert m["sk-sgd"]["accuracy_recent"] > majority and "log_loss" in m["sk-sgd"]
-    assert m["custom"]["accuracy_recent"] > majority  # predicts "no click"
+    assert m["sk-sgd"]["accuracy_recent"] > majority + 0.02 and "log_loss" in m["sk-sgd"]
+    assert m["custom"]["accuracy_recent"] > majority - 0.05  # predicts "no click"
 
     # a published version is the learner itself: load it and predict with it
     rows = fk.peek("clicks", 20)

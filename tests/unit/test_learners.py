@@ -218,6 +218,20 @@ def test_sgd_classifier_classes(phishing):
         learner.learn(odd, odd["label"])
 
 
+def test_sgd_classifier_reports_the_classes_it_is_bound_to(phishing):
+    given = adapt(SGDClassifier(loss="log_loss"), classes=[False, True])
+    assert given.fixed_classes == [False, True]  # a train stage dead-letters other labels
+    inferred = adapt(SGDClassifier(loss="log_loss"))
+    assert inferred.fixed_classes is None  # nothing to check against before the first batch
+    inferred.predict_learn(phishing.iloc[:50], phishing["label"].iloc[:50])
+    assert inferred.fixed_classes == [False, True]
+    ints = adapt(SGDClassifier(loss="log_loss"))
+    batch = phishing.iloc[:50].assign(label=phishing["label"].iloc[:50].astype(int))
+    ints.predict_learn(batch, batch["label"])
+    assert ints.fixed_classes == [0, 1]
+    assert getattr(adapt(river_pipeline()), "fixed_classes", None) is None  # River: any label
+
+
 def test_sgd_regressor_with_categories():
     df = linear_stream()
     df["colour"] = np.random.default_rng(2).choice(["red", "green"], size=len(df))

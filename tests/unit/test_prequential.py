@@ -55,6 +55,30 @@ def test_classification_values_match_river():
         river_value(metrics.ROCAUC, ys, qs, window=500))
 
 
+@pytest.mark.parametrize("size", [1, 299, 300, 301, 1000])
+def test_batches_larger_than_the_window_and_unscored_events_match_river(size):
+    """Metrics are fed a batch at a time (weighted accuracy pairs, a batch of losses, only
+    the last ``window`` events for the recent twins): the values are River's, event by event."""
+    y, y_pred, proba = classification_stream(2500, seed=7)
+    y_pred = y_pred.astype(object)
+    y_pred[::11] = None  # not scored, as in progressive_val_score
+    proba[::13] = math.nan
+    pq = Prequential("classification", window=300)
+    feed(pq, y, y_pred, proba, size=size)
+    scored = [i for i, p in enumerate(y_pred) if p is not None]
+    ys, ps = [bool(y[i]) for i in scored], [bool(y_pred[i]) for i in scored]
+    with_p = [i for i in range(len(y)) if not math.isnan(proba[i])]
+    yq, qs = [bool(y[i]) for i in with_p], [float(proba[i]) for i in with_p]
+    values = pq.values()
+    assert values["n"] == len(scored)
+    assert values["accuracy"] == river_value(metrics.Accuracy, ys, ps)
+    assert values["accuracy_recent"] == pytest.approx(
+        river_value(metrics.Accuracy, ys, ps, window=300), abs=1e-12)
+    assert values["log_loss"] == pytest.approx(river_value(metrics.LogLoss, yq, qs), rel=1e-9)
+    assert values["log_loss_recent"] == pytest.approx(
+        river_value(metrics.LogLoss, yq, qs, window=300), rel=1e-9)
+
+
 def test_regression_values_match_river():
     rng = np.random.default_rng(3)
     y = rng.normal(size=2000)
