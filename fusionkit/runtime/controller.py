@@ -680,7 +680,21 @@ class Controller:
             for old in [j for j in self._ckpt_pending if j < k]:
                 del self._ckpt_pending[old]
             self._ckpt_done.notify_all()
+            self._commit_sources(k, pending["states"])
         self._persist()
+
+    def _commit_sources(self, k: int, states: dict[tuple[str, str], Any]) -> None:
+        """Tell each stream's reading actor that checkpoint ``k`` covers its source up to the
+        offset saved in it, so a broker source acknowledges what it no longer needs."""
+        for rec in self.stages.values():
+            if rec.kind != "stream":
+                continue
+            slot, reader = (("source0", rec.source) if rec.source is not None
+                            else ("fused0", rec.actors[0] if rec.actors else None))
+            state = states.get((rec.name, slot))
+            if reader is None or not isinstance(state, dict) or not state.get("offset"):
+                continue
+            reader.checkpoint_done.remote(k, int(state["offset"]))
 
     def _registry_state(self, wait: float = 30.0) -> Any:
         """The registry's state for a checkpoint, waiting through a restart of its process."""

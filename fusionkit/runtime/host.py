@@ -14,7 +14,8 @@ from typing import Any
 WORKERS = ("stream", "train")
 FORWARDED = ("probe", "start", "stop", "pause", "resume", "info", "peek", "set_targets",
              "get_state", "set_state", "dead_letters", "publish_now", "flush_chain",
-             "request_checkpoint", "restore", "set_upstream", "watch_drift")
+             "request_checkpoint", "checkpoint_done", "restore", "set_upstream",
+             "watch_drift")
 
 
 class StageHost:

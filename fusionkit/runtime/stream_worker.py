@@ -66,6 +66,7 @@ class StreamWorker(StageActor):
         self._checkpoint_due: int | None = None
         self._ckpt_lock = threading.Lock()  # hands a checkpoint request to the reading loop
         self._reading = False  # the reading loop takes requests (else they are served now)
+        self._commit_due: int | None = None  # an offset a completed checkpoint covers
         self._controller = None
         self.schema: Schema | None = spec.schema
         self.outbox = Outbox(f"{spec.name}/{role}{index}", spec.max_inflight)
@@ -185,8 +186,11 @@ class StreamWorker(StageActor):
             while not stop.is_set():
                 with self._ckpt_lock:
                     due, self._checkpoint_due = self._checkpoint_due, None
+                    commit, self._commit_due = self._commit_due, None
                 if due is not None:
                     self._snapshot(due)
+                if commit is not None:
+                    self._commit(src, commit)
                 if not self._resume.is_set():
                     self._resume.wait(0.2)
                     self.pacer.reset()
@@ -210,7 +214,7 @@ class StreamWorker(StageActor):
                 t0 = monotonic()
                 if INGEST_TS not in batch.columns:  # broker sources stamp when they read
                     batch[INGEST_TS] = ingest[:got] if got <= len(ingest) else ingest[-1]
-                self.offset = int(batch[OFFSET].iloc[-1]) + 1
+                self.offset = max(self.offset, int(batch[OFFSET].iloc[-1]) + 1)
                 if shed and self.outbox.busy():  # drop, counted, rather than fall behind
                     self.reporter.count(events_in=got, shed=got)
                 else:
@@ -237,6 +241,8 @@ class StreamWorker(StageActor):
         dead = take() if take is not None else ()
         for payload, reason, offset in dead:
             self.dead.add_raw(payload, reason, offset)
+            if offset is not None:  # read and set aside: a checkpoint covers it too
+                self.offset = max(self.offset, int(offset) + 1)
         if dead:
             self.reporter.count(dead_letters=len(dead))
         health = getattr(src, "health", None)
@@ -260,6 +266,23 @@ class StreamWorker(StageActor):
                 self._checkpoint_due = k
                 return
         self._snapshot(k)
+
+    def checkpoint_done(self, k: int, offset: int) -> None:
+        """Checkpoint ``k`` is complete and covers the source up to ``offset``: the source
+        may acknowledge it to its broker (Redis XACK, a Kafka commit). Done by the reading
+        loop, which owns the source's connection, or now if the loop has ended."""
+        with self._ckpt_lock:
+            if self._reading:
+                self._commit_due = max(offset, self._commit_due or 0)
+                return
+        self._commit(self.spec.source, offset)
+
+    def _commit(self, src: Any, offset: int) -> None:
+        try:
+            src.commit(offset)
+        except Exception as exc:  # the next checkpoint commits again; replay covers the rest
+            self.reporter.count(commit_errors=1)
+            self.last_commit_error = f"offset {offset}: {type(exc).__name__}: {exc}"
 
     def _snapshot(self, k: int) -> None:
         """Record this actor's state for checkpoint ``k`` and pass the barrier downstream."""
@@ -289,6 +312,7 @@ class StreamWorker(StageActor):
         self.chain = Chain(copy.deepcopy(list(self.spec.operators)))
         self.offset = 0
         self._checkpoint_due = None
+        self._commit_due = None
         self._defined_paused = False
         if state:
             self.set_state(state)

@@ -232,6 +232,10 @@ def test_stream_to_train_exact_counts_dead_letters_and_sink(fk, server):
     written = [json.loads(f[b"data"]) for _, f in client.xrange("out")]
     assert sorted(r["i"] for r in written) == [i for i in range(n) if i % 50 != 49]
     assert all("_offset" in r and "_ingest_ts" not in r for r in written)
+    # a completed checkpoint acknowledges what it covers: nothing stays pending in the group
+    assert fk.checkpoint() is not None
+    wait_for(lambda: client.xpending("events", "fusionkit")["pending"] == 0, timeout=30,
+             what="the checkpointed entries acknowledged (XACK)")
 
 
 def test_redis_restart_mid_run_loses_nothing(fk, server):
