@@ -1,8 +1,10 @@
 """Recovery time per actor kind, and what checkpointing costs in throughput.
 
 Kills each kind of actor (fused stream, parallel source, parallel operator, trainer,
-registry) mid-run with SIGKILL, several times, and reads the controller's recovery record
-(from Ray noticing the death to the pipeline running again from the last checkpoint). Then
+registry, the controller itself) mid-run with SIGKILL, several times, and reads the
+controller's recovery record (from Ray noticing the death to the pipeline running again
+from the last checkpoint; for the registry, from the kill to the next version published;
+for the controller, from the kill to the restarted controller running the pipeline). Then
 runs the same stream -> train pipeline as fast as it goes with checkpoints every 1 s, 5 s
 and 30 s, and without, in the same run.
 
@@ -71,7 +73,16 @@ def kill_once(kind: str, seed: int) -> float:
     wait(lambda: learned() > 20_000)
     assert fk.checkpoint() is not None
     before = len(fk.recoveries())
-    if kind == "registry":
+    if kind == "controller":  # from SIGKILL to the restarted controller running the pipeline
+        pid = fk.api.call("pid")
+        t0 = time.time()
+        os.kill(pid, signal.SIGKILL)
+        fk.api.call("ping")  # waits through the restart
+        wait(lambda: len(fk.recoveries()) > before)
+        seconds = time.time() - t0
+        n = learned()
+        wait(lambda: learned() > n + 10_000)
+    elif kind == "registry":
         import ray
 
         reg = fk.api.handles()["registry"]
@@ -93,15 +104,29 @@ def kill_once(kind: str, seed: int) -> float:
     return seconds
 
 
-def throughput(seconds: float) -> float:
+def throughput(seconds: float, every: float | None) -> float:
+    """Events/s of stream -> train as fast as it goes, with a checkpoint every ``every``
+    seconds (taken from here, as the controller's own timer would) or none."""
+    import threading
+
     src = fk.sources.synthetic("clicks", rate=None, seed=1)
     fk.stream("clicks", source=src, batch_size=2000, paused=True)
     fk.train("count", on="clicks", label="clicked", model=Counter(), publish_every="1s")
     fk.resume("clicks")
     time.sleep(2.0)
+    done = threading.Event()
+
+    def checkpoints() -> None:
+        while every is not None and not done.wait(every):
+            fk.checkpoint()
+
+    ticker = threading.Thread(target=checkpoints, daemon=True)
+    ticker.start()
     n0, t0 = learned(), time.monotonic()
     time.sleep(seconds)
     rate = (learned() - n0) / (time.monotonic() - t0)
+    done.set()
+    ticker.join()
     fk.stop()
     return rate
 
@@ -109,25 +134,39 @@ def throughput(seconds: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, shorter runs")
+    parser.add_argument("--cost-only", action="store_true",
+                        help="measure the checkpoint cost only; keep the recovery times of the "
+                             "last results file")
     args = parser.parse_args()
     reps = 2 if args.quick else 5
     run_s = 8.0 if args.quick else 20.0
 
-    fk.connect(checkpoint_every=None)
     rows = []
-    for kind in ("fused", "source", "ops", "train", "registry"):
-        times = [kill_once(kind, seed) for seed in range(reps)]
-        rows.append({"actor": kind, **summary_ms(times)})
-        print(f"recovery {kind}: {rows[-1]}", flush=True)
-    fk.shutdown()
+    if args.cost_only:
+        import json
 
-    cost = []
-    for every in (None, 30.0, 5.0, 1.0):
-        fk.connect(checkpoint_every=every)
-        rate = throughput(run_s)
+        rows = json.loads((Path(__file__).parent / "results" / "recovery.json")
+                          .read_text())["recovery"]
+    else:
+        fk.connect(checkpoint_every=None)
+        for kind in ("fused", "source", "ops", "train", "registry", "controller"):
+            times = [kill_once(kind, seed) for seed in range(reps)]
+            rows.append({"actor": kind, **summary_ms(times)})
+            print(f"recovery {kind}: {rows[-1]}", flush=True)
         fk.shutdown()
-        cost.append({"checkpoint_every_s": every or "off", "events_per_s": round(rate)})
-        print(f"throughput with checkpoints every {every}: {rate:,.0f} events/s", flush=True)
+
+    # one Ray for every setting, in rounds that alternate the order, median per setting
+    fk.connect(checkpoint_every=None)
+    settings = (None, 30.0, 5.0, 1.0)
+    rates: dict = {every: [] for every in settings}
+    for r in range(3 if args.quick else 5):
+        for every in (settings if r % 2 == 0 else settings[::-1]):
+            rates[every].append(throughput(run_s, every))
+            print(f"throughput with checkpoints every {every}: {rates[every][-1]:,.0f} "
+                  f"events/s", flush=True)
+    fk.shutdown()
+    cost = [{"checkpoint_every_s": every or "off", "events_per_s": round(float(np.median(v))),
+             "runs": [round(x) for x in v]} for every, v in rates.items()]
     base = cost[0]["events_per_s"]
     for row in cost:
         row["cost_pct"] = round(100.0 * (1 - row["events_per_s"] / base), 1)
