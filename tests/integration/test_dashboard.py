@@ -146,11 +146,18 @@ def test_snapshot_hands_out_each_bucket_once(fk, pipeline):
     monitor = fk.api.handles()["monitor"]
     import ray
 
-    # a version is live once the registry has it; its event reaches the monitor just after
-    wait_for(lambda: any(e["kind"] == "version" and e["stage"] == "ctr"
-                         for e in ray.get(monitor.events.remote(None))),
-             timeout=30, what="a version event in the monitor")
-    first = ray.get(monitor.snapshot.remote(None))
+    def settled(snap):
+        """The stream has a settled bucket and a version event of ctr is handed out (both
+        are handed out a second after their time)."""
+        return (snap["series"].get("clicks") is not None
+                and any(e["kind"] == "version" and e["stage"] == "ctr" for e in snap["events"]))
+
+    def first_snapshot():
+        snap = ray.get(monitor.snapshot.remote(None))
+        return snap if settled(snap) else None
+
+    first = wait_for(first_snapshot, timeout=30,
+                     what="a settled bucket and version event in a snapshot")
     wait_for(lambda: ray.get(monitor.snapshot.remote(first["until"]))["series"].get("clicks"),
              timeout=30, what="new buckets after the first snapshot")
     second = ray.get(monitor.snapshot.remote(first["until"]))
@@ -160,7 +167,9 @@ def test_snapshot_hands_out_each_bucket_once(fk, pipeline):
     assert t2.min() > first["until"] >= t1.max()
     assert {"rate_in", "p50_ms", "p99_ms"} <= set(second["series"]["clicks"])
     assert second["rates"]["clicks"] > 0
-    assert any(e["kind"] == "version" for e in first["events"] + second["events"])
+    # events are handed out once too
+    assert all(e["time"] <= first["until"] for e in first["events"])
+    assert all(first["until"] < e["time"] <= second["until"] for e in second["events"])
 
 
 def test_bad_options_are_refused(fk):
