@@ -302,13 +302,15 @@ class DriftWatch:
             current = 1.0 - alarm.after if worker.learner.task == "classification" else alarm.after
         else:
             current = worker.prequential.values().get(primary.recent, math.nan)
-        if worker._publish_ref is not None:  # a version in flight must not go live after this
-            ray.get(worker._publish_ref)
+        worker.settle_publish()  # a version in flight must not go live after this
         table = ray.get(worker.registry.table.remote(worker.name))
         metric = primary.recent
         if metric not in table.columns:
             return "kept", None, "no published version has a recent metric yet"
-        ok = table[table["in_memory"] & (table["status"] != "held")].dropna(subset=[metric])
+        # only this stage's own versions: an earlier definition of the same name (another
+        # model, or the same one before a restart from scratch) left versions it never learned
+        mine = table["version"].isin(worker.versions)
+        ok = table[mine & table["in_memory"] & (table["status"] != "held")].dropna(subset=[metric])
         if ok.empty:
             return "kept", None, "no recent version to roll back to"
         best = ok.loc[ok[metric].idxmax() if primary.higher_is_better else ok[metric].idxmin()]

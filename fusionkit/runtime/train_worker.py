@@ -49,6 +49,7 @@ class TrainWorker(StageActor):
         self._rng = np.random.default_rng(0)
         self._ticker: threading.Thread | None = None
         self.published = 0
+        self.versions: list[int] = []  # the versions this stage published: its own lineage
         self._schema_sent = False
         self.drift = None  # a DriftWatch once fk.watch_drift attached one
         if getattr(spec, "drift", None) is not None:
@@ -93,6 +94,7 @@ class TrainWorker(StageActor):
     def get_state(self) -> dict[str, Any]:
         return {"learner": self.learner.get_state(), "events_seen": self.events_seen,
                 "prequential": self.prequential.get_state(), "offsets": dict(self.offsets),
+                "versions": list(self.versions),
                 "drift": self.drift.get_state() if self.drift is not None else None}
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -101,6 +103,7 @@ class TrainWorker(StageActor):
         if state.get("prequential") is not None:
             self.prequential.set_state(state["prequential"])
         self.offsets = dict(state.get("offsets", {}))
+        self.versions = list(state.get("versions", []))
         if self.drift is not None:
             self.drift = self.drift.resume(state.get("drift"))
 
@@ -134,6 +137,7 @@ class TrainWorker(StageActor):
                                      **self.spec.learner_options)
                 self.prequential = Prequential(self.learner.task)
                 self.events_seen = 0
+                self.versions = []
                 self.drift = self.drift.fresh() if self.drift is not None else None
             self._pending, self._pending_n = [], 0
             if self.status in ("starting", "failed"):
@@ -270,15 +274,23 @@ class TrainWorker(StageActor):
                 "oldest_new_ingest_ts": float(ingest.min()), "new_events": int(len(ingest)),
                 "metrics": self.prequential.values()}
         state = self.learner.get_state()
-        if self._publish_ref is not None:
-            try:
-                ray.get(self._publish_ref)  # one publish in flight at a time
-            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                self.reporter.count(publish_errors=1)  # registry restarting: next one counts
+        try:
+            self.settle_publish()  # one publish in flight at a time
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            self.reporter.count(publish_errors=1)  # registry restarting: next one counts
         self._publish_ref = self.registry.publish.remote(self.name, state, meta, sample)
         self._pending, self._pending_n = [], 0
         self._last_publish = monotonic()
         self.published += 1
         if wait:
-            return ray.get(self._publish_ref)["version"]
+            return self.settle_publish() or 0
         return 0
+
+    def settle_publish(self) -> int | None:
+        """Wait for the publish in flight, if any, and note its version in the lineage."""
+        ref, self._publish_ref = self._publish_ref, None
+        if ref is None:
+            return None
+        version = int(ray.get(ref)["version"])
+        self.versions = [*self.versions[-999:], version]
+        return version
