@@ -256,10 +256,12 @@ def checkpoint(timeout: float = 30.0) -> int | None:
 
 
 def recoveries() -> pd.DataFrame:
-    """Every recovery so far: which stage, from which checkpoint, how long it took."""
+    """Every recovery so far: which stage, from which checkpoint, how long it took, and
+    ``steps``: the seconds spent waiting for each actor to be up and to restore its state."""
     info = call("checkpoint_info")
     return pd.DataFrame(info["recoveries"],
-                        columns=["stage", "checkpoint", "detected", "recovered", "seconds"])
+                        columns=["stage", "checkpoint", "detected", "recovered", "seconds",
+                                 "steps"])
 
 
 def restore(path: str | None = None) -> dict[str, Any]:

@@ -36,6 +36,7 @@ class Outbox:
         self._seq: dict[str, int] = {}
         self._inflight: dict[str, deque] = {}
         self._lock = threading.Lock()
+        self._abandon = threading.Event()
         self.dropped = 0
 
     def set_targets(self, targets: dict[str, list[Any]]) -> None:
@@ -70,6 +71,10 @@ class Outbox:
 
     def _settle(self, ref: Any) -> None:
         try:
+            while not ray.wait([ref], timeout=0.25)[0]:
+                if self._abandon.is_set():  # a recovery started over: the source replays it
+                    self.dropped += 1
+                    return
             ray.get(ref)
         except ray.exceptions.RayActorError:
             self.dropped += 1  # the receiver died or was replaced; its replacement replays
@@ -101,6 +106,12 @@ class Outbox:
                 for handle in handles:
                     self._push(handle, payload)
 
+    def abandon(self) -> None:
+        """Stop waiting for batches in flight (a recovery is starting over from a checkpoint):
+        a sender blocked on a receiver that died, or that Ray is restarting, goes on at once
+        instead of waiting for the receiver's replacement to give up on those batches."""
+        self._abandon.set()
+
     def reset(self, epoch: int) -> None:
         """Start over after a recovery: a new sender identity, nothing in flight."""
         with self._lock:
@@ -108,6 +119,7 @@ class Outbox:
             self.epoch = epoch
             self._seq.clear()
             self._inflight.clear()
+            self._abandon.clear()
 
     def inflight(self) -> int:
         with self._lock:

@@ -766,11 +766,16 @@ class Controller:
             with self._ckpt_done:
                 self._ckpt_pending.clear()
             k, states = self._usable_checkpoint([stream, *trains])
+            steps: dict[str, float] = {"checkpoint": now() - t0}  # where the time went
             members = [*trains, stream]  # downstream first: ready before the replay starts
             for member in members:
                 for slot, actor in self._slots(member):
+                    t = now()
                     _wait_ready(actor)
+                    steps[f"{member.name}/{slot} ready"] = now() - t
+                    t = now()
                     ray.get(actor.restore.remote(states.get((member.name, slot)), self.epoch))
+                    steps[f"{member.name}/{slot} restore"] = now() - t
             self._rewire(stream.name)
             if stream.source is not None:
                 ray.get(stream.source.set_targets.remote({OPS: stream.actors}))
@@ -783,7 +788,8 @@ class Controller:
                 member.extra["restarts"] = member.extra.get("restarts", 0) + (member.name == stage)
             done = now()
             self.recoveries.append({"stage": stage, "checkpoint": k, "detected": t0,
-                                    "recovered": done, "seconds": done - t0})
+                                    "recovered": done, "seconds": done - t0,
+                                    "steps": {n: round(v, 3) for n, v in steps.items()}})
             self.monitor.event.remote({"stage": stage, "kind": "recovered", "time": done,
                                        "detail": f"restored checkpoint {k} in {done - t0:.2f}s"})
             self._persist()

@@ -302,6 +302,7 @@ class StreamWorker(StageActor):
         running = self._thread is not None and self._thread.is_alive()
         self._stop.set()
         self._resume.set()
+        self.outbox.abandon()  # the reading loop may be waiting on a receiver that died
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._thread = None
