@@ -13,10 +13,11 @@ Two parts, one run, one Ray Serve:
 
    Both use the same deployment options; the targets are measured in interleaved rounds
    so that other load on the machine falls on both alike.
-2. Model swaps under load. One client posts requests back to back while the model
-   changes 100 times: in fusionkit, ``fk.publish`` makes a new version live and the replica
-   swaps it in between requests; in bare Serve, the same version states go in through
-   Serve's own path, ``user_config`` + ``reconfigure()`` (``serve.run`` with a new config).
+2. Model swaps under load. One client (a process of its own) posts requests back to back
+   while the model changes 100 times: in fusionkit, ``fk.publish`` makes a new version live
+   and the replica swaps it in between requests; in bare Serve, the same version states go
+   in through Serve's own path, ``user_config`` + ``reconfigure()`` (``serve.run`` with a
+   new config).
    Reported: the longest request and p99 during the swaps, failed requests, and the time
    from a swap being asked for to the first answer by the new version.
 
@@ -33,6 +34,7 @@ import argparse
 import base64
 import json
 import pickle
+import subprocess
 import sys
 import threading
 import time
@@ -145,28 +147,33 @@ def latency(port: int, rows: list[dict], sizes: list[int], rounds: int, n: int) 
 
 # -- part 2: swaps under load ------------------------------------------------------------
 class Load(threading.Thread):
-    """Posts one request after another; keeps every request's start, latency and version."""
+    """Posts one request after another from a process of its own (``_http_load.py``) and
+    keeps every request's start, latency, status and version as they come in."""
 
     def __init__(self, url: str, rows: list[dict]):
         super().__init__(daemon=True)
-        self.url, self.body = url, json.dumps({"rows": rows}).encode()
+        self.url, self.body = url, json.dumps({"rows": rows})
         self.stop_event = threading.Event()
         self.records: list[tuple[float, float, int, int | None]] = []
         self.answered = threading.Condition()
+        self.proc: subprocess.Popen | None = None
 
     def run(self) -> None:
-        with httpx.Client(timeout=60.0) as client:
-            while not self.stop_event.is_set():
-                t0 = time.perf_counter()
-                try:
-                    r = client.post(self.url, content=self.body,
-                                    headers={"content-type": "application/json"})
-                    status, version = r.status_code, r.json().get("version")
-                except Exception:
-                    status, version = -1, None
-                with self.answered:
-                    self.records.append((t0, time.perf_counter() - t0, status, version))
-                    self.answered.notify_all()
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_http_load.py"),
+                                      self.url, self.body], stdout=subprocess.PIPE, text=True)
+        watcher = threading.Thread(target=self._stop_when_asked, daemon=True)
+        watcher.start()
+        for line in self.proc.stdout:
+            t0, dt, status, version = line.split()
+            record = (float(t0), float(dt), int(status), None if version == "None" else int(version))
+            with self.answered:
+                self.records.append(record)
+                self.answered.notify_all()
+        self.proc.wait()
+
+    def _stop_when_asked(self) -> None:
+        self.stop_event.wait()
+        self.proc.terminate()
 
     def latest(self) -> int | None:
         return self.records[-1][3] if self.records else None
@@ -209,7 +216,7 @@ def fusionkit_swaps(port: int, rows: list[dict], swaps: int) -> tuple[dict, list
     load.start()
     while not load.records:
         time.sleep(0.01)
-    took, models = [], []
+    took, versions = [], []
     t_from = time.perf_counter()
     for _ in range(swaps):
         t0 = time.perf_counter()
@@ -218,11 +225,14 @@ def fusionkit_swaps(port: int, rows: list[dict], swaps: int) -> tuple[dict, list
             time.sleep(0.005)
             version = fk.publish(MODEL)
         took.append(load.seen_after(version, t0))
-        state = ray.get(registry.state.remote(MODEL, version))
-        models.append(pickle.dumps(load_state(state).model))
+        versions.append(version)
     t_to = time.perf_counter()
     load.stop_event.set()
     load.join()
+    # the models for Serve's own swap are fetched after the run: unpickling them in this
+    # process while the load thread runs would slow the client being measured
+    models = [pickle.dumps(load_state(ray.get(registry.state.remote(MODEL, v))).model)
+              for v in versions]
     return swap_report(load, t_from, t_to, took), models
 
 
