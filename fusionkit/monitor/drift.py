@@ -143,6 +143,8 @@ class FeatureDriftMonitor:
         self.seen = 0
         self._pending: list[tuple[pd.DataFrame, np.ndarray | None]] = []
         self._pending_n = 0
+        self._due: int | None = None
+        self._checked: tuple[pd.Index, tuple] | None = None
 
     def _column(self, name: str, kind: str, values: pd.Series) -> ds.ColumnWindow:
         col = self.columns.get(name)
@@ -163,36 +165,48 @@ class FeatureDriftMonitor:
         so the per-batch cost is an append.
         """
         names = self.features if self.features is not None else feature_columns(batch)
-        missing = [n for n in names if n not in batch.columns]
-        if missing:
-            raise ValueError(f"drift monitor: batch has no column(s) {missing}")
+        columns, checked = batch.columns, (batch.columns, tuple(names))
+        known = getattr(self, "_checked", None)  # the columns last found to hold the names
+        if known is None or known[0] is not columns or known[1] != checked[1]:
+            missing = [n for n in names if n not in columns]
+            if missing:
+                raise ValueError(f"drift monitor: batch has no column(s) {missing}")
+            self._checked = checked
         pred = None if predictions is None else np.asarray(predictions)
         if pred is not None and (pred.ndim != 1 or len(pred) != len(batch)):
             raise ValueError("predictions must be 1-D with one value per event of the batch")
         self._pending.append((batch, pred))
         self._pending_n += len(batch)
-        due = min((c.due(self.window) for c in self.columns.values()), default=1)
+        due = getattr(self, "_due", None)  # events the next window needs (changes in _flush)
+        if due is None:
+            due = self._due = min((c.due(self.window) for c in self.columns.values()), default=1)
         return self._flush(names) if self._pending_n >= due else DriftResult()
 
     def _flush(self, names: list[str]) -> DriftResult:
-        parts, self._pending, self._pending_n = self._pending, [], 0
-        frame = parts[0][0] if len(parts) == 1 else pd.concat([b for b, _ in parts])
-        n = len(frame)
-        offsets = (frame[OFFSET].to_numpy() if OFFSET in frame.columns
-                   else np.arange(self.seen, self.seen + n))  # fmt: skip
-        etimes = (frame[EVENT_TIME].to_numpy(dtype="float64") if EVENT_TIME in frame.columns
-                  else np.full(n, NAN))  # fmt: skip
+        parts, self._pending, self._pending_n, self._due = self._pending, [], 0, None
+        n = sum(len(b) for b, _ in parts)
+        # the columns of the batches as concatenating them would give them, without doing it
+        columns = _gather([b for b, _ in parts], [*names, OFFSET, EVENT_TIME])
+        if columns is None:  # batches of other columns, or unusual ones: as one frame
+            frame = parts[0][0] if len(parts) == 1 else pd.concat([b for b, _ in parts])
+            columns = {c: frame[c] for c in (*names, OFFSET, EVENT_TIME) if c in frame.columns}
+        offsets = columns.get(OFFSET)
+        offsets = np.arange(self.seen, self.seen + n) if offsets is None else _numpy(offsets)
+        etimes = columns.get(EVENT_TIME)
+        etimes = np.full(n, NAN) if etimes is None else _numpy(etimes, "float64")
         self.seen += n
-        watched = [(name, "feature", frame[name], offsets, etimes) for name in names]
+        watched = [(name, "feature", columns[name], offsets, etimes) for name in names]
         has_pred = [p is not None for _, p in parts]
         if any(has_pred):
             mask = np.repeat(has_pred, [len(b) for b, _ in parts])
-            preds = pd.Series(np.concatenate([p for _, p in parts if p is not None]))
+            preds = np.concatenate([p for _, p in parts if p is not None])
+            if preds.dtype.kind not in "biuf":  # as pandas types them (strings, objects)
+                preds = pd.Series(preds)
             watched.append(("prediction", "prediction", preds, offsets[mask], etimes[mask]))
         result = DriftResult()
         for name, kind, values, offs, times in watched:
             col = self._column(name, kind, values)
-            values = ds.column_values(values, col.categorical)
+            values = _values(values, col.categorical)
             for current, last, ref in col.push(values, self.window, self.sliding_reference):
                 self._evaluate(col, ref, current, int(offs[last]), float(times[last]), result)
         return result
@@ -289,6 +303,8 @@ class ConceptDriftMonitor:
         self._flip = isinstance(self._template, river_drift.binary.FHDDM)
         self.statistic = type(self._template).__name__.lower()
         self._keep = max(reference_window + test_window, 2 * direction_window)
+        # from a test's end back to the starts of its reference and test windows, and to it
+        self._spans = np.array([[reference_window + test_window], [test_window], [0]])
         self.seen = 0
         self._restart()
 
@@ -312,9 +328,9 @@ class ConceptDriftMonitor:
             c[:kept], c2[:kept] = self._c[used - kept : used], self._c2[used - kept : used]
             self._c, self._c2, used = c, c2, kept
         new, new2 = self._c[used : used + k], self._c2[used : used + k]
-        np.cumsum(seg, out=new)
+        seg.cumsum(out=new)
         new += self._c[used - 1]
-        np.cumsum(seg * seg, out=new2)
+        (seg * seg).cumsum(out=new2)
         new2 += self._c2[used - 1]
         self._used = used + k
         return self._c[: used + k], self._c2[: used + k], used - 1
@@ -329,6 +345,8 @@ class ConceptDriftMonitor:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("_used", state["_c"].size)  # saved before the buffers
+        state.setdefault("_spans", np.array([[state["reference_window"] + state["test_window"]],
+                                             [state["test_window"]], [0]]))  # fmt: skip
         self.__dict__.update(state)
 
     def update(self, errors: Any, offsets: Any = None, times: Any = None) -> DriftResult:
@@ -342,12 +360,13 @@ class ConceptDriftMonitor:
                 f"drift detector {self.detector!r} needs 0/1 errors; use 'adwin', "
                 "'pagehinkley' or 'kswin' for absolute errors"
             )
-        offsets = np.arange(self.seen, self.seen + n) if offsets is None else np.asarray(offsets)
+        offsets = None if offsets is None else np.asarray(offsets)
         times = None if times is None else np.asarray(times, dtype="float64")
+        first = self.seen  # the offset of the first event when none are given
         self.seen += n
         result, zmax, start = DriftResult(), NAN, 0
         while start < n:
-            seg = e[start:]
+            seg = e[start:] if start else e
             c, c2, m = self._append_sums(seg)
             # the generic direction check needs the errors before this batch too
             data = seg if self._adwin else np.concatenate([self._hist, seg])
@@ -365,13 +384,13 @@ class ConceptDriftMonitor:
                 at, stat, value, thr = z_at, "z", z, self.z_alarm
                 p = 0.5 * math.erfc(z / math.sqrt(2.0))
             i = start + at
-            et = float(times[i]) if times is not None else NAN
             result.alarms.append(Alarm(now(), self.stage, "concept", self.target, stat, value,
-                                       thr, int(offsets[i]), et, p, before, after))  # fmt: skip
+                                       thr, _offset_at(offsets, first, i), _time_at(times, i),
+                                       p, before, after))  # fmt: skip
             self._restart()
             start = i + 1
         result.rows.append({
-            "time": now(), "offset": int(offsets[-1]),
+            "time": now(), "offset": int(offsets[-1]) if offsets is not None else first + n - 1,
             "event_time": float(times[-1]) if times is not None else NAN, "kind": "concept",
             "feature": self.target, "error_rate": float(e.sum()) / n, "z": zmax,
             "alarm": bool(result.alarms),
@@ -382,24 +401,21 @@ class ConceptDriftMonitor:
         """First position (in the new part) where the error rate rose significantly."""
         if not self.window_test:
             return None, NAN, NAN, NAN, zmax
-        w, r, every = self.test_window, self.reference_window, self.test_every
-        first = max(-(-(self._since + 1) // every), -(-(r + w) // every)) * every
-        ends = m - self._since + np.arange(first, self._since + c.size - m, every)
-        if ends.size == 0:
+        w, r, every, since = self.test_window, self.reference_window, self.test_every, self._since
+        first = max(-(-(since + 1) // every), -(-(r + w) // every)) * every
+        if first >= since + c.size - m:
             return None, NAN, NAN, NAN, zmax
-        mid, lo = ends - w, ends - w - r
-        z = ds.increase_z_from_sums(
-            r, c[mid] - c[lo], c2[mid] - c2[lo], w, c[ends] - c[mid], c2[ends] - c2[mid]
-        )
+        # positions in c of the test ends, and of the starts of their two windows (rows)
+        at = np.arange(m - since + first, c.size, every) - self._spans
+        s, s2 = c[at], c2[at]
+        d, d2 = s[1:] - s[:-1], s2[1:] - s2[:-1]  # rows: sums over the reference, the test
+        z = _increase_z(r, d[0], d2[0], w, d[1], d2[1])
         top = float(z.max())
         zmax = max(top, zmax) if zmax == zmax else top
-        hit = np.flatnonzero(z >= self.z_alarm) if top >= self.z_alarm else ()
-        if len(hit) == 0:
+        if not top >= self.z_alarm:
             return None, NAN, NAN, NAN, zmax
-        j = hit[0]
-        before = (c[mid[j]] - c[lo[j]]) / r
-        after = (c[ends[j]] - c[mid[j]]) / w
-        return int(ends[j] - 1 - m), float(z[j]), float(before), float(after), zmax
+        j = int(np.flatnonzero(z >= self.z_alarm)[0])
+        return int(at[2, j] - 1 - m), float(z[j]), float(d[0, j] / r), float(d[1, j] / w), zmax
 
     def _step(self, x: float) -> bool:
         self._det.update(x)
@@ -441,6 +457,92 @@ class ConceptDriftMonitor:
         self._det_n += stop - since
         self._det_sum += float(c[m + stop] - c[m + since])
         return None, NAN, NAN
+
+
+def _gather(batches: list[pd.DataFrame], names: list[str]) -> dict[str, Any] | None:
+    """The columns ``names`` of consecutive batches, each as one array (NumPy, or the
+    columns' extension array), as concatenating the batches would give them; ``None`` when
+    that is not certain (a column missing from some batches only, duplicate names, columns
+    of several kinds): the caller concatenates the batches."""
+    get = getattr(batches[0], "_get_column_array", None)
+    if get is None:
+        return None
+    out: dict[str, Any] = {}
+    for name in names:
+        arrays = []
+        for b in batches:
+            loc = b.columns.get_loc(name) if name in b.columns else None
+            if not isinstance(loc, int):
+                arrays.append(loc)  # None: missing; else duplicate names
+                continue
+            arrays.append(b._get_column_array(loc))
+        first = arrays[0]
+        if first is None and all(a is None for a in arrays):
+            continue
+        if all(isinstance(a, np.ndarray) and a.dtype == first.dtype for a in arrays):
+            if first.dtype.kind not in "biufO":
+                return None
+            out[name] = first if len(arrays) == 1 else np.concatenate(arrays)
+        elif all(isinstance(a, pd.api.extensions.ExtensionArray) and a.dtype == first.dtype
+                 for a in arrays):  # fmt: skip
+            out[name] = first if len(arrays) == 1 else type(first)._concat_same_type(arrays)
+        else:
+            return None
+    return out
+
+
+def _numpy(values: Any, dtype: str | None = None) -> np.ndarray:
+    """``values.to_numpy(dtype)`` of a Series or an extension array, or a NumPy array as is
+    (or as ``dtype``)."""
+    if isinstance(values, np.ndarray):
+        return values if dtype is None else values.astype(dtype, copy=False)
+    return values.to_numpy(dtype=dtype)
+
+
+def _values(values: Any, categorical: bool) -> np.ndarray:
+    """:func:`~fusionkit.monitor.drift_stats.column_values` of a Series, an extension array
+    or a NumPy array of numbers, booleans or objects (the same values for each)."""
+    if isinstance(values, np.ndarray):
+        return np.asarray(values, dtype=object if categorical else "float64")
+    return ds.column_values(values, categorical)
+
+
+def _offset_at(offsets: Any, first: int, i: int) -> int:
+    """The source offset of the ``i``-th event of a batch (``first + i`` when none given)."""
+    return first + i if offsets is None else int(offsets[i])
+
+
+def _time_at(times: Any, i: int) -> float:
+    return NAN if times is None else float(times[i])
+
+
+def _array(batch: pd.DataFrame, name: str, dtype: str | None = None) -> np.ndarray:
+    """``batch[name].to_numpy(dtype)``, without building the Series when the column is a
+    plain NumPy array (the Series costs more than the rest of a small batch's step)."""
+    loc = batch.columns.get_loc(name)
+    get = getattr(batch, "_get_column_array", None)
+    if get is not None and isinstance(loc, int):
+        arr = get(loc)
+        if isinstance(arr, np.ndarray):
+            return arr if dtype is None else arr.astype(dtype, copy=False)
+    return batch[name].to_numpy(dtype=dtype)
+
+
+def _increase_z(n_ref: int, s_ref: np.ndarray, ss_ref: np.ndarray, n_cur: int,
+                s_cur: np.ndarray, ss_cur: np.ndarray) -> np.ndarray:  # fmt: skip
+    """:func:`~fusionkit.monitor.drift_stats.increase_z_from_sums` for window sizes given
+    as ints: the same operations, in the same order (so the same values), fewer calls."""
+    n = float(n_ref + n_cur)
+    mean = (s_ref + s_cur) / n
+    var = (ss_ref + ss_cur) / n
+    var -= mean * mean
+    np.maximum(var, 0.0, out=var)
+    diff = s_cur / float(n_cur)
+    diff -= s_ref / float(n_ref)
+    var *= 1.0 / n_ref + 1.0 / n_cur
+    se = np.sqrt(var, out=var)
+    z = np.zeros(diff.shape)
+    return np.divide(diff, se, out=z, where=se > 0)  # 0 where there is no spread
 
 
 class DriftMonitor:
@@ -508,13 +610,16 @@ class DriftMonitor:
         result = self.feature_monitor.update(batch, predictions)
         if errors is None or self.concept_monitor is None:
             return result
+        whole = np.asarray(errors).dtype.kind in "biu"  # booleans or integers: none missing
         errors = np.asarray(errors, dtype="float64").ravel()
         if errors.size != len(batch):
             raise ValueError("errors must hold one value per event of the batch")
-        offsets = batch[OFFSET].to_numpy() if OFFSET in batch.columns else None
-        times = batch[EVENT_TIME].to_numpy(dtype="float64") if EVENT_TIME in batch.columns else None
-        known = ~np.isnan(errors)
-        if not known.all():
+        columns = batch.columns
+        offsets = _array(batch, OFFSET) if OFFSET in columns else None
+        times = _array(batch, EVENT_TIME, "float64") if EVENT_TIME in columns else None
+        missing = None if whole else np.isnan(errors)
+        if missing is not None and missing.any():
+            known = ~missing
             errors = errors[known]
             offsets = None if offsets is None else offsets[known]
             times = None if times is None else times[known]

@@ -394,9 +394,13 @@ class Reference:
             stat, p = _chi2_counts(ref_counts, cur_counts)
             test = "chi2"
         else:
-            # one sort of the window serves the KS test and the PSI bins
-            cur = np.sort(_missing_last(current))
-            n_missing = int(np.isnan(np.asarray(current, dtype="float64")).sum())
+            # one sort of the window serves the KS test and the PSI bins; it puts the
+            # missing values (NaN) last, where KS wants them as +inf
+            cur = np.sort(np.asarray(current, dtype="float64").ravel())
+            present = int(np.searchsorted(cur, np.nan))  # the first NaN, sorted last
+            n_missing = cur.size - present
+            if n_missing:
+                cur[present:] = np.inf
             ref_counts = self.bin_counts
             cur_counts = _binned_counts_sorted(cur[: cur.size - n_missing], self.edges, n_missing)
             stat, p = self.ks.test(cur, is_sorted=True)
