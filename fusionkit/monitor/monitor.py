@@ -8,6 +8,8 @@ plain class so it can be tested directly; the runtime runs it as a Ray actor.
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections import deque
 from typing import Any
 
@@ -45,6 +47,7 @@ class Monitor:
         self._freshness_all: dict[str, Reservoir] = {}
         self._freshness_recent: dict[str, RecentSamples] = {}
         self._events: deque[dict[str, Any]] = deque(maxlen=5000)
+        self._lock = threading.RLock()  # the actor answers up to 16 calls at once
         self._drift = DriftStore()
         self.reports = 0
 
@@ -159,3 +162,19 @@ class Monitor:
         """Everything a live dashboard needs that is new since ``since``, in one reply
         (see ``fusionkit.monitor.snapshot``)."""
         return _snapshot(self, since)
+
+
+def _locked(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+# reports come in while snapshots and queries read the same stores: one at a time
+for _name in ("report", "report_freshness", "event", "drift_report", "forget", "stages",
+              "totals", "metrics", "recent_rates", "latency", "freshness", "freshness_summary",
+              "events", "snapshot"):
+    setattr(Monitor, _name, _locked(getattr(Monitor, _name)))
