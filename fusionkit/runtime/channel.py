@@ -71,11 +71,14 @@ class Outbox:
 
     def _settle(self, ref: Any) -> None:
         try:
-            while not ray.wait([ref], timeout=0.25)[0]:
-                if self._abandon.is_set():  # a recovery started over: the source replays it
-                    self.dropped += 1
+            while True:
+                try:
+                    ray.get(ref, timeout=0.25)
                     return
-            ray.get(ref)
+                except ray.exceptions.GetTimeoutError:
+                    if self._abandon.is_set():  # a recovery started over: the source replays it
+                        self.dropped += 1
+                        return
         except ray.exceptions.RayActorError:
             self.dropped += 1  # the receiver died or was replaced; its replacement replays
         except ray.exceptions.RayTaskError as err:  # receiver-side failure: it reports itself
