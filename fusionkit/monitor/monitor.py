@@ -24,6 +24,18 @@ from fusionkit.monitor.snapshot import COUNTERS, bucketize
 from fusionkit.monitor.snapshot import snapshot as _snapshot
 
 
+def _locked(method):
+    """One call at a time on the monitor's stores: the actor answers up to 16 calls at once,
+    and reports come in while snapshots and queries read the same stores."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class Monitor:
     """Receives stage reports; serves time series, freshness and pipeline events.
 
@@ -52,6 +64,7 @@ class Monitor:
         self.reports = 0
 
     # -- intake ---------------------------------------------------------------------------
+    @_locked
     def report(self, rows: list[dict[str, Any]]) -> None:
         """Take a list of report rows from one actor (one Ray call per flush)."""
         for row in rows:
@@ -66,6 +79,7 @@ class Monitor:
                 self._latency.setdefault(stage, Reservoir(20_000)).extend(np.asarray(lat))
             self.reports += 1
 
+    @_locked
     def report_freshness(self, model: str, version: int, served_at: float,
                          ingest_ts: np.ndarray) -> None:
         """Events learned by ``version`` were first answered at ``served_at``."""
@@ -78,12 +92,14 @@ class Monitor:
                **quantiles_ms(fresh), "max_ms": float(fresh.max() * 1000.0)}
         self._freshness.append(model, row)
 
+    @_locked
     def event(self, record: dict[str, Any]) -> None:
         """A pipeline event: a version published, a rollback, an alarm, a failure."""
         record = dict(record)
         record.setdefault("time", now())
         self._events.append(record)
 
+    @_locked
     def drift_report(self, stage: str, rows: list[dict[str, Any]],
                      alarms: list[dict[str, Any]]) -> None:
         """Drift rows and alarms of a train stage; each new alarm is also an event."""
@@ -91,6 +107,7 @@ class Monitor:
             self.event({"time": a["time"], "stage": stage, "kind": "alarm",
                         "status": a["kind"], "detail": describe(a)})
 
+    @_locked
     def forget(self, stage: str) -> None:
         """Drop a stage's series (it was stopped and removed)."""
         self._series.drop(stage)
@@ -99,14 +116,17 @@ class Monitor:
         self._latency.pop(stage, None)
 
     # -- queries --------------------------------------------------------------------------
+    @_locked
     def stages(self) -> list[str]:
         return self._series.keys()
 
+    @_locked
     def totals(self, stage: str | None = None) -> dict[str, Any]:
         if stage is not None:
             return dict(self._totals.get(stage, {}))
         return {k: dict(v) for k, v in self._totals.items()}
 
+    @_locked
     def metrics(self, stage: str, since: float | None = None) -> pd.DataFrame:
         """A stage's time series, one row per time bucket, summed over its actors."""
         rows = self._series.rows(stage, since)
@@ -115,6 +135,7 @@ class Monitor:
                                          "rate_out", "p50_ms", "p95_ms", "p99_ms"])
         return pd.DataFrame(bucketize(rows, self.bucket))
 
+    @_locked
     def recent_rates(self, window: float = 2.0) -> dict[str, float]:
         """Events (or requests) per second of each stage over the last ``window`` seconds."""
         cutoff = now() - window
@@ -125,16 +146,19 @@ class Monitor:
             out[stage] = count / window
         return out
 
+    @_locked
     def latency(self, stage: str) -> dict[str, float]:
         """Latency quantiles over a uniform sample of the stage's whole run."""
         res = self._latency.get(stage)
         return quantiles_ms(res.values() if res else [])
 
+    @_locked
     def freshness(self, model: str) -> pd.DataFrame:
         """Per served version: how long its events waited from ingest to first answer."""
         rows = self._freshness.rows(model)
         return pd.DataFrame(rows, columns=["time", "version", "n", "p50_ms", "p95_ms", "p99_ms", "max_ms"])
 
+    @_locked
     def freshness_summary(self, model: str, since: float | None = None) -> dict[str, float]:
         """Freshness quantiles over every event, or over the events first served after
         ``since`` (from the recent versions the monitor keeps)."""
@@ -155,26 +179,13 @@ class Monitor:
         """Drift alarms of one stage, or of every stage."""
         return self._drift.alarm_frame(stage, since)
 
+    @_locked
     def events(self, since: float | None = None) -> list[dict[str, Any]]:
         return [e for e in self._events if since is None or e["time"] > since]
 
+    @_locked
     def snapshot(self, since: float | None = None) -> dict[str, Any]:
         """Everything a live dashboard needs that is new since ``since``, in one reply
         (see ``fusionkit.monitor.snapshot``)."""
         return _snapshot(self, since)
 
-
-def _locked(method):
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with self._lock:
-            return method(self, *args, **kwargs)
-
-    return wrapper
-
-
-# reports come in while snapshots and queries read the same stores: one at a time
-for _name in ("report", "report_freshness", "event", "drift_report", "forget", "stages",
-              "totals", "metrics", "recent_rates", "latency", "freshness", "freshness_summary",
-              "events", "snapshot"):
-    setattr(Monitor, _name, _locked(getattr(Monitor, _name)))
