@@ -26,9 +26,35 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
+LAST_USER = pytest.StashKey[object]()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Note the last test that uses the shared Ray (see ``pytest_runtest_teardown``)."""
+    users = [item for item in items if "fk_session" in getattr(item, "fixturenames", ())]
+    config.stash[LAST_USER] = users[-1] if users else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After the last test that uses the shared Ray, shut it down: the tests after it
+    (multi-node clusters, notebooks, the browser) start Rays of their own and get the
+    machine to themselves."""
+    yield
+    if nextitem is not None and item is item.config.stash.get(LAST_USER, None):
+        _release_session()
+
+
+def _release_session() -> None:
+    import fusionkit as fk
+
+    fk.shutdown()  # idempotent: the session fixture's teardown calls it again
+
+
 @pytest.fixture(scope="session")
 def fk_session(tmp_path_factory):
-    """A connected fusionkit on an embedded Ray, shared by every test that asks for it."""
+    """A connected fusionkit on an embedded Ray, shared by every test that asks for it
+    (and shut down after the last of them)."""
     import fusionkit as fk
 
     import ray
@@ -43,7 +69,7 @@ def fk_session(tmp_path_factory):
             if attempt == 2:
                 raise
     yield conn
-    fk.shutdown()
+    _release_session()
 
 
 @pytest.fixture()

@@ -4,12 +4,12 @@ A pytest process joins one Ray (the session's); a cluster of several nodes needs
 its own, so each scenario runs here: ``python cluster_scenarios.py <scenario> <folder>``.
 It prints ``RESULT <json>`` on success and exits non-zero on a failed check.
 
-- ``placement``: a head and two worker nodes (``ray.cluster_utils.Cluster``); stages
-  pinned with ``resources=`` land on the nodes that offer them, ``placement="spread"``
-  spreads a parallel stream, an unknown resource is refused at once.
-- ``node_loss``: the train stage runs on a worker node, that node is removed mid-stream;
-  the trainer comes back on the other worker, the pipeline rolls back to its checkpoint
-  and every event is learned exactly once.
+- ``nodes``: a head and two worker nodes (``ray.cluster_utils.Cluster``), one cluster for
+  two parts (starting one takes a while). Placement: stages pinned with ``resources=``
+  land on the nodes that offer them, ``placement="spread"`` spreads a parallel stream, an
+  unknown resource is refused at once. Node loss: the train stage runs on a worker node,
+  that node is removed mid-stream; the trainer comes back on the other worker, the
+  pipeline rolls back to its checkpoint and every event is learned exactly once.
 - ``address <host:port>``: a cluster started with ``ray start --head`` (by the test),
   joined by address; a small stream -> train runs to the end.
 """
@@ -139,83 +139,87 @@ def start_cluster(folder: str):
     return cluster, workers
 
 
-def placement(folder: str) -> dict:
-    cluster, (w1, w2) = start_cluster(folder)
-    try:
-        head = cluster.head_node.node_id
-        src = fk.sources.synthetic("clicks", rate=2_000, seed=1)
-        fk.stream("clicks", source=src, batch_size=200, resources={"w1": 0.5})
-        fk.train("count", on="clicks", label="clicked", model=OffsetCounter(10_000_000),
-                 publish_every=None, resources={"w2": 1})
-        wait_for(lambda: seen() > 1_000, 60, "events learned across nodes")
-        stream_nodes, train_nodes = nodes_of("clicks"), nodes_of("count")
-        assert stream_nodes == [w1.node_id], (stream_nodes, w1.node_id)
-        assert train_nodes == [w2.node_id], (train_nodes, w2.node_id)
-        # the hints travel with the spec (the controller's stage table)
-        spec = fk.api.call("spec", "count")
-        assert spec.resources == {"w2": 1.0} and spec.placement == "pack", spec
-
-        fk.stream("wide", source=fk.sources.synthetic("wide", rate=2_000, seed=2),
-                  batch_size=200, parallelism=3, key_by="user_id", placement="spread")
-        wait_for(lambda: all(i["status"] == "running" for i in fk.api.call("infos", "wide")),
-                 60, "the spread stream running")
-        # Ray's SPREAD strategy is best effort: with room everywhere it may still put every
-        # actor on one node, so only the running stage and live nodes are checked here
-        spread = nodes_of("wide")
-        assert len(spread) == 4, spread
-
-        try:
-            fk.stream("nowhere", source=fk.sources.synthetic("x", rate=10), resources={"gpu9": 1})
-        except fk.FusionError as exc:
-            refused = str(exc)
-        else:
-            raise AssertionError("a resource no node offers was accepted")
-        assert "gpu9" in refused and "w1" in refused, refused
-        assert "nowhere" not in fk.api.call("stage_names")
-        return {"stream": stream_nodes, "train": train_nodes, "spread": spread, "head": head,
-                "w1": w1.node_id, "w2": w2.node_id, "refused": refused}
-    finally:
-        stop(cluster)
-
-
-def node_loss(folder: str) -> dict:
-    n_events = 20_000
+def nodes(folder: str) -> dict:
     cluster, workers = start_cluster(folder)
     try:
-        src = fk.sources.synthetic("clicks", rate=4_000, seed=3, max_events=n_events)
-        fk.stream("clicks", source=src, batch_size=500, paused=True, resources={"head": 0.5})
-        # either worker offers "trainer": the actor can come back on the other one
-        fk.train("count", on="clicks", label="clicked", model=OffsetCounter(n_events),
-                 publish_every=None, resources={"trainer": 1})
-        fk.resume("clicks")
-        wait_for(lambda: seen() >= n_events // 5, 60, "first events learned")
-        assert fk.checkpoint() is not None
-        wait_for(lambda: seen() >= n_events // 3, 60, "more events learned")
-        (before,) = nodes_of("count")
-        victim = next(w for w in workers if w.node_id == before)
-        survivor = next(w for w in workers if w is not victim)
-        infra = infra_nodes()
-        head = cluster.head_node.node_id
-        assert len(infra) == 3 and set(infra.values()) == {head}, (infra, head)
-        t0 = time.monotonic()
-        cluster.remove_node(victim)
-        wait_for(lambda: len(fk.recoveries()) > 0, 120, "a recovery after the node loss")
-        recovered_s = time.monotonic() - t0
-        wait_for(lambda: seen() >= n_events, 120, "every event learned after the node loss")
-        counts = learned_counts()
-        assert counts.sum() == n_events, f"learned {counts.sum()} events, produced {n_events}"
-        assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
-        (after,) = nodes_of("count")
-        assert after == survivor.node_id, (after, survivor.node_id, before)
-        rec = fk.recoveries().iloc[-1].to_dict()
-        assert rec["stage"] == "count" and rec["checkpoint"] is not None, rec
-        assert fk.status().loc["count", "restarts"] >= 1
-        return {"train_node_before": before, "train_node_after": after,
-                "recovery_s": rec["seconds"], "node_removed_to_recovered_s": recovered_s,
-                "checkpoint": int(rec["checkpoint"]), "learned": int(counts.sum()),
-                "victim": victim.node_id, "infra_before": infra, "infra_after": infra_nodes()}
+        out = {"placement": placement(cluster, workers)}
+        fk.stop()
+        out["node_loss"] = node_loss(cluster, workers)
+        return out
     finally:
         stop(cluster)
+
+
+def placement(cluster, workers) -> dict:
+    w1, w2 = workers
+    head = cluster.head_node.node_id
+    src = fk.sources.synthetic("clicks", rate=2_000, seed=1)
+    fk.stream("clicks", source=src, batch_size=200, resources={"w1": 0.5})
+    fk.train("count", on="clicks", label="clicked", model=OffsetCounter(10_000_000),
+             publish_every=None, resources={"w2": 1})
+    wait_for(lambda: seen() > 1_000, 60, "events learned across nodes")
+    stream_nodes, train_nodes = nodes_of("clicks"), nodes_of("count")
+    assert stream_nodes == [w1.node_id], (stream_nodes, w1.node_id)
+    assert train_nodes == [w2.node_id], (train_nodes, w2.node_id)
+    # the hints travel with the spec (the controller's stage table)
+    spec = fk.api.call("spec", "count")
+    assert spec.resources == {"w2": 1.0} and spec.placement == "pack", spec
+
+    fk.stream("wide", source=fk.sources.synthetic("wide", rate=2_000, seed=2),
+              batch_size=200, parallelism=3, key_by="user_id", placement="spread")
+    wait_for(lambda: all(i["status"] == "running" for i in fk.api.call("infos", "wide")),
+             60, "the spread stream running")
+    # Ray's SPREAD strategy is best effort: with room everywhere it may still put every
+    # actor on one node, so only the running stage and live nodes are checked here
+    spread = nodes_of("wide")
+    assert len(spread) == 4, spread
+
+    try:
+        fk.stream("nowhere", source=fk.sources.synthetic("x", rate=10), resources={"gpu9": 1})
+    except fk.FusionError as exc:
+        refused = str(exc)
+    else:
+        raise AssertionError("a resource no node offers was accepted")
+    assert "gpu9" in refused and "w1" in refused, refused
+    assert "nowhere" not in fk.api.call("stage_names")
+    return {"stream": stream_nodes, "train": train_nodes, "spread": spread, "head": head,
+            "w1": w1.node_id, "w2": w2.node_id, "refused": refused}
+
+
+def node_loss(cluster, workers) -> dict:
+    n_events = 20_000
+    src = fk.sources.synthetic("clicks", rate=4_000, seed=3, max_events=n_events)
+    fk.stream("clicks", source=src, batch_size=500, paused=True, resources={"head": 0.5})
+    # either worker offers "trainer": the actor can come back on the other one
+    fk.train("count", on="clicks", label="clicked", model=OffsetCounter(n_events),
+             publish_every=None, resources={"trainer": 1})
+    fk.resume("clicks")
+    wait_for(lambda: seen() >= n_events // 5, 60, "first events learned")
+    assert fk.checkpoint() is not None
+    wait_for(lambda: seen() >= n_events // 3, 60, "more events learned")
+    (before,) = nodes_of("count")
+    victim = next(w for w in workers if w.node_id == before)
+    survivor = next(w for w in workers if w is not victim)
+    infra = infra_nodes()
+    head = cluster.head_node.node_id
+    assert len(infra) == 3 and set(infra.values()) == {head}, (infra, head)
+    t0 = time.monotonic()
+    cluster.remove_node(victim)
+    wait_for(lambda: len(fk.recoveries()) > 0, 120, "a recovery after the node loss")
+    recovered_s = time.monotonic() - t0
+    wait_for(lambda: seen() >= n_events, 120, "every event learned after the node loss")
+    counts = learned_counts()
+    assert counts.sum() == n_events, f"learned {counts.sum()} events, produced {n_events}"
+    assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
+    (after,) = nodes_of("count")
+    assert after == survivor.node_id, (after, survivor.node_id, before)
+    rec = fk.recoveries().iloc[-1].to_dict()
+    assert rec["stage"] == "count" and rec["checkpoint"] is not None, rec
+    assert fk.status().loc["count", "restarts"] >= 1
+    return {"train_node_before": before, "train_node_after": after,
+            "recovery_s": rec["seconds"], "node_removed_to_recovered_s": recovered_s,
+            "checkpoint": int(rec["checkpoint"]), "learned": int(counts.sum()),
+            "victim": victim.node_id, "infra_before": infra, "infra_after": infra_nodes()}
 
 
 def infra_nodes() -> dict[str, str]:
@@ -253,7 +257,7 @@ def address(folder: str, addr: str) -> dict:
 if __name__ == "__main__":
     scenario, folder, *rest = sys.argv[1:]
     t = time.monotonic()
-    out = {"placement": placement, "node_loss": node_loss, "address": address}[scenario](
+    out = {"nodes": nodes, "address": address}[scenario](
         folder, *rest)
     out["seconds"] = round(time.monotonic() - t, 1)
     print("RESULT " + json.dumps(out), flush=True)

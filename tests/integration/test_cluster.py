@@ -73,11 +73,28 @@ def run(*args: str, tmp_path: Path, env: dict[str, str] | None = None) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def test_stages_land_on_the_nodes_their_hints_name(tmp_path):
+@pytest.fixture(scope="module")
+def nodes_run(tmp_path_factory):
+    """One three-node cluster for the placement and node-loss checks (a cluster start is
+    the slow part): the scenario's result, or the failure it ran into."""
+    folder = tmp_path_factory.mktemp("nodes")
+    try:
+        return run("nodes", str(folder), tmp_path=folder)
+    except AssertionError as exc:
+        return exc
+
+
+def scenario_part(nodes_run, part: str) -> dict:
+    if isinstance(nodes_run, AssertionError):
+        raise nodes_run
+    return nodes_run[part]
+
+
+def test_stages_land_on_the_nodes_their_hints_name(nodes_run):
     """A head and two workers: resources= pins the stream to w1 and the trainer to w2;
     a parallel stream with placement="spread" (Ray's SPREAD, best effort) runs with its
     actors on the cluster's nodes; a resource no node offers is refused at once."""
-    out = run("placement", str(tmp_path), tmp_path=tmp_path)
+    out = scenario_part(nodes_run, "placement")
     assert out["stream"] == [out["w1"]] and out["train"] == [out["w2"]]
     assert len({out["head"], out["w1"], out["w2"]}) == 3
     assert len(out["spread"]) == 4
@@ -85,10 +102,11 @@ def test_stages_land_on_the_nodes_their_hints_name(tmp_path):
     assert "gpu9" in out["refused"]
 
 
-def test_node_loss_recovers_exactly_once(tmp_path):
-    """Remove the worker node that holds the train stage mid-stream: the trainer comes back
-    on the other worker from the last checkpoint; every event is learned exactly once."""
-    out = run("node_loss", str(tmp_path), tmp_path=tmp_path)
+def test_node_loss_recovers_exactly_once(nodes_run):
+    """Then, on the same cluster, remove the worker node that holds the train stage
+    mid-stream: the trainer comes back on the other worker from the last checkpoint;
+    every event is learned exactly once."""
+    out = scenario_part(nodes_run, "node_loss")
     assert out["learned"] == 20_000
     assert out["train_node_after"] != out["train_node_before"]
     assert out["victim"] not in out["infra_after"].values()
