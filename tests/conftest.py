@@ -55,9 +55,9 @@ def _release_session() -> None:
 def fk_session(tmp_path_factory):
     """A connected fusionkit on an embedded Ray, shared by every test that asks for it
     (and shut down after the last of them)."""
-    import fusionkit as fk
-
     import ray
+
+    import fusionkit as fk
 
     storage = tmp_path_factory.mktemp("storage")
     for attempt in range(3):  # a busy machine can miss Ray's fixed 30 s node start-up window
