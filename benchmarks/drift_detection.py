@@ -20,9 +20,15 @@ Three parts, one run:
    ``StandardScaler | LogisticRegression`` and ``HoeffdingTreeClassifier``), with and
    without a ``DriftMonitor`` fed every batch: runs alternate, best of ``--repeats`` each;
    also the monitor's share of the training time within the same runs.
+4. Stage cost (``--stage``, starts a local Ray): what the issue's target is about, the
+   train stage's own throughput with and without ``fk.watch_drift`` (its defaults: every
+   feature of the model, predictions, ADWIN), on benchmarks/train_throughput.py's replayed
+   click stream and River model at batch 1000; runs alternate, ``--stage-repeats`` pairs.
 
 Run ``python benchmarks/drift_detection.py`` (about 4 minutes on 2 cores) or with
-``--quick`` for a smoke run. Prints tables and writes benchmarks/results/drift_detection.json.
+``--quick`` for a smoke run; ``--only stage`` (or ``concept``, ``features``, ``cost``) runs
+one part and merges it into the results file. Prints tables and writes
+benchmarks/results/drift_detection.json.
 """
 
 from __future__ import annotations
@@ -272,8 +278,61 @@ def cost_part(events: int, repeats: int) -> dict:
     return out
 
 
+def stage_cost_part(events: int, repeats: int, batch: int = 1000) -> dict:
+    """The train stage's events/s with and without a drift watch, alternating pairs."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import train_throughput as tt
+
+    import fusionkit as fk
+
+    df = tt.clicks(events)
+    fk.connect()
+    try:
+        tt.train_stage(df.iloc[: events // 5], "river", batch, 0.2)  # warm-up, not counted
+        base, watched = [], []
+        for r in range(repeats):
+            for drift in (False, True) if r % 2 == 0 else (True, False):
+                row = tt.train_stage(df, "river", batch, 0.2, drift={} if drift else None)
+                assert row["complete"], row
+                (watched if drift else base).append(row["events_per_s"])
+                print(f"  stage {'with' if drift else 'without'} drift watch: "
+                      f"{row['events_per_s']:,} events/s", flush=True)
+    finally:
+        fk.shutdown()
+    paired = [1.0 - w / b for w, b in zip(watched, base, strict=True)]
+    return {
+        "events": events, "batch": batch, "repeats": repeats,
+        "model": "StandardScaler | LogisticRegression (River, learn_many)",
+        "features": tt.FEATURES, "watch": "fk.watch_drift defaults",
+        "events_per_s_without": base, "events_per_s_with": watched,
+        "throughput_cost_pct_best": 100.0 * (1.0 - max(watched) / max(base)),
+        "throughput_cost_pct_median_of_pairs": 100.0 * float(np.median(paired)),
+        "throughput_cost_pct_median": 100.0 * (1.0 - np.median(watched) / np.median(base)),
+        "load_average": os.getloadavg(),
+    }  # fmt: skip
+
+
 def print_tables(res: dict) -> None:
-    concept = res["concept"]
+    if "concept" in res:
+        print_concept(res["concept"])
+    if "features" in res:
+        print_features(res["features"])
+    if "cost" in res:
+        print_cost(res["cost"])
+    if "stage_cost" in res:
+        r = res["stage_cost"]
+        print(f"\nCost of a drift watch on the train stage (batch {r['batch']}, "
+              f"{r['events']:,} events, {r['repeats']} pairs, load {r['load_average']})")
+        print(f"  events/s without: {r['events_per_s_without']}")
+        print(f"  events/s with:    {r['events_per_s_with']}")
+        print(f"  throughput cost: median of pairs {r['throughput_cost_pct_median_of_pairs']:+.1f}%, "
+              f"of medians {r['throughput_cost_pct_median']:+.1f}%, "
+              f"best vs best {r['throughput_cost_pct_best']:+.1f}%")
+
+
+def print_concept(concept: dict) -> None:
     print("\nConcept drift: detection rate, median / p90 delay (events), false alarms per 10k")
     print(f"{'stream':18s}" + "".join(f"{d:>34s}" for d in DETECTORS))
     for name in STREAMS:
@@ -289,17 +348,23 @@ def print_tables(res: dict) -> None:
     cells = [f"{concept['all'][d]['drifts_detected']:>3d}/{concept['all'][d]['drifts']} drifts"
              f" {concept['all'][d]['false_alarms_per_10k']:6.2f}" for d in DETECTORS]  # fmt: skip
     print(f"{'all':18s}" + "".join(f"{c:>34s}" for c in cells))
+
+
+def print_features(features: dict) -> None:
     print("\nFeature drift on stationary data (per window per feature)")
     for key in ("defaults", "window_200"):
-        r = res["features"][key]
+        r = features[key]
         print(f"  ref {r['reference']:>5d} window {r['window']:>4d} psi_alarm {r['psi_alarm']}: "
               f"alarms {r['alarm_rate']:.4f} of {r['tests']} tests (PSI alone "
               f"{r['psi_only_rate']:.4f}, test alone {r['test_only_rate']:.4f}), "
               f"max PSI {r['max_psi']:.3f}")  # fmt: skip
-    print("  mean shift flagged in the first window:", res["features"]["shift_flagged"])
+    print("  mean shift flagged in the first window:", features["shift_flagged"])
+
+
+def print_cost(c: dict) -> None:
     print("\nCost of drift monitoring (prequential train loop, 500-event batches)")
     for name in ("logistic_regression", "hoeffding_tree"):
-        r = res["cost"][name]
+        r = c[name]
         print(
             f"  {name:20s} {r['events_per_s_without']:9.0f} ev/s without, "
             f"{r['events_per_s_with']:9.0f} with (best of {r['repeats']}: "
@@ -309,10 +374,12 @@ def print_tables(res: dict) -> None:
             f"{r['monitor_time_pct_of_training_min']:.1f}%), "
             f"{r['monitor_us_per_event_in_loop']:.2f} us/event"
         )
-    c = res["cost"]
     print(f"  DriftMonitor alone: {c['monitor_alone_us_per_event']:.2f} us/event (best; "
           f"median {c['monitor_alone_us_per_event_median']:.2f}), load average "
           f"{c['load_average']}")  # fmt: skip
+
+
+PARTS = ("concept", "features", "cost", "stage")
 
 
 def main() -> None:
@@ -321,28 +388,46 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=7,
                         help="runs with and without the monitor, alternating (cost part)")
+    parser.add_argument("--stage", action="store_true",
+                        help="also the stage cost part (starts a local Ray)")
+    parser.add_argument("--stage-repeats", type=int, default=3)
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="run only this part (repeatable); merged into the results file")
     parser.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", type=Path, default=None,
                         help=f"JSON output (default {RESULTS} for a full run)")  # fmt: skip
     args = parser.parse_args()
+    parts = set(args.only or ([*PARTS] if args.stage else PARTS[:3]))
     seeds = list(range(3 if args.quick else args.seeds))
     t0 = time.perf_counter()
     res = {"config": {"seeds": len(seeds), "quick": args.quick, "max_delay": MAX_DELAY,
                       "batch": BATCH, "streams": STREAMS, "python": platform.python_version(),
                       "cpus": os.cpu_count()}}  # fmt: skip
-    res["concept"] = concept_part(seeds, args.processes)
-    windows = 3 if args.quick else 10
-    res["features"] = {
-        "defaults": feature_false_alarms(seeds, 10_000, 5_000, windows, 0.2),
-        "window_200": feature_false_alarms(seeds, 2_000, 200, 9 * windows, 0.1),
-        "shift_flagged": feature_power(seeds),
-    }
-    res["cost"] = cost_part(20_000 if args.quick else 100_000, 2 if args.quick else args.repeats)
+    if "concept" in parts:
+        res["concept"] = concept_part(seeds, args.processes)
+    if "features" in parts:
+        windows = 3 if args.quick else 10
+        res["features"] = {
+            "defaults": feature_false_alarms(seeds, 10_000, 5_000, windows, 0.2),
+            "window_200": feature_false_alarms(seeds, 2_000, 200, 9 * windows, 0.1),
+            "shift_flagged": feature_power(seeds),
+        }
+    if "cost" in parts:
+        res["cost"] = cost_part(20_000 if args.quick else 100_000,
+                                2 if args.quick else args.repeats)
+    if "stage" in parts:
+        res["stage_cost"] = stage_cost_part(40_000 if args.quick else 200_000,
+                                            1 if args.quick else args.stage_repeats)
     res["seconds"] = time.perf_counter() - t0
     print_tables(res)
     print(f"\n{res['seconds']:.0f} s")
     out = args.out or (None if args.quick else RESULTS)
     if out is not None:
+        if args.only and out.exists():  # one part: the others stay from their own run
+            res = {**json.loads(out.read_text()), **res, "config": res["config"]}
+        res.setdefault("parts_run", {})
+        for part in parts:
+            res["parts_run"][part] = time.strftime("%Y-%m-%d %H:%M")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2, default=float))
         print(f"wrote {out}")

@@ -119,14 +119,18 @@ def _info(name: str) -> dict[str, Any]:
 
 
 def train_stage(df: pd.DataFrame, learner: str, batch_size: int, publish: float,
-                rate: float | None = None, timeout: float = 180.0) -> dict[str, Any]:
-    """Replay ``df`` through a stream and a train stage; time the learning of every event."""
+                rate: float | None = None, timeout: float = 180.0,
+                drift: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Replay ``df`` through a stream and a train stage; time the learning of every event.
+    With ``drift``, the train stage is watched for drift (``fk.watch_drift(**drift)``)."""
     make, options = LEARNERS[learner]
     name = f"tt-{learner}-{batch_size}-{'paced' if rate else 'max'}"
     fk.stream(f"{name}-src", source=fk.sources.replay(df, rate=rate), batch_size=batch_size,
               paused=True)
     fk.train(name, on=f"{name}-src", label="clicked", model=make(), features=FEATURES,
              publish_every=publish, **options)
+    if drift is not None:
+        fk.watch_drift(name, **drift)
     fk.check()
     n, samples = len(df), []
     fk.resume(f"{name}-src")
@@ -153,7 +157,7 @@ def train_stage(df: pd.DataFrame, learner: str, batch_size: int, publish: float,
            "versions": int(info.get("published", 0)),
            "publish_p50_ms": round(fresh["p50_ms"], 1), "publish_p99_ms": round(fresh["p99_ms"], 1),
            "train_p50_ms": round(lat["p50_ms"], 3), "train_p99_ms": round(lat["p99_ms"], 3),
-           "complete": learned >= n}
+           "complete": learned >= n, "drift_watched": drift is not None}
     fk.stop()
     return row
 
