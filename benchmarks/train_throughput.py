@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, table, write_result  # noqa: E402
 
 import fusionkit as fk  # noqa: E402
+from fusionkit.connect import controller as fk_controller  # noqa: E402
 from fusionkit.sources import Synthetic  # noqa: E402
 from fusionkit.training.learners import adapt  # noqa: E402
 from fusionkit.training.prequential import Prequential  # noqa: E402
@@ -132,6 +133,9 @@ def train_stage(df: pd.DataFrame, learner: str, batch_size: int, publish: float,
     if drift is not None:
         fk.watch_drift(name, **drift)
     fk.check()
+    # the stages took warm hosts; the controller starts new spares (Python processes
+    # importing pandas and River, ~1 core-second each): let that finish before timing
+    ray.get(fk_controller().wait_warm.remote())
     n, samples = len(df), []
     fk.resume(f"{name}-src")
     t0 = time.monotonic()
@@ -141,7 +145,7 @@ def train_stage(df: pd.DataFrame, learner: str, batch_size: int, publish: float,
         samples.append((time.monotonic() - t0, seen))
         if seen >= n or time.monotonic() > deadline:
             break
-        time.sleep(0.02)
+        time.sleep(0.1)  # polling the stage costs it CPU: not too often
     elapsed, learned = samples[-1]
     fk.check()
     fk.publish(name)  # the events learned after the last timed version
