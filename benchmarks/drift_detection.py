@@ -291,14 +291,20 @@ def stage_cost_part(events: int, repeats: int, batch: int = 1000) -> dict:
     fk.connect()
     try:
         tt.train_stage(df.iloc[: events // 5], "river", batch, 0.2)  # warm-up, not counted
-        base, watched = [], []
+        base, watched, shares = [], [], []
         for r in range(repeats):
             for drift in (False, True) if r % 2 == 0 else (True, False):
                 row = tt.train_stage(df, "river", batch, 0.2, drift={} if drift else None)
                 assert row["complete"], row
                 (watched if drift else base).append(row["events_per_s"])
+                share = ""
+                if drift:  # the train actor's own CPU accounting: learning steps, the watch
+                    # in them, and the watch's reports to the monitor (a thread of its own)
+                    watch = row["cpu_drift"] + row["cpu_drift_reporting"]
+                    shares.append(watch / (row["cpu_learning"] - row["cpu_drift"]))
+                    share = f", the watch's CPU {100 * shares[-1]:.1f}% of the rest of learning"
                 print(f"  stage {'with' if drift else 'without'} drift watch: "
-                      f"{row['events_per_s']:,} events/s", flush=True)
+                      f"{row['events_per_s']:,} events/s{share}", flush=True)
     finally:
         fk.shutdown()
     paired = [1.0 - w / b for w, b in zip(watched, base, strict=True)]
@@ -310,6 +316,8 @@ def stage_cost_part(events: int, repeats: int, batch: int = 1000) -> dict:
         "throughput_cost_pct_best": 100.0 * (1.0 - max(watched) / max(base)),
         "throughput_cost_pct_median_of_pairs": 100.0 * float(np.median(paired)),
         "throughput_cost_pct_median": 100.0 * (1.0 - np.median(watched) / np.median(base)),
+        "watch_cpu_pct_of_learning": [100.0 * x for x in shares],
+        "watch_cpu_pct_of_learning_median": 100.0 * float(np.median(shares)),
         "load_average": os.getloadavg(),
     }  # fmt: skip
 
@@ -327,6 +335,8 @@ def print_tables(res: dict) -> None:
               f"{r['events']:,} events, {r['repeats']} pairs, load {r['load_average']})")
         print(f"  events/s without: {r['events_per_s_without']}")
         print(f"  events/s with:    {r['events_per_s_with']}")
+        print(f"  the watch's CPU time in the train actor (its steps and its reports): "
+              f"{r['watch_cpu_pct_of_learning_median']:.1f}% of the learning steps' (median)")
         print(f"  throughput cost: median of pairs {r['throughput_cost_pct_median_of_pairs']:+.1f}%, "
               f"of medians {r['throughput_cost_pct_median']:+.1f}%, "
               f"best vs best {r['throughput_cost_pct_best']:+.1f}%")

@@ -161,7 +161,9 @@ def train_stage(df: pd.DataFrame, learner: str, batch_size: int, publish: float,
            "versions": int(info.get("published", 0)),
            "publish_p50_ms": round(fresh["p50_ms"], 1), "publish_p99_ms": round(fresh["p99_ms"], 1),
            "train_p50_ms": round(lat["p50_ms"], 3), "train_p99_ms": round(lat["p99_ms"], 3),
-           "complete": learned >= n, "drift_watched": drift is not None}
+           "complete": learned >= n, "drift_watched": drift is not None,
+           "cpu_learning": info.get("cpu_learning"), "cpu_drift": info.get("cpu_drift"),
+           "cpu_drift_reporting": info.get("cpu_drift_reporting")}
     fk.stop()
     return row
 

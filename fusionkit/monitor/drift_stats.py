@@ -219,6 +219,19 @@ class KSReference:
             k = np.arange(m)
             self._steps = (m, k / m, (k + 1) / m)
         _, f_below, f_at = self._steps
+        # over a run of equal window values F_ref stays put, so F_cur - F_ref is largest at
+        # the run's last value and F_ref - F_cur at its first: a window of few distinct
+        # values (an hour of the day, a count) needs a binary search per run only
+        change = current_sorted[1:] != current_sorted[:-1]
+        if 4 * (int(np.count_nonzero(change)) + 1) < m:
+            first = np.flatnonzero(np.r_[True, change])
+            last = np.r_[first[1:] - 1, m - 1]
+            runs = current_sorted[first]
+            pos = np.searchsorted(self.values, runs, side="left")
+            below = self._cdf[pos]
+            pos += self._match[pos] == runs
+            at = self._cdf[pos]
+            return float(max((below - f_below[first]).max(), (f_at[last] - at).max()))
         pos = np.searchsorted(self.values, current_sorted, side="left")
         below = self._cdf[pos]  # F_ref just below each window value
         pos += self._match[pos] == current_sorted

@@ -6,6 +6,7 @@ import copy
 import difflib
 import threading
 import traceback
+from time import thread_time
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,10 @@ class TrainWorker(StageActor):
         self.versions: list[int] = []  # the versions this stage published: its own lineage
         self._schema_sent = False
         self.drift = None  # a DriftWatch once fk.watch_drift attached one
+        # CPU seconds of this process's learning steps, and of the drift watch within them:
+        # what watching for drift costs this stage (see info())
+        self.cpu_learning = 0.0
+        self.cpu_drift = 0.0
         if getattr(spec, "drift", None) is not None:
             self.watch_drift(spec.drift)
         if state:
@@ -110,7 +115,9 @@ class TrainWorker(StageActor):
     def info(self) -> dict[str, Any]:
         out = super().info()
         out.update(events_seen=self.events_seen, published=self.published,
-                   metrics=self.prequential.values(), waiting=self.inbox.waiting)
+                   metrics=self.prequential.values(), waiting=self.inbox.waiting,
+                   cpu_learning=self.cpu_learning, cpu_drift=self.cpu_drift,
+                   cpu_drift_reporting=getattr(self.drift, "cpu_reporting", 0.0))
         return out
 
     # -- checkpoints and recovery ---------------------------------------------------------
@@ -177,12 +184,13 @@ class TrainWorker(StageActor):
                 return
             if self.status in ("failed", "stopped"):
                 return
-            t0 = monotonic()
+            t0, cpu0 = monotonic(), thread_time()
             try:
                 self._learn(batch)
             except Exception as exc:
                 self._fail(exc, "in the learner")
                 return
+            self.cpu_learning += thread_time() - cpu0
             self.reporter.latency(monotonic() - t0)
             self._maybe_publish()
             self.reporter.flush()
@@ -228,7 +236,9 @@ class TrainWorker(StageActor):
         pred = self.learner.predict_learn(good, y)
         self.prequential.update(y, pred)
         if self.drift is not None:
+            cpu0 = thread_time()
             self.drift.observe(self, good, y, pred)
+            self.cpu_drift += thread_time() - cpu0
         self.events_seen += len(good)
         self.reporter.count(events_out=len(good))
         self._pending.append(good[INGEST_TS].to_numpy(dtype="float64", copy=True))
