@@ -310,7 +310,7 @@ def stage_cost_part(events: int, repeats: int, batch: int = 1000) -> dict:
     paired = [1.0 - w / b for w, b in zip(watched, base, strict=True)]
     return {
         "events": events, "batch": batch, "repeats": repeats,
-        "model": "StandardScaler | LogisticRegression (River, learn_many)",
+        "model": "StandardScaler | LogisticRegression (River, learned event by event)",
         "features": tt.FEATURES, "watch": "fk.watch_drift defaults",
         "events_per_s_without": base, "events_per_s_with": watched,
         "throughput_cost_pct_best": 100.0 * (1.0 - max(watched) / max(base)),

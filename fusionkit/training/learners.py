@@ -312,7 +312,10 @@ class _PartialFitLearner(_Columns, Learner):
         missing = [c for c in [*self._numeric, *self._categories] if c not in X.columns]
         if missing:
             raise SchemaError(f"the batch has no feature column(s) {missing}")
-        blocks = [X[self._numeric].to_numpy(dtype="float64")]
+        # column by column: selecting a list of columns costs ~4x as much on pandas' string
+        # column index, and this runs twice per batch
+        blocks = [np.column_stack([X[c].to_numpy(dtype="float64") for c in self._numeric])
+                  if self._numeric else np.empty((len(X), 0))]
         for c, vocabulary in self._categories.items():
             codes = pd.Categorical(X[c], categories=vocabulary).codes
             onehot, known = np.zeros((len(X), len(vocabulary))), codes >= 0
