@@ -90,6 +90,19 @@ class TrainWorker(StageActor):
             self._ticker.start()
         return self.status
 
+    def pause(self) -> str:
+        """Stop taking batches and publishing (``fk.publish`` still does). A version already
+        on its way to the registry lands before this returns, so nothing newer goes live
+        while the stage is paused, e.g. across a rollback."""
+        status = super().pause()
+        if status == "paused":
+            with self.inbox.exclusive():  # after the batch being learned, if any
+                try:
+                    self.settle_publish()
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                    self.reporter.count(publish_errors=1)  # registry restarting
+        return status
+
     def stop(self) -> str:
         status = super().stop()
         if self._ticker is not None:
@@ -252,6 +265,8 @@ class TrainWorker(StageActor):
         self._schema_sent = True
 
     def _maybe_publish(self) -> None:
+        if not self._resume.is_set():  # paused (a batch admitted just before the pause)
+            return
         spec = self.spec
         due_events = spec.publish_events and self._pending_n >= spec.publish_events
         due_time = spec.publish_every and monotonic() - self._last_publish >= spec.publish_every
@@ -265,7 +280,8 @@ class TrainWorker(StageActor):
         wait = min(every or idle, idle)
         while not self._stop.wait(wait):
             with self.inbox.exclusive():
-                if every and self._pending_n and monotonic() - self._last_publish >= every:
+                due = every and self._pending_n and monotonic() - self._last_publish >= every
+                if due and self._resume.is_set():  # no versions while paused
                     self._publish()
                 self.reporter.flush()
             if not every:
