@@ -222,10 +222,15 @@ def stop(name: str | None = None) -> list[str]:
 
 
 def pause(name: str) -> str:
+    """Pause stage ``name``: a stream stops reading (upstream backs up); a train stage stops
+    taking batches and publishing versions (``fk.publish`` still does), and the version it
+    had on its way to the registry has landed when this returns. Serve stages cannot be
+    paused."""
     return call("pause", name)
 
 
 def resume(name: str) -> str:
+    """Resume a paused stage where it stopped."""
     return call("resume", name)
 
 
