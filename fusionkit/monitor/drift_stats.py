@@ -223,18 +223,14 @@ class KSReference:
         # the run's last value and F_ref - F_cur at its first: a window of few distinct
         # values (an hour of the day, a count) needs a binary search per run only
         change = current_sorted[1:] != current_sorted[:-1]
+        values = current_sorted
         if 4 * (int(np.count_nonzero(change)) + 1) < m:
             first = np.flatnonzero(np.r_[True, change])
             last = np.r_[first[1:] - 1, m - 1]
-            runs = current_sorted[first]
-            pos = np.searchsorted(self.values, runs, side="left")
-            below = self._cdf[pos]
-            pos += self._match[pos] == runs
-            at = self._cdf[pos]
-            return float(max((below - f_below[first]).max(), (f_at[last] - at).max()))
-        pos = np.searchsorted(self.values, current_sorted, side="left")
+            values, f_below, f_at = current_sorted[first], f_below[first], f_at[last]
+        pos = np.searchsorted(self.values, values, side="left")
         below = self._cdf[pos]  # F_ref just below each window value
-        pos += self._match[pos] == current_sorted
+        pos += self._match[pos] == values
         at = self._cdf[pos]  # F_ref at each window value
         # F_cur just below the k-th value is k/m at the first of equal values (less at the
         # others), F_cur at it (k + 1)/m at the last of them (more at the others)
