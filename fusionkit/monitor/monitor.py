@@ -171,10 +171,12 @@ class Monitor:
         out["events"] = int(res.count) if res else 0
         return out
 
+    @_locked
     def drift(self, stage: str, since: float | None = None) -> pd.DataFrame:
         """A train stage's drift rows over time (``fusionkit.monitor.drift_store``)."""
         return self._drift.frame(stage, since)
 
+    @_locked
     def alarms(self, stage: str | None = None, since: float | None = None) -> pd.DataFrame:
         """Drift alarms of one stage, or of every stage."""
         return self._drift.alarm_frame(stage, since)
@@ -188,4 +190,3 @@ class Monitor:
         """Everything a live dashboard needs that is new since ``since``, in one reply
         (see ``fusionkit.monitor.snapshot``)."""
         return _snapshot(self, since)
-
