@@ -22,6 +22,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_warm_hosts() -> None:
+    """Defining stages takes warm hosts, and the controller starts new spares (processes
+    importing pandas and River on the same cores): wait for them before timing anything."""
+    import ray
+
+    from fusionkit.connect import controller
+
+    ray.get(controller().wait_warm.remote())
+
+
 def summary_ms(seconds: list[float] | np.ndarray) -> dict[str, float]:
     """Count, p50, p90, p99, max and mean of durations given in seconds, in milliseconds."""
     arr = np.asarray(seconds, dtype="float64") * 1000.0

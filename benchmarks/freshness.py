@@ -42,14 +42,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-import ray
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import free_port, machine, table, write_result  # noqa: E402
+from _common import free_port, machine, table, wait_for_warm_hosts, write_result  # noqa: E402
 from stitched import make_model  # noqa: E402
 
 import fusionkit as fk  # noqa: E402
-from fusionkit.connect import controller as fk_controller  # noqa: E402
 
 HERE = Path(__file__).parent
 RATES = (1_000, 5_000, 20_000)
@@ -103,9 +101,7 @@ def run_fusionkit(rate: int, args: argparse.Namespace, port: int) -> dict[str, A
     fk.train(name, on="fr-clicks", label="clicked", model=make_model(model_name),
              publish_every=args.fk_publish, mini_batch=mini_batch)
     fk.serve("fr-api", model=name, port=port)
-    # the stages took warm hosts: the controller starts new ones (processes importing pandas
-    # and River on the same 2 cores); let that finish before the warm-up and the measurement
-    ray.get(fk_controller().wait_warm.remote())
+    wait_for_warm_hosts()  # before the warm-up and the measurement
     lag_before = _settle("fr-clicks")
     sample = fk.peek("fr-clicks", 1)
     row = sample.drop(columns=[c for c in sample if c.startswith("_") or c == "clicked"])

@@ -48,10 +48,9 @@ import ray
 from river import evaluate, linear_model, metrics, preprocessing, stream
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, table, write_result  # noqa: E402
+from _common import machine, table, wait_for_warm_hosts, write_result  # noqa: E402
 
 import fusionkit as fk  # noqa: E402
-from fusionkit.connect import controller as fk_controller  # noqa: E402
 from fusionkit.sources import Synthetic  # noqa: E402
 from fusionkit.training.learners import adapt  # noqa: E402
 from fusionkit.training.prequential import Prequential  # noqa: E402
@@ -133,9 +132,7 @@ def train_stage(df: pd.DataFrame, learner: str, batch_size: int, publish: float,
     if drift is not None:
         fk.watch_drift(name, **drift)
     fk.check()
-    # the stages took warm hosts; the controller starts new spares (Python processes
-    # importing pandas and River, ~1 core-second each): let that finish before timing
-    ray.get(fk_controller().wait_warm.remote())
+    wait_for_warm_hosts()
     n, samples = len(df), []
     fk.resume(f"{name}-src")
     t0 = time.monotonic()
