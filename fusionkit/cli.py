@@ -20,7 +20,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--report", default="fusionkit-report.html",
                       help="where to write the HTML report (default fusionkit-report.html)")
     demo.add_argument("--no-serve", action="store_true", help="stream and train only")
+    sub.add_parser("worker-path", help="print the PYTHONPATH for `ray start` on a cluster's "
+                                       "nodes: Ray workers then start ~1 s faster (see docs)")
     args = parser.parse_args(argv)
+    if args.command == "worker-path":
+        from fusionkit.connect import worker_pythonpath
+
+        print(worker_pythonpath())
+        return 0
     if args.command == "demo":
         from fusionkit.demo import run_demo
 

@@ -7,7 +7,14 @@ import time
 
 import pytest
 
+from fusionkit.connect import worker_pythonpath
+
 os.environ.setdefault("FUSIONKIT_HOME", os.path.join(os.getcwd(), ".pytest-fusionkit"))
+
+# The processes the tests start (Jupyter servers and kernels, `ray start`, the nodes of
+# ray.cluster_utils clusters) get fusionkit's worker path, as docs/cluster.md tells users to
+# start their nodes; fk.connect() gives it to the local Rays it starts by itself.
+os.environ["PYTHONPATH"] = worker_pythonpath()
 
 # notebooks the tests drive themselves (the deliberately failing one, the browser test's
 # demo) are not tutorials for nbval to collect
