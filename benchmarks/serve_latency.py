@@ -12,7 +12,9 @@ Two parts, one run, one Ray Serve:
      ``predict_proba_one`` per row, JSON out. No registry, no validation, no metrics.
 
    Both use the same deployment options; the targets are measured in interleaved rounds
-   so that other load on the machine falls on both alike.
+   so that other load on the machine falls on both alike. A third system, the same serve
+   stage with ``retry=True`` (the default with two or more replicas), measures what the
+   retrying HTTP front costs a request.
 2. Model swaps under load. One client (a process of its own) posts requests back to back
    while the model changes 100 times: in fusionkit, ``fk.publish`` makes a new version live
    and the replica swaps it in between requests; in bare Serve, the same version states go
@@ -53,6 +55,7 @@ from fusionkit.serving.deploy import MAX_ONGOING, QUIET, handle  # noqa: E402
 from fusionkit.training.learners import load_state  # noqa: E402
 
 STREAM, MODEL, API, BARE = "sl-clicks", "sl-ctr", "sl-api", "sl-bare"
+FRONTED = "sl-api-retry"  # the same model behind the retrying HTTP front (retry=True)
 
 
 class BareModel:
@@ -125,7 +128,8 @@ def time_handle(h: Any, rows: list[dict], n: int) -> list[float]:
 
 def latency(port: int, rows: list[dict], sizes: list[int], rounds: int, n: int) -> dict:
     urls = {"fusionkit": f"http://127.0.0.1:{port}/{API}",
-            "bare": f"http://127.0.0.1:{port}/{BARE}"}
+            "bare": f"http://127.0.0.1:{port}/{BARE}",
+            "fusionkit front": f"http://127.0.0.1:{port}/{FRONTED}"}
     handles = {"fusionkit": handle(API), "bare": bare_handle()}
     headers = {"content-type": "application/json"}
     samples: dict[str, list[float]] = {}
@@ -133,15 +137,17 @@ def latency(port: int, rows: list[dict], sizes: list[int], rounds: int, n: int) 
         for size in sizes:
             batch = (rows * (size // len(rows) + 1))[:size]
             body = json.dumps({"rows": batch}).encode()
-            for system in urls:  # warm both paths up
+            for system in urls:  # warm the paths up
                 time_http(client, urls[system], body, headers, 30)
-                time_handle(handles[system], batch, 30)
+                if system in handles:  # the front is on the HTTP path only
+                    time_handle(handles[system], batch, 30)
             for _ in range(rounds):
                 for system in urls:
                     samples.setdefault(f"{system} http {size}", []).extend(
                         time_http(client, urls[system], body, headers, n))
-                    samples.setdefault(f"{system} handle {size}", []).extend(
-                        time_handle(handles[system], batch, n))
+                    if system in handles:
+                        samples.setdefault(f"{system} handle {size}", []).extend(
+                            time_handle(handles[system], batch, n))
     return {key: summary_ms(v) for key, v in samples.items()}
 
 
@@ -262,6 +268,7 @@ def setup(port: int) -> tuple[list[dict], bytes]:
     while not fk.publish(MODEL) and time.monotonic() < deadline:
         time.sleep(0.2)
     fk.serve(API, model=MODEL, port=port)
+    fk.serve(FRONTED, model=MODEL, port=port, retry=True)
     registry = fk.api.handles()["registry"]
     version = fk.live_version(MODEL)
     model = pickle.dumps(load_state(ray.get(registry.state.remote(MODEL, version))).model)
@@ -298,6 +305,10 @@ def main() -> None:
                                       / lat[f"bare {path} {size}"]["p50_ms"], 3)
               for path in ("http", "handle") for size in (1, 100)}
     print("p50 fusionkit / bare:", ratios)
+    front_cost = {f"http {size}": round(lat[f"fusionkit front http {size}"]["p50_ms"]
+                                        / lat[f"fusionkit http {size}"]["p50_ms"], 3)
+                  for size in (1, 100)}
+    print("p50 with the retrying front / without (the default with 2+ replicas):", front_cost)
 
     fk.resume(STREAM)
     fk_swaps, models = fusionkit_swaps(port, rows[:1], swaps)
@@ -321,7 +332,7 @@ def main() -> None:
     result = {"benchmark": "serve_latency", "quick": args.quick, "machine": machine(),
               "config": {"rounds": rounds, "requests_per_round": n, "model": "demo.ctr_model",
                          "swaps": swaps, "serve_swaps": serve_n},
-              "latency": lat, "p50_ratio": ratios,
+              "latency": lat, "p50_ratio": ratios, "front_p50_ratio": front_cost,
               "swaps": {"fusionkit": fk_swaps, "serve_reconfigure": sv_swaps},
               "targets": targets}
     path = write_result("serve_latency_quick" if args.quick else "serve_latency", result)

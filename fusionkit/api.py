@@ -174,16 +174,22 @@ def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str]
 
 def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
           host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
-          max_rows: int = 10_000, wait: bool = True) -> StageHandle:
+          max_rows: int = 10_000, retry: bool | None = None,
+          wait: bool = True) -> StageHandle:
     """Serve the live version of train stage ``model`` over HTTP and a Python handle.
 
     The first serve stage starts Ray Serve (several seconds); ``wait=False`` returns at
     once and the stage shows ``starting`` until it answers.
+
+    With ``retry`` (the default with two or more replicas) HTTP requests pass through a
+    small front that asks another replica when the one holding a request dies: a lost
+    replica then fails no request, for one more call per request (Ray Serve's proxy does
+    not send a request again once a replica accepted it). ``fk.predict`` always asks again.
     """
     if replicas < 1:
         raise ValueError(f"replicas must be at least 1, got {replicas}")
     spec = ServeSpec(name=name, model=model, replicas=replicas, route=route or f"/{name}",
-                     host=host, port=port, token=token, max_rows=max_rows)
+                     host=host, port=port, token=token, max_rows=max_rows, retry=retry)
     call("define_serve", spec, wait)
     return StageHandle(name, "serve")
 

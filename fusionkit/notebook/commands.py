@@ -299,6 +299,9 @@ def _stream_label(on: str) -> str | None:
           help="HTTP port on 127.0.0.1, or auto: the port Ray Serve uses already, else a free "
                "one (default: FusionMagics.serve_port)")
 @argument("--route", default=None, metavar="PATH", help="HTTP route (default: /NAME)")
+@argument("--retry", choices=("on", "off"), default=None,
+          help="HTTP through a front that asks another replica when one dies holding a "
+               "request (default: on with 2 or more replicas)")
 @output
 def serve(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     """Serve the live model of a train stage over HTTP and a Python handle.
@@ -310,7 +313,8 @@ def serve(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
 
     port = args.port if args.port is not None else (magics.serve_port or "auto")
     fk.serve(args.name, model=args.model, replicas=args.replicas or magics.serve_replicas,
-             port=serve_port(port), route=args.route, wait=False)
+             port=serve_port(port), route=args.route,
+             retry={"on": True, "off": False}.get(args.retry), wait=False)
     return _store(magics, args, LiveStage(args.name, "serve"))
 
 

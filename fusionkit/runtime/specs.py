@@ -53,4 +53,10 @@ class ServeSpec:
     port: int = 8000
     token: str | None = None
     max_rows: int = 10_000
+    retry: bool | None = None  # HTTP through a retrying front; None: with 2+ replicas
     kind: str = "serve"
+
+    @property
+    def front(self) -> bool:
+        """Whether HTTP requests go through the stage's retrying front (``HttpFront``)."""
+        return self.retry if self.retry is not None else self.replicas >= 2

@@ -44,15 +44,21 @@ class PredictionError(FusionError):
 
 def _ask(name: str, payload: Any, timeout: float) -> dict[str, Any]:
     """One answer from a replica; asked again on another one if the replica died meanwhile
-    (Serve routes around a dead replica, but a request it held is lost with it)."""
+    (Serve routes around a dead replica, but a request it held is lost with it), and
+    through a new Serve client if Serve was restarted since this process's last request."""
     from ray.exceptions import RayActorError
+    from ray.serve.exceptions import DeploymentUnavailableError
+
+    from fusionkit.serving.deploy import forget_client
 
     for attempt in range(RETRIES + 1):
         try:
             return handle(name).predict.remote(payload).result(timeout_s=timeout)
-        except RayActorError:
+        except (RayActorError, DeploymentUnavailableError) as exc:
             if attempt == RETRIES:
                 raise
+            if isinstance(exc, DeploymentUnavailableError):  # a handle of the old Serve
+                forget_client()
     raise AssertionError("unreachable")
 
 

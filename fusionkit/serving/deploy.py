@@ -9,6 +9,7 @@ from fusionkit.runtime.specs import ServeSpec
 
 MAX_ONGOING = 64
 QUIET = {"log_level": "WARNING", "enable_access_log": False}
+FRONT = "-http"  # the retrying front's deployment: <stage name>-http
 
 
 def _serve():
@@ -18,14 +19,19 @@ def _serve():
 
 
 def _app(spec: ServeSpec):
+    """The stage's application: its model replicas (deployment ``spec.name``), behind a
+    retrying HTTP front (deployment ``<name>-http``) when ``spec.front``."""
     serve = _serve()
-    from fusionkit.serving.replica import ModelServer
+    from fusionkit.serving.replica import HttpFront, ModelServer
 
-    deployment = serve.deployment(ModelServer).options(
-        name=spec.name, num_replicas=spec.replicas, max_ongoing_requests=MAX_ONGOING,
-        ray_actor_options={"num_cpus": 0}, health_check_period_s=2, logging_config=QUIET,
-    )
-    return deployment.bind(spec)
+    options = dict(num_replicas=spec.replicas, max_ongoing_requests=MAX_ONGOING,
+                   ray_actor_options={"num_cpus": 0}, health_check_period_s=2,
+                   logging_config=QUIET)
+    model = serve.deployment(ModelServer).options(name=spec.name, **options).bind(spec)
+    if not spec.front:
+        return model
+    front = serve.deployment(HttpFront).options(name=f"{spec.name}{FRONT}", **options)
+    return front.bind(model, spec.name)
 
 
 def start(host: str = "127.0.0.1", port: int = 8000, app: str | None = None) -> None:
@@ -86,14 +92,15 @@ def forget_client() -> None:
 
 
 def handle(name: str):
-    """A handle to serve stage ``name``'s application, through a live Serve controller."""
+    """A handle to serve stage ``name``'s model replicas (not its HTTP front, if it has
+    one), through a live Serve controller."""
     import ray
 
     try:
-        return _serve().get_app_handle(name)
+        return _serve().get_deployment_handle(name, app_name=name)
     except ray.exceptions.RayActorError:  # Serve was restarted by another process
         forget_client()
-        return _serve().get_app_handle(name)
+        return _serve().get_deployment_handle(name, app_name=name)
 
 
 def shutdown() -> None:

@@ -26,6 +26,7 @@ from fusionkit.training.learners import load_state
 
 log = logging.getLogger("fusionkit")
 FIRST_VERSION_WAIT = 30.0
+HTTP_RETRIES = 3  # a prediction lost with its replica is asked again, on another one
 
 
 class ModelServer:
@@ -121,21 +122,17 @@ class ModelServer:
         return {"replica": self.replica, "version": self._current[0], "swaps": self.swaps,
                 "generation": self._generation, "totals": dict(self.reporter.totals)}
 
-    async def __call__(self, request: Any) -> Any:
-        from starlette.responses import JSONResponse
-
+    def http(self, method: str, authorization: str, body: bytes) -> tuple[int, dict[str, Any]]:
+        """One HTTP request, as (status, JSON body): from Serve's proxy through ``__call__``,
+        or from the stage's retrying front (``HttpFront``)."""
         try:
-            if self.spec.token is not None:
-                auth = request.headers.get("authorization", "")
-                if auth != f"Bearer {self.spec.token}":
-                    raise BadRequest(401, "missing or wrong bearer token")
-            if request.method == "GET":
-                version = self._current[0]
-                return JSONResponse({"model": self.spec.model, "version": version})
-            if request.method != "POST":
-                raise BadRequest(405, f"method {request.method} not allowed: POST rows, "
+            if self.spec.token is not None and authorization != f"Bearer {self.spec.token}":
+                raise BadRequest(401, "missing or wrong bearer token")
+            if method == "GET":
+                return 200, {"model": self.spec.model, "version": self._current[0]}
+            if method != "POST":
+                raise BadRequest(405, f"method {method} not allowed: POST rows, "
                                       "or GET the live version")
-            body = await request.body()
             try:
                 payload = json.loads(body or b"null")
             except (ValueError, RecursionError) as exc:
@@ -143,15 +140,64 @@ class ModelServer:
                 raise BadRequest(400, f"request body is not valid JSON: {why}") from None
             if not isinstance(payload, dict) or "rows" not in payload:
                 raise BadRequest(400, 'expected a JSON object {"rows": [{...}, ...]}')
-            return JSONResponse(self.answer(payload["rows"]))
+            return 200, self.answer(payload["rows"])
         except BadRequest as err:
             self.reporter.count(errors=1)
             self.reporter.flush()
-            return JSONResponse({"error": err.message}, status_code=err.status)
+            return err.status, {"error": err.message}
         except Exception as exc:  # a fault of the model or of fusionkit, not of the request
             log.exception("fusionkit serve %s: answering a request", self.spec.name)
             self.reporter.count(errors=1)
-            return JSONResponse({"error": f"{type(exc).__name__}: {exc}"}, status_code=500)
+            return 500, {"error": f"{type(exc).__name__}: {exc}"}
+
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        status, payload = self.http(request.method, request.headers.get("authorization", ""),
+                                    await request.body())
+        return JSONResponse(payload, status_code=status)
+
+
+class HttpFront:
+    """The HTTP way in of a serve stage with several replicas: hands each request to a model
+    replica and, if that replica dies holding it, to another one.
+
+    Serve's proxy routes around a dead replica but does not send again a request the replica
+    had already accepted, so without a front the one request a dying replica holds fails.
+    Predictions change nothing, so asking again is safe. The front holds no model; it costs
+    each request one more call between processes.
+    """
+
+    def __init__(self, model: Any, name: str):
+        self.model, self.name = model, name
+        self.retried = 0  # requests asked again because their replica died
+        try:
+            from ray import serve
+
+            self.replica = str(serve.get_replica_context().replica_id.unique_id)
+        except Exception:
+            self.replica = "0"
+
+    def info(self) -> dict[str, Any]:
+        return {"replica": self.replica, "retried": self.retried}
+
+    async def __call__(self, request: Any) -> Any:
+        from ray.exceptions import RayActorError
+        from starlette.responses import JSONResponse
+
+        args = (request.method, request.headers.get("authorization", ""), await request.body())
+        for attempt in range(HTTP_RETRIES + 1):
+            try:
+                status, payload = await self.model.http.remote(*args)
+                return JSONResponse(payload, status_code=status)
+            except RayActorError as exc:
+                if attempt == HTTP_RETRIES:
+                    log.warning("fusionkit serve %s: no replica answered: %s", self.name, exc)
+                else:
+                    self.retried += 1
+        return JSONResponse({"error": f"serve stage {self.name!r}: every replica asked died "
+                                      f"holding the request ({HTTP_RETRIES + 1} tries)"},
+                            status_code=503)
 
 
 def _jsonable(values: Any) -> list[Any]:

@@ -11,6 +11,7 @@ import json
 import socket
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import httpx
@@ -21,8 +22,10 @@ from conftest import wait_for
 from fusionkit.demo import ctr_model
 from fusionkit.serving.client import PredictionError
 from fusionkit.serving.deploy import handle
+from fusionkit.training.learners import Learner, Prediction
 
 STREAM, MODEL, API = "sv-clicks", "sv-ctr", "sv-api"
+FRONT = f"{API}-http"  # the retrying HTTP front's deployment, once the stage has 2 replicas
 TOKEN = "s3cret"
 MAX_ROWS = 50
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -90,19 +93,24 @@ class Pipeline:
         kwargs.setdefault("headers", AUTH)
         return self.client.post(self.url, **kwargs)
 
-    def http_load(self) -> Load:
+    @property
+    def port(self) -> int:
+        return httpx.URL(self.url).port
+
+    def http_load(self, url: str | None = None) -> Load:
         client = httpx.Client(timeout=30.0)  # its own connections, apart from the test's
+        url = url or self.url
 
         def ask() -> Answer:
-            r = client.post(self.url, json={"rows": self.rows}, headers=AUTH)
+            r = client.post(url, json={"rows": self.rows}, headers=AUTH)
             body = r.json()
             return Answer(r.status_code, body.get("version"), body.get("error", ""))
 
         return Load(ask)
 
-    def handle_load(self, fk) -> Load:
+    def handle_load(self, fk, name: str = API) -> Load:
         def ask() -> Answer:
-            out = fk.predict(API, self.rows)
+            out = fk.predict(name, self.rows)
             assert len(out) == len(self.rows)
             assert out["version"].nunique() == 1  # one request, one version
             return Answer(200, int(out["version"].iloc[0]))
@@ -273,13 +281,15 @@ def test_serving_latency_requests_and_freshness_reach_the_monitor(fk_session, pi
     assert recent["events"] == series.loc[series["time"] > since, "n"].sum()
 
 
-def replicas_running() -> int:
+def replicas_running(deployment: str = API, app: str = API) -> int:
+    """Running replicas of a serve stage's model (deployment = the stage's name) or of its
+    front (``<name>-http``)."""
     from ray import serve
 
-    app = serve.status().applications.get(API)
-    if app is None or API not in app.deployments:
+    status = serve.status().applications.get(app)
+    if status is None or deployment not in status.deployments:
         return 0
-    return app.deployments[API].replica_states.get("RUNNING", 0)
+    return status.deployments[deployment].replica_states.get("RUNNING", 0)
 
 
 def test_scale_replicas_under_load(fk_session, pipeline):
@@ -287,7 +297,8 @@ def test_scale_replicas_under_load(fk_session, pipeline):
 
     with pipeline.http_load() as load:
         fk.scale(API, 2)
-        wait_for(lambda: replicas_running() == 2, timeout=120, what="two running replicas")
+        wait_for(lambda: replicas_running() == 2 and replicas_running(FRONT) == 2, timeout=120,
+                 what="two running replicas, behind two of the retrying front")
         version = publish_and_see(fk, [load])
         seen: dict[str, int] = {}
 
@@ -301,51 +312,104 @@ def test_scale_replicas_under_load(fk_session, pipeline):
     assert fk.status().loc[API, "parallelism"] == 2
 
 
-def replica_actors() -> list:
-    """The Ray actors of this serve stage's replicas."""
+def replica_actors(app: str = API) -> list:
+    """The Ray actors of a serve stage's model replicas (named app#deployment#id)."""
     import ray
 
     return [ray.get_actor(a["name"], namespace=a["namespace"])
             for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["name"].startswith(f"SERVE_REPLICA::{API}#")]
+            if a["name"].startswith(f"SERVE_REPLICA::{app}#{app}#")]
 
 
-def test_replica_killed_under_load(fk_session, pipeline):
-    """Two replicas, one killed while HTTP and handle requests keep coming: no handle request
-    fails (``fk.predict`` asks again when the replica holding its request dies); over HTTP
-    only a request the dead replica held can fail (each load thread has one in flight);
-    every request after is routed to the other replica; the replacement answers with the
-    live version from its first request."""
+def front_retries(app: str) -> int:
+    """Requests a serve stage's HTTP front asked again, summed over its replicas."""
+    from ray import serve
+
+    front, seen = serve.get_deployment_handle(f"{app}-http", app_name=app), {}
+
+    def every_replica_answered() -> bool:
+        info = front.info.remote().result(timeout_s=30)
+        seen[info["replica"]] = info["retried"]
+        return len(seen) >= replicas_running(f"{app}-http", app)
+
+    wait_for(every_replica_answered, timeout=60, what="an answer from every front replica")
+    return sum(seen.values())
+
+
+class SlowToServe(Learner):
+    """A running mean of the label that takes 0.2 s to answer a serve request: a replica
+    killed under load then surely holds requests."""
+
+    task = "regression"
+
+    def __init__(self):
+        self.model = [0.0, 0]  # sum and count of the labels learned
+
+    def predict(self, X):
+        return Prediction(np.full(len(X), self.model[0] / max(self.model[1], 1)))
+
+    def learn(self, X, y):
+        self.model[0] += float(np.sum(y.to_numpy(dtype="float64")))
+        self.model[1] += len(y)
+
+    def predict_records(self, rows):
+        time.sleep(0.2)
+        return super().predict_records(rows)
+
+
+def test_replica_killed_under_load(fk_session, pipeline, request):
+    """A serve stage with two replicas, one killed while HTTP and handle requests keep
+    coming: no request fails (the stage's HTTP front and ``fk.predict`` ask another replica
+    when the one holding a request dies; here each request spends 0.2 s in a replica, and
+    the front shows it asked again), and the replacement answers with the live version
+    from its first request."""
     import ray
+    import ray.cloudpickle
 
     import fusionkit as fk
 
-    if fk.status().loc[API, "parallelism"] != 2:
-        fk.scale(API, 2)
-    wait_for(lambda: replicas_running() == 2 and len(replica_actors()) == 2, timeout=120,
-             what="two running replicas")
-    before = {handle(API).info.remote().result(timeout_s=30)["replica"] for _ in range(20)}
-    live = fk.live_version(MODEL)
-    with pipeline.http_load() as http, pipeline.handle_load(fk) as h:
-        wait_for(lambda: len(http.answers) > 20 and len(h.answers) > 10, what="steady load")
-        victim = replica_actors()[0]
-        ray.kill(victim, no_restart=True)
-        wait_for(lambda: replicas_running() == 2 and len(replica_actors()) == 2
-                 and victim._actor_id not in {a._actor_id for a in replica_actors()},
-                 timeout=120, what="a replacement replica running")
-        n = len(http.answers), len(h.answers)
-        wait_for(lambda: len(http.answers) > n[0] + 50 and len(h.answers) > n[1] + 20,
-                 what="requests answered after the replacement")
-    assert len(http.failures()) <= 1, http.failures()[:3]
-    assert all(a.status == 200 for a in http.answers[n[0]:])
-    assert h.failures() == [], h.failures()[:3]
-    assert {a.version for a in http.answers if a.status == 200} == {live}
-    assert set(h.versions()) == {live}
-    seen = {}
-    wait_for(lambda: seen.update({(i := handle(API).info.remote().result(timeout_s=30))[
-        "replica"]: i["version"]}) or len(set(seen) - before) >= 1, timeout=60,
-        what="an answer from the replacement replica")
-    assert all(seen[r] == live for r in set(seen) - before)
+    ray.cloudpickle.register_pickle_by_value(request.module)  # SlowToServe travels by value
+    model, app = "sv-slow", "sv-slow-api"
+    fk.train(model, on=STREAM, label="clicked", model=SlowToServe(), publish_every=None)
+    wait_for(lambda: fk.publish(model), timeout=60, what="a first version")
+    live = fk.live_version(model)
+    fk.serve(app, model=model, replicas=2, port=pipeline.port, token=TOKEN)
+    wait_for(lambda: replicas_running(app, app) == 2 and len(replica_actors(app)) == 2
+             and replicas_running(f"{app}-http", app) == 2, timeout=120,
+             what="two running replicas behind two of the front")
+    url = pipeline.url.replace(f"/{API}", f"/{app}")
+    try:
+        with ExitStack() as stack:
+            https = [stack.enter_context(pipeline.http_load(url)) for _ in range(6)]
+            h = stack.enter_context(pipeline.handle_load(fk, app))
+            wait_for(lambda: min(len(x.answers) for x in [*https, h]) > 3, what="steady load")
+            before = {handle(app).info.remote().result(timeout_s=30)["replica"]
+                      for _ in range(20)}
+            victim = replica_actors(app)[0]
+            ray.kill(victim, no_restart=True)
+            wait_for(lambda: replicas_running(app, app) == 2 and len(replica_actors(app)) == 2
+                     and victim._actor_id not in {a._actor_id for a in replica_actors(app)},
+                     timeout=120, what="a replacement replica running")
+            counts = [len(x.answers) for x in [*https, h]]
+            wait_for(lambda: all(len(x.answers) > k + 5
+                                 for x, k in zip([*https, h], counts, strict=True)),
+                     what="requests answered after the replacement")
+            seen: dict[str, int] = {}
+
+            def replacement_answered() -> bool:
+                info = handle(app).info.remote().result(timeout_s=30)
+                seen[info["replica"]] = info["version"]
+                return len(set(seen) - before) >= 1
+
+            wait_for(replacement_answered, timeout=60, what="an answer from the replacement")
+        for load in [*https, h]:
+            assert load.failures() == [], load.failures()[:3]
+            assert {a.version for a in load.answers} == {live}
+        assert all(seen[r] == live for r in set(seen) - before)
+        assert front_retries(app) >= 1, "the killed replica held no request: none asked again"
+    finally:
+        fk.stop(app)
+        fk.stop(model)
 
 
 def test_serve_again_after_stop_on_another_address(fk_session, pipeline):
