@@ -33,3 +33,26 @@ def stamp(batch: pd.DataFrame, ingest_ts: float) -> pd.DataFrame:
     """Set ``_ingest_ts`` on every row (the source does this when it emits)."""
     batch[INGEST_TS] = np.full(len(batch), ingest_ts, dtype="float64")
     return batch
+
+
+def coalesce(batches: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """Consecutive batches with the same columns (names and dtypes) as one batch each, in
+    order; a batch whose columns differ from the one before starts a new one.
+
+    >>> a, b = pd.DataFrame({"x": [1, 2]}), pd.DataFrame({"x": [3]})
+    >>> [len(p) for p in coalesce([a, b, pd.DataFrame({"y": [0.5]}), a])]
+    [3, 1, 2]
+    >>> coalesce([a, b])[0].index.tolist()
+    [0, 1, 2]
+    """
+    runs: list[list[pd.DataFrame]] = []
+    for batch in batches:
+        if runs and _same_columns(runs[-1][-1], batch):
+            runs[-1].append(batch)
+        else:
+            runs.append([batch])
+    return [run[0] if len(run) == 1 else pd.concat(run, ignore_index=True) for run in runs]
+
+
+def _same_columns(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    return a.columns.equals(b.columns) and a.dtypes.equals(b.dtypes)

@@ -155,7 +155,14 @@ class Outbox:
 
 
 class Inbox:
-    """Admits pushes in per-sender sequence order, one batch at a time."""
+    """Admits pushes in per-sender sequence order, one batch at a time.
+
+    A push may park its batch while it waits (``admit(..., batch)``): the push holding the
+    processing slot can then take over the batches of the same sender's next pushes
+    (``take_over``) and process them with its own, as one. Under load a receiver thus takes
+    what has queued up in one step instead of one step per batch; a push whose batch was
+    taken over returns once the push that took it is done.
+    """
 
     def __init__(self, gap_timeout: float = 10.0, align_timeout: float = 60.0):
         self.gap_timeout = gap_timeout
@@ -165,29 +172,70 @@ class Inbox:
         self._busy = False
         self._arrived: dict[Any, set[str]] = {}
         self._aligned: set[Any] = set()
+        self._parked: dict[tuple[str, int], Any] = {}  # (sender, seq) -> batch, while waiting
+        self._taken: set[tuple[str, int]] = set()      # taken over, being processed
+        self._done: set[tuple[str, int]] = set()       # taken over and processed
+        self._holding: list[tuple[str, int]] = []      # what the slot's holder took over
         self.waiting = 0
 
     @contextmanager
-    def admit(self, sender: str, seq: int):
-        """Block until it is this push's turn, then hold the processing slot."""
+    def admit(self, sender: str, seq: int, batch: Any = None):
+        """Block until it is this push's turn, then hold the processing slot: yields True.
+        With ``batch``, the batch is parked meanwhile; if another push took it over, this
+        yields False (without the slot) once that push is done with it."""
+        key = (sender, seq)
         with self._cond:
             self.waiting += 1
+            if batch is not None:
+                self._parked[key] = batch
             expected = self._next.setdefault(sender, 0)  # senders start at 0
-            ok = self._cond.wait_for(
-                lambda: (self._next[sender] >= seq) and not self._busy, timeout=self.gap_timeout
-            )
+
+            def turn() -> bool:
+                return key not in self._taken and self._next[sender] >= seq and not self._busy
+
+            ok = self._cond.wait_for(lambda: key in self._done or turn(),
+                                     timeout=self.gap_timeout)
             if not ok:
                 log.warning("fusionkit: gap from %s (expected %s, got %s)", sender, expected, seq)
-                self._cond.wait_for(lambda: not self._busy)
-            self._busy = True
+                self._cond.wait_for(lambda: key in self._done
+                                    or (key not in self._taken and not self._busy))
             self.waiting -= 1
+            taken = key in self._done
+            if taken:
+                self._done.discard(key)
+            else:
+                self._parked.pop(key, None)
+                self._busy = True
+        if taken:
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
             with self._cond:
                 self._busy = False
                 self._next[sender] = max(self._next[sender], seq + 1)
+                for held in self._holding:
+                    self._taken.discard(held)
+                    self._done.add(held)
+                self._holding = []
                 self._cond.notify_all()
+
+    def take_over(self, sender: str, seq: int, limit: int) -> list[Any]:
+        """For the push ``(sender, seq)`` holding the slot: the batches parked by the same
+        sender's next pushes (``seq + 1``, ``seq + 2``, ... as long as each is parked), at
+        most ``limit``. A barrier is never parked, so nothing is taken across one."""
+        out = []
+        with self._cond:
+            k = seq + 1
+            while len(out) < limit and (sender, k) in self._parked:
+                out.append(self._parked.pop((sender, k)))
+                self._taken.add((sender, k))
+                self._holding.append((sender, k))
+                k += 1
+            if out:
+                self._next[sender] = max(self._next[sender], k)
+        return out
 
     @contextmanager
     def exclusive(self):

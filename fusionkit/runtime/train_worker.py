@@ -14,7 +14,7 @@ import pandas as pd
 import ray
 
 from fusionkit._clock import monotonic
-from fusionkit.batch import INGEST_TS, feature_columns
+from fusionkit.batch import INGEST_TS, coalesce, feature_columns
 from fusionkit.runtime.channel import Inbox
 from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.specs import TrainSpec
@@ -24,6 +24,7 @@ from fusionkit.training.learners import adapt
 from fusionkit.training.prequential import Prequential
 
 FRESHNESS_SAMPLE = 20_000  # ingest times kept per version for freshness quantiles
+TAKE_OVER = 8  # batches queued behind the one admitted that are learned with it, at most
 
 
 class TrainWorker(StageActor):
@@ -192,20 +193,27 @@ class TrainWorker(StageActor):
                                lambda: self._snapshot(batch.checkpoint))
             return
         inbox = self.inbox
-        with inbox.admit(sender, seq):
+        with inbox.admit(sender, seq, batch) as mine:
+            if not mine:
+                return  # learned with an earlier push's batch (take_over)
             if epoch < self.epoch or inbox is not self.inbox:
                 return
             if self.status in ("failed", "stopped"):
                 return
-            t0, cpu0 = monotonic(), thread_time()
-            try:
-                self._learn(batch)
-            except Exception as exc:
-                self._fail(exc, "in the learner")
-                return
-            self.cpu_learning += thread_time() - cpu0
-            self.reporter.latency(monotonic() - t0)
-            self._maybe_publish()
+            # what queued up behind this batch is learned with it: one step instead of one
+            # per batch, so a busy trainer catches up instead of keeping a queue (batch by
+            # batch when versions are cut every N events, to cut them where they always were)
+            batches = [batch, *inbox.take_over(sender, seq, TAKE_OVER)]
+            for part in batches if self.spec.publish_events else coalesce(batches):
+                t0, cpu0 = monotonic(), thread_time()
+                try:
+                    self._learn(part)
+                except Exception as exc:
+                    self._fail(exc, "in the learner")
+                    return
+                self.cpu_learning += thread_time() - cpu0
+                self.reporter.latency(monotonic() - t0)
+                self._maybe_publish()
             self.reporter.flush()
 
     def _split_labels(self, batch: pd.DataFrame):

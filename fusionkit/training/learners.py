@@ -193,6 +193,9 @@ def _to_array(values: list) -> np.ndarray:
     return np.asarray(values)
 
 
+SMALL_REQUEST = 256  # rows a mini-batch River model predicts one by one in a serve request
+
+
 class _RiverLearner(_Columns, Learner):
     """River models and plain ``learn_one``/``predict_one`` classes, looped per event."""
 
@@ -247,8 +250,11 @@ class _RiverLearner(_Columns, Learner):
         return self._predict_many(X) if self.mini_batch else self._loop(self._rows(X), None)
 
     def predict_records(self, rows: list[dict[str, Any]]) -> Prediction:
-        """River predicts dicts: a small request skips building a DataFrame."""
-        if self.mini_batch:
+        """River predicts dicts: a request skips building a DataFrame. A mini-batch model
+        too predicts a small request row by row, with the same answers: River's
+        ``predict_*_many`` go through pandas, 2.5 ms whatever the size (0.01 ms a row)."""
+        if self.mini_batch and (len(rows) > SMALL_REQUEST
+                                or not hasattr(self.model, "predict_one")):
             return super().predict_records(rows)
         if self.features is not None:
             rows = [{c: row[c] for c in self.features} for row in rows]

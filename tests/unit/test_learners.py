@@ -15,7 +15,7 @@ from sklearn.linear_model import SGDClassifier, SGDRegressor
 
 from fusionkit.batch import EVENT_TIME, INGEST_TS, OFFSET
 from fusionkit.errors import SchemaError
-from fusionkit.training.learners import Learner, Prediction, adapt, load_state
+from fusionkit.training.learners import SMALL_REQUEST, Learner, Prediction, adapt, load_state
 from fusionkit.training.prequential import Prequential
 
 
@@ -162,6 +162,19 @@ def test_river_mini_batch_uses_learn_many(phishing):
     np.testing.assert_allclose(after.proba, expected.to_numpy())
     pq, _ = run(adapt(river_pipeline(), mini_batch=True), phishing, 50)
     assert pq.values()["accuracy"] > 0.8
+
+
+@pytest.mark.parametrize("n", [1, 40, SMALL_REQUEST + 1])
+def test_river_mini_batch_serves_records_as_its_batches_predict(phishing, n):
+    """A serve request to a mini-batch River model: row by row up to SMALL_REQUEST rows,
+    through a DataFrame above; the same answers as predicting the batch either way."""
+    learner = adapt(river_pipeline(), mini_batch=True)
+    learner.learn(phishing.iloc[:500], phishing["label"].iloc[:500])
+    X = phishing.iloc[500 : 500 + n]
+    rows = X[feature_names(X)].to_dict("records")
+    served, batch = learner.predict_records(rows), learner.predict(X)
+    assert served.y_pred.tolist() == batch.y_pred.tolist()
+    np.testing.assert_allclose(served.proba, batch.proba, rtol=1e-12)
 
 
 def test_river_mini_batch_regressor():
