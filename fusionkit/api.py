@@ -113,8 +113,9 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     Placement on a cluster of several nodes (see docs/cluster.md): ``resources`` are Ray
     resources each of the stage's actors asks for, e.g. ``{"w1": 1}`` for a node started
     with ``ray start --resources='{"w1": 1}'`` (``"CPU"``, ``"GPU"`` and ``"memory"`` work
-    too); ``placement="spread"`` spreads the stage's actors over the nodes, ``"pack"`` (the
-    default) leaves it to Ray, which fills a node first. A stage with hints gets actors
+    too); ``placement="spread"`` puts the stage's actors on the nodes in turn (each holds
+    its node softly: a full or lost node's actor goes elsewhere), ``"pack"`` (the default)
+    leaves it to Ray, which fills a node first. A stage with hints gets actors
     started for it (a few seconds) instead of warm ones; a restarted actor keeps its hints.
     """
     if not isinstance(source, Source):

@@ -97,8 +97,9 @@ def _new_host(options: dict[str, Any] | None = None) -> tuple[Any, str]:
 def _placement(spec: Any) -> dict[str, Any]:
     """Ray options for a stage's hosts from its placement hints: ``resources`` (every actor
     of the stage asks for them; CPU, GPU and memory become Ray's own options) and
-    ``placement="spread"`` (Ray's SPREAD strategy). Empty: no hints, warm pool hosts do.
-    Ray keeps these options when it restarts a host, on whichever node offers them."""
+    ``placement="spread"`` (marked ``SPREAD`` here; ``_host_options`` gives each host its
+    node). Empty: no hints, warm pool hosts do. Ray keeps these options when it restarts a
+    host, on whichever node offers them."""
     options: dict[str, Any] = {}
     resources = dict(getattr(spec, "resources", None) or {})
     for key, option in (("CPU", "num_cpus"), ("GPU", "num_gpus"), ("memory", "memory")):
@@ -111,18 +112,49 @@ def _placement(spec: Any) -> dict[str, Any]:
     return options
 
 
-def _check_feasible(name: str, options: dict[str, Any]) -> None:
-    """Raise a clear error at once if no live node offers what a stage's actors ask for
-    (Ray would keep them pending for ever)."""
+SPREAD_CPU = 0.01  # a spread host's CPU: Ray 2.60 ignores a soft node affinity of 0-CPU actors
+
+
+def _host_options(options: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """Options for ``count`` hosts of a stage. With ``placement="spread"`` each host gets the
+    next of the live nodes that offer what the stage asks for, in turn, as a soft node
+    affinity: a host whose node is gone or full goes elsewhere (Ray's own SPREAD is best
+    effort and put all four actors of a stage on one node of three)."""
+    if options.get("scheduling_strategy") != "SPREAD":
+        return [options] * count
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    base = {**options, "num_cpus": options.get("num_cpus") or SPREAD_CPU}
+    nodes = sorted(n["NodeID"] for n in _offering(_needs(base)))
+    if not nodes:
+        return [options] * count
+    return [{**base, "scheduling_strategy":
+             NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=True)}
+            for i in range(count)]
+
+
+def _needs(options: dict[str, Any]) -> dict[str, float]:
+    """The resources a host started with ``options`` asks Ray for."""
     need = dict(options.get("resources", {}))
     for key, option in (("CPU", "num_cpus"), ("GPU", "num_gpus"), ("memory", "memory")):
         if options.get(option):
             need[key] = options[option]
-    if not need:
+    return need
+
+
+def _offering(need: dict[str, float]) -> list[dict[str, Any]]:
+    """The live nodes that offer ``need``."""
+    return [n for n in ray.nodes() if n.get("Alive")
+            and all(n["Resources"].get(k, 0) >= v for k, v in need.items())]
+
+
+def _check_feasible(name: str, options: dict[str, Any]) -> None:
+    """Raise a clear error at once if no live node offers what a stage's actors ask for
+    (Ray would keep them pending for ever)."""
+    need = _needs(options)
+    if not need or _offering(need):
         return
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if any(all(n["Resources"].get(k, 0) >= v for k, v in need.items()) for n in nodes):
-        return
     offered = sorted({k for n in nodes for k in n["Resources"]
                       if not k.startswith("node:") and not k.startswith("object_store")})
     raise FusionError(f"no node of the cluster offers the resources stage {name!r} asks for "
@@ -275,7 +307,7 @@ class Controller:
         already). Hosts a placement hint keeps pending too long are ended with a clear error."""
         if options:
             taken = list(fresh or [])
-            taken += [self._host(options) for _ in range(len(calls) - len(taken))]
+            taken += [self._host(o) for o in _host_options(options, len(calls) - len(taken))]
         else:
             with self._pool_lock:
                 taken, self._spares = self._spares[:len(calls)], self._spares[len(calls):]
@@ -970,7 +1002,7 @@ class Controller:
         # start every missing host at once, not one stage after another: the pool's for the
         # stages without placement hints, hosts with their hints for the others
         placed = {e["name"]: _placement(e["spec"]) for e in streams + trains}
-        fresh = {n: [self._host(opts) for _ in range(size[n])]
+        fresh = {n: [self._host(o) for o in _host_options(opts, size[n])]
                  for n, opts in placed.items() if opts}
         need = sum(size[n] for n, opts in placed.items() if not opts)
         with self._pool_lock:

@@ -20,7 +20,7 @@ class StreamSpec:
     paused: bool = False
     overload: str = "wait"  # "wait": backpressure (the source lags); "shed": drop, counted
     resources: dict[str, float] | None = None  # Ray resources each of its actors asks for
-    placement: str = "pack"  # "pack": Ray's default (and the warm pool); "spread": SPREAD
+    placement: str = "pack"  # "pack": Ray's default (and the warm pool); "spread": node by node
     kind: str = "stream"
 
 
@@ -39,7 +39,7 @@ class TrainSpec:
     learner_options: dict[str, Any] = field(default_factory=dict)
     drift: Any = None  # a DriftSpec once fk.watch_drift attached one
     resources: dict[str, float] | None = None  # Ray resources its actor asks for
-    placement: str = "pack"  # "pack": Ray's default (and the warm pool); "spread": SPREAD
+    placement: str = "pack"  # "pack": Ray's default (and the warm pool); "spread": node by node
     kind: str = "train"
 
 
