@@ -36,14 +36,8 @@ class ModelServer:
         self.spec = spec
         self.registry = ray.get_actor(REGISTRY, namespace=NAMESPACE)
         monitor = ray.get_actor(MONITOR, namespace=NAMESPACE)
-        try:
-            from ray import serve
-
-            replica = str(serve.get_replica_context().replica_id.unique_id)
-        except Exception:
-            replica = "0"
-        self.replica = replica
-        self.reporter = Reporter(monitor, spec.name, "serve", replica)
+        self.replica = _replica_id()
+        self.reporter = Reporter(monitor, spec.name, "serve", self.replica)
         self._current: tuple[int | None, Any, Any] = (None, None, None)  # version, learner, schema
         self._generation = -1
         self._announced: set[int] = set()
@@ -171,12 +165,7 @@ class HttpFront:
     def __init__(self, model: Any, name: str):
         self.model, self.name = model, name
         self.retried = 0  # requests asked again because their replica died
-        try:
-            from ray import serve
-
-            self.replica = str(serve.get_replica_context().replica_id.unique_id)
-        except Exception:
-            self.replica = "0"
+        self.replica = _replica_id()
 
     def info(self) -> dict[str, Any]:
         return {"replica": self.replica, "retried": self.retried}
@@ -198,6 +187,16 @@ class HttpFront:
         return JSONResponse({"error": f"serve stage {self.name!r}: every replica asked died "
                                       f"holding the request ({HTTP_RETRIES + 1} tries)"},
                             status_code=503)
+
+
+def _replica_id() -> str:
+    """This Serve replica's id ("0" outside a replica, e.g. in a test)."""
+    try:
+        from ray import serve
+
+        return str(serve.get_replica_context().replica_id.unique_id)
+    except Exception:
+        return "0"
 
 
 def _jsonable(values: Any) -> list[Any]:
