@@ -138,7 +138,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
 
     With no ``address`` a local Ray is started with settings for a laptop: no dashboard
     process, deduplicated logs, worker output kept out of the notebook (``worker_output=True``
-    shows it). ``address="auto"`` or ``"ray://host:10001"`` joins an existing cluster. Calling
+    shows it), fusionkit's worker path first on its workers' PYTHONPATH (each starts ~1 s
+    sooner; see ``worker_pythonpath``). ``address="auto"`` or ``"ray://host:10001"`` joins an existing cluster. Calling
     it again returns the same connection. Pipelines are checkpointed every
     ``checkpoint_every`` seconds under ``storage`` (``None``: only on ``fk.checkpoint()``).
     """
