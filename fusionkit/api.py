@@ -154,7 +154,9 @@ def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str]
           **learner_options: Any) -> StageHandle:
     """Define (or replace) a train stage learning ``model`` from stream ``on``.
 
-    ``publish_every`` is a duration ("1s", 0.5) or a number of events (an int).
+    ``publish_every`` is a duration ("1s", 0.5) or a number of events (an int). The last
+    ``keep`` versions stay in memory; the registry remembers the last 1,000 (records and
+    files under the storage folder, plus the live and a pinned one) and forgets older ones.
     ``resources`` and ``placement`` place its actor on a cluster, as for ``stream``.
     """
     resources, placement = _placement(resources, placement)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from fusionkit._clock import now
 from fusionkit.runtime.checkpoint import write_atomic
-from fusionkit.training.registry import Guard, ModelRegistry
+from fusionkit.training.registry import RETAIN, Guard, ModelRegistry
 
 
 class RegistryActor:
@@ -129,6 +129,9 @@ class RegistryActor:
             if version in first:
                 return
             first[version] = at
+            if len(first) > 2 * RETAIN:  # as the registry forgets old versions
+                for v in sorted(first)[: len(first) - RETAIN]:
+                    del first[v]
             waiting = self._unserved.get(model, [])
             done = [v for v in waiting if v <= version]
             self._unserved[model] = [v for v in waiting if v > version]

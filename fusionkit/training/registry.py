@@ -44,6 +44,7 @@ from fusionkit.errors import CorruptCheckpointError, FusionError, ModelNotFoundE
 STATUSES = ("live", "published", "held", "rolled-back")
 INDEX = "registry.json"
 _HISTORY_LIMIT = 1000
+RETAIN = 1000  # versions a registry remembers (records and files), besides live and pinned
 
 
 class RegistryError(FusionError, ValueError):
@@ -133,8 +134,11 @@ class ModelRegistry:
     """The versions of one model, which one is live, pinned, and their checkpoint files.
 
     Without a ``folder`` only the last ``keep`` versions (and the live and pinned one) keep
-    their state; older records remain for lineage. A ``folder`` that already holds versions
-    of ``model`` is resumed. The ``guard`` (off by default) may hold back a worse version.
+    their state; older records remain for lineage. The registry remembers the last
+    ``retain`` versions (and the live and pinned one): older ones are forgotten, their
+    records and files removed, so a model that publishes every 50 ms for days keeps a
+    bounded folder, memory and checkpoint. A ``folder`` that already holds versions of
+    ``model`` is resumed. The ``guard`` (off by default) may hold back a worse version.
     Calls are thread-safe.
 
     Examples
@@ -157,12 +161,16 @@ class ModelRegistry:
         folder: str | os.PathLike[str] | None = None,
         keep: int = 5,
         guard: Guard | None = None,
+        retain: int = RETAIN,
     ):
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
+        if retain < keep:
+            raise ValueError(f"retain must be at least keep ({keep}), got {retain}")
         self.model = model
         self.folder = Path(folder) if folder is not None else None
         self.keep = keep
+        self.retain = retain
         self.guard = guard
         self._lock = threading.Condition(threading.RLock())
         self._disk_lock = threading.Lock()  # index writes, in the order of their snapshots
@@ -261,9 +269,11 @@ class ModelRegistry:
                 self._set_live(version)
             self._log("publish", version, status + (f": {reason}" if reason else ""))
             self._evict()
+            forgotten = self._forget_old()
             snapshot = self._index()
             record = self._records[version]
         self._write_index(snapshot)  # after the lock: followers already see the new version
+        self._remove_files(forgotten)
         return record
 
     # ----------------------------------------------------------------- reading
@@ -424,8 +434,10 @@ class ModelRegistry:
             self._history.extend(state["history"])
             self._states = {int(v): bytes(b) for v, b in state["states"].items()}
             self._evict()
+            forgotten = self._forget_old()
             self._save_index()
             self._lock.notify_all()
+        self._remove_files(forgotten)
 
     # ----------------------------------------------------------------- internals
     def _go_live(self, version: int) -> None:
@@ -456,12 +468,30 @@ class ModelRegistry:
             for v in [v for v in store if v not in retained]:
                 del store[v]
 
+    def _forget_old(self) -> list[VersionRecord]:
+        """Drop the records beyond the last ``retain`` versions (never the live or pinned
+        one); returns them, for ``_remove_files`` once the lock is released."""
+        extra = len(self._records) - self.retain
+        if extra <= 0:
+            return []
+        protected = {self._live, self._pinned}
+        old = [v for v in sorted(self._records) if v not in protected][:extra]
+        for v in old:
+            self._states.pop(v, None)
+            self._samples.pop(v, None)
+        return [self._records.pop(v) for v in old]
+
+    def _remove_files(self, records: list[VersionRecord]) -> None:
+        if self._disk is not None:
+            for record in records:
+                self._disk.remove_version(record)
+
     def _log(self, action: str, version: int, detail: str) -> None:
         entry = {"time": _clock.now(), "action": action, "version": version, "detail": detail}
         self._history.append({**entry, "live": self._live})
 
     def _not_found(self, version: int) -> ModelNotFoundError:
-        known = ", ".join(str(v) for v in sorted(self._records)) or "none yet"
+        known = _ranges(sorted(self._records)) or "none yet"
         return ModelNotFoundError(
             f"model {self.model!r} has no version {version}; known versions: {known}"
         )
@@ -521,7 +551,9 @@ class ModelRegistry:
             self._records[v] = dataclasses.replace(record, status=status)
         if self._live is not None and self._live not in self._records:
             raise CorruptCheckpointError(f"{self.folder}: live v{self._live} has no files")
+        forgotten = self._forget_old()  # a folder written before retain, or with a larger one
         self._save_index()
+        self._remove_files(forgotten)
 
 
 class _CheckpointFolder:
@@ -538,6 +570,10 @@ class _CheckpointFolder:
     def write_version(self, record: VersionRecord, state: bytes) -> None:
         _write_atomic(self.path / f"v{record.version:06d}.bin", state)
         _write_atomic(self.path / f"v{record.version:06d}.json", _dumps(record.to_dict()))
+
+    def remove_version(self, record: VersionRecord) -> None:
+        for suffix in (".bin", ".json"):
+            (self.path / f"v{record.version:06d}{suffix}").unlink(missing_ok=True)
 
     def read_state(self, record: VersionRecord) -> bytes:
         """The state bytes of ``record``, refused if their sha256 differs from the record's."""
@@ -567,6 +603,21 @@ class _CheckpointFolder:
         index = json.loads(index_path.read_text()) if index_path.exists() else {}
         sidecars = sorted(self.path.glob("v[0-9]*.json"))
         return index, [VersionRecord(**json.loads(p.read_text())) for p in sidecars]
+
+
+def _ranges(versions: list[int]) -> str:
+    """Sorted version numbers as runs: ``[1, 2, 3, 5]`` -> ``"1-3, 5"``.
+
+    >>> _ranges([1, 2, 3, 5, 7, 8])
+    '1-3, 5, 7-8'
+    """
+    runs: list[list[int]] = []
+    for v in versions:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _dumps(obj: Any) -> bytes:

@@ -75,8 +75,8 @@ def test_unknown_version_names_known_versions():
     publish(reg, 2)
     with pytest.raises(ModelNotFoundError) as err:
         reg.state(7)
-    assert str(err.value) == "model 'ctr' has no version 7; known versions: 1, 2"
-    with pytest.raises(ModelNotFoundError, match="known versions: 1, 2"):
+    assert str(err.value) == "model 'ctr' has no version 7; known versions: 1-2"
+    with pytest.raises(ModelNotFoundError, match="known versions: 1-2"):
         reg.rollback(9)
     with pytest.raises(ModelNotFoundError):
         publish(reg, 3, parent=9)
@@ -415,3 +415,32 @@ def test_invariants_hold_under_any_sequence(ops, keep, guarded):
             reg.live_version(),
             reg.pinned_version(),
         )
+
+
+def test_only_the_last_retain_versions_are_remembered(tmp_path):
+    """Older versions are forgotten, records and files, except the live and a pinned one;
+    a registry resumed from the folder remembers the same ones."""
+    reg = ModelRegistry("ctr", folder=tmp_path, keep=2, retain=4)
+    for i in range(1, 7):
+        publish(reg, i)
+    assert reg.versions() == [3, 4, 5, 6]
+    assert sorted(p.name for p in tmp_path.glob("v*.bin")) == [
+        f"v{v:06d}.bin" for v in (3, 4, 5, 6)]
+    with pytest.raises(ModelNotFoundError, match="no version 1; known versions: 3-6"):
+        reg.rollback(1)
+    reg.pin(3)
+    for i in range(7, 10):
+        publish(reg, i)
+    assert reg.versions() == [3, 7, 8, 9]  # the pinned version stays
+    assert reg.live_version() == 3
+    resumed = ModelRegistry("ctr", folder=tmp_path, keep=2, retain=4)
+    assert resumed.versions() == [3, 7, 8, 9] and resumed.live_version() == 3
+    assert resumed.state(9) == reg.state(9)
+    smaller = ModelRegistry("ctr", folder=tmp_path, keep=1, retain=2)
+    assert smaller.versions() == [3, 9]
+    assert sorted(p.name for p in tmp_path.glob("v*.json")) == ["v000003.json", "v000009.json"]
+
+
+def test_retain_is_at_least_keep():
+    with pytest.raises(ValueError, match="retain must be at least keep"):
+        ModelRegistry("ctr", keep=5, retain=2)
