@@ -206,6 +206,13 @@ def kernel_eval(page, code: str) -> str:
     return page.evaluate(KERNEL_EVAL, code)
 
 
+def cell_prompts(page) -> list[str]:
+    """Each code cell's prompt, e.g. ``[3]:``, ``[*]:`` (running or queued) or ``[ ]:``."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+             .map(e => e.innerText.trim())""")
+
+
 def cell_errors(page) -> list[str]:
     """Text of the error outputs in the open notebook (for failure messages)."""
     return page.evaluate(

@@ -9,6 +9,7 @@ card pauses the stage, in the widget and in ``fk.status()``. It saves a screensh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -76,7 +77,10 @@ def run_to_dashboard(lab, page, server, upto: int) -> None:
             if attempt == 0 and any(RAY_START_FAILED in e for e in errors):
                 lab.restart_kernel(page)
                 continue
-            raise AssertionError(f"no dashboard; cell errors: {errors}; server log: "
+            with contextlib.suppress(Exception):
+                page.screenshot(path=str(OUTPUT / "no-dashboard.png"), full_page=True)
+            raise AssertionError(f"no dashboard; cell prompts: {lab.cell_prompts(page)}; cell "
+                                 f"errors: {errors}; server log: "
                                  f"{server.log.read_text()[-1500:]}") from None
 
 

@@ -8,11 +8,14 @@ module and every test here runs against it. Its train stage publishes only when 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -337,13 +340,15 @@ def front_retries(app: str) -> int:
 
 
 class SlowToServe(Learner):
-    """A running mean of the label that takes 0.2 s to answer a serve request: a replica
-    killed under load then surely holds requests."""
+    """A running mean of the label that takes 0.2 s to answer a serve request, and leaves a
+    file named after its process id in ``busy`` while it answers: the test kills a replica
+    that holds a request."""
 
     task = "regression"
 
-    def __init__(self):
+    def __init__(self, busy: str):
         self.model = [0.0, 0]  # sum and count of the labels learned
+        self.busy = busy
 
     def predict(self, X):
         return Prediction(np.full(len(X), self.model[0] / max(self.model[1], 1)))
@@ -353,11 +358,16 @@ class SlowToServe(Learner):
         self.model[1] += len(y)
 
     def predict_records(self, rows):
-        time.sleep(0.2)
-        return super().predict_records(rows)
+        mark = Path(self.busy, str(os.getpid()))
+        mark.touch()
+        try:
+            time.sleep(0.2)
+            return super().predict_records(rows)
+        finally:
+            mark.unlink(missing_ok=True)
 
 
-def test_replica_killed_under_load(fk_session, pipeline, request):
+def test_replica_killed_under_load(fk_session, pipeline, request, tmp_path):
     """A serve stage with two replicas, one killed while HTTP and handle requests keep
     coming: no request fails (the stage's HTTP front and ``fk.predict`` ask another replica
     when the one holding a request dies; here each request spends 0.2 s in a replica, and
@@ -370,7 +380,8 @@ def test_replica_killed_under_load(fk_session, pipeline, request):
 
     ray.cloudpickle.register_pickle_by_value(request.module)  # SlowToServe travels by value
     model, app = "sv-slow", "sv-slow-api"
-    fk.train(model, on=STREAM, label="clicked", model=SlowToServe(), publish_every=None)
+    fk.train(model, on=STREAM, label="clicked", model=SlowToServe(str(tmp_path)),
+             publish_every=None)
     wait_for(lambda: fk.publish(model), timeout=60, what="a first version")
     live = fk.live_version(model)
     fk.serve(app, model=model, replicas=2, port=pipeline.port, token=TOKEN)
@@ -385,10 +396,12 @@ def test_replica_killed_under_load(fk_session, pipeline, request):
             wait_for(lambda: min(len(x.answers) for x in [*https, h]) > 3, what="steady load")
             before = {handle(app).info.remote().result(timeout_s=30)["replica"]
                       for _ in range(20)}
-            victim = replica_actors(app)[0]
-            ray.kill(victim, no_restart=True)
+            ids = {a._actor_id for a in replica_actors(app)}
+            busy = wait_for(lambda: [int(p.name) for p in tmp_path.iterdir()], timeout=30,
+                            what="a replica answering a request")
+            os.kill(busy[0], signal.SIGKILL)  # it holds that request (0.2 s) and its queue
             wait_for(lambda: replicas_running(app, app) == 2 and len(replica_actors(app)) == 2
-                     and victim._actor_id not in {a._actor_id for a in replica_actors(app)},
+                     and {a._actor_id for a in replica_actors(app)} != ids,
                      timeout=120, what="a replacement replica running")
             counts = [len(x.answers) for x in [*https, h]]
             wait_for(lambda: all(len(x.answers) > k + 5
