@@ -173,9 +173,8 @@ class Inbox:
         self._arrived: dict[Any, set[str]] = {}
         self._aligned: set[Any] = set()
         self._parked: dict[tuple[str, int], Any] = {}  # (sender, seq) -> batch, while waiting
-        self._taken: set[tuple[str, int]] = set()      # taken over, being processed
+        self._holding: list[tuple[str, int]] = []      # taken over by the slot's holder
         self._done: set[tuple[str, int]] = set()       # taken over and processed
-        self._holding: list[tuple[str, int]] = []      # what the slot's holder took over
         self.waiting = 0
 
     @contextmanager
@@ -191,14 +190,14 @@ class Inbox:
             expected = self._next.setdefault(sender, 0)  # senders start at 0
 
             def turn() -> bool:
-                return key not in self._taken and self._next[sender] >= seq and not self._busy
+                return key not in self._holding and self._next[sender] >= seq and not self._busy
 
             ok = self._cond.wait_for(lambda: key in self._done or turn(),
                                      timeout=self.gap_timeout)
             if not ok:
                 log.warning("fusionkit: gap from %s (expected %s, got %s)", sender, expected, seq)
                 self._cond.wait_for(lambda: key in self._done
-                                    or (key not in self._taken and not self._busy))
+                                    or (key not in self._holding and not self._busy))
             self.waiting -= 1
             taken = key in self._done
             if taken:
@@ -215,9 +214,7 @@ class Inbox:
             with self._cond:
                 self._busy = False
                 self._next[sender] = max(self._next[sender], seq + 1)
-                for held in self._holding:
-                    self._taken.discard(held)
-                    self._done.add(held)
+                self._done.update(self._holding)
                 self._holding = []
                 self._cond.notify_all()
 
@@ -230,7 +227,6 @@ class Inbox:
             k = seq + 1
             while len(out) < limit and (sender, k) in self._parked:
                 out.append(self._parked.pop((sender, k)))
-                self._taken.add((sender, k))
                 self._holding.append((sender, k))
                 k += 1
             if out:

@@ -21,12 +21,12 @@ from fusionkit._clock import monotonic, now
 from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY
 from fusionkit.runtime.specs import ServeSpec
 from fusionkit.runtime.stage import Reporter
+from fusionkit.serving.client import RETRIES
 from fusionkit.serving.inputs import BadRequest, check_records, parse_rows
 from fusionkit.training.learners import load_state
 
 log = logging.getLogger("fusionkit")
 FIRST_VERSION_WAIT = 30.0
-HTTP_RETRIES = 3  # a prediction lost with its replica is asked again, on another one
 
 
 class ModelServer:
@@ -175,17 +175,17 @@ class HttpFront:
         from starlette.responses import JSONResponse
 
         args = (request.method, request.headers.get("authorization", ""), await request.body())
-        for attempt in range(HTTP_RETRIES + 1):
+        for attempt in range(RETRIES + 1):
             try:
                 status, payload = await self.model.http.remote(*args)
                 return JSONResponse(payload, status_code=status)
             except RayActorError as exc:
-                if attempt == HTTP_RETRIES:
+                if attempt == RETRIES:
                     log.warning("fusionkit serve %s: no replica answered: %s", self.name, exc)
                 else:
                     self.retried += 1
         return JSONResponse({"error": f"serve stage {self.name!r}: every replica asked died "
-                                      f"holding the request ({HTTP_RETRIES + 1} tries)"},
+                                      f"holding the request ({RETRIES + 1} tries)"},
                             status_code=503)
 
 

@@ -474,11 +474,8 @@ class ModelRegistry:
         extra = len(self._records) - self.retain
         if extra <= 0:
             return []
-        protected = {self._live, self._pinned}
+        protected = {self._live, self._pinned}  # states and samples: _evict dropped them
         old = [v for v in sorted(self._records) if v not in protected][:extra]
-        for v in old:
-            self._states.pop(v, None)
-            self._samples.pop(v, None)
         return [self._records.pop(v) for v in old]
 
     def _remove_files(self, records: list[VersionRecord]) -> None:
@@ -568,16 +565,19 @@ class _CheckpointFolder:
         path.mkdir(parents=True, exist_ok=True)
 
     def write_version(self, record: VersionRecord, state: bytes) -> None:
-        _write_atomic(self.path / f"v{record.version:06d}.bin", state)
-        _write_atomic(self.path / f"v{record.version:06d}.json", _dumps(record.to_dict()))
+        _write_atomic(self._file(record, ".bin"), state)
+        _write_atomic(self._file(record, ".json"), _dumps(record.to_dict()))
 
     def remove_version(self, record: VersionRecord) -> None:
         for suffix in (".bin", ".json"):
-            (self.path / f"v{record.version:06d}{suffix}").unlink(missing_ok=True)
+            self._file(record, suffix).unlink(missing_ok=True)
+
+    def _file(self, record: VersionRecord, suffix: str) -> Path:
+        return self.path / f"v{record.version:06d}{suffix}"
 
     def read_state(self, record: VersionRecord) -> bytes:
         """The state bytes of ``record``, refused if their sha256 differs from the record's."""
-        path = self.path / f"v{record.version:06d}.bin"
+        path = self._file(record, ".bin")
         try:
             data = path.read_bytes()
         except FileNotFoundError:
