@@ -175,7 +175,7 @@ class DriftWatch:
         self._rows: list[dict[str, Any]] = []
         self._new: list[dict[str, Any]] = []  # alarms not yet sent
         self._concept: dict[str, Any] | None = None  # error-rate row being summed
-        self._inflight = None
+        self._sent: list[tuple[Any, list, list]] = []  # reports the monitor has not confirmed
         self._flusher: threading.Thread | None = None
         self.cpu_reporting = 0.0  # CPU seconds of the flusher thread's reports
         self.events: list[dict[str, Any]] = []  # the last policy and error events
@@ -254,15 +254,35 @@ class DriftWatch:
             return
         if self._flusher is None:
             self._start_flusher()
-        import ray
-
-        if self._inflight is not None and not urgent:
-            ready, _ = ray.wait([self._inflight], timeout=0)
-            if not ready:
-                return
+        self._confirm()
+        if self._sent and not urgent:
+            return
         rows, alarms = self.take()
         if rows or alarms:
-            self._inflight = self.sink.drift_report.remote(self.stage, rows, alarms)
+            ref = self.sink.drift_report.remote(self.stage, rows, alarms)
+            with self._lock:
+                self._sent.append((ref, rows, alarms))
+
+    def _confirm(self) -> None:
+        """Forget the reports the monitor has received."""
+        import ray
+
+        with self._lock:
+            refs = [ref for ref, _, _ in self._sent]
+        if not refs:
+            return
+        ready = set(ray.wait(refs, num_returns=len(refs), timeout=0)[0])
+        with self._lock:
+            self._sent = [s for s in self._sent if s[0] not in ready]
+
+    def unreported(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Window rows and alarms the monitor may not have yet: taken into checkpoints, so
+        a window tested before a checkpoint and lost with the actor is reported after
+        recovery (the replay does not test it again; the monitor keeps each once)."""
+        with self._lock:
+            rows = [r for _, sent, _ in self._sent for r in sent if r["kind"] != "concept"]
+            alarms = [a for _, _, sent in self._sent for a in sent]
+            return rows + self._rows, alarms + self._new
 
     def _start_flusher(self) -> None:
         ref = weakref.ref(self)
@@ -331,7 +351,8 @@ class DriftWatch:
     def get_state(self) -> bytes:
         """The watch as bytes, for the train actor's checkpoints."""
         return pickle.dumps({"spec": self.spec, "monitor": self.monitor, "features": self.features,
-                             "alarms": self.alarms, "actions": self.actions},
+                             "alarms": self.alarms, "actions": self.actions,
+                             "unreported": self.unreported()},
                             protocol=pickle.HIGHEST_PROTOCOL)  # fmt: skip
 
     def fresh(self) -> DriftWatch:
@@ -349,6 +370,9 @@ class DriftWatch:
         watch.features, watch.monitor = saved["features"], saved["monitor"]
         watch.alarms, watch.actions, watch.error = saved["alarms"], saved["actions"], None
         watch._init_buffers()
+        watch._rows, watch._new = (list(x) for x in saved.get("unreported", ([], [])))
+        if (watch._rows or watch._new) and watch.sink is not None:
+            watch._start_flusher()
         return watch
 
     def info(self) -> dict[str, Any]:
