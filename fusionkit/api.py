@@ -100,7 +100,10 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
 
     The chain runs in this order: ``fn`` (a vectorized DataFrame -> DataFrame map),
     ``filter``, ``key_by``, ``window``, then any further ``operators``. With
-    ``parallelism=N`` the events are partitioned by ``key_by`` over N actors.
+    ``parallelism=N`` the events are partitioned by ``key_by`` over N actors; a source of
+    several broker partitions (``fk.sources.kafka(..., partitions="all")``) without
+    ``key_by`` is spread instead: each of the N actors reads its own share of the
+    partitions and runs the whole chain, with its own offsets in the checkpoints.
     ``paused=True`` defines the stage without reading the source until ``fk.resume(name)``,
     so stages downstream can be defined first and see every event.
 

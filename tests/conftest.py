@@ -33,6 +33,41 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
+def learn_through_a_kill(fk, produce, starts, victim, learned, n: int) -> None:
+    """Broker tests' kill mid-run: ``produce(start)`` writes a chunk of events from a thread
+    (a steady stream, so the kill lands mid-run), for each of ``starts``; once 3,000 events
+    are ``learned()`` take a checkpoint, at 6,000 SIGKILL the process ``victim(infos)``
+    picks among the stream's actors; then wait for the recovery and all ``n`` learned."""
+    import signal
+    import threading
+
+    done = threading.Event()
+
+    def producer():
+        for start in starts:
+            produce(start)
+            if done.wait(0.02):
+                return
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: learned() >= 3000, timeout=90, what="events learned")
+        assert fk.checkpoint() is not None
+        wait_for(lambda: learned() >= 6000, timeout=90, what="more learned")
+        os.kill(victim(fk.api.call("infos", "events"))["pid"], signal.SIGKILL)
+        wait_for(lambda: len(fk.recoveries()) > 0, timeout=90, what="a recovery")
+        thread.join(timeout=120)
+        wait_for(lambda: learned() >= n, timeout=120, what="every event learned after recovery")
+    finally:
+        done.set()
+
+
+def first_fused(infos: list[dict]) -> dict:
+    """The (first) actor that reads the source and runs the chain."""
+    return next(i for i in infos if i.get("role") == "fused")
+
+
 LAST_USER = pytest.StashKey[object]()
 
 

@@ -16,7 +16,9 @@ this cluster or in a new one.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import logging
 import threading
 import traceback
@@ -37,6 +39,7 @@ from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY, Host, Monitor
 from fusionkit.runtime.checkpoint import CheckpointStore
 from fusionkit.runtime.specs import StreamSpec, TrainSpec
 from fusionkit.runtime.stream_worker import OPS
+from fusionkit.sources.base import later
 
 STOP_TIMEOUT = 5.0
 SPARE_HOSTS = 3  # warm processes kept ready, so defining a stage does not wait for one
@@ -58,7 +61,7 @@ class StageRecord:
     kind: str
     spec: Any
     actors: list[Any] = field(default_factory=list)   # actors that receive or run the chain
-    source: Any = None                                 # the reading actor of a parallel stream
+    source: Any = None                                 # the reading actor of source + ops
     generation: int = 0
     created: float = field(default_factory=now)
     sample: pd.DataFrame | None = None
@@ -67,6 +70,11 @@ class StageRecord:
     @property
     def all_actors(self) -> list[Any]:
         return ([self.source] if self.source is not None else []) + list(self.actors)
+
+    @property
+    def readers(self) -> list[Any]:
+        """The actors of a stream stage that read its source."""
+        return [self.source] if self.source is not None else list(self.actors)
 
     @property
     def upstream(self) -> str | None:
@@ -182,13 +190,14 @@ def _reconstructed() -> bool:
 
 def _stream_calls(spec: StreamSpec, monitor: Any, states: dict[str, Any] | None = None
                   ) -> list[tuple]:
-    """``become`` arguments of a stream stage's actors: the fused one, or source + operators."""
+    """``become`` arguments of a stream stage's actors: the fused ones (one, or one per
+    share of a split source), or source + operators."""
     states = states or {}
-    if spec.parallelism == 1:
-        return [("stream", spec, "fused", 0, monitor, states.get("fused0"))]
-    return ([("stream", spec, "source", 0, monitor, states.get("source0"))]
-            + [("stream", spec, "ops", i, monitor, states.get(f"ops{i}"))
-               for i in range(spec.parallelism)])
+    calls = []
+    for slot in spec.slots():
+        role = slot.rstrip("0123456789")
+        calls.append(("stream", spec, role, int(slot[len(role):]), monitor, states.get(slot)))
+    return calls
 
 
 def did_you_mean(name: str, names: list[str]) -> str:
@@ -407,29 +416,32 @@ class Controller:
                                   f"or choose another name")
             self._generation += 1
             gen = self._generation
-            slot = "fused0" if spec.parallelism == 1 else "source0"
-            calls = [c[1:] for c in _stream_calls(spec, self.monitor, {slot: state})]
+            # ``state`` (a scaled stage's position) goes to every actor that reads: a
+            # ``{partition: offset}`` position gives each share its own partitions' offsets
+            states = {slot: state for slot in spec.reading_slots()}
+            calls = [c[1:] for c in _stream_calls(spec, self.monitor, states)]
             options = _placement(spec)
             _check_feasible(spec.name, options)
-            if spec.parallelism == 1:
+            if spec.fused:
                 source = None
                 actors = self._hosts("stream", calls, options)
-                prober = actors[0]
             else:
                 source, *actors = self._hosts("stream", calls, options)
-                prober = source
             new = [a for a in [source, *actors] if a is not None]
-            probe = ray.get(prober.probe.remote())
-            self._check_probe(spec.name, probe, new)
+            readers = [source] if source is not None else actors
+            probes = ray.get([r.probe.remote() for r in readers])  # each share opens
+            for probe in probes:
+                self._check_probe(spec.name, probe, new)
+            probe = probes[0]
             if old is not None:
                 self._teardown(old)
             rec = StageRecord(spec.name, "stream", spec, actors, source, gen,
                               sample=probe.get("sample"))
             self.stages[spec.name] = rec
             targets = self._downstream_targets(spec.name)
-            ray.get([a.start.remote(targets) for a in actors])
+            ray.get([a.start.remote(targets, self.epoch) for a in actors])
             if source is not None:
-                ray.get(source.start.remote({OPS: actors}))
+                ray.get(source.start.remote({OPS: actors}, self.epoch))
             self._rewire(spec.name)
             self._persist()
             return self._summary(rec)
@@ -538,10 +550,10 @@ class Controller:
             raise FusionError(f"parallelism must be at least 1, got {n}")
         rec = self._record(name)
         if rec.kind == "stream":
-            state = ray.get((rec.source or rec.actors[0]).get_state.remote())
-            spec = rec.spec
-            spec.parallelism = n
-            return self.define_stream(spec, {"offset": state["offset"]})
+            states = ray.get([a.get_state.remote() for a in rec.readers])
+            position = functools.reduce(later, [st["offset"] for st in states], None)
+            spec = dataclasses.replace(rec.spec, parallelism=n)
+            return self.define_stream(spec, {"offset": position or 0})
         if rec.kind == "serve":
             from fusionkit.serving.deploy import scale as serve_scale
 
@@ -659,7 +671,7 @@ class Controller:
         if rec.kind == "train":
             return [("train0", rec.actors[0])]
         if rec.source is None:
-            return [("fused0", rec.actors[0])]
+            return [(f"fused{i}", a) for i, a in enumerate(rec.actors)]
         return [("source0", rec.source)] + [(f"ops{i}", a) for i, a in enumerate(rec.actors)]
 
     def checkpoint(self, timeout: float = 30.0) -> int | None:
@@ -680,7 +692,7 @@ class Controller:
             for stream, trains in self._pipelines():
                 for rec in [stream, *trains]:
                     expected |= {(rec.name, slot) for slot, _ in self._slots(rec)}
-                readers.append(stream.source or stream.actors[0])
+                readers += stream.readers
             if not expected:
                 return None
             k = self._ckpt_next
@@ -716,17 +728,15 @@ class Controller:
         self._persist()
 
     def _commit_sources(self, k: int, states: dict[tuple[str, str], Any]) -> None:
-        """Tell each stream's reading actor that checkpoint ``k`` covers its source up to the
-        offset saved in it, so a broker source acknowledges what it no longer needs."""
+        """Tell each stream's reading actors that checkpoint ``k`` covers their source up to the
+        position saved in it, so a broker source acknowledges what it no longer needs."""
         for rec in self.stages.values():
             if rec.kind != "stream":
                 continue
-            slot, reader = (("source0", rec.source) if rec.source is not None
-                            else ("fused0", rec.actors[0] if rec.actors else None))
-            state = states.get((rec.name, slot))
-            if reader is None or not isinstance(state, dict) or not state.get("offset"):
-                continue
-            reader.checkpoint_done.remote(k, int(state["offset"]))
+            for slot, reader in zip(rec.spec.reading_slots(), rec.readers, strict=True):
+                state = states.get((rec.name, slot))
+                if isinstance(state, dict) and state.get("offset"):
+                    reader.checkpoint_done.remote(k, state["offset"])
 
     def _registry_state(self, wait: float = 30.0) -> Any:
         """The registry's state for a checkpoint, waiting through a restart of its process."""
@@ -996,8 +1006,7 @@ class Controller:
         checkpoint stays usable for a later recovery); then start them, downstream first."""
         streams = [e for e in entries if e["kind"] == "stream"]
         trains = [e for e in entries if e["kind"] == "train"]
-        size = {e["name"]: (1 if e["kind"] == "train" else
-                            e["spec"].parallelism + (e["spec"].parallelism > 1))
+        size = {e["name"]: 1 if e["kind"] == "train" else len(e["spec"].slots())
                 for e in streams + trains}
         # start every missing host at once, not one stage after another: the pool's for the
         # stages without placement hints, hosts with their hints for the others
@@ -1013,12 +1022,11 @@ class Controller:
                 self._spares = self._spares + started
         for e in streams:
             spec = e["spec"]
-            slots = ["fused0", "source0", *[f"ops{i}" for i in range(spec.parallelism)]]
             calls = _stream_calls(spec, self.monitor,
-                                  {s: states.get((spec.name, s)) for s in slots})
+                                  {s: states.get((spec.name, s)) for s in spec.slots()})
             hosts = self._hosts("stream", [c[1:] for c in calls], placed[spec.name],
                                 fresh.get(spec.name))
-            source, actors = (None, hosts) if spec.parallelism == 1 else (hosts[0], hosts[1:])
+            source, actors = (None, hosts) if spec.fused else (hosts[0], hosts[1:])
             self.stages[spec.name] = StageRecord(
                 spec.name, "stream", spec, actors, source, e["generation"], sample=e.get("sample"),
                 extra={"restarts": e.get("extra", {}).get("restarts", 0)})
@@ -1093,7 +1101,9 @@ class Controller:
             for e in entries:
                 self.monitor.event.remote({"stage": e["name"], "kind": "restored",
                                            "detail": f"from checkpoint {k} ({folder})"})
-        offsets = {stage: st.get("offset") for (stage, slot), st in states.items()
-                   if slot in ("fused0", "source0") and isinstance(st, dict)}
+        offsets: dict[str, Any] = {}
+        for (stage, slot), st in states.items():
+            if slot.startswith(("fused", "source")) and isinstance(st, dict):
+                offsets[stage] = later(offsets.get(stage), st.get("offset"))
         return {"checkpoint": k, "folder": str(store._dir(k)), "stages": [e["name"] for e in entries],
                 "offsets": offsets, "serve_errors": serve_errors}

@@ -23,6 +23,34 @@ class StreamSpec:
     placement: str = "pack"  # "pack": Ray's default (and the warm pool); "spread": node by node
     kind: str = "stream"
 
+    @property
+    def readers(self) -> int:
+        """How many of its actors read the source: every one when the source splits over
+        them (a broker's partitions) and no key asks to shuffle events by key; else one."""
+        if self.parallelism > 1 and self.key is None and getattr(self.source, "splittable", False):
+            return self.parallelism
+        return 1
+
+    @property
+    def fused(self) -> bool:
+        """Whether each actor reads and runs the whole chain ("fused"), rather than one
+        "source" actor reading and partitioning for N "ops" actors."""
+        return self.parallelism == 1 or self.readers > 1
+
+    def reading_slots(self) -> list[str]:
+        """The checkpoint slots of the actors that read the source."""
+        return [f"fused{i}" for i in range(self.readers)] if self.fused else ["source0"]
+
+    def slots(self) -> list[str]:
+        """Every actor's checkpoint slot, the reading ones first."""
+        if self.fused:
+            return self.reading_slots()
+        return ["source0", *[f"ops{i}" for i in range(self.parallelism)]]
+
+    def source_of(self, index: int) -> Any:
+        """What actor ``index`` reads: its share of the partitions, or the whole source."""
+        return self.source.share(index, self.readers) if self.readers > 1 else self.source
+
 
 @dataclass
 class TrainSpec:

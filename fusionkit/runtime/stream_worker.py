@@ -2,7 +2,9 @@
 
 With parallelism 1 one actor does everything ("fused"): it reads the source, validates,
 runs the operator chain and hands the result downstream. With parallelism N a "source"
-actor reads, validates and partitions by key, and N "ops" actors run the chain.
+actor reads, validates and partitions by key, and N "ops" actors run the chain; or, for a
+source whose partitions split over actors (Kafka's) and no key, N fused actors each read
+their own share of the partitions.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import copy
 import threading
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -22,6 +25,7 @@ from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.pacer import Pacer
 from fusionkit.runtime.specs import StreamSpec
 from fusionkit.runtime.stage import StageActor
+from fusionkit.sources.base import later
 from fusionkit.streaming.operators import Chain, Filter, KeyBy, KeyedState, Map, partition
 from fusionkit.streaming.validate import Schema
 from fusionkit.streaming.windows import SlidingWindow
@@ -60,6 +64,7 @@ class StreamWorker(StageActor):
         super().__init__(spec.name, index, monitor)
         self.spec = spec
         self.role = role
+        self.source = spec.source_of(index) if role == "fused" else spec.source
         self.chain = Chain(copy.deepcopy(list(spec.operators)))
         self.epoch = 0
         self._defined_paused = spec.paused
@@ -89,7 +94,7 @@ class StreamWorker(StageActor):
         try:
             if self.role == "ops":
                 return {"ok": True}
-            src = copy.deepcopy(self.spec.source)
+            src = copy.deepcopy(self.source)
             src.open()
             try:
                 sample = src.read(rows)
@@ -103,7 +108,7 @@ class StreamWorker(StageActor):
             sample = sample.copy()
             sample[INGEST_TS] = sample.get(INGEST_TS, 0.0)
             if self.schema is None:
-                self.schema = getattr(self.spec.source, "schema", None) or Schema.infer(sample)
+                self.schema = getattr(self.source, "schema", None) or Schema.infer(sample)
             good, _, _ = self.schema.split(sample)
             ops, whole = probe_operators(self.chain.operators)
             out = Chain(copy.deepcopy(ops)).process(good)
@@ -114,7 +119,12 @@ class StreamWorker(StageActor):
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
                     "traceback": "".join(traceback.format_exception(exc))}
 
-    def start(self, targets: dict[str, list[Any]]) -> str:
+    def start(self, targets: dict[str, list[Any]], epoch: int | None = None) -> str:
+        """Send to ``targets`` and start reading (a reader). ``epoch``: the pipeline's, for an
+        actor joining a pipeline that has recovered before (its train stage drops batches of
+        an earlier epoch, as sent before the recovery)."""
+        if epoch is not None and epoch > self.epoch:
+            self.epoch = self.outbox.epoch = epoch
         self.outbox.set_targets(targets)
         self.status = "running"
         if self._defined_paused and self._thread is None and self.role != "ops":
@@ -148,6 +158,8 @@ class StreamWorker(StageActor):
 
     def info(self) -> dict[str, Any]:
         out = super().info()
+        if self.source.splittable and self.role != "ops":
+            out["partitions"] = self.source.describe().get("partitions")
         out.update(role=self.role, offset=self.offset, inflight=self.outbox.inflight(),
                    waiting=self.inbox.waiting,
                    lag=self.pacer.lag() if self.pacer is not None else 0.0)
@@ -173,7 +185,7 @@ class StreamWorker(StageActor):
 
     def _run(self) -> None:
         spec = self.spec
-        src = spec.source
+        src = self.source
         with self._ckpt_lock:
             self._reading = True
         try:
@@ -214,7 +226,7 @@ class StreamWorker(StageActor):
                 t0 = monotonic()
                 if INGEST_TS not in batch.columns:  # broker sources stamp when they read
                     batch[INGEST_TS] = ingest[:got] if got <= len(ingest) else ingest[-1]
-                self.offset = max(self.offset, int(batch[OFFSET].iloc[-1]) + 1)
+                self._advance(src, batch)
                 if shed and self.outbox.busy():  # drop, counted, rather than fall behind
                     self.reporter.count(events_in=got, shed=got)
                 else:
@@ -235,14 +247,25 @@ class StreamWorker(StageActor):
                 pass
             self.reporter.flush(force=True)
 
+    def _advance(self, src: Any, batch: pd.DataFrame | None, dead: Sequence[int] = ()) -> None:
+        """Move the stage's position past what was read: the source's own ``position()``
+        (several partitions), else the last offset read plus one. Dead letters count as read:
+        a checkpoint covers them too."""
+        position = src.position()
+        if position is not None:
+            self.offset = later(self.offset, position)
+        elif batch is not None:
+            self.offset = max(self.offset, int(batch[OFFSET].iloc[-1]) + 1)
+        elif dead:
+            self.offset = max(self.offset, max(dead) + 1)
+
     def _collect(self, src: Any) -> None:
         """File what a broker source could not decode, and report its health gauges."""
         take = getattr(src, "take_dead_letters", None)
         dead = take() if take is not None else ()
         for payload, reason, offset in dead:
             self.dead.add_raw(payload, reason, offset)
-            if offset is not None:  # read and set aside: a checkpoint covers it too
-                self.offset = max(self.offset, int(offset) + 1)
+        self._advance(src, None, [o for _, _, o in dead if o is not None])
         if dead:
             self.reporter.count(dead_letters=len(dead))
         health = getattr(src, "health", None)
@@ -267,17 +290,17 @@ class StreamWorker(StageActor):
                 return
         self._snapshot(k)
 
-    def checkpoint_done(self, k: int, offset: int) -> None:
+    def checkpoint_done(self, k: int, offset: Any) -> None:
         """Checkpoint ``k`` is complete and covers the source up to ``offset``: the source
         may acknowledge it to its broker (Redis XACK, a Kafka commit). Done by the reading
         loop, which owns the source's connection, or now if the loop has ended."""
         with self._ckpt_lock:
             if self._reading:
-                self._commit_due = max(offset, self._commit_due or 0)
+                self._commit_due = later(self._commit_due, offset)
                 return
-        self._commit(self.spec.source, offset)
+        self._commit(self.source, offset)
 
-    def _commit(self, src: Any, offset: int) -> None:
+    def _commit(self, src: Any, offset: Any) -> None:
         try:
             src.commit(offset)
         except Exception as exc:  # the next checkpoint commits again; replay covers the rest
@@ -323,7 +346,7 @@ class StreamWorker(StageActor):
 
     def _ingest(self, batch: pd.DataFrame, t0: float) -> None:
         if self.schema is None:
-            self.schema = getattr(self.spec.source, "schema", None) or Schema.infer(batch)
+            self.schema = getattr(self.source, "schema", None) or Schema.infer(batch)
         good, bad, reasons = self.schema.split(batch)
         if len(bad):
             self.dead.add(bad, reasons)

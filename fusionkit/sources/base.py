@@ -3,7 +3,9 @@
 A source is a plain, picklable object. The stage's source actor calls ``open`` once, then
 ``read`` in a loop; pacing (``rate``) is applied by the actor, not by the source. Offsets
 are integers counting events from the start of the source (for brokers: a position the
-source can ``seek`` back to), so a stage can replay from a checkpoint.
+source can ``seek`` back to), so a stage can replay from a checkpoint. A source that reads
+several partitions reports its ``position()`` itself, a ``{partition: offset}`` map, and may
+``share`` its partitions out over the actors of a stage (``splittable``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class Source:
     rate: float | None = None
     #: name of the label column, if the source carries one
     label: str | None = None
+    #: whether ``share`` can hand each actor of a stage its own part (a broker's partitions)
+    splittable: bool = False
 
     def open(self) -> None:
         """Acquire resources (connections, files). Called once inside the actor."""
@@ -39,9 +43,36 @@ class Source:
     def commit(self, offset: int) -> None:
         """Everything before ``offset`` is covered by a completed checkpoint (brokers ack)."""
 
+    def position(self) -> Any:
+        """Where the next ``read`` starts, for a checkpoint; ``None``: the stage takes the
+        last ``_offset`` read plus one (sources of one ordered offset need not say)."""
+        return None
+
+    def share(self, index: int, count: int) -> Source:
+        """The part of this source actor ``index`` of ``count`` reads (``splittable``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be split over actors")
+
     def close(self) -> None:
         """Release resources."""
 
     def describe(self) -> dict[str, Any]:
         """A short description for status tables."""
         return {"kind": type(self).__name__, "rate": self.rate}
+
+
+def later(a: Any, b: Any) -> Any:
+    """The further of two source positions: offsets, or ``{partition: offset}`` maps (merged
+    partition by partition, so the positions of several actors make the stage's).
+
+    >>> later(5, 3), later({0: 4, 1: 2}, {1: 7, 2: 1})
+    (5, {0: 4, 1: 7, 2: 1})
+    """
+    if a is None or a == 0 or a == {}:
+        return b
+    if b is None or b == 0 or b == {}:
+        return a
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {**a, **{k: max(v, a.get(k, v)) for k, v in b.items()}}
+    if isinstance(a, dict) or isinstance(b, dict):
+        raise TypeError(f"cannot combine source positions {a!r} and {b!r}")
+    return max(a, b)

@@ -1,28 +1,30 @@
-"""Events from one partition of a Kafka topic (``confluent-kafka``, an optional extra).
+"""Events from Kafka partitions (``confluent-kafka``, an optional extra).
 
-The source is assigned its partition directly (no consumer-group rebalance, which is slow
+The source is assigned its partitions directly (no consumer-group rebalance, which is slow
 and would move partitions under a running stage) and uses the group only to keep the
-committed offset. ``_offset`` is the Kafka offset itself. On ``open()`` it starts at the
-group's committed offset, else at ``start``; ``seek(offset)`` (a restart from a checkpoint)
-goes back to that offset; ``commit(offset)`` commits it, which the runtime does only for
-what a completed checkpoint covers. So events read after the last commit are read again
-after a failure, never lost.
+committed offsets. On ``open()`` each partition starts at the group's committed offset, else
+at ``start``; ``seek(position)`` (a restart from a checkpoint) goes back to a position;
+``commit(position)`` commits it, which the runtime does only for what a completed checkpoint
+covers. So events read after the last commit are read again after a failure, never lost.
 
-The consumer is assigned its partition once, at the first ``read()``, at the position
-``open()`` and ``seek()`` settled on: assigning it again at another offset can let
+One partition (``partition=3``): the position is that partition's Kafka offset, an int.
+Several (``partitions=[0, 1]`` or ``"all"``): the position is a ``{partition: offset}`` map,
+and a stage with ``parallelism=N`` (and no ``key_by``) spreads the partitions over its N
+actors, each reading every N-th of them with its own consumer and position (``share``).
+
+The consumer is assigned its partitions once, at the first ``read()``, at the positions
+``open()`` and ``seek()`` settled on: assigning them again at other offsets can let
 messages the first assignment had already fetched through, which would hand out events
 from before the checkpoint a second time. A ``seek()`` after reading has begun starts a new
-consumer for the same reason, and a read never returns an offset below the position it
-was sought to.
-
-One partition per source, because a stage's position is one int64: read a topic with N
-partitions with N stream stages (``partition=0 .. N-1``), each its own pipeline or
-writing into a shared sink.
+consumer for the same reason, and a read never returns an offset below the position a
+partition was sought to.
 """
 
 from __future__ import annotations
 
+import pickle
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -48,16 +50,20 @@ def kafka_module():
 
 
 class Kafka(Source):
-    """One partition of a Kafka topic as a source.
+    """Kafka partitions as a source.
 
     Parameters
     ----------
     bootstrap
         The brokers, ``"host:port[,host:port]"``.
     topic, partition
-        What to read.
+        What to read: one partition of the topic.
+    partitions
+        Several partitions instead of one: a list of numbers, ``"0,1,2"``, or ``"all"``
+        (every partition the topic has when the stage starts). A stream stage with
+        ``parallelism=N`` and no ``key_by`` spreads them over its N actors.
     group
-        The consumer group that keeps the committed offset.
+        The consumer group that keeps the committed offsets.
     decode
         ``"json"``: each message's value is a JSON object, one event. (``"fields"`` is not
         available: a Kafka message has no field map.)
@@ -75,13 +81,16 @@ class Kafka(Source):
 
     Undecodable messages go to the stage's dead letters (``take_dead_letters``);
     ``health()`` reports ``retrying`` (the brokers cannot be reached) and
-    ``source_backlog`` (messages of the partition not read yet).
+    ``source_backlog`` (messages of its partitions not read yet).
 
     Examples
     --------
     >>> src = Kafka("127.0.0.1:9092", topic="clicks", partition=0)
     >>> src.describe()["topic"]
     'clicks'
+    >>> every = Kafka("127.0.0.1:9092", topic="clicks", partitions="all")
+    >>> every.splittable, every.share(1, 2).describe()["partitions"]
+    (True, 'all, every 2nd from the 2nd')
     """
 
     rate = None
@@ -90,7 +99,8 @@ class Kafka(Source):
                  partition: int = 0, group: str = "fusionkit", decode: str = "json",
                  time_field: str | None = None, label: str | None = None, schema: Any = None,
                  start: str = "earliest", poll_ms: int = 100,
-                 config: dict[str, Any] | None = None):
+                 config: dict[str, Any] | None = None,
+                 partitions: Sequence[int] | str | None = None):  # fmt: skip
         if not isinstance(bootstrap, str) or not bootstrap:
             raise ValueError(f"bootstrap must be 'host:port', got {bootstrap!r}")
         if not isinstance(topic, str) or not topic:
@@ -105,6 +115,7 @@ class Kafka(Source):
         self.bootstrap = bootstrap
         self.topic = topic
         self.partition = int(partition)
+        self.partitions = _partitions(partitions)
         self.group = group
         self.decode = decode
         self.time_field = time_field
@@ -113,7 +124,25 @@ class Kafka(Source):
         self.start = start
         self.poll_ms = int(poll_ms)
         self.config = dict(config or {})
+        self._share = (0, 1)  # this source reads every count-th partition from index
         self._reset()
+
+    @property
+    def splittable(self) -> bool:  # type: ignore[override]
+        return self.partitions is not None
+
+    def share(self, index: int, count: int) -> Kafka:
+        """The partitions actor ``index`` of ``count`` reads: every ``count``-th one of the
+        source's, from the ``index``-th (a topic with fewer partitions than actors is an
+        error when the actor opens it)."""
+        if self.partitions is None:
+            raise ValueError("a source of one Kafka partition cannot be split over actors; "
+                             "give partitions=[...] or partitions='all'")
+        if not 0 <= index < count:
+            raise ValueError(f"share {index} of {count} does not exist")
+        part = pickle.loads(pickle.dumps(self))
+        part._share = (int(index), int(count))
+        return part
 
     def _reset(self) -> None:
         self._consumer: Any = None
@@ -121,42 +150,46 @@ class Kafka(Source):
         self._down = threading.Event()  # set by librdkafka's error callback
         self._errors = 0
         self._last_error: str | None = None
-        self._position = -1  # the next offset to read, once known
-        self._assigned = False  # the partition is assigned at the first read
-        self._start: int | None = None  # where that assignment starts
-        self._floor = -1  # after a seek: drop anything below it until it is reached
+        self._mine: list[int] = []  # the partitions this source reads, once connected
+        self._positions: dict[int, int] = {}  # the next offset to read, where known
+        self._assigned = False  # the partitions are assigned at the first read
+        self._starts: dict[int, int] = {}  # where that assignment starts
+        self._floors: dict[int, int] = {}  # after a seek: drop anything below, until reached
         self._stale = 0  # messages so dropped
         self._backlog = float("nan")
         self._lag_at = float("-inf")
 
     def __getstate__(self) -> dict[str, Any]:  # picklable: the consumer stays behind
-        keep = ("bootstrap", "topic", "partition", "group", "decode", "time_field", "label",
-                "schema", "start", "poll_ms", "config")
+        keep = ("bootstrap", "topic", "partition", "partitions", "group", "decode",
+                "time_field", "label", "schema", "start", "poll_ms", "config", "_share")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("partitions", None)
+        self.__dict__.setdefault("_share", (0, 1))
         self._reset()
 
     # -- the source protocol -------------------------------------------------------------
     def open(self) -> None:
-        """Connect, check the partition exists, and start at the group's committed offset
-        (else ``start``). Unreachable brokers raise ``ConnectionError`` naming them."""
+        """Connect, check the partitions exist, and start each at the group's committed
+        offset (else ``start``). Unreachable brokers raise ``ConnectionError`` naming them."""
         ck = kafka_module()
         self._reset()
         consumer = self._connect()
-        tp = ck.TopicPartition(self.topic, self.partition)
+        tps = [ck.TopicPartition(self.topic, p) for p in self._mine]
         try:
-            committed = consumer.committed([tp], timeout=10)[0].offset
+            committed = consumer.committed(tps, timeout=10)
         except ck.KafkaException as exc:
             consumer.close()
             raise ConnectionError(f"cannot reach Kafka at {self.bootstrap}: {exc}") from None
-        self._start = committed if committed >= 0 else ck.OFFSET_BEGINNING \
-            if self.start == "earliest" else ck.OFFSET_END
+        default = ck.OFFSET_BEGINNING if self.start == "earliest" else ck.OFFSET_END
+        self._starts = {tp.partition: tp.offset if tp.offset >= 0 else default
+                        for tp in committed}  # fmt: skip
         self._consumer = consumer
 
     def _connect(self) -> Any:
-        """A consumer, once the brokers answered and the partition proved to exist."""
+        """A consumer, once the brokers answered and the partitions proved to exist."""
         ck = kafka_module()
         conf = {"bootstrap.servers": self.bootstrap, "group.id": self.group,
                 "enable.auto.commit": False, "auto.offset.reset": self.start,
@@ -168,16 +201,37 @@ class Kafka(Source):
             consumer.close()
             raise ConnectionError(f"cannot reach Kafka at {self.bootstrap}: {exc}") from None
         parts = meta.topics.get(self.topic)
-        if parts is None or parts.error is not None or self.partition not in parts.partitions:
+        have = sorted(parts.partitions) if parts is not None and parts.error is None else []
+        try:
+            self._mine = self._choose(have)
+        except ValueError:
             consumer.close()
-            have = sorted(parts.partitions) if parts is not None and parts.error is None else []
-            raise ValueError(f"Kafka at {self.bootstrap} has no partition {self.partition} of "
-                             f"topic {self.topic!r} (partitions: {have or 'none'})")
+            raise
         self._down.clear()
         return consumer
 
-    def seek(self, offset: int) -> None:
-        """Resume at ``offset`` (replay from a checkpoint): the next read starts there."""
+    def _choose(self, have: list[int]) -> list[int]:
+        """This source's partitions out of the topic's ``have``."""
+        where = f"Kafka at {self.bootstrap}"
+        wanted = ([self.partition] if self.partitions is None else
+                  have if self.partitions == "all" else list(self.partitions))
+        missing = [p for p in wanted if p not in have]
+        if missing or not wanted:
+            which = ", ".join(map(str, missing)) if missing else "any"
+            raise ValueError(f"{where} has no partition {which} of topic {self.topic!r} "
+                             f"(partitions: {have or 'none'})")
+        index, count = self._share
+        mine = wanted[index::count]
+        if not mine:
+            raise ValueError(f"topic {self.topic!r} at {where} has {len(wanted)} partitions to "
+                             f"read: actor {index + 1} of {count} would read none; use a "
+                             f"parallelism of at most {len(wanted)}")
+        return mine
+
+    def seek(self, offset: int | dict[int, int]) -> None:
+        """Resume at a position (replay from a checkpoint): the next read starts there. A
+        ``{partition: offset}`` map may hold other actors' partitions (a stage scaled to
+        another parallelism): each source takes its own; the others start as ``open()`` did."""
         if self._consumer is None:
             raise RuntimeError("Kafka source: call open() before seek()")
         if self._assigned:  # a consumer that has fetched: start a clean one
@@ -185,15 +239,31 @@ class Kafka(Source):
             old.close()
             self._consumer = self._connect()
             self._assigned = False
-        self._start = int(offset)
-        self._position = self._floor = int(offset)
+        for p, at in self._own(offset).items():
+            self._starts[p] = self._positions[p] = self._floors[p] = at
+
+    def _own(self, position: Any) -> dict[int, int]:
+        """This source's partitions of ``position`` (an offset when it reads one)."""
+        if isinstance(position, dict):
+            return {int(p): int(at) for p, at in position.items() if int(p) in self._mine}
+        if self.partitions is not None:
+            raise TypeError(f"a source of several Kafka partitions takes a {{partition: "
+                            f"offset}} position, got {position!r}")
+        return {self.partition: int(position)}
+
+    def position(self) -> int | dict[int, int] | None:
+        """The next offset to read (one partition) or ``{partition: next offset}``."""
+        if self.partitions is None:
+            return self._positions.get(self.partition)
+        return dict(self._positions) or None
 
     def read(self, n: int) -> pd.DataFrame:
         if self._consumer is None:
             raise RuntimeError("Kafka source: call open() before read()")
         if not self._assigned:
             ck = kafka_module()
-            self._consumer.assign([ck.TopicPartition(self.topic, self.partition, self._start)])
+            self._consumer.assign([ck.TopicPartition(self.topic, p, self._starts[p])
+                                   for p in self._mine])  # fmt: skip
             self._assigned = True
         msgs = self._consumer.consume(int(n), timeout=self.poll_ms / 1000)
         records, offsets, times = [], [], []
@@ -202,17 +272,18 @@ class Kafka(Source):
             if err is not None:
                 self._note(str(err))
                 continue
-            if m.offset() < self._floor:  # fetched before the seek
+            p, at = m.partition(), m.offset()
+            if at < self._floors.get(p, -1):  # fetched before the seek
                 self._stale += 1
                 continue
-            self._floor = -1
-            offsets.append(m.offset())
+            self._floors.pop(p, None)
+            self._positions[p] = at + 1
+            offsets.append(at)
             records.append(m.value())
             ts_type, ts = m.timestamp()
             times.append(ts / 1000.0 if ts_type and ts > 0 else now())
         if records:
             self._down.clear()
-            self._position = offsets[-1] + 1
         self._look_at_lag()
         if not records:
             return empty_batch()
@@ -222,13 +293,15 @@ class Kafka(Source):
         batch[INGEST_TS] = now()
         return batch
 
-    def commit(self, offset: int) -> None:
-        """Commit ``offset`` for the group: everything before it is covered by a checkpoint."""
+    def commit(self, offset: int | dict[int, int]) -> None:
+        """Commit a position for the group: everything before it is covered by a checkpoint."""
         ck = kafka_module()
-        if offset <= 0 or self._consumer is None:
+        if self._consumer is None or not offset:
             return
-        self._consumer.commit(offsets=[ck.TopicPartition(self.topic, self.partition,
-                                                         int(offset))], asynchronous=False)
+        tps = [ck.TopicPartition(self.topic, p, at) for p, at in self._own(offset).items()
+               if at > 0]
+        if tps:
+            self._consumer.commit(offsets=tps, asynchronous=False)
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -238,8 +311,15 @@ class Kafka(Source):
                 self._consumer = None
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "kafka", "bootstrap": self.bootstrap, "topic": self.topic,
-                "partition": self.partition, "group": self.group, "rate": None}
+        out = {"kind": "kafka", "bootstrap": self.bootstrap, "topic": self.topic,
+               "group": self.group, "rate": None}
+        if self.partitions is None:
+            return {**out, "partition": self.partition}
+        index, count = self._share
+        spec = "all" if self.partitions == "all" else ",".join(map(str, self.partitions))
+        if count > 1:
+            spec += f", every {_nth(count)} from the {_nth(index + 1)}"
+        return {**out, "partitions": self._mine or spec}
 
     # -- what the stage collects after each read ------------------------------------------
     def take_dead_letters(self) -> list[tuple[Any, str, int]]:
@@ -268,14 +348,38 @@ class Kafka(Source):
 
     def _look_at_lag(self) -> None:
         t = monotonic()
-        if t - self._lag_at < LAG_EVERY or self._position < 0:
+        if t - self._lag_at < LAG_EVERY or not self._positions:
             return
         self._lag_at = t
         ck = kafka_module()
         try:
-            _, high = self._consumer.get_watermark_offsets(
-                ck.TopicPartition(self.topic, self.partition), timeout=1.0)
-            self._backlog = float(max(0, high - self._position))
+            backlog = 0
+            for p, at in list(self._positions.items()):
+                _, high = self._consumer.get_watermark_offsets(
+                    ck.TopicPartition(self.topic, p), timeout=1.0)
+                backlog += max(0, high - at)
+            self._backlog = float(backlog)
             self._down.clear()
         except ck.KafkaException:
             self._backlog = float("nan")
+
+
+def _partitions(value: Sequence[int] | str | None) -> tuple[int, ...] | str | None:
+    """``partitions=`` as ``None``, ``"all"`` or a tuple of partition numbers."""
+    if value is None or value == "all":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    elif isinstance(value, str):
+        value = [v for v in value.replace(" ", "").split(",") if v]
+    try:
+        parts = tuple(int(p) for p in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"partitions must be 'all' or partition numbers, got {value!r}") from None
+    if not parts or any(p < 0 for p in parts) or len(set(parts)) != len(parts):
+        raise ValueError(f"partitions must be distinct partition numbers, got {value!r}")
+    return parts
+
+
+def _nth(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 < 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"

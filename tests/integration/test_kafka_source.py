@@ -10,9 +10,7 @@ with the data intact. Partitions are assigned directly, no group rebalance.
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import signal
 import socket
 import subprocess
 import threading
@@ -20,7 +18,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import wait_for
+from conftest import first_fused, learn_through_a_kill, wait_for
 
 from fusionkit.training.learners import Prediction
 
@@ -268,27 +266,8 @@ def test_stream_to_train_exact_counts_and_kill(fk, broker):
               operators=[fk.sinks.kafka(broker, topic="out")])
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
     fk.resume("events")
-    done = threading.Event()
-
-    def producer():
-        for start in range(500, n, 500):
-            produce(broker, start, 500)
-            if done.wait(0.02):
-                return
-
-    thread = threading.Thread(target=producer, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: events_seen(fk, "count") >= 3000, timeout=90, what="events learned")
-        assert fk.checkpoint() is not None
-        wait_for(lambda: events_seen(fk, "count") >= 6000, timeout=90, what="more learned")
-        victim = next(i for i in fk.api.call("infos", "events") if i.get("role") == "fused")
-        os.kill(victim["pid"], signal.SIGKILL)
-        wait_for(lambda: len(fk.recoveries()) > 0, timeout=90, what="a recovery")
-        thread.join(timeout=120)
-        wait_for(lambda: events_seen(fk, "count") >= n, timeout=120, what="every event learned")
-    finally:
-        done.set()
+    learn_through_a_kill(fk, lambda start: produce(broker, start, 500), range(500, n, 500),
+                         first_fused, lambda: events_seen(fk, "count"), n)
     counts = learned_counts(fk, "count")
     assert (counts == 1).all(), (f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice "
                                  f"(from i={np.flatnonzero(counts > 1)[:1]}); events the topic "
@@ -327,3 +306,50 @@ def test_broker_unreachable_mid_run_retries_and_loses_nothing(fk, relayed_broker
     wait_for(lambda: fk.metrics("events")["retrying"].dropna().iloc[-1] == 0, timeout=30,
              what="the retrying gauge to drop back to 0")
     assert fk.metrics("events")["source_errors"].max() >= 1
+
+
+def committed(bootstrap: str, group: str) -> dict[int, int]:
+    """The group's committed offset of each partition of ``events`` (-1001: none)."""
+    c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    got = c.committed([ck.TopicPartition("events", p) for p in (0, 1)], timeout=10)
+    c.close()
+    return {tp.partition: tp.offset for tp in got}
+
+
+def test_partitions_spread_over_the_stage_actors_kill_and_scale(fk, broker):
+    """A topic of two partitions read by a stage of two actors, one partition each: a
+    killed actor's partition is replayed from the checkpoint (exact counts), each actor
+    commits its own partition, and the stage scaled to one actor goes on from both."""
+    n, more, half = 12_000, 2_000, 6_000
+    src = fk.sources.kafka(broker, topic="events", partitions="all", group="spread",
+                           schema=fk.Schema({"i": "integer", "x": "number", "y": "integer"}))
+    with pytest.raises(Exception, match="would read none; use a parallelism of at most 2"):
+        fk.stream("events", source=src, batch_size=500, parallelism=3)
+    fk.stream("events", source=src, batch_size=500, parallelism=2, paused=True)
+    fk.train("count", on="events", label="y", model=EventCounter(n + more), publish_every=None)
+    readers = fk.api.call("infos", "events")
+    assert [(r["role"], r["partitions"]) for r in readers] == [("fused", [0]), ("fused", [1])]
+    fk.resume("events")
+
+    def produce_both(start: int) -> None:  # 0..5999 into partition 0, 6000..11999 into 1
+        produce(broker, start, 500, partition=0)
+        produce(broker, half + start, 500, partition=1)
+
+    learn_through_a_kill(fk, produce_both, range(0, half, 500),
+                         lambda infos: infos[1],  # the reader of partition 1
+                         lambda: events_seen(fk, "count"), n)
+    counts = learned_counts(fk, "count")[:n]
+    assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
+    # each actor commits its own partition once a checkpoint covers it: all of it, here
+    assert fk.checkpoint() is not None
+    wait_for(lambda: committed(broker, "spread") == {0: half, 1: half}, timeout=30,
+             what="both partitions committed")
+    # one actor now reads both partitions, each from where its reader left it
+    fk.scale("events", 1)
+    (reader,) = fk.api.call("infos", "events")
+    assert reader["partitions"] == [0, 1] and reader["offset"] == {0: half, 1: half}
+    produce(broker, n, more // 2, partition=0)
+    produce(broker, n + more // 2, more // 2, partition=1)
+    wait_for(lambda: events_seen(fk, "count") >= n + more, timeout=90, what="the last events")
+    counts = learned_counts(fk, "count")
+    assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"

@@ -8,19 +8,17 @@ Redis restart mid-run, a stage actor killed mid-run.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import shutil
 import signal
 import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import wait_for
+from conftest import first_fused, learn_through_a_kill, wait_for
 
 from fusionkit.sources.redis import Redis as RedisSource
 from fusionkit.training.learners import Prediction
@@ -273,28 +271,8 @@ def test_stage_actor_killed_rereads_pending_entries(fk, server):
     fk.stream("events", source=src, batch_size=500, paused=True)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
     fk.resume("events")
-    done = threading.Event()
-
-    def producer():  # a steady stream, so the kill lands mid-run
-        for start in range(500, n, 500):
-            produce(client, "events", start, 500)
-            if done.wait(0.02):
-                return
-
-    thread = threading.Thread(target=producer, daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: events_seen(fk, "count") >= 3000, timeout=90, what="events learned")
-        assert fk.checkpoint() is not None
-        wait_for(lambda: events_seen(fk, "count") >= 6000, timeout=90, what="more learned")
-        victim = next(i for i in fk.api.call("infos", "events") if i.get("role") == "fused")
-        os.kill(victim["pid"], signal.SIGKILL)
-        wait_for(lambda: len(fk.recoveries()) > 0, timeout=90, what="a recovery")
-        thread.join(timeout=120)
-        wait_for(lambda: events_seen(fk, "count") >= n, timeout=120,
-                 what="every event learned after recovery")
-    finally:
-        done.set()
+    learn_through_a_kill(fk, lambda start: produce(client, "events", start, 500),
+                         range(500, n, 500), first_fused, lambda: events_seen(fk, "count"), n)
     counts = learned_counts(fk, "count")
     assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
     assert fk.status().loc["events", "restarts"] >= 1
