@@ -6,7 +6,9 @@ same River model from the same synthetic click stream, paced the same way, and a
 same load generator (one single-row HTTP request every ``--request-every`` seconds):
 
 - fusionkit: ``fk.stream`` (synthetic source at the rate) -> ``fk.train`` (publishes every
-  ``--fk-publish`` seconds) -> ``fk.serve``; freshness from ``fk.freshness(model, since=)``.
+  ``--fk-publish`` seconds, 25 ms by default: it keeps up at every rate here) ->
+  ``fk.serve``; freshness from ``fk.freshness(model, since=)``, and the part of it up to
+  the version's publication (``to_publish_*``) from ``fk.freshness(model, publish=True)``.
 - stitched (``benchmarks/stitched.py``): a stream process writing micro-batches to a Redis
   stream (a real ``redis-server`` on a free loopback port), a trainer process reading it and
   saving the model to a file every P seconds (atomic rename), an HTTP server process
@@ -115,12 +117,14 @@ def run_fusionkit(rate: int, args: argparse.Namespace, port: int) -> dict[str, A
     lag_after = _lag("fr-clicks")
     counts = load.stop()
     fresh = fk.freshness(name, since=t0)
+    published = fk.freshness(name, publish=True, since=t0)  # ingest -> the version published
     versions = fk.models(name)
     window = versions[(versions["created"] > t0) & (versions["created"] <= t1)]
     fk.stop()
     return {"pipeline": "fusionkit", "rate": rate, "model": model_name,
             "publish_s": args.fk_publish, "poll_s": 0.0,
             **{k: fresh[k] for k in ("p50_ms", "p95_ms", "p99_ms")},
+            "to_publish_p50_ms": published["p50_ms"], "to_publish_p99_ms": published["p99_ms"],
             "events": int(fresh["events"]), "learned_per_s": (seen1 - seen0) / (t1 - t0),
             "versions": len(window), "source_lag_s": [round(lag_before, 3), round(lag_after, 3)],
             **counts}
@@ -263,7 +267,7 @@ def main() -> None:
     parser.add_argument("--rates", type=int, nargs="+", default=list(RATES))
     parser.add_argument("--warmup", type=float, default=None, help="seconds (default 6)")
     parser.add_argument("--duration", type=float, default=None, help="seconds (default 20)")
-    parser.add_argument("--fk-publish", type=float, default=0.05, help="train publish every")
+    parser.add_argument("--fk-publish", type=float, default=0.025, help="train publish every")
     parser.add_argument("--fk-linger", type=float, default=0.01, help="stream linger")
     parser.add_argument("--fk-batch", type=int, default=500, help="stream batch size")
     parser.add_argument("--request-every", type=float, default=0.01)
@@ -307,7 +311,7 @@ def main() -> None:
 
 
 COLUMNS = ["pipeline", "rate", "model", "publish_s", "poll_s", "p50_ms", "p95_ms", "p99_ms",
-           "events", "learned_per_s", "versions", "requests_ok", "requests_failed"]
+           "to_publish_p50_ms", "to_publish_p99_ms", "events", "learned_per_s", "versions", "requests_ok", "requests_failed"]
 
 
 def check_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
