@@ -65,3 +65,12 @@ def test_a_split_source_makes_every_actor_a_reader():
     assert plain.slots() == ["source0", "ops0", "ops1"]
     one = StreamSpec("s", split)
     assert one.slots() == ["fused0"] and one.source_of(0) is split
+
+
+def test_the_magic_source_url_takes_partitions():
+    from fusionkit.notebook.commands import connector
+
+    src = connector("kafka://127.0.0.1:9092/events?partitions=all&group=g")
+    assert (src.topic, src.group, src.partitions, src.splittable) == ("events", "g", "all", True)
+    assert connector("kafka://127.0.0.1:9092/events?partitions=0,2").partitions == (0, 2)
+    assert connector("kafka://127.0.0.1:9092/events?partition=1").partitions is None
