@@ -327,8 +327,12 @@ def test_partitions_spread_over_the_stage_actors_kill_and_scale(fk, broker):
         fk.stream("events", source=src, batch_size=500, parallelism=3)
     fk.stream("events", source=src, batch_size=500, parallelism=2, paused=True)
     fk.train("count", on="events", label="y", model=EventCounter(n + more), publish_every=None)
-    readers = fk.api.call("infos", "events")
-    assert [(r["role"], r["partitions"]) for r in readers] == [("fused", [0]), ("fused", [1])]
+
+    def partitions() -> list:  # each actor's, once its reading loop has connected
+        return [(r["role"], r["partitions"]) for r in fk.api.call("infos", "events")]
+
+    wait_for(lambda: partitions() == [("fused", [0]), ("fused", [1])], timeout=30,
+             what="each actor reading one partition")
     fk.resume("events")
 
     def produce_both(start: int) -> None:  # 0..5999 into partition 0, 6000..11999 into 1
@@ -346,8 +350,9 @@ def test_partitions_spread_over_the_stage_actors_kill_and_scale(fk, broker):
              what="both partitions committed")
     # one actor now reads both partitions, each from where its reader left it
     fk.scale("events", 1)
-    (reader,) = fk.api.call("infos", "events")
-    assert reader["partitions"] == [0, 1] and reader["offset"] == {0: half, 1: half}
+    wait_for(lambda: partitions() == [("fused", [0, 1])], timeout=30,
+             what="one actor reading both partitions")
+    assert fk.api.call("infos", "events")[0]["offset"] == {0: half, 1: half}
     produce(broker, n, more // 2, partition=0)
     produce(broker, n + more // 2, more // 2, partition=1)
     wait_for(lambda: events_seen(fk, "count") >= n + more, timeout=90, what="the last events")
