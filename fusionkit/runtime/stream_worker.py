@@ -68,7 +68,9 @@ class StreamWorker(StageActor):
         self.chain = Chain(copy.deepcopy(list(spec.operators)))
         self.epoch = 0
         self._defined_paused = spec.paused
-        self._checkpoint_due: int | None = None
+        # checkpoints requested, each taken in turn: a stage of several readers must send
+        # every barrier from each of them, or the receiver waits for one that never comes
+        self._checkpoint_due: list[int] = []
         self._ckpt_lock = threading.Lock()  # hands a checkpoint request to the reading loop
         self._reading = False  # the reading loop takes requests (else they are served now)
         self._commit_due: int | None = None  # an offset a completed checkpoint covers
@@ -197,10 +199,10 @@ class StreamWorker(StageActor):
             stop = self._stop
             while not stop.is_set():
                 with self._ckpt_lock:
-                    due, self._checkpoint_due = self._checkpoint_due, None
+                    due, self._checkpoint_due = self._checkpoint_due, []
                     commit, self._commit_due = self._commit_due, None
-                if due is not None:
-                    self._snapshot(due)
+                for k in due:
+                    self._snapshot(k)
                 if commit is not None:
                     self._commit(src, commit)
                 if not self._resume.is_set():
@@ -238,9 +240,9 @@ class StreamWorker(StageActor):
         finally:
             with self._ckpt_lock:  # a request that came as the loop ended is served here
                 self._reading = False
-                due, self._checkpoint_due = self._checkpoint_due, None
-            if due is not None and not self._stop.is_set():
-                self._snapshot(due)
+                due, self._checkpoint_due = self._checkpoint_due, []
+            for k in due if not self._stop.is_set() else ():
+                self._snapshot(k)
             try:
                 src.close()
             except Exception:
@@ -286,7 +288,7 @@ class StreamWorker(StageActor):
         """Take checkpoint ``k`` at the next batch boundary (now, if the loop has ended)."""
         with self._ckpt_lock:
             if self._reading:
-                self._checkpoint_due = k
+                self._checkpoint_due.append(k)
                 return
         self._snapshot(k)
 
@@ -335,7 +337,7 @@ class StreamWorker(StageActor):
         self.inbox = Inbox()
         self.chain = Chain(copy.deepcopy(list(self.spec.operators)))
         self.offset = 0
-        self._checkpoint_due = None
+        self._checkpoint_due = []
         self._commit_due = None
         self._defined_paused = False
         if state:

@@ -78,6 +78,10 @@ class Kafka(Source):
         How long a read waits for messages when there are none.
     config
         Further librdkafka settings (``security.protocol``, ``sasl.*`` ...).
+    retry_for
+        Seconds the brokers may stay unreachable mid-run (librdkafka reconnecting meanwhile)
+        before a read raises and the stage fails saying so (``None``: forever). At
+        ``open()`` unreachable brokers are an error at once.
 
     Undecodable messages go to the stage's dead letters (``take_dead_letters``);
     ``health()`` reports ``retrying`` (the brokers cannot be reached) and
@@ -100,7 +104,8 @@ class Kafka(Source):
                  time_field: str | None = None, label: str | None = None, schema: Any = None,
                  start: str = "earliest", poll_ms: int = 100,
                  config: dict[str, Any] | None = None,
-                 partitions: Sequence[int] | str | None = None):  # fmt: skip
+                 partitions: Sequence[int] | str | None = None,
+                 retry_for: float | None = 300.0):  # fmt: skip
         if not isinstance(bootstrap, str) or not bootstrap:
             raise ValueError(f"bootstrap must be 'host:port', got {bootstrap!r}")
         if not isinstance(topic, str) or not topic:
@@ -112,6 +117,8 @@ class Kafka(Source):
                              f"got {decode!r}")
         if start not in ("earliest", "latest"):
             raise ValueError(f"start must be 'earliest' or 'latest', got {start!r}")
+        if retry_for is not None and retry_for < 0:
+            raise ValueError(f"retry_for must be a number of seconds or None, got {retry_for!r}")
         self.bootstrap = bootstrap
         self.topic = topic
         self.partition = int(partition)
@@ -124,6 +131,7 @@ class Kafka(Source):
         self.start = start
         self.poll_ms = int(poll_ms)
         self.config = dict(config or {})
+        self.retry_for = retry_for
         self._share = (0, 1)  # this source reads every count-th partition from index
         self._reset()
 
@@ -148,6 +156,7 @@ class Kafka(Source):
         self._consumer: Any = None
         self._dead: list[tuple[Any, str, int]] = []
         self._down = threading.Event()  # set by librdkafka's error callback
+        self._down_since = 0.0  # when it was set
         self._errors = 0
         self._last_error: str | None = None
         self._mine: list[int] = []  # the partitions this source reads, once connected
@@ -161,13 +170,15 @@ class Kafka(Source):
 
     def __getstate__(self) -> dict[str, Any]:  # picklable: the consumer stays behind
         keep = ("bootstrap", "topic", "partition", "partitions", "group", "decode",
-                "time_field", "label", "schema", "start", "poll_ms", "config", "_share")
+                "time_field", "label", "schema", "start", "poll_ms", "config", "retry_for",
+                "_share")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("partitions", None)
         self.__dict__.setdefault("_share", (0, 1))
+        self.__dict__.setdefault("retry_for", 300.0)
         self._reset()
 
     # -- the source protocol -------------------------------------------------------------
@@ -285,6 +296,7 @@ class Kafka(Source):
         if records:
             self._down.clear()
         self._look_at_lag()
+        self._give_up_after_retry_for()
         if not records:
             return empty_batch()
         decoded = decode_batch(records, offsets, times, "json", self.time_field)
@@ -340,7 +352,18 @@ class Kafka(Source):
         self._note(str(err))
         ck = kafka_module()
         if err.code() in (ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError._TRANSPORT):
+            if not self._down.is_set():
+                self._down_since = monotonic()
             self._down.set()
+
+    def _give_up_after_retry_for(self) -> None:
+        if self.retry_for is None or not self._down.is_set():
+            return
+        down = monotonic() - self._down_since
+        if down > self.retry_for:
+            raise ConnectionError(f"Kafka at {self.bootstrap} unreachable for {down:.0f} s "
+                                  f"(retry_for={self.retry_for:g}); last error: "
+                                  f"{self._last_error}")
 
     def _note(self, message: str) -> None:
         self._errors += 1

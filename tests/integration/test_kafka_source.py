@@ -358,3 +358,57 @@ def test_partitions_spread_over_the_stage_actors_kill_and_scale(fk, broker):
     wait_for(lambda: events_seen(fk, "count") >= n + more, timeout=90, what="the last events")
     counts = learned_counts(fk, "count")
     assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
+
+
+def test_brokers_unreachable_longer_than_retry_for_fail_the_stage_saying_so(fk, relayed_broker):
+    bootstrap, relay = relayed_broker
+    produce(bootstrap, 0, 1000)
+    src = fk.sources.kafka(bootstrap, topic="events", partition=0, retry_for=2,
+                           schema=fk.Schema({"i": "integer", "x": "number", "y": "integer"}))
+    fk.stream("events", source=src, batch_size=500, paused=True)
+    fk.train("count", on="events", label="y", model=EventCounter(1000), publish_every=None)
+    fk.resume("events")
+    wait_for(lambda: events_seen(fk, "count") >= 1000, timeout=90, what="the events learned")
+    relay.cut()
+    wait_for(lambda: fk.status().loc["events", "status"] == "failed", timeout=90,
+             what="the stage to give up")
+    error = fk.status().loc["events", "error"]
+    assert f"Kafka at {bootstrap} unreachable for" in error and "retry_for=2" in error, error
+
+
+def test_checkpoints_requested_back_to_back_complete_on_every_reader(fk, broker):
+    """Two checkpoints asked for a few ms apart while a stage of two readers is busy: each
+    reader sends both barriers (a reader that took only the later one left the trainer
+    waiting for the earlier from it, and no checkpoint completed for a minute)."""
+    n = 40_000
+    src = fk.sources.kafka(broker, topic="events", partitions="all", group="ckpt",
+                           schema=fk.Schema({"i": "integer", "x": "number", "y": "integer"}))
+    fk.stream("events", source=src, batch_size=100, parallelism=2, paused=True)
+    fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
+    fk.resume("events")
+    done, sent = threading.Event(), [0]
+
+    def producer():  # a steady stream into both partitions
+        for start in range(0, n, 200):
+            produce(broker, start, 200, partition=start // 200 % 2)
+            sent[0] = start + 200
+            if done.is_set():
+                return
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    try:
+        for i in range(20):
+            other: list = []
+            asker = threading.Thread(target=lambda out=other: out.append(fk.checkpoint(timeout=20)))
+            asker.start()
+            threading.Event().wait(0.001 * i)
+            mine = fk.checkpoint(timeout=20)
+            asker.join()
+            assert mine is not None and other[0] is not None, f"pair {i}: {mine}, {other}"
+    finally:
+        done.set()
+        thread.join(timeout=120)
+    wait_for(lambda: events_seen(fk, "count") >= sent[0], timeout=90, what="every event learned")
+    counts = learned_counts(fk, "count")
+    assert counts[:sent[0]].min() == 1 and counts.max() == 1 and counts.sum() == sent[0]
