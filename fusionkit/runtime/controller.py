@@ -193,11 +193,8 @@ def _stream_calls(spec: StreamSpec, monitor: Any, states: dict[str, Any] | None 
     """``become`` arguments of a stream stage's actors: the fused ones (one, or one per
     share of a split source), or source + operators."""
     states = states or {}
-    calls = []
-    for slot in spec.slots():
-        role = slot.rstrip("0123456789")
-        calls.append(("stream", spec, role, int(slot[len(role):]), monitor, states.get(slot)))
-    return calls
+    return [("stream", spec, role, i, monitor, states.get(f"{role}{i}"))
+            for role, i in spec.roles()]
 
 
 def did_you_mean(name: str, names: list[str]) -> str:

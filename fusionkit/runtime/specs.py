@@ -37,15 +37,19 @@ class StreamSpec:
         "source" actor reading and partitioning for N "ops" actors."""
         return self.parallelism == 1 or self.readers > 1
 
+    def roles(self) -> list[tuple[str, int]]:
+        """Every actor's role and index, the reading ones first."""
+        if self.fused:
+            return [("fused", i) for i in range(self.readers)]
+        return [("source", 0), *[("ops", i) for i in range(self.parallelism)]]
+
     def reading_slots(self) -> list[str]:
         """The checkpoint slots of the actors that read the source."""
-        return [f"fused{i}" for i in range(self.readers)] if self.fused else ["source0"]
+        return [f"{role}{i}" for role, i in self.roles() if role != "ops"]
 
     def slots(self) -> list[str]:
-        """Every actor's checkpoint slot, the reading ones first."""
-        if self.fused:
-            return self.reading_slots()
-        return ["source0", *[f"ops{i}" for i in range(self.parallelism)]]
+        """Every actor's checkpoint slot (its role and index), the reading ones first."""
+        return [f"{role}{i}" for role, i in self.roles()]
 
     def source_of(self, index: int) -> Any:
         """What actor ``index`` reads: its share of the partitions, or the whole source."""

@@ -16,6 +16,7 @@ import pandas as pd
 
 from fusionkit.batch import INGEST_TS
 from fusionkit.sources import _redis
+from fusionkit.sources.base import Backoff
 from fusionkit.streaming.base import Operator
 
 __all__ = ["Redis"]
@@ -91,7 +92,7 @@ class Redis(Operator):
         if len(batch) == 0:
             return 0
         entries = self._entries(batch)
-        backoff = _redis.Backoff(give_up=self.retry_for)
+        backoff = Backoff(give_up=self.retry_for)
         while True:
             try:
                 if self._client is None:

@@ -1,4 +1,4 @@
-"""What the Redis Streams source and sink share: the client, stream ids as offsets, retries.
+"""What the Redis Streams source and sink share: the client and stream ids as offsets.
 
 A stream entry id is ``"<ms>-<seq>"``. The stream stage's ``_offset`` column is an int64, so
 an id maps to ``ms * 2**20 + seq``: monotone in the id order and reversible, good until the
@@ -9,11 +9,8 @@ possible with ids chosen by the producer, is sent to the dead letters).
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-from fusionkit._clock import monotonic
 
 SEQ_BITS = 20
 SEQ_MASK = (1 << SEQ_BITS) - 1
@@ -96,55 +93,3 @@ def connect(url: str, socket_timeout: float) -> Any:
         raise ValueError(f"a Redis URL looks like 'redis://127.0.0.1:6379/0', got {url!r}")
     return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), decode_responses=False,
                                 socket_timeout=socket_timeout, socket_connect_timeout=5.0)
-
-
-class Backoff:
-    """Retry state of a connection: the delay doubles from ``first`` up to ``cap`` seconds
-    with each failure in a row, and after ``give_up`` seconds of failing without a success
-    ``expired()`` turns true so the caller can raise.
-
-    >>> b = Backoff(first=0.1, cap=0.4, give_up=None)
-    >>> delays = []
-    >>> for _ in range(4):
-    ...     b.failed(OSError("down"))
-    ...     delays.append(b.delay())
-    >>> delays, b.retrying
-    ([0.1, 0.2, 0.4, 0.4], True)
-    >>> b.ok(); b.retrying
-    False
-    """
-
-    def __init__(self, first: float = 0.1, cap: float = 2.0, give_up: float | None = 300.0):
-        self.first = first
-        self.cap = cap
-        self.give_up = give_up
-        self.retries = 0  # failures in a row
-        self.total = 0  # failures ever
-        self.since: float | None = None
-        self.last_error: str | None = None
-
-    @property
-    def retrying(self) -> bool:
-        return self.retries > 0
-
-    def ok(self) -> None:
-        self.retries = 0
-        self.since = None
-
-    def failed(self, exc: BaseException) -> None:
-        self.retries += 1
-        self.total += 1
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        if self.since is None:
-            self.since = monotonic()
-
-    def expired(self) -> bool:
-        return (self.give_up is not None and self.since is not None
-                and monotonic() - self.since > self.give_up)
-
-    def delay(self) -> float:
-        return min(self.cap, self.first * 2 ** max(0, self.retries - 1))
-
-    def wait(self, stop: threading.Event | None = None) -> None:
-        """Sleep the current delay (returns early if ``stop`` is set)."""
-        (stop or threading.Event()).wait(self.delay())

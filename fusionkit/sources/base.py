@@ -10,9 +10,12 @@ several partitions reports its ``position()`` itself, a ``{partition: offset}`` 
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pandas as pd
+
+from fusionkit._clock import monotonic
 
 
 class Source:
@@ -76,3 +79,55 @@ def later(a: Any, b: Any) -> Any:
     if isinstance(a, dict) or isinstance(b, dict):
         raise TypeError(f"cannot combine source positions {a!r} and {b!r}")
     return max(a, b)
+
+
+class Backoff:
+    """Retry state of a connection: the delay doubles from ``first`` up to ``cap`` seconds
+    with each failure in a row, and after ``give_up`` seconds of failing without a success
+    ``expired()`` turns true so the caller can raise.
+
+    >>> b = Backoff(first=0.1, cap=0.4, give_up=None)
+    >>> delays = []
+    >>> for _ in range(4):
+    ...     b.failed(OSError("down"))
+    ...     delays.append(b.delay())
+    >>> delays, b.retrying
+    ([0.1, 0.2, 0.4, 0.4], True)
+    >>> b.ok(); b.retrying
+    False
+    """
+
+    def __init__(self, first: float = 0.1, cap: float = 2.0, give_up: float | None = 300.0):
+        self.first = first
+        self.cap = cap
+        self.give_up = give_up
+        self.retries = 0  # failures in a row
+        self.total = 0  # failures ever
+        self.since: float | None = None
+        self.last_error: str | None = None
+
+    @property
+    def retrying(self) -> bool:
+        return self.retries > 0
+
+    def ok(self) -> None:
+        self.retries = 0
+        self.since = None
+
+    def failed(self, exc: BaseException) -> None:
+        self.retries += 1
+        self.total += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.since is None:
+            self.since = monotonic()
+
+    def expired(self) -> bool:
+        return (self.give_up is not None and self.since is not None
+                and monotonic() - self.since > self.give_up)
+
+    def delay(self) -> float:
+        return min(self.cap, self.first * 2 ** max(0, self.retries - 1))
+
+    def wait(self, stop: threading.Event | None = None) -> None:
+        """Sleep the current delay (returns early if ``stop`` is set)."""
+        (stop or threading.Event()).wait(self.delay())

@@ -23,7 +23,6 @@ partition was sought to.
 from __future__ import annotations
 
 import pickle
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,7 +30,7 @@ import pandas as pd
 
 from fusionkit._clock import monotonic, now
 from fusionkit.batch import INGEST_TS
-from fusionkit.sources.base import Source
+from fusionkit.sources.base import Backoff, Source
 from fusionkit.sources.decode import DECODES, decode_batch, empty_batch
 
 __all__ = ["Kafka"]
@@ -155,8 +154,9 @@ class Kafka(Source):
     def _reset(self) -> None:
         self._consumer: Any = None
         self._dead: list[tuple[Any, str, int]] = []
-        self._down = threading.Event()  # set by librdkafka's error callback
-        self._down_since = 0.0  # when it was set
+        # the brokers unreachable (librdkafka's error callback) since when; given up after
+        # retry_for (librdkafka reconnects by itself: its delays are not used)
+        self._outage = Backoff(give_up=self.retry_for)
         self._errors = 0
         self._last_error: str | None = None
         self._mine: list[int] = []  # the partitions this source reads, once connected
@@ -218,7 +218,7 @@ class Kafka(Source):
         except ValueError:
             consumer.close()
             raise
-        self._down.clear()
+        self._outage.ok()
         return consumer
 
     def _choose(self, have: list[int]) -> list[int]:
@@ -294,7 +294,7 @@ class Kafka(Source):
             ts_type, ts = m.timestamp()
             times.append(ts / 1000.0 if ts_type and ts > 0 else now())
         if records:
-            self._down.clear()
+            self._outage.ok()
         self._look_at_lag()
         self._give_up_after_retry_for()
         if not records:
@@ -339,7 +339,7 @@ class Kafka(Source):
         return dead
 
     def health(self) -> dict[str, float]:
-        return {"retrying": int(self._down.is_set()), "source_errors": self._errors,
+        return {"retrying": int(self._outage.retrying), "source_errors": self._errors,
                 "source_backlog": self._backlog}
 
     @property
@@ -352,15 +352,11 @@ class Kafka(Source):
         self._note(str(err))
         ck = kafka_module()
         if err.code() in (ck.KafkaError._ALL_BROKERS_DOWN, ck.KafkaError._TRANSPORT):
-            if not self._down.is_set():
-                self._down_since = monotonic()
-            self._down.set()
+            self._outage.failed(ConnectionError(str(err)))
 
     def _give_up_after_retry_for(self) -> None:
-        if self.retry_for is None or not self._down.is_set():
-            return
-        down = monotonic() - self._down_since
-        if down > self.retry_for:
+        if self._outage.expired():
+            down = monotonic() - self._outage.since
             raise ConnectionError(f"Kafka at {self.bootstrap} unreachable for {down:.0f} s "
                                   f"(retry_for={self.retry_for:g}); last error: "
                                   f"{self._last_error}")
@@ -382,7 +378,7 @@ class Kafka(Source):
                     ck.TopicPartition(self.topic, p), timeout=1.0)
                 backlog += max(0, high - at)
             self._backlog = float(backlog)
-            self._down.clear()
+            self._outage.ok()
         except ck.KafkaException:
             self._backlog = float("nan")
 

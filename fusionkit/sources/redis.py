@@ -25,7 +25,7 @@ import pandas as pd
 from fusionkit._clock import monotonic, now
 from fusionkit.batch import INGEST_TS
 from fusionkit.sources import _redis
-from fusionkit.sources.base import Source
+from fusionkit.sources.base import Backoff, Source
 from fusionkit.sources.decode import DECODES, decode_batch, empty_batch, shown
 
 __all__ = ["Redis"]
@@ -128,7 +128,7 @@ class Redis(Source):
         self._pending_from: str | None = "0"  # read own pending entries after this id
         self._last_id: str | None = None  # the last id handed out
         self._dead: list[tuple[Any, str, int]] = []
-        self._backoff = _redis.Backoff(give_up=self.retry_for)
+        self._backoff = Backoff(give_up=self.retry_for)
         self._backlog: float = float("nan")
         self._backlog_at = float("-inf")
 
