@@ -1,0 +1,347 @@
+"""Chaos: a stream -> train -> serve pipeline left running while its parts are killed.
+
+For ``--minutes`` (default 10) a producer writes numbered events to a real Redis stream at
+``--rate`` events/s, 1% of them poison (invalid JSON, ~200 KB of nested ``[``, a payload over
+the source's size cap, random bytes, an event time of ``Infinity`` or a year ahead). A stream
+stage reads them, a train stage learns them (a learner that counts how often it learned each
+event number: its state, so it is checkpointed and restored with the stage), a serve stage of
+two replicas answers HTTP requests from load processes of their own. Every ~20 s (jittered) a
+random actor kind is killed with SIGKILL: the stream actor, the trainer, the registry, a
+serve replica or the controller; once, half way, the Redis server is stopped and started
+again on the same port (its append-only file keeps the stream).
+
+At the end the producer stops and the run waits for every good event to be learned, then
+prints and writes (benchmarks/results/chaos.json): kills survived, events lost (target 0),
+events learned twice (0), failed HTTP requests (0), poison messages dead-lettered (100%),
+and the peak resident memory seen per actor kind (sampled every second).
+
+    python benchmarks/chaos.py [--minutes 10] [--rate 1000] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import free_port, machine, table, write_result  # noqa: E402
+from serve_latency import Load  # noqa: E402
+
+import fusionkit as fk  # noqa: E402
+from fusionkit.training.learners import Prediction  # noqa: E402
+
+KINDS = ("stream", "train", "registry", "replica", "controller")
+
+
+class EventCounter:
+    """Counts how often each event number was learned (uint8: 1 byte an event, saturating)."""
+
+    task = "classification"
+
+    def __init__(self, n: int):
+        self.counts = np.zeros(n, dtype="uint8")
+
+    def predict(self, X):
+        return Prediction(np.zeros(len(X), dtype="int64"))
+
+    def learn(self, X, y):
+        idx = X["i"].to_numpy(dtype="int64")
+        np.add.at(self.counts, idx, 1)
+        np.minimum(self.counts, 250, out=self.counts)
+
+    def get_state(self):
+        return pickle.dumps(self.counts)
+
+    def set_state(self, state):
+        self.counts = pickle.loads(state)
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1 with an append-only file, restartable on the same port."""
+
+    def __init__(self, folder: str):
+        self.folder, self.port = folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "everysec", "--dir", self.folder],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+
+BIG = {"deep nesting": 300, "oversized": 30}  # at most this many of the large kinds a run
+
+
+def poison(rng: random.Random, i: int, sent: Counter[str]) -> tuple[str, bytes]:
+    """One poison message, and its kind (the large kinds only up to ``BIG`` times, so the
+    Redis server's memory stays that of the good events)."""
+    kinds = ["invalid json", "random bytes", "infinite time", "future time",
+             *(k for k, cap in BIG.items() if sent[k] < cap)]
+    kind = rng.choice(kinds)
+    if kind == "invalid json":
+        return kind, b'{"i": ' + str(i).encode() + b", "
+    if kind == "deep nesting":
+        return kind, b"[" * 200_000
+    if kind == "oversized":
+        return kind, json.dumps({"i": i, "pad": "x" * 2_000_000}).encode()
+    if kind == "random bytes":
+        return kind, bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300)))
+    ts = "Infinity" if kind == "infinite time" else str(time.time() + 365 * 86400)
+    return kind, f'{{"i": {i}, "x": 1.0, "y": 0, "ts": {ts}}}'.encode()
+
+
+class Producer(threading.Thread):
+    """XADDs events 0, 1, 2, ... at ``rate``/s in batches of 1/20 s; poison in between; rides
+    out a Redis restart (what could not be written is written again after it)."""
+
+    def __init__(self, url: str, rate: int, poison_share: float, seed: int):
+        super().__init__(daemon=True)
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.rate, self.share, self.rng = rate, poison_share, random.Random(seed)
+        self.stop_event = threading.Event()
+        self.good = 0
+        self.bad: Counter[str] = Counter()
+
+    def run(self) -> None:
+        import redis
+
+        step = max(1, self.rate // 20)
+        t0 = time.monotonic()
+        while not self.stop_event.is_set():
+            pipe = self.client.pipeline(transaction=False)
+            bad: Counter[str] = Counter()
+            for k in range(step):
+                i = self.good + k
+                if self.rng.random() < self.share:
+                    kind, raw = poison(self.rng, i, self.bad + bad)
+                    bad[kind] += 1
+                    pipe.xadd("events", {"data": raw})
+                now = time.time()
+                pipe.xadd("events", {"data": json.dumps({"i": i, "x": float(i % 7), "y": i % 2,
+                                                         "ts": now})})
+            try:
+                pipe.execute()
+            except redis.ConnectionError:
+                time.sleep(0.2)  # the server is restarting: write the same events again
+                continue
+            self.good += step
+            self.bad.update(bad)
+            ahead = t0 + self.good / self.rate - time.monotonic()
+            if ahead > 0:
+                self.stop_event.wait(ahead)
+
+
+def replica_pids(app: str) -> list[int]:
+    pids = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "ServeReplica" in cmd and f":{app}:" in cmd:
+            pids.append(p.pid)
+    return pids
+
+
+def pids_by_kind() -> dict[str, list[int]]:
+    import ray
+
+    out: dict[str, list[int]] = {k: [] for k in KINDS}
+    try:
+        actors = fk.actors()
+        out["stream"] = [int(p) for p in actors[actors["stage"] == "events"]["pid"].dropna()]
+        out["train"] = [int(p) for p in actors[actors["stage"] == "count"]["pid"].dropna()]
+        out["registry"] = [ray.get(fk.api.handles()["registry"].pid.remote(), timeout=10)]
+        out["controller"] = [fk.api.call("pid")]
+    except Exception:
+        pass  # mid-recovery: take what the next sample finds
+    out["replica"] = replica_pids("count-api")
+    return out
+
+
+class MemorySampler(threading.Thread):
+    """Every second, the resident memory of each actor kind's processes; keeps the peak."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak_mb: dict[str, float] = {k: 0.0 for k in KINDS}
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(1.0):
+            for kind, pids in pids_by_kind().items():
+                for pid in pids:
+                    try:
+                        rss = psutil.Process(pid).memory_info().rss / 2**20
+                    except psutil.Error:
+                        continue
+                    self.peak_mb[kind] = max(self.peak_mb[kind], round(rss, 1))
+
+
+def learned_counts() -> np.ndarray:
+    import ray
+
+    version = fk.publish("count")
+    registry = fk.api.handles()["registry"]
+    return pickle.loads(ray.get(registry.state.remote("count", version)))
+
+
+def events_seen() -> int:
+    return int(fk.api.call("infos", "count")[0].get("events_seen", 0))
+
+
+def wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except Exception:
+            pass  # an actor mid-restart
+        time.sleep(0.5)
+    return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=int, default=1000, help="good events per second")
+    parser.add_argument("--every", type=float, default=20.0, help="mean seconds between kills")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if shutil.which("redis-server") is None:
+        sys.exit("needs redis-server (apt-get install redis-server)")
+    rng = random.Random(args.seed)
+    folder = tempfile.mkdtemp(prefix="fusionkit-chaos-")
+    server = RedisServer(folder)
+    server.start()
+    capacity = int(args.rate * args.minutes * 60 * 1.2) + 100_000
+
+    fk.connect()
+    schema = fk.Schema({"i": "integer", "x": "number", "y": "integer", "ts": "number"})
+    src = fk.sources.redis(server.url, stream="events", schema=schema, time_field="ts")
+    fk.stream("events", source=src, batch_size=500, paused=True)
+    fk.train("count", on="events", label="y", features=["x"], model=EventCounter(capacity),
+             publish_every="2s")
+    fk.resume("events")
+    port = free_port()
+    fk.serve("count-api", model="count", replicas=2, port=port)
+    url = f"http://127.0.0.1:{port}/count-api"
+    producer = Producer(server.url, args.rate, 0.01, args.seed)
+    sampler = MemorySampler()
+    producer.start()
+    sampler.start()
+    loads = [Load(url, [{"i": 1, "x": 1.0, "ts": 0.0}]) for _ in range(2)]
+    for load in loads:
+        load.start()
+
+    kills: list[dict] = []
+    t_end = time.monotonic() + args.minutes * 60
+    redis_restart_at = time.monotonic() + args.minutes * 30
+    restarted_redis = False
+    print(f"chaos for {args.minutes} min at {args.rate} events/s, a kill every ~{args.every} s",
+          flush=True)
+    while time.monotonic() < t_end:
+        time.sleep(rng.uniform(0.5, 1.5) * args.every)
+        if not restarted_redis and time.monotonic() >= redis_restart_at:
+            server.stop()
+            time.sleep(3.0)
+            server.start()
+            restarted_redis = True
+            kills.append({"t": round(time.monotonic() - t_end + args.minutes * 60, 1),
+                          "kind": "redis-server", "pid": None})
+            print("restarted redis-server", flush=True)
+            continue
+        kind = rng.choice(KINDS)
+        pids = pids_by_kind()[kind]
+        if not pids:
+            continue
+        pid = rng.choice(pids)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        kills.append({"t": round(time.monotonic() - t_end + args.minutes * 60, 1),
+                      "kind": kind, "pid": pid})
+        print(f"killed {kind} (pid {pid}); produced {producer.good}", flush=True)
+
+    producer.stop_event.set()
+    producer.join()
+    good = producer.good
+    print(f"producer stopped at {good} good events; waiting for every one to be learned",
+          flush=True)
+    drained = wait(lambda: events_seen() >= good, timeout=600)
+    for load in loads:
+        load.stop_event.set()
+    for load in loads:
+        load.join(timeout=30)
+    sampler.stop_event.set()
+    counts = learned_counts()[:good].astype("int64")
+    status = fk.status()
+    dead = int(status.loc["events", "dead_letters"])
+    letters = fk.dead_letters("events")
+    requests = sum(len(load.records) for load in loads)
+    failed = sum(1 for load in loads for r in load.records if r[2] != 200)
+    poison_sent = sum(producer.bad.values())
+    result = {
+        "minutes": args.minutes, "rate": args.rate, "seed": args.seed,
+        "kills": len(kills), "kills_by_kind": dict(Counter(k["kind"] for k in kills)),
+        "recoveries": len(fk.recoveries()),
+        "drained": drained,
+        "good_events": good, "events_lost": int((counts == 0).sum()),
+        "learned_twice": int((counts > 1).sum()),
+        "http_requests": requests, "http_failed": failed,
+        "poison_sent": poison_sent, "poison_by_kind": dict(producer.bad),
+        "dead_lettered": dead,
+        "dead_lettered_pct": round(100.0 * dead / poison_sent, 1) if poison_sent else None,
+        "dead_letter_reasons": dict(Counter(letters["reason"].str.split(":").str[0]))
+        if len(letters) else {},
+        "peak_rss_mb": sampler.peak_mb,
+        "stage_status": {name: row["status"] for name, row in status.iterrows()},
+        "kill_log": kills,
+    }
+    fk.shutdown()
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+    print()
+    print(table([{"kind": k, "peak_rss_mb": v} for k, v in sampler.peak_mb.items()],
+                ["kind", "peak_rss_mb"]))
+    print(json.dumps({k: v for k, v in result.items() if k != "kill_log"}, indent=1))
+    path = write_result("chaos", {"machine": machine(), **result})
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
