@@ -18,9 +18,28 @@ import pandas as pd
 from fusionkit.batch import RESERVED
 from fusionkit.streaming.base import Operator
 
-__all__ = ["KEY", "Chain", "Filter", "KeyBy", "KeyedState", "Map", "key_hash", "partition"]
+__all__ = ["KEY", "Chain", "Filter", "KeyBy", "KeyedState", "Map", "key_hash", "partition",
+           "undo_point"]
 
 KEY = "_key"
+_NEW = object()  # a key KeyedState first saw in the batch being processed
+
+
+def undo_point(op: Operator) -> Callable[[], None] | None:
+    """A function that puts ``op``'s state back as it is now, or None if it has none.
+
+    A batch that fails part-way through a chain must leave every operator as before it, so
+    the batch can be processed again (by a fixed chain, after a recovery) exactly once.
+    fusionkit's stateful operators give a cheap one (``_undo_point``); another operator
+    with state (its own ``get_state``) is snapshotted through ``get_state``/``set_state``.
+    """
+    own = getattr(op, "_undo_point", None)
+    if own is not None:
+        return own()
+    if type(op).get_state is Operator.get_state:
+        return None  # stateless
+    state = op.get_state()
+    return lambda: op.set_state(state)
 
 
 def _name(fn: Any) -> str:
@@ -214,6 +233,23 @@ class KeyedState(Operator):
         self.key = key
         self.initial = initial
         self.states: dict[Any, Any] = {}
+        self._journal: dict[Any, Any] | None = None  # key -> its state before this batch
+
+    def _undo_point(self) -> Callable[[], None]:
+        """From now on, note each key's state before ``fn`` changes it in place (a copy of
+        the states of the batch's keys only: the cost is one deepcopy per key a batch
+        touches, not of all the state)."""
+        journal = self._journal = {}
+
+        def undo() -> None:
+            for key, before in journal.items():
+                if before is _NEW:
+                    self.states.pop(key, None)
+                else:
+                    self.states[key] = before
+            journal.clear()
+
+        return undo
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
         col = self.key or KEY
@@ -221,8 +257,11 @@ class KeyedState(Operator):
             raise KeyError(f"KeyedState needs the key column {col!r} (pass key= or add key_by); "
                            f"columns are {_user_columns(batch)}")
         outs = []
+        journal = self._journal
         for key, group in batch.groupby(col, sort=False, dropna=False):
             state = self.states.get(key)
+            if journal is not None and key not in journal:
+                journal[key] = _NEW if state is None else copy.deepcopy(state)
             if state is None:
                 state = self.states[key] = self.initial()
             out = self.fn(key, group, state)
@@ -259,8 +298,18 @@ class Chain(Operator):
         self.operators = list(operators)
 
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
-        for op in self.operators:
-            batch = op.process(batch)
+        """Run ``batch`` through the operators; all or nothing: if one raises, every
+        operator's state (open windows, keyed state, late events set aside) is put back
+        as it was before the batch, and the error goes on up."""
+        undo = [undo_point(op) for op in self.operators]
+        try:
+            for op in self.operators:
+                batch = op.process(batch)
+        except BaseException:
+            for back in undo:
+                if back is not None:
+                    back()
+            raise
         return batch
 
     def flush(self) -> pd.DataFrame | None:

@@ -164,6 +164,20 @@ class SlidingWindow(Operator):
             return _index(t / self.slide) - self._k + 1
         return _index((t - self.size) / self.slide) + 1
 
+    def _undo_point(self):
+        """A function that puts the window back as it is now (see ``Chain.process``). Free:
+        a batch replaces the arrays of open windows, never writes into them, so keeping
+        references is enough; only the lists a batch appends to are copied."""
+        saved = dict(self.__dict__)
+        saved["_values"] = list(self._values)
+        saved["_side"] = {name: list(frames) for name, frames in self._side.items()}
+
+        def undo() -> None:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+
+        return undo
+
     # -- the work -------------------------------------------------------------------------
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
         if EVENT_TIME not in batch.columns:
