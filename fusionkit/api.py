@@ -17,6 +17,7 @@ from fusionkit.connect import connection
 from fusionkit.errors import FusionError, StageFailedError
 from fusionkit.handles import StageHandle
 from fusionkit.runtime.specs import ServeSpec, StreamSpec, TrainSpec
+from fusionkit.serving.limits import MAX_BODY_BYTES, warn_if_exposed
 from fusionkit.sources.base import Source
 from fusionkit.streaming.base import Operator
 from fusionkit.streaming.operators import Filter, KeyBy, Map
@@ -181,7 +182,7 @@ def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str]
 def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
           host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           max_rows: int = 10_000, retry: bool | None = None,
-          wait: bool = True) -> StageHandle:
+          max_body_bytes: int = MAX_BODY_BYTES, wait: bool = True) -> StageHandle:
     """Serve the live version of train stage ``model`` over HTTP and a Python handle.
 
     The first serve stage starts Ray Serve (several seconds); ``wait=False`` returns at
@@ -191,11 +192,22 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
     small front that asks another replica when the one holding a request dies: a lost
     replica then fails no request, for one more call per request (Ray Serve's proxy does
     not send a request again once a replica accepted it). ``fk.predict`` always asks again.
+
+    With ``token``, HTTP requests must send ``Authorization: Bearer <token>``; one without
+    it is refused (401) before its body is read. A body over ``max_body_bytes`` (default
+    8 MiB: ``max_rows`` rows of ~800 bytes of JSON) is refused (413) unread, and a request
+    of more than ``max_rows`` rows (413) before anything is built from them. A ``host``
+    other than loopback without a ``token`` warns (``ExposedServeWarning``): anyone who can
+    reach the machine could ask.
     """
     if replicas < 1:
         raise ValueError(f"replicas must be at least 1, got {replicas}")
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
+    warn_if_exposed(name, host, token)
     spec = ServeSpec(name=name, model=model, replicas=replicas, route=route or f"/{name}",
-                     host=host, port=port, token=token, max_rows=max_rows, retry=retry)
+                     host=host, port=port, token=token, max_rows=max_rows, retry=retry,
+                     max_body_bytes=max_body_bytes)
     call("define_serve", spec, wait)
     return StageHandle(name, "serve")
 

@@ -86,6 +86,7 @@ class ServeSpec:
     token: str | None = None
     max_rows: int = 10_000
     retry: bool | None = None  # HTTP through a retrying front; None: with 2+ replicas
+    max_body_bytes: int = 8 * 2**20  # a larger request body is refused (413) unread
     kind: str = "serve"
 
     @property

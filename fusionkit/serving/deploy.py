@@ -31,7 +31,7 @@ def _app(spec: ServeSpec):
     if not spec.front:
         return model
     front = serve.deployment(HttpFront).options(name=f"{spec.name}{FRONT}", **options)
-    return front.bind(model, spec.name)
+    return front.bind(model, spec)
 
 
 def start(host: str = "127.0.0.1", port: int = 8000, app: str | None = None) -> None:

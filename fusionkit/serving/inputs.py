@@ -1,4 +1,9 @@
-"""Turning request rows into a feature frame, or a 4xx with a message that says why."""
+"""Turning request rows into a feature frame, or a 4xx with a message that says why.
+
+Rows are counted before anything is built from them: an object of columns of a million
+rows, or one long column beside scalars pandas would repeat down it, is refused (413) at
+the cost of a ``len``, not of a million-row DataFrame.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +26,45 @@ class BadRequest(Exception):
         self.message = message
 
 
+def count_rows(rows: Any) -> int:
+    """How many rows a request's ``rows`` make, without building them: a list of records
+    counts its items; an object of columns its longest column (pandas repeats a single
+    value down the column, so one long column makes every column that long), or the keys
+    of its columns that are objects (pandas makes one row per key of any of them).
+
+    Examples
+    --------
+    >>> count_rows([{"a": 1}, {"a": 2}])
+    2
+    >>> count_rows({"a": [1, 2, 3], "b": "x"})
+    3
+    >>> count_rows({"a": 1})
+    1
+    >>> count_rows({"a": {"x": 1, "y": 2}, "b": {"z": 3}})
+    3
+    """
+    if isinstance(rows, dict):
+        keyed = [v for v in rows.values() if isinstance(v, dict)]
+        longest = max((len(v) for v in rows.values() if _sized_column(v)), default=int(bool(rows)))
+        return max(longest, len(set().union(*keyed))) if keyed else longest
+    try:
+        return len(rows)
+    except TypeError:
+        return 0  # not rows at all: parsing them says why
+
+
+def _sized_column(value: Any) -> bool:
+    return hasattr(value, "__len__") and not isinstance(value, str | bytes)
+
+
+def check_rows(rows: Any, max_rows: int) -> None:
+    """Refuse (413) more than ``max_rows`` rows, counted before anything is built."""
+    n = count_rows(rows)
+    if n > max_rows:
+        raise BadRequest(413, f"too many rows: {n} > {max_rows} per request")
+
+
+
 def check_records(rows: list[Any], schema: Schema, max_rows: int) -> list[dict[str, Any]]:
     """Rows (a list of records) checked against the model's features, value by value, and
     cut down to those features; bad input raises ``BadRequest`` with the same messages as
@@ -39,10 +83,9 @@ def check_records(rows: list[Any], schema: Schema, max_rows: int) -> list[dict[s
     ...
     fusionkit.serving.inputs.BadRequest: row 0: wrong type in 'device': 5
     """
+    check_rows(rows, max_rows)
     if len(rows) == 0:
         raise BadRequest(400, "no rows to predict")
-    if len(rows) > max_rows:
-        raise BadRequest(413, f"too many rows: {len(rows)} > {max_rows} per request")
     if not all(isinstance(r, dict) for r in rows):
         raise BadRequest(400, "rows must be a list of objects (one per event)")
     columns = schema.columns
@@ -127,6 +170,7 @@ def parse_rows(rows: Any, schema: Schema | None, max_rows: int) -> pd.DataFrame:
     ...
     fusionkit.serving.inputs.BadRequest: row 0: wrong type in 'price': True (expected a number)
     """
+    check_rows(rows, max_rows)  # before a frame of them is built
     if isinstance(rows, pd.DataFrame):
         frame = rows
     elif isinstance(rows, dict):
@@ -142,7 +186,7 @@ def parse_rows(rows: Any, schema: Schema | None, max_rows: int) -> pd.DataFrame:
         raise BadRequest(400, "rows must be a list of objects or an object of columns")
     if len(frame) == 0:
         raise BadRequest(400, "no rows to predict")
-    if len(frame) > max_rows:
+    if len(frame) > max_rows:  # counted above; checked again on what was built
         raise BadRequest(413, f"too many rows: {len(frame)} > {max_rows} per request")
     if schema is None:
         return frame

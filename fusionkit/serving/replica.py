@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from typing import Any
 
@@ -22,7 +23,8 @@ from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY
 from fusionkit.runtime.specs import ServeSpec
 from fusionkit.runtime.stage import Reporter
 from fusionkit.serving.client import RETRIES
-from fusionkit.serving.inputs import BadRequest, check_records, parse_rows
+from fusionkit.serving.inputs import BadRequest, check_records, check_rows, parse_rows
+from fusionkit.serving.limits import read_request, token_ok
 from fusionkit.training.learners import load_state
 
 log = logging.getLogger("fusionkit")
@@ -81,6 +83,7 @@ class ModelServer:
     def answer(self, rows: Any) -> dict[str, Any]:
         """Predict for rows (list of records or dict of columns); raise BadRequest on bad input."""
         t0 = monotonic()
+        check_rows(rows, self.spec.max_rows)  # counted before anything is built from them
         version, learner, schema = self._current
         if learner is None:
             raise BadRequest(503, f"model {self.spec.model!r} has no live version yet")
@@ -114,13 +117,15 @@ class ModelServer:
 
     def info(self) -> dict[str, Any]:
         return {"replica": self.replica, "version": self._current[0], "swaps": self.swaps,
-                "generation": self._generation, "totals": dict(self.reporter.totals)}
+                "generation": self._generation, "totals": dict(self.reporter.totals),
+                "pid": os.getpid()}
 
     def http(self, method: str, authorization: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """One HTTP request, as (status, JSON body): from Serve's proxy through ``__call__``,
-        or from the stage's retrying front (``HttpFront``)."""
+        or from the stage's retrying front (``HttpFront``), both of which have checked the
+        token and capped the body before reading it."""
         try:
-            if self.spec.token is not None and authorization != f"Bearer {self.spec.token}":
+            if not token_ok(authorization, self.spec.token):
                 raise BadRequest(401, "missing or wrong bearer token")
             if method == "GET":
                 return 200, {"model": self.spec.model, "version": self._current[0]}
@@ -136,19 +141,27 @@ class ModelServer:
                 raise BadRequest(400, 'expected a JSON object {"rows": [{...}, ...]}')
             return 200, self.answer(payload["rows"])
         except BadRequest as err:
-            self.reporter.count(errors=1)
-            self.reporter.flush()
-            return err.status, {"error": err.message}
+            return self.refused(err)
         except Exception as exc:  # a fault of the model or of fusionkit, not of the request
             log.exception("fusionkit serve %s: answering a request", self.spec.name)
             self.reporter.count(errors=1)
             return 500, {"error": f"{type(exc).__name__}: {exc}"}
 
+    def refused(self, err: BadRequest) -> tuple[int, dict[str, Any]]:
+        self.reporter.count(errors=1)
+        self.reporter.flush()
+        return err.status, {"error": err.message}
+
     async def __call__(self, request: Any) -> Any:
         from starlette.responses import JSONResponse
 
-        status, payload = self.http(request.method, request.headers.get("authorization", ""),
-                                    await request.body())
+        try:  # the token, then the body's length, before a byte of the body is read
+            body = await read_request(request, self.spec.token, self.spec.max_body_bytes)
+        except BadRequest as err:
+            status, payload = self.refused(err)
+        else:
+            status, payload = self.http(request.method,
+                                        request.headers.get("authorization", ""), body)
         return JSONResponse(payload, status_code=status)
 
 
@@ -159,22 +172,27 @@ class HttpFront:
     Serve's proxy routes around a dead replica but does not send again a request the replica
     had already accepted, so without a front the one request a dying replica holds fails.
     Predictions change nothing, so asking again is safe. The front holds no model; it costs
-    each request one more call between processes.
+    each request one more call between processes. It checks the token and the body's size
+    itself, so what it refuses is never read, nor sent on to a replica.
     """
 
-    def __init__(self, model: Any, name: str):
-        self.model, self.name = model, name
+    def __init__(self, model: Any, spec: ServeSpec):
+        self.model, self.spec, self.name = model, spec, spec.name
         self.retried = 0  # requests asked again because their replica died
         self.replica = _replica_id()
 
     def info(self) -> dict[str, Any]:
-        return {"replica": self.replica, "retried": self.retried}
+        return {"replica": self.replica, "retried": self.retried, "pid": os.getpid()}
 
     async def __call__(self, request: Any) -> Any:
         from ray.exceptions import RayActorError
         from starlette.responses import JSONResponse
 
-        args = (request.method, request.headers.get("authorization", ""), await request.body())
+        try:
+            body = await read_request(request, self.spec.token, self.spec.max_body_bytes)
+        except BadRequest as err:
+            return JSONResponse({"error": err.message}, status_code=err.status)
+        args = (request.method, request.headers.get("authorization", ""), bytes(body))
         for attempt in range(RETRIES + 1):
             try:
                 status, payload = await self.model.http.remote(*args)
