@@ -219,6 +219,7 @@ class Controller:
         self.store = CheckpointStore(Path(storage) / "checkpoints") if storage else None
         self._ckpt_next = (self.store.latest() or 0) + 1 if self.store else 1
         self._ckpt_pending: dict[int, dict[str, Any]] = {}
+        self._failed: dict[str, tuple[str, str]] = {}  # actor id -> (stage, error)
         self._ckpt_done = threading.Condition()
         self.last_checkpoint: tuple[int, float] | None = None
         self._become: dict[str, tuple] = {}
@@ -411,11 +412,14 @@ class Controller:
             if old is not None and old.kind != "stream":
                 raise FusionError(f"{spec.name!r} is already a {old.kind} stage; stop it first "
                                   f"or choose another name")
+            if old is not None and state is None:
+                states = self._taken_up(old, spec)
+            else:
+                # ``state`` (a scaled stage's position) goes to every actor that reads: a
+                # ``{partition: offset}`` position gives each share its own partitions' offsets
+                states = {slot: state for slot in spec.reading_slots()}
             self._generation += 1
             gen = self._generation
-            # ``state`` (a scaled stage's position) goes to every actor that reads: a
-            # ``{partition: offset}`` position gives each share its own partitions' offsets
-            states = {slot: state for slot in spec.reading_slots()}
             calls = [c[1:] for c in _stream_calls(spec, self.monitor, states)]
             options = _placement(spec)
             _check_feasible(spec.name, options)
@@ -432,6 +436,7 @@ class Controller:
             probe = probes[0]
             if old is not None:
                 self._teardown(old)
+                self._clear_failed([old])
             rec = StageRecord(spec.name, "stream", spec, actors, source, gen,
                               sample=probe.get("sample"))
             self.stages[spec.name] = rec
@@ -463,6 +468,7 @@ class Controller:
             self._check_probe(spec.name, probe, [actor])
             if old is not None:
                 self._teardown(old)
+                self._clear_failed([old])
             ray.get(self.registry.register.remote(spec.name, spec.keep, spec.guard))
             rec = StageRecord(spec.name, "train", spec, [actor], None, gen)
             self.stages[spec.name] = rec
@@ -686,16 +692,22 @@ class Controller:
                 return None
             expected = set()
             readers = []
+            failed = self._failed_stages()
+            held = []  # pipelines with a failed stage: not checkpointed, their last kept
             for stream, trains in self._pipelines():
+                if failed & {stream.name, *(t.name for t in trains)}:
+                    held += [stream, *trains]
+                    continue
                 for rec in [stream, *trains]:
                     expected |= {(rec.name, slot) for slot, _ in self._slots(rec)}
                 readers += stream.readers
             if not expected:
                 return None
+            carried = self._carried(held)
             k = self._ckpt_next
             self._ckpt_next += 1
             self._ckpt_pending[k] = {"expected": expected, "states": {}, "started": now(),
-                                     "epoch": self.epoch}
+                                     "epoch": self.epoch, "carried": carried}
         for reader in readers:
             reader.request_checkpoint.remote(k)
         return k
@@ -710,12 +722,18 @@ class Controller:
             if set(pending["states"]) < pending["expected"]:
                 return
             del self._ckpt_pending[k]
-            registry = self._registry_state()
             covered = {name for name, _ in pending["expected"]}
-            gens = {r.name: r.generation for r in self.stages.values()}
+            if covered & self._failed_stages():  # failed since the checkpoint started
+                self._ckpt_done.notify_all()
+                return
+            registry = self._registry_state()
+            carried = pending.get("carried") or {}
+            covered |= {name for name, _ in carried}
+            gens = {r.name: r.generation for r in self.stages.values()
+                    if r.kind == "serve" or r.name in covered}
             table = self._dumps(self._table(only=covered))
-            self.store.save(k, pending["states"], {"epoch": self.epoch, "generations": gens,
-                                                    "models": list(registry)},
+            self.store.save(k, {**carried, **pending["states"]},
+                            {"epoch": self.epoch, "generations": gens, "models": list(registry)},
                             blobs={TABLE_FILE: table} if table is not None else None)
             self.last_checkpoint = (k, now())
             for old in [j for j in self._ckpt_pending if j < k]:
@@ -727,13 +745,85 @@ class Controller:
     def _commit_sources(self, k: int, states: dict[tuple[str, str], Any]) -> None:
         """Tell each stream's reading actors that checkpoint ``k`` covers their source up to the
         position saved in it, so a broker source acknowledges what it no longer needs."""
+        failed = self._failed_stages()
         for rec in self.stages.values():
-            if rec.kind != "stream":
+            if rec.kind != "stream" or rec.name in failed:
                 continue
             for slot, reader in zip(rec.spec.reading_slots(), rec.readers, strict=True):
                 state = states.get((rec.name, slot))
                 if isinstance(state, dict) and state.get("offset"):
                     reader.checkpoint_done.remote(k, state["offset"])
+
+    # -- failed stages: their pipelines are not checkpointed ---------------------------------
+    def stage_failed(self, stage: str, error: str, actor_id: str | None = None) -> None:
+        """An actor of ``stage`` failed (its user function or window raised). Until the stage
+        is defined again (or restored, or recovered) no checkpoint of its pipeline starts or
+        completes, and its sources acknowledge nothing more to their brokers: the broker
+        and the last checkpoint keep every event the failed stage has not processed."""
+        with self._ckpt_done:
+            self._failed[actor_id or f"?{stage}"] = (stage, error)
+            for k in [k for k, p in self._ckpt_pending.items()
+                      if stage in {name for name, _ in p["expected"]}]:
+                del self._ckpt_pending[k]
+            self._ckpt_done.notify_all()
+
+    def refuse(self, k: int, stage: str, reason: str) -> None:
+        """An actor refused checkpoint ``k`` (it is failed): the checkpoint is abandoned."""
+        with self._ckpt_done:
+            self._ckpt_pending.pop(k, None)
+            self._ckpt_done.notify_all()
+
+    def _failed_stages(self) -> set[str]:
+        """Stages with an actor that reported a failure and is still one of theirs."""
+        live = {a._actor_id.hex(): r.name for r in self.stages.values() for a in r.all_actors}
+        return {stage for aid, (stage, _) in list(self._failed.items())
+                if live.get(aid) == stage or aid == f"?{stage}"}
+
+    def _clear_failed(self, recs: list[StageRecord]) -> None:
+        """Forget the failures of these stages' actors (restored to a checkpoint, or gone)."""
+        names = {r.name for r in recs}
+        for aid in [aid for aid, (stage, _) in self._failed.items() if stage in names]:
+            del self._failed[aid]
+
+    def _taken_up(self, old: StageRecord, spec: StreamSpec) -> dict[str, Any]:
+        """The states a stream stage defined again over a failed one starts from: where the
+        failed one stopped (its readers' positions stay before the batch that failed, their
+        operators' state as before it), so its train stages, which learned everything
+        before, take every event once. Empty (the definition starts as new) unless the old
+        stage failed, and for a stage of a source actor and operator actors (its reader
+        handed batches on to an operator actor that dropped them once failed: ``restore()``
+        takes such a pipeline back to its last checkpoint). The operators' state goes
+        along only to a chain of the same kinds of operators, read by as many actors."""
+        if old.name not in self._failed_stages() or old.source is not None or not old.readers:
+            return {}
+        try:
+            olds = ray.get([a.get_state.remote() for a in old.readers], timeout=INFO_TIMEOUT)
+        except Exception:
+            return {}
+        slots = spec.reading_slots()
+        same = (spec.fused and len(olds) == len(slots)
+                and [type(op) for op in old.spec.operators] == [type(op) for op in spec.operators])
+        if same:
+            return dict(zip(slots, olds, strict=True))
+        position = functools.reduce(later, [st["offset"] for st in olds], None)
+        return {slot: {"offset": position or 0} for slot in slots}
+
+    def _carried(self, held: list[StageRecord]) -> dict[tuple[str, str], Any]:
+        """The states of pipelines with a failed stage, from the last checkpoint that covers
+        these very stages: a new checkpoint keeps them (so a recovery or ``restore()``
+        still finds the failed pipeline as it was before it failed) instead of dropping
+        them or recording what the failed stage never processed."""
+        if not held or self.store is None or self.last_checkpoint is None:
+            return {}
+        k = self.last_checkpoint[0]
+        try:
+            gens = self.store.manifest(k).get("generations", {})
+            if any(gens.get(r.name) != r.generation for r in held):
+                return {}
+            names = {r.name for r in held}
+            return {key: st for key, st in self.store.load(k).items() if key[0] in names}
+        except Exception:  # unreadable: the new checkpoint leaves these stages out
+            return {}
 
     def _registry_state(self, wait: float = 30.0) -> Any:
         """The registry's state for a checkpoint, waiting through a restart of its process."""
@@ -804,6 +894,7 @@ class Controller:
             self._persist()
             with self._ckpt_done:
                 self._ckpt_pending.clear()
+                self._clear_failed([stream, *trains])  # restored to before the failure
             k, states = self._usable_checkpoint([stream, *trains])
             steps: dict[str, float] = {"checkpoint": now() - t0}  # where the time went
             members = [*trains, stream]  # downstream first: ready before the replay starts

@@ -135,6 +135,18 @@ class StageActor:
         if self.monitor is not None:
             self.monitor.event.remote({"stage": self.name, "kind": "failed",
                                        "detail": (where + " " + self.error).strip()})
+        try:  # no checkpoint of this pipeline completes until the stage is defined again
+            self._get_controller().stage_failed.remote(
+                self.name, self.error, ray.get_runtime_context().get_actor_id())
+        except Exception:  # no controller (an actor used on its own): _snapshot refuses
+            pass
+
+    def _get_controller(self) -> Any:
+        if getattr(self, "_controller", None) is None:
+            from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
+
+            self._controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
+        return self._controller
 
     def ready(self) -> bool:
         return True

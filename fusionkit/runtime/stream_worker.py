@@ -214,12 +214,14 @@ class StreamWorker(StageActor):
                 if n == 0:
                     continue
                 batch = src.read(n)
-                self._collect(src)
+                dead = self._collect(src)
                 if batch is None:
+                    self._advance(src, None, dead)
                     self._finish()
                     return
                 got = len(batch)
                 if got == 0:
+                    self._advance(src, None, dead)
                     self.pacer.reset()
                     stop.wait(0.005)
                     self.reporter.flush()
@@ -228,11 +230,13 @@ class StreamWorker(StageActor):
                 t0 = monotonic()
                 if INGEST_TS not in batch.columns:  # broker sources stamp when they read
                     batch[INGEST_TS] = ingest[:got] if got <= len(ingest) else ingest[-1]
-                self._advance(src, batch)
                 if shed and self.outbox.busy():  # drop, counted, rather than fall behind
                     self.reporter.count(events_in=got, shed=got)
-                else:
-                    self._ingest(batch, t0)
+                elif not self._ingest(batch, t0):
+                    return  # failed: the position stays before this batch
+                # only now, the batch processed (or shed on purpose): a checkpoint taken
+                # from here on covers it, and a failure above leaves it to be read again
+                self._advance(src, batch, dead)
                 self.reporter.gauge(lag_s=self.pacer.lag(), inflight=self.outbox.inflight())
                 self.reporter.flush()
         except Exception as exc:
@@ -250,29 +254,33 @@ class StreamWorker(StageActor):
             self.reporter.flush(force=True)
 
     def _advance(self, src: Any, batch: pd.DataFrame | None, dead: Sequence[int] = ()) -> None:
-        """Move the stage's position past what was read: the source's own ``position()``
-        (several partitions), else the last offset read plus one. Dead letters count as read:
-        a checkpoint covers them too."""
+        """Move the stage's position past what was read and processed: the source's own
+        ``position()`` (several partitions), else the last offset read plus one. Dead
+        letters count as read: a checkpoint covers them too. Called once a batch went
+        through the chain, never before: a batch that fails leaves the position before it."""
         position = src.position()
         if position is not None:
             self.offset = later(self.offset, position)
-        elif batch is not None:
-            self.offset = max(self.offset, int(batch[OFFSET].iloc[-1]) + 1)
-        elif dead:
-            self.offset = max(self.offset, max(dead) + 1)
+            return
+        last = [int(batch[OFFSET].iloc[-1])] if batch is not None and len(batch) else []
+        last += [int(o) for o in dead if o is not None and o >= 0]
+        if last:
+            self.offset = max(self.offset, max(last) + 1)
 
-    def _collect(self, src: Any) -> None:
-        """File what a broker source could not decode, and report its health gauges."""
+    def _collect(self, src: Any) -> list[int]:
+        """File what a broker source could not decode, and report its health gauges.
+        Returns the offsets of the dead letters (the position moves past them with the
+        batch read with them)."""
         take = getattr(src, "take_dead_letters", None)
         dead = take() if take is not None else ()
         for payload, reason, offset in dead:
             self.dead.add_raw(payload, reason, offset)
-        self._advance(src, None, [o for _, _, o in dead if o is not None])
         if dead:
             self.reporter.count(dead_letters=len(dead))
+        offsets = [o for _, _, o in dead if o is not None]
         health = getattr(src, "health", None)
         if health is None:
-            return
+            return offsets
         gauges = health()
         self.reporter.gauge(**gauges)
         retrying = bool(gauges.get("retrying"))
@@ -282,6 +290,7 @@ class StreamWorker(StageActor):
             detail = getattr(src, "last_error", "") if retrying else "source reachable again"
             self.monitor.event.remote({"stage": self.name, "kind": "source retrying"
                                        if retrying else "source recovered", "detail": detail})
+        return offsets
 
     # -- checkpoints and recovery ---------------------------------------------------------
     def request_checkpoint(self, k: int) -> None:
@@ -303,6 +312,8 @@ class StreamWorker(StageActor):
         self._commit(self.source, offset)
 
     def _commit(self, src: Any, offset: Any) -> None:
+        if self.status == "failed":  # the broker keeps what a failed stage has not processed
+            return
         try:
             src.commit(offset)
         except Exception as exc:  # the next checkpoint commits again; replay covers the rest
@@ -310,17 +321,14 @@ class StreamWorker(StageActor):
             self.last_commit_error = f"offset {offset}: {type(exc).__name__}: {exc}"
 
     def _snapshot(self, k: int) -> None:
-        """Record this actor's state for checkpoint ``k`` and pass the barrier downstream."""
+        """Record this actor's state for checkpoint ``k`` and pass the barrier downstream
+        (a failed actor refuses it: the checkpoint would cover what it never processed)."""
+        if self.status == "failed":
+            self._get_controller().refuse.remote(k, self.name, self.error or "failed")
+            return
         state = self.get_state()
         self._get_controller().ack.remote(self.name, f"{self.role}{self.index}", k, state)
         self.outbox.broadcast(Barrier(k))
-
-    def _get_controller(self):
-        if self._controller is None:
-            from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
-
-            self._controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
-        return self._controller
 
     def restore(self, state: dict[str, Any] | None, epoch: int) -> str:
         """Go back to a checkpoint's state (or the start) and run from there."""
@@ -346,7 +354,9 @@ class StreamWorker(StageActor):
             self.status = "running"
         return self.status
 
-    def _ingest(self, batch: pd.DataFrame, t0: float) -> None:
+    def _ingest(self, batch: pd.DataFrame, t0: float) -> bool:
+        """Validate a batch read and process it (or, a source actor, hand it to the ops
+        actors). False if the chain failed: the stage is failed and its reading stops."""
         if self.schema is None:
             self.schema = getattr(self.source, "schema", None) or Schema.infer(batch)
         good, bad, reasons = self.schema.split(batch)
@@ -365,12 +375,14 @@ class StreamWorker(StageActor):
                 turn, self._rr = self._rr % n, self._rr + 1
                 parts = [good if i == turn else None for i in range(n)]
             self.outbox.send(None, parts={OPS: parts})
-            return
+            return True
         try:
             self._process(good, t0, events_in=len(batch))
         except Exception as exc:
             self._fail(exc, "in the operator chain")
             self._stop.set()
+            return False
+        return True
 
     def _process(self, batch: pd.DataFrame, t0: float, events_in: int | None = None) -> None:
         out = self.chain.process(batch)

@@ -140,11 +140,10 @@ class TrainWorker(StageActor):
         self.upstream = max(1, int(n))
 
     def _snapshot(self, k: int) -> None:
-        if self._controller is None:
-            from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
-
-            self._controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
-        self._controller.ack.remote(self.name, f"train{self.index}", k, self.get_state())
+        if self.status == "failed":  # it dropped batches since: the checkpoint would skip them
+            self._get_controller().refuse.remote(k, self.name, self.error or "failed")
+            return
+        self._get_controller().ack.remote(self.name, f"train{self.index}", k, self.get_state())
 
     def restore(self, state: dict[str, Any] | None, epoch: int) -> str:
         """Go back to a checkpoint's state (or a fresh learner) and take the replay."""
