@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import ray
 
+from fusionkit._names import check_name
 from fusionkit.connect import connection
 from fusionkit.errors import FusionError, StageFailedError
 from fusionkit.handles import StageHandle
@@ -122,6 +123,7 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     leaves it to Ray, which fills a node first. A stage with hints gets actors
     started for it (a few seconds) instead of warm ones; a restarted actor keeps its hints.
     """
+    check_name(name)
     if not isinstance(source, Source):
         raise TypeError(f"source must be a fusionkit source (fk.sources.synthetic(...), "
                         f"fk.sources.replay(...)), got {type(source).__name__}")
@@ -163,6 +165,7 @@ def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str]
     files under the storage folder, plus the live and a pinned one) and forgets older ones.
     ``resources`` and ``placement`` place its actor on a cluster, as for ``stream``.
     """
+    check_name(name)
     resources, placement = _placement(resources, placement)
     every_s, every_n = None, None
     if isinstance(publish_every, int) and not isinstance(publish_every, bool):
@@ -200,6 +203,7 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
     other than loopback without a ``token`` warns (``ExposedServeWarning``): anyone who can
     reach the machine could ask.
     """
+    check_name(name)
     if replicas < 1:
         raise ValueError(f"replicas must be at least 1, got {replicas}")
     if max_body_bytes < 1:

@@ -12,7 +12,7 @@ from typing import Any
 
 import ray
 
-from fusionkit.errors import NotConnectedError
+from fusionkit.errors import NotConnectedError, StorageKeyError
 from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
 
 log = logging.getLogger("fusionkit")
@@ -169,7 +169,12 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
                                max_restarts=-1,  # comes back with its stage table
                                **on_head())  # a worker node's loss leaves it alone
                       .remote(storage, checkpoint_every))
-        ray.get(controller.ping.remote())
+        refused = ray.get(controller.ping.remote()).get("storage_error")
+        if refused:  # a storage folder signed by another key (fusionkit._signing)
+            ray.kill(controller, no_restart=True)
+            if started:  # its workers have the wrong key: a new connect() starts afresh
+                ray.shutdown()
+            raise StorageKeyError(refused)
         ray.get(controller.wait_warm.remote())
         ctx = ray.get_runtime_context()
         _conn = Connection(address=ctx.gcs_address, namespace=NAMESPACE, started_ray=started,

@@ -56,3 +56,12 @@ class CorruptCheckpointError(FusionError):
 
 class SchemaError(FusionError, ValueError):
     """Data does not have the columns or types a stage needs."""
+
+
+class StorageKeyError(FusionError):
+    """A storage folder or file was signed with another fusionkit secret than this process's
+    (see ``fusionkit._signing``): it is refused, nothing in it is unpickled."""
+
+
+class InvalidNameError(FusionError, ValueError):
+    """A stage or model name that cannot be used: names become file and folder names."""

@@ -32,9 +32,10 @@ import pandas as pd
 import ray
 import ray.cloudpickle
 
+from fusionkit import _signing
 from fusionkit._clock import now
 from fusionkit._files import write_atomic
-from fusionkit.errors import FusionError, StageFailedError, StageNotFoundError
+from fusionkit.errors import FusionError, StageFailedError, StageNotFoundError, StorageKeyError
 from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY, Host, MonitorActor, Registry
 from fusionkit.runtime.checkpoint import CheckpointStore
 from fusionkit.runtime.specs import StreamSpec, TrainSpec
@@ -215,6 +216,14 @@ def _preload() -> None:
 class Controller:
     def __init__(self, storage: str | None = None, checkpoint_every: float | None = 5.0):
         self.storage = storage
+        self.started, self.stages, self.restarts = now(), {}, 0
+        self.storage_error: str | None = None
+        if storage:
+            try:  # a folder signed by another key: refused before anything in it is read
+                _signing.claim_folder(storage)
+            except StorageKeyError as exc:
+                self.storage_error = str(exc)  # connect() raises it and ends this actor
+                return
         self.checkpoint_every = checkpoint_every
         self.store = CheckpointStore(Path(storage) / "checkpoints") if storage else None
         self._ckpt_next = (self.store.latest() or 0) + 1 if self.store else 1
@@ -257,7 +266,7 @@ class Controller:
 
     def ping(self) -> dict[str, Any]:
         return {"started": self.started, "stages": list(self.stages), "storage": self.storage,
-                "restarts": self.restarts}
+                "restarts": self.restarts, "storage_error": self.storage_error}
 
     def pid(self) -> int:
         import os
@@ -875,11 +884,24 @@ class Controller:
         same definitions, not an earlier version of a re-defined stage); else none."""
         if self.store is None or self.last_checkpoint is None:
             return None, {}
-        k = self.last_checkpoint[0]
-        gens = self.store.manifest(k).get("generations", {})
-        if any(gens.get(r.name) != r.generation for r in recs):
-            return None, {}
-        return k, self.store.load(k)
+
+        def same(manifest: dict[str, Any]) -> bool:
+            gens = manifest.get("generations", {})
+            return all(gens.get(r.name) == r.generation for r in recs)
+
+        k, states, skipped = self.store.load_newest(self.last_checkpoint[0], accept=same)
+        self._report_fallback(recs[0].name, k, skipped)
+        return k, states
+
+    def _report_fallback(self, stage: str, k: int | None, skipped: list[tuple[int, str]]) -> None:
+        """Say (an event, a log line) that the newest checkpoints could not be loaded and
+        which one was used instead."""
+        for bad, why in skipped:
+            used = f"checkpoint {k}" if k is not None else "no checkpoint (from the start)"
+            detail = f"checkpoint {bad} could not be loaded ({why}); recovering from {used}"
+            log.warning("fusionkit: %s", detail)
+            self.monitor.event.remote({"stage": stage, "kind": "checkpoint fallback",
+                                       "checkpoint": bad, "used": k, "detail": detail})
 
     def _recover(self, stage: str, t0: float) -> None:
         with self._lock:
@@ -946,8 +968,9 @@ class Controller:
                            if only is None or r.name in only]}
 
     def _dumps(self, table: dict[str, Any]) -> bytes | None:
+        """The stage table pickled (cloudpickle: specs hold notebook classes) and signed."""
         try:
-            blob = ray.cloudpickle.dumps(table)
+            blob = _signing.dumps(table, pickler=ray.cloudpickle)
         except Exception as exc:  # a spec that cannot be pickled: the pipeline still runs
             self.persist_error = f"{type(exc).__name__}: {exc}"
             log.warning("fusionkit: the stage table could not be saved: %s", self.persist_error)
@@ -1003,7 +1026,7 @@ class Controller:
         table = None
         if path is not None and path.exists():
             try:
-                table = ray.cloudpickle.loads(path.read_bytes())
+                table = _signing.loads(path.read_bytes(), str(path))
             except Exception as exc:
                 log.warning("fusionkit: the stage table %s could not be read: %s", path, exc)
         if table is None:
@@ -1017,8 +1040,12 @@ class Controller:
             self._ckpt_next = max(table.get("ckpt_next", 1),
                                   (self.store.latest() or 0) + 1) + CKPT_ID_GAP
             k = table.get("last_checkpoint")
-            if k is not None and k in self.store.complete():
-                self.last_checkpoint = (k, self.store.manifest(k)["time"])
+            done = [j for j in self.store.complete() if k is not None and j <= k]
+            if done:  # the newest one may be unreadable: recovering falls back from it
+                try:
+                    self.last_checkpoint = (done[-1], self.store.manifest(done[-1])["time"])
+                except Exception:
+                    self.last_checkpoint = (done[-1], now())
         lost, keep = [], set()
         for entry in table["stages"]:
             rec = StageRecord(entry["name"], entry["kind"], entry["spec"],
@@ -1161,12 +1188,20 @@ class Controller:
         stages. Stages of the same names are replaced; the others are left alone."""
         folder, k = self._find_checkpoint(self.store, path)
         store = CheckpointStore(folder)
+        if path is None or not Path(path).expanduser().name.startswith("ckpt-"):
+            # not one named checkpoint: the newest one that loads
+            k, states, skipped = store.load_newest(k)
+            if k is None:
+                raise FusionError(f"no checkpoint under {folder} could be loaded: "
+                                  + "; ".join(why for _, why in skipped))
+            self._report_fallback("(restore)", k, skipped)
+        else:
+            states = store.load(k)
         blob = store.blob(k, TABLE_FILE)
         if blob is None:
             raise FusionError(f"checkpoint {store._dir(k)} holds no stage table "
                               f"(taken by an earlier fusionkit); it cannot be restored")
-        table = ray.cloudpickle.loads(blob)
-        states = store.load(k)
+        table = _signing.loads(blob, str(store._dir(k) / TABLE_FILE))
         entries = table["stages"]
         with self._lock:
             order = {"serve": 0, "train": 1, "stream": 2}

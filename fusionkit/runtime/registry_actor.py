@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import pickle
 import threading
 from pathlib import Path
 from typing import Any
@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fusionkit import _signing
 from fusionkit._clock import now
+from fusionkit.errors import FusionError
 from fusionkit.runtime.checkpoint import write_atomic
 from fusionkit.training.registry import RETAIN, Guard, ModelRegistry
 
@@ -41,7 +43,10 @@ class RegistryActor:
                 continue
             schema = folder / "schema.pkl"
             if schema.exists():
-                self._schemas[folder.name] = pickle.loads(schema.read_bytes())
+                try:
+                    self._schemas[folder.name] = _signing.loads(schema.read_bytes(), str(schema))
+                except FusionError as exc:  # refused, not unpickled: serve stages do without
+                    logging.getLogger("fusionkit").warning("fusionkit: %s", exc)
 
     def register(self, model: str, keep: int = 5, guard: Guard | None = None) -> None:
         with self._lock:
@@ -113,7 +118,8 @@ class RegistryActor:
         """The features (and their kinds) a model learns from: serve stages check requests."""
         self._schemas[model] = schema
         if self.storage:
-            write_atomic(Path(self.storage) / "models" / model / "schema.pkl", pickle.dumps(schema))
+            write_atomic(Path(self.storage) / "models" / model / "schema.pkl",
+                         _signing.dumps(schema))
 
     def schema(self, model: str) -> Any:
         return self._schemas.get(model)

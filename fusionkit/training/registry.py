@@ -5,7 +5,10 @@ prequential metrics at publish time, a sha256 of its state). The bytes of the la
 versions, plus the live and the pinned one, stay in memory; with a ``folder`` every version
 is also written to disk (``v000001.bin`` and a ``v000001.json`` sidecar, each written to a
 temporary file and renamed into place), so older versions stay loadable and a restarted
-registry resumes from the folder. A file whose sha256 does not match its record is refused.
+registry resumes from the folder. A file whose sha256 does not match its record is refused,
+and so is one whose signature does not: each sidecar carries an HMAC of the state bytes
+under fusionkit's key (``fusionkit._signing``), since the bytes are unpickled by whoever
+loads the model and a checksum next to them would stop no one who can write the folder.
 
 A version's ``status`` is one of
 
@@ -37,7 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusionkit import _clock
+from fusionkit import _clock, _signing
+from fusionkit._files import make_private_dir
 from fusionkit._files import write_atomic as _write_atomic
 from fusionkit.errors import CorruptCheckpointError, FusionError, ModelNotFoundError
 
@@ -566,11 +570,12 @@ class _CheckpointFolder:
 
     def __init__(self, path: Path):
         self.path = path
-        path.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path)
 
     def write_version(self, record: VersionRecord, state: bytes) -> None:
         _write_atomic(self._file(record, ".bin"), state)
-        _write_atomic(self._file(record, ".json"), _dumps(record.to_dict()))
+        sidecar = {**record.to_dict(), "signature": _signing.sign(state)}
+        _write_atomic(self._file(record, ".json"), _dumps(sidecar))
 
     def remove_version(self, record: VersionRecord) -> None:
         for suffix in (".bin", ".json"):
@@ -594,6 +599,12 @@ class _CheckpointFolder:
                 f"{path} is corrupt and was refused: expected sha256 {record.checksum}, "
                 f"found {actual}"
             )
+        sidecar = self._file(record, ".json")
+        try:
+            signature = json.loads(sidecar.read_text()).get("signature")
+        except (OSError, ValueError):
+            signature = None
+        _signing.verify(data, signature, str(path))
         return data
 
     def write_index(self, index: dict[str, Any]) -> None:
@@ -606,7 +617,15 @@ class _CheckpointFolder:
         index_path = self.path / INDEX
         index = json.loads(index_path.read_text()) if index_path.exists() else {}
         sidecars = sorted(self.path.glob("v[0-9]*.json"))
-        return index, [VersionRecord(**json.loads(p.read_text())) for p in sidecars]
+        return index, [_record(json.loads(p.read_text())) for p in sidecars]
+
+
+_FIELDS = {f.name for f in dataclasses.fields(VersionRecord)}
+
+
+def _record(sidecar: dict[str, Any]) -> VersionRecord:
+    """A version's record from its sidecar (which also holds the state's signature)."""
+    return VersionRecord(**{k: v for k, v in sidecar.items() if k in _FIELDS})
 
 
 def _ranges(versions: list[int]) -> str:
