@@ -32,6 +32,14 @@ class Source:
     label: str | None = None
     #: whether ``share`` can hand each actor of a stage its own part (a broker's partitions)
     splittable: bool = False
+    #: the name of the stage reading this source, once the stage has told it (``bind``)
+    stage: str | None = None
+
+    def bind(self, stage: str) -> None:
+        """The stage named ``stage`` reads this source: called by each of the stage's actors
+        before ``open``. Broker sources name their consumer group after it by default, so
+        two stages reading one stream or topic each see every event."""
+        self.stage = stage
 
     def open(self) -> None:
         """Acquire resources (connections, files). Called once inside the actor."""

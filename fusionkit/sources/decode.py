@@ -6,6 +6,17 @@ time the broker stored it. ``decode_batch`` builds the DataFrame batch from the 
 can read and returns the others as dead letters ``(payload, reason, offset)``, so a
 malformed event never stops a stage: the stream worker files them with the stage's dead
 letters.
+
+No record can stop the decoder. Any exception while reading one record (``json.loads``
+raises ``RecursionError`` on ~200 KB of nested ``[``, ``ValueError`` on an integer of
+more than 4300 digits) dead-letters that record with the exception as its reason; a step
+that works on the whole batch (building the DataFrame, reading event times: pandas raises
+on a date past the year 2262) is retried on halves of the batch until the record that
+breaks it stands alone and is dead-lettered. Payloads over ``max_bytes`` are dead-lettered
+unread, with a preview of their first bytes. Event times must be finite and at most
+``max_future`` seconds ahead of the wall clock: one event stamped ``Infinity``, or in
+milliseconds where seconds were meant, would otherwise move a window's watermark so far
+that every later event is late.
 """
 
 from __future__ import annotations
@@ -17,9 +28,36 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from fusionkit._clock import now
 from fusionkit.batch import EVENT_TIME, OFFSET, RESERVED
+from fusionkit.streaming.windows import parse_duration
 
 DECODES = ("json", "fields")
+MAX_BYTES = 1 << 20  # default cap of one payload: 1 MiB
+MAX_FUTURE = 3600.0  # default bound of event times ahead of the wall clock: one hour
+PREVIEW = 1024  # bytes of an oversized payload kept in its dead letter
+_REASON = 300  # characters of an exception's message kept in a reason
+
+
+def limits(max_bytes: int | None, max_future: float | str | None
+           ) -> tuple[int | None, float | None]:
+    """A broker source's ``max_bytes`` and ``max_future`` checked, the latter in seconds
+    (a number, or a duration such as ``"1h"``); ``None`` turns either off.
+
+    >>> limits(1024, "30min")
+    (1024, 1800.0)
+    """
+    if max_bytes is not None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive number of bytes or None, "
+                             f"got {max_bytes!r}")
+    if max_future is not None:
+        seconds = parse_duration(max_future)
+        if not seconds >= 0:
+            raise ValueError(f"max_future must be a duration of at least 0 s or None, "
+                             f"got {max_future!r}")
+        max_future = seconds
+    return max_bytes, max_future
 
 
 class Decoded(NamedTuple):
@@ -48,6 +86,36 @@ def shown(raw: Any) -> Any:
     if isinstance(raw, dict):
         return {shown(k): shown(v) for k, v in raw.items()}
     return raw
+
+
+def payload_size(raw: Any) -> int:
+    """Bytes of a payload: its length, or for a field map the lengths of names and values.
+
+    >>> payload_size(b"abc"), payload_size({b"k": b"vv"})
+    (3, 3)
+    """
+    if isinstance(raw, bytes | bytearray | str):
+        return len(raw)
+    if isinstance(raw, dict):
+        return sum(payload_size(k) + payload_size(v) for k, v in raw.items())
+    return len(str(raw))
+
+
+def _preview(raw: Any) -> str:
+    """The first ``PREVIEW`` bytes of an oversized payload, as text."""
+    if isinstance(raw, bytes | bytearray):
+        return bytes(raw[:PREVIEW]).decode("utf-8", "replace") + "..."
+    text = raw if isinstance(raw, str) else repr(shown(raw))
+    return text[:PREVIEW] + "..."
+
+
+def _failed(what: str, exc: BaseException) -> str:
+    """A reason naming the exception a record raised."""
+    message = str(exc)
+    if len(message) > _REASON:
+        message = message[:_REASON] + "..."
+    return f"{what}: {type(exc).__name__}: {message}" if message else \
+        f"{what}: {type(exc).__name__}"
 
 
 def _json_row(raw: Any) -> tuple[dict | None, str | None]:
@@ -119,7 +187,9 @@ def _epoch_seconds(when: pd.Series) -> np.ndarray:
 
 
 def decode_batch(records: Sequence[Any], offsets: Sequence[int], broker_times: Sequence[float],
-                 decode: str = "json", time_field: str | None = None) -> Decoded:
+                 decode: str = "json", time_field: str | None = None, *,
+                 max_bytes: int | None = MAX_BYTES, max_future: float | None = MAX_FUTURE,
+                 at: float | None = None) -> Decoded:
     """Build the batch from broker records.
 
     ``records[i]`` is a JSON payload (``decode="json"``) or a field map
@@ -128,11 +198,20 @@ def decode_batch(records: Sequence[Any], offsets: Sequence[int], broker_times: S
     from the event if given, else the broker's time; ``_offset`` is ``offsets[i]``.
     Reserved columns in the payload are replaced.
 
+    Dead letters, each with its reason: records that cannot be read (whatever the exception),
+    payloads over ``max_bytes`` (not read; ``None``: no cap), and events whose time is
+    missing, not finite, or more than ``max_future`` seconds after ``at`` (the wall clock;
+    ``None``: no bound).
+
     >>> d = decode_batch([b'{"x": 1}', b'{oops', b'[1]'], [10, 11, 12], [5.0, 5.0, 5.0])
     >>> d.batch[["x", "_event_time", "_offset"]].values.tolist()
     [[1.0, 5.0, 10.0]]
     >>> [(reason, off) for _, reason, off in d.dead]
     [('invalid JSON: Expecting property name enclosed in double quotes at position 1', 11), ('JSON payload is list, not an object', 12)]
+    >>> d = decode_batch([b'{"t": Infinity}', b'{"t": 1e12}', b'{"t": 99.5}'], [1, 2, 3],
+    ...                  [0.0] * 3, time_field="t", at=100.0)
+    >>> d.batch["_event_time"].tolist(), [reason for _, reason, _ in d.dead]
+    ([99.5], ["event time in 't' is not finite: inf", "event time in 't' is 999999999900 s ahead of the clock (max_future=3600 s)"])
     """
     if decode not in DECODES:
         raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
@@ -144,7 +223,15 @@ def decode_batch(records: Sequence[Any], offsets: Sequence[int], broker_times: S
         if raw is None:
             dead.append((None, "entry was deleted before it was read", int(offsets[i])))
             continue
-        row, why = parse(raw)
+        size = payload_size(raw)
+        if max_bytes is not None and size > max_bytes:
+            dead.append((_preview(raw), f"payload of {size} bytes is over the limit of "
+                                        f"{max_bytes} (max_bytes); not read", int(offsets[i])))
+            continue
+        try:
+            row, why = parse(raw)
+        except Exception as exc:  # whatever one record raises, it alone goes
+            row, why = None, _failed("cannot decode the payload", exc)
         if row is None:
             dead.append((shown(raw), why, int(offsets[i])))
             continue
@@ -152,27 +239,81 @@ def decode_batch(records: Sequence[Any], offsets: Sequence[int], broker_times: S
         keep.append(i)
     if not rows:
         return Decoded(empty_batch(), dead)
+    offs = np.asarray(offsets, dtype="int64")[keep]
+    times = None if time_field is not None else np.asarray(broker_times, "float64")[keep]
+    parts, pos = _build_apart(rows, np.arange(len(rows)), offs, times, decode, time_field, dead)
+    if not parts:
+        return Decoded(empty_batch(), dead)
+    batch = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    secs = batch[EVENT_TIME].to_numpy(dtype="float64")
+    limit = (now() if at is None else at) + (np.inf if max_future is None else max_future)
+    bad = ~np.isfinite(secs) | (secs > limit)
+    if bad.any():
+        for p in np.flatnonzero(bad):
+            row = rows[pos[p]]
+            dead.append((row, _time_reason(row, secs[p], limit, time_field, max_future),
+                         int(offs[pos[p]])))
+        batch = batch[~bad].reset_index(drop=True)
+    return Decoded(batch, dead)
+
+
+def _build(rows: list[dict], offsets: np.ndarray, times: np.ndarray | None, decode: str,
+           time_field: str | None) -> pd.DataFrame:
+    """The DataFrame of decoded rows, with ``_offset`` and ``_event_time`` (NaN where the
+    time is missing or unreadable)."""
     batch = pd.DataFrame.from_records(rows)
     batch = batch.drop(columns=[c for c in RESERVED if c in batch.columns])
     if decode == "fields":
         for c in batch.columns:
             batch[c] = numbers_where_possible(batch[c])
-    idx = np.asarray(keep)
-    batch[OFFSET] = np.asarray(offsets, dtype="int64")[idx]
+    batch[OFFSET] = offsets
     if time_field is None:
-        batch[EVENT_TIME] = np.asarray(broker_times, dtype="float64")[idx]
-        return Decoded(batch, dead)
-    if time_field in batch.columns:
-        secs = event_seconds(batch[time_field])
+        batch[EVENT_TIME] = times
+    elif time_field in batch.columns:
+        batch[EVENT_TIME] = event_seconds(batch[time_field])
     else:
-        secs = np.full(len(batch), np.nan)
-    bad = np.isnan(secs)
-    batch[EVENT_TIME] = secs
-    if bad.any():
-        for pos in np.flatnonzero(bad):
-            value = rows[pos].get(time_field)
-            why = (f"missing event time field {time_field!r}" if value is None
-                   else f"invalid event time in {time_field!r}: {value!r}")
-            dead.append((rows[pos], why, int(batch[OFFSET].iat[pos])))
-        batch = batch[~bad].reset_index(drop=True)
-    return Decoded(batch, dead)
+        batch[EVENT_TIME] = np.full(len(batch), np.nan)
+    return batch
+
+
+def _build_apart(rows: list[dict], idx: np.ndarray, offsets: np.ndarray,
+                 times: np.ndarray | None, decode: str, time_field: str | None,
+                 dead: list[tuple[Any, str, int]]) -> tuple[list[pd.DataFrame], np.ndarray]:
+    """``_build`` of the rows ``idx``; if that raises, of each half in turn, down to the
+    single rows that raise alone, which go to ``dead``. Returns the frames built and, for
+    each of their rows in order, its index in ``rows``: a batch with k such rows costs about
+    k * log2(len(rows)) builds instead of one."""
+    try:
+        part = [rows[i] for i in idx]
+        return [_build(part, offsets[idx], None if times is None else times[idx], decode,
+                       time_field)], idx
+    except Exception as exc:  # find the record(s) that break the batch
+        if len(idx) == 1:
+            dead.append((rows[idx[0]], _failed("cannot make an event of the payload", exc),
+                         int(offsets[idx[0]])))
+            return [], idx[:0]
+    mid = len(idx) // 2
+    a, ia = _build_apart(rows, idx[:mid], offsets, times, decode, time_field, dead)
+    b, ib = _build_apart(rows, idx[mid:], offsets, times, decode, time_field, dead)
+    return a + b, np.concatenate([ia, ib])
+
+
+def _time_reason(row: dict, secs: float, limit: float, time_field: str | None,
+                 max_future: float | None) -> str:
+    where = "the broker's time" if time_field is None else f"event time in {time_field!r}"
+    if np.isnan(secs):
+        if time_field is None:
+            return "the broker gave no time"
+        value = row.get(time_field)
+        if value is None:
+            return f"missing event time field {time_field!r}"
+        return f"invalid event time in {time_field!r}: {_short(value)}"
+    if not np.isfinite(secs):
+        return f"{where} is not finite: {secs}"
+    ahead = secs - (limit - max_future)
+    return f"{where} is {ahead:.0f} s ahead of the clock (max_future={max_future:g} s)"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."

@@ -31,7 +31,7 @@ import pandas as pd
 from fusionkit._clock import monotonic, now
 from fusionkit.batch import INGEST_TS
 from fusionkit.sources.base import Backoff, Source
-from fusionkit.sources.decode import DECODES, decode_batch, empty_batch
+from fusionkit.sources.decode import DECODES, MAX_BYTES, decode_batch, empty_batch, limits
 
 __all__ = ["Kafka"]
 
@@ -62,7 +62,9 @@ class Kafka(Source):
         (every partition the topic has when the stage starts). A stream stage with
         ``parallelism=N`` and no ``key_by`` spreads them over its N actors.
     group
-        The consumer group that keeps the committed offsets.
+        The consumer group that keeps the committed offsets. Default: the name of the stage
+        reading the source (``"fusionkit"`` when read outside a stage), so two stages
+        reading one topic keep their offsets apart.
     decode
         ``"json"``: each message's value is a JSON object, one event. (``"fields"`` is not
         available: a Kafka message has no field map.)
@@ -81,8 +83,18 @@ class Kafka(Source):
         Seconds the brokers may stay unreachable mid-run (librdkafka reconnecting meanwhile)
         before a read raises and the stage fails saying so (``None``: forever). At
         ``open()`` unreachable brokers are an error at once.
+    max_bytes
+        Messages larger than this (default 1 MiB) go to the dead letters unread, with a
+        preview (``None``: no cap).
+    max_future
+        How far an event time (``time_field``, else the message's timestamp, which the
+        producer may set) may lie ahead of the wall clock: default ``"1h"``, seconds or a
+        duration, ``None`` for no bound. Events further ahead, and times that are not
+        finite, go to the dead letters instead of pushing a window's watermark past every
+        later event.
 
-    Undecodable messages go to the stage's dead letters (``take_dead_letters``);
+    Undecodable messages (whatever the error reading them), oversized ones and events with
+    an unreadable or out-of-bounds time go to the stage's dead letters (``take_dead_letters``);
     ``health()`` reports ``retrying`` (the brokers cannot be reached) and
     ``source_backlog`` (messages of its partitions not read yet).
 
@@ -99,12 +111,13 @@ class Kafka(Source):
     rate = None
 
     def __init__(self, bootstrap: str = "127.0.0.1:9092", topic: str = "events",
-                 partition: int = 0, group: str = "fusionkit", decode: str = "json",
+                 partition: int = 0, group: str | None = None, decode: str = "json",
                  time_field: str | None = None, label: str | None = None, schema: Any = None,
                  start: str = "earliest", poll_ms: int = 100,
                  config: dict[str, Any] | None = None,
                  partitions: Sequence[int] | str | None = None,
-                 retry_for: float | None = 300.0):  # fmt: skip
+                 retry_for: float | None = 300.0, max_bytes: int | None = MAX_BYTES,
+                 max_future: float | str | None = "1h"):  # fmt: skip
         if not isinstance(bootstrap, str) or not bootstrap:
             raise ValueError(f"bootstrap must be 'host:port', got {bootstrap!r}")
         if not isinstance(topic, str) or not topic:
@@ -114,6 +127,9 @@ class Kafka(Source):
         if decode != "json":
             raise ValueError(f"the Kafka source decodes 'json' (one of {DECODES} for Redis), "
                              f"got {decode!r}")
+        if group is not None and (not isinstance(group, str) or not group):
+            raise ValueError(f"group must be a non-empty string or None (the stage's name), "
+                             f"got {group!r}")
         if start not in ("earliest", "latest"):
             raise ValueError(f"start must be 'earliest' or 'latest', got {start!r}")
         if retry_for is not None and retry_for < 0:
@@ -131,8 +147,14 @@ class Kafka(Source):
         self.poll_ms = int(poll_ms)
         self.config = dict(config or {})
         self.retry_for = retry_for
+        self.max_bytes, self.max_future = limits(max_bytes, max_future)
         self._share = (0, 1)  # this source reads every count-th partition from index
         self._reset()
+
+    @property
+    def consumer_group(self) -> str:
+        """The group keeping the offsets: ``group``, else the reading stage's name."""
+        return self.group or self.stage or "fusionkit"
 
     @property
     def splittable(self) -> bool:  # type: ignore[override]
@@ -171,14 +193,16 @@ class Kafka(Source):
     def __getstate__(self) -> dict[str, Any]:  # picklable: the consumer stays behind
         keep = ("bootstrap", "topic", "partition", "partitions", "group", "decode",
                 "time_field", "label", "schema", "start", "poll_ms", "config", "retry_for",
-                "_share")
-        return {k: self.__dict__[k] for k in keep}
+                "max_bytes", "max_future", "stage", "_share")
+        return {k: self.__dict__[k] for k in keep if k in self.__dict__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("partitions", None)
         self.__dict__.setdefault("_share", (0, 1))
         self.__dict__.setdefault("retry_for", 300.0)
+        self.__dict__.setdefault("max_bytes", MAX_BYTES)
+        self.__dict__.setdefault("max_future", 3600.0)
         self._reset()
 
     # -- the source protocol -------------------------------------------------------------
@@ -202,7 +226,7 @@ class Kafka(Source):
     def _connect(self) -> Any:
         """A consumer, once the brokers answered and the partitions proved to exist."""
         ck = kafka_module()
-        conf = {"bootstrap.servers": self.bootstrap, "group.id": self.group,
+        conf = {"bootstrap.servers": self.bootstrap, "group.id": self.consumer_group,
                 "enable.auto.commit": False, "auto.offset.reset": self.start,
                 "enable.partition.eof": False, "error_cb": self._on_error, **self.config}
         consumer = ck.Consumer(conf)
@@ -299,7 +323,8 @@ class Kafka(Source):
         self._give_up_after_retry_for()
         if not records:
             return empty_batch()
-        decoded = decode_batch(records, offsets, times, "json", self.time_field)
+        decoded = decode_batch(records, offsets, times, "json", self.time_field,
+                               max_bytes=self.max_bytes, max_future=self.max_future)
         self._dead.extend(decoded.dead)
         batch = decoded.batch
         batch[INGEST_TS] = now()
@@ -324,7 +349,7 @@ class Kafka(Source):
 
     def describe(self) -> dict[str, Any]:
         out = {"kind": "kafka", "bootstrap": self.bootstrap, "topic": self.topic,
-               "group": self.group, "rate": None}
+               "group": self.group or self.stage, "rate": None}
         if self.partitions is None:
             return {**out, "partition": self.partition}
         index, count = self._share

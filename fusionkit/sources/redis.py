@@ -12,8 +12,9 @@ checkpoint is read again, never lost.
 Offsets are the entry ids mapped to int64 (``ms * 2**20 + seq``, see
 ``fusionkit.sources._redis``), so they increase along the stream like any other offset.
 
-Several stages may share a group with different ``consumer`` names: Redis gives each new
-entry to one of them, which spreads a stream over stages (or notebooks).
+The group defaults to the name of the stage reading the source, so two stages reading one
+stream each see every event. Stages given the same ``group`` (with different ``consumer``
+names) share the stream instead: Redis gives each new entry to one of them.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from fusionkit._clock import monotonic, now
 from fusionkit.batch import INGEST_TS
 from fusionkit.sources import _redis
 from fusionkit.sources.base import Backoff, Source
-from fusionkit.sources.decode import DECODES, decode_batch, empty_batch, shown
+from fusionkit.sources.decode import (
+    DECODES,
+    MAX_BYTES,
+    decode_batch,
+    empty_batch,
+    limits,
+    shown,
+)
 
 __all__ = ["Redis"]
 
@@ -44,7 +52,9 @@ class Redis(Source):
         The stream's key.
     group
         The consumer group; created (with the stream, if missing) on first use, reading
-        from ``start``.
+        from ``start``. Default: the name of the stage reading the source, so every stage
+        sees every entry (``"fusionkit"`` when read outside a stage). Stages given the same
+        group split the stream between them.
     consumer
         This reader's name in the group (default ``"fusionkit"``). Its pending entries are
         re-read after a restart, so keep it stable; give each stage sharing a group its own.
@@ -73,9 +83,18 @@ class Redis(Source):
         Seconds the source keeps retrying, with backoff, while the server cannot be reached
         mid-run before the stage fails (``None``: forever). At ``open()`` an unreachable
         server is an error at once.
+    max_bytes
+        Entries larger than this (default 1 MiB: the payload, or all field names and values)
+        go to the dead letters unread, with a preview (``None``: no cap).
+    max_future
+        How far an event time may lie ahead of the wall clock (default ``"1h"``; seconds or
+        a duration such as ``"10min"``; ``None``: no bound). Events further ahead, and
+        events whose time is not finite, go to the dead letters: one event stamped
+        ``Infinity`` would otherwise push a window's watermark past every later event.
 
     Entries that cannot be decoded (bad JSON, not an object, no ``field``, not UTF-8,
-    deleted before they were read) are not returned; ``take_dead_letters()`` hands them to
+    too large, an unreadable or out-of-bounds time, deleted before they were read, or any
+    error reading them) are not returned; ``take_dead_letters()`` hands them to
     the stage, which files them with a reason. ``health()`` tells whether the source is
     retrying and how far the group is behind the stream.
 
@@ -89,15 +108,19 @@ class Redis(Source):
     rate = None
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", stream: str = "events",
-                 group: str = "fusionkit", consumer: str | None = None, batch: int | None = None,
-                 block_ms: int = 100, decode: str = "json", field: str = "data",
-                 time_field: str | None = None, label: str | None = None, schema: Any = None,
-                 start: str = "0", retry_for: float | None = 300.0):
+                 group: str | None = None, consumer: str | None = None,
+                 batch: int | None = None, block_ms: int = 100, decode: str = "json",
+                 field: str = "data", time_field: str | None = None, label: str | None = None,
+                 schema: Any = None, start: str = "0", retry_for: float | None = 300.0,
+                 max_bytes: int | None = MAX_BYTES, max_future: float | str | None = "1h"):
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"a Redis URL looks like 'redis://127.0.0.1:6379/0', got {url!r}")
-        for what, value in (("stream", stream), ("group", group), ("field", field)):
+        for what, value in (("stream", stream), ("field", field)):
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+        if group is not None and (not isinstance(group, str) or not group):
+            raise ValueError(f"group must be a non-empty string or None (the stage's name), "
+                             f"got {group!r}")
         if decode not in DECODES:
             raise ValueError(f"decode must be one of {DECODES}, got {decode!r}")
         if batch is not None and (isinstance(batch, bool) or int(batch) < 1):
@@ -121,7 +144,13 @@ class Redis(Source):
         self.schema = schema
         self.start = start
         self.retry_for = retry_for
+        self.max_bytes, self.max_future = limits(max_bytes, max_future)
         self._reset()
+
+    @property
+    def consumer_group(self) -> str:
+        """The group read through: ``group``, else the reading stage's name."""
+        return self.group or self.stage or "fusionkit"
 
     def _reset(self) -> None:
         self._client: Any = None
@@ -135,11 +164,12 @@ class Redis(Source):
     # picklable: the connection stays behind
     def __getstate__(self) -> dict[str, Any]:
         keep = ("url", "stream", "group", "consumer", "batch", "block_ms", "decode", "field",
-                "time_field", "label", "schema", "start", "retry_for")
-        return {k: self.__dict__[k] for k in keep}
+                "time_field", "label", "schema", "start", "retry_for", "max_bytes",
+                "max_future", "stage")
+        return {k: self.__dict__[k] for k in keep if k in self.__dict__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"max_bytes": MAX_BYTES, "max_future": 3600.0, **state})
         self._reset()
 
     # -- the source protocol -------------------------------------------------------------
@@ -193,11 +223,11 @@ class Redis(Source):
         done, low = 0, "-"
         try:
             while True:
-                rows = client.xpending_range(self.stream, self.group, low, last, 1000,
+                rows = client.xpending_range(self.stream, self.consumer_group, low, last, 1000,
                                              self.consumer)
                 if rows:
                     ids = [r["message_id"] for r in rows]
-                    done += client.xack(self.stream, self.group, *ids)
+                    done += client.xack(self.stream, self.consumer_group, *ids)
                 if len(rows) < 1000:
                     return done
                 low = "(" + ids[-1].decode()
@@ -214,8 +244,8 @@ class Redis(Source):
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "redis", "url": _redis.safe_url(self.url), "stream": self.stream,
-                "group": self.group, "consumer": self.consumer, "decode": self.decode,
-                "rate": None}
+                "group": self.group or self.stage, "consumer": self.consumer,
+                "decode": self.decode, "rate": None}
 
     # -- what the stage collects after each read ------------------------------------------
     def take_dead_letters(self) -> list[tuple[Any, str, int]]:
@@ -241,7 +271,8 @@ class Redis(Source):
     def _ensure_group(self) -> None:
         redis = _redis.redis_module()
         try:
-            self._client.xgroup_create(self.stream, self.group, id=self.start, mkstream=True)
+            self._client.xgroup_create(self.stream, self.consumer_group, id=self.start,
+                                       mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -249,15 +280,15 @@ class Redis(Source):
     def _read_entries(self, count: int) -> list[tuple[bytes, dict]]:
         c = self._client
         if self._pending_from is not None:
-            reply = c.xreadgroup(self.group, self.consumer, {self.stream: self._pending_from},
-                                 count=count)
+            reply = c.xreadgroup(self.consumer_group, self.consumer,
+                                 {self.stream: self._pending_from}, count=count)
             entries = reply[0][1] if reply else []
             if entries:
                 self._pending_from = entries[-1][0].decode()
                 return entries
             self._pending_from = None  # caught up with the pending entries: now new ones
-        reply = c.xreadgroup(self.group, self.consumer, {self.stream: ">"}, count=count,
-                             block=self.block_ms)
+        reply = c.xreadgroup(self.consumer_group, self.consumer, {self.stream: ">"},
+                             count=count, block=self.block_ms)
         return reply[0][1] if reply else []
 
     def _lost(self, exc: BaseException) -> None:
@@ -282,7 +313,7 @@ class Redis(Source):
         try:
             for g in self._client.xinfo_groups(self.stream):
                 name = g.get("name")
-                if (name.decode() if isinstance(name, bytes) else name) == self.group:
+                if (name.decode() if isinstance(name, bytes) else name) == self.consumer_group:
                     lag = g.get("lag")
                     self._backlog = float(lag) if lag is not None else float("nan")
         except Exception:
@@ -306,7 +337,8 @@ class Redis(Source):
                 records.append(None)
             else:
                 records.append(fields if self.decode == "fields" else fields[key])
-        decoded = decode_batch(records, offsets, times, self.decode, self.time_field)
+        decoded = decode_batch(records, offsets, times, self.decode, self.time_field,
+                               max_bytes=self.max_bytes, max_future=self.max_future)
         self._dead.extend(decoded.dead)
         batch = decoded.batch
         batch[INGEST_TS] = now()

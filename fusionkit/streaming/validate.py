@@ -62,7 +62,45 @@ class Schema:
         return cls(cols, **kwargs)
 
     def split(self, batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
-        """Return (good events, bad events, reason per bad event)."""
+        """Return (good events, bad events, reason per bad event).
+
+        No event can make this raise (a stage that failed on one would fail on it again at
+        every replay): if checking the batch raises, its halves are checked apart, down to
+        the single events that raise alone, which are bad with the exception as reason."""
+        try:
+            return self._split(batch)
+        except Exception:
+            return self._split_apart(batch)
+
+    def _split_apart(self, batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+        if len(batch) <= 1:
+            try:
+                return self._split(batch)
+            except Exception as exc:
+                why = f"cannot check the event: {type(exc).__name__}: {exc}"[:300]
+                return batch.iloc[0:0], batch, pd.Series([why] * len(batch), index=batch.index,
+                                                         dtype="object")
+        mid = len(batch) // 2
+        halves = [self.split(batch.iloc[:mid]), self.split(batch.iloc[mid:])]
+        good, bad = (pd.concat([h[i] for h in halves if len(h[i])] or [batch.iloc[0:0]])
+                     for i in (0, 1))
+        reasons = pd.concat([h[2] for h in halves if len(h[2])]
+                            or [pd.Series([], dtype="object")])
+        try:
+            good = self._typed(good)
+        except Exception:  # the halves hold values that cannot share the kind's dtype
+            pass
+        return good, bad, reasons
+
+    def _typed(self, good: pd.DataFrame) -> pd.DataFrame:
+        """Good events with the dtypes of their kinds."""
+        if not len(good):
+            return good
+        return good.astype({c: _dtype(k) for c, k in self.columns.items()
+                            if c in good.columns and _kind_of(good[c]) != k
+                            and _dtype(k) is not None})
+
+    def _split(self, batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
         if self._conforms(batch):  # the usual batch: typed columns, nothing missing
             return batch, batch.iloc[0:0], pd.Series([], dtype="object")
         reasons = pd.Series(pd.NA, index=batch.index, dtype="object")
@@ -80,12 +118,7 @@ class Schema:
         bad = reasons.notna()
         if not bad.any():
             return batch, batch.iloc[0:0], reasons.iloc[0:0]
-        good = batch[~bad]
-        if len(good):
-            good = good.astype({c: _dtype(k) for c, k in self.columns.items()
-                                if c in good.columns and _kind_of(good[c]) != k
-                                and _dtype(k) is not None})
-        return good, batch[bad], reasons[bad]
+        return self._typed(batch[~bad]), batch[bad], reasons[bad]
 
     def _conforms(self, batch: pd.DataFrame) -> bool:
         """Whether every column has its kind's dtype and holds no missing or infinite value:
@@ -150,6 +183,27 @@ def _dtype(kind: str):
     return {"number": "float64", "integer": "int64", "bool": "bool"}.get(kind)
 
 
+def _numbers(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The values as floats (NaN where a value is not a number), and where a value is a
+    number too large for a float (an integer of hundreds of digits: pandas raises on it)."""
+    try:
+        return pd.to_numeric(s, errors="coerce"), pd.Series(False, index=s.index)
+    except (OverflowError, TypeError, ValueError):
+        pass
+    values, huge = [], []
+    for v in s:
+        try:
+            values.append(float(pd.to_numeric(v, errors="coerce")))
+            huge.append(False)
+        except OverflowError:
+            values.append(np.nan)
+            huge.append(True)
+        except (TypeError, ValueError):
+            values.append(np.nan)
+            huge.append(False)
+    return pd.Series(values, index=s.index, dtype="float64"), pd.Series(huge, index=s.index)
+
+
 def _check_column(s: pd.Series, col: str, kind: str, nullable: bool,
                   reasons: pd.Series) -> pd.Series:
     open_ = reasons.isna()
@@ -158,8 +212,12 @@ def _check_column(s: pd.Series, col: str, kind: str, nullable: bool,
         if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
             values = s.astype("float64")
         else:
-            values = pd.to_numeric(s, errors="coerce")
-            wrong = values.isna() & ~missing
+            values, huge = _numbers(s)
+            wrong = values.isna() & ~missing & ~huge
+            hit = huge & open_
+            if hit.any():
+                reasons[hit] = f"number out of range in {col!r}"
+                open_ = reasons.isna()
             if pd.api.types.is_object_dtype(s):
                 wrong |= s.map(lambda v: isinstance(v, bool)) & ~missing
             hit = wrong & open_
@@ -172,10 +230,18 @@ def _check_column(s: pd.Series, col: str, kind: str, nullable: bool,
             reasons[inf] = f"non-finite value in {col!r}"
             open_ = reasons.isna()
         if kind == "integer":
-            frac = pd.Series(np.isfinite(arr) & (np.mod(arr, 1) != 0), index=s.index) & open_
+            whole = np.isfinite(arr)
+            frac = pd.Series(whole & (np.mod(arr, 1, where=whole, out=np.zeros_like(arr)) != 0),
+                             index=s.index) & open_
             if frac.any():
                 reasons[frac] = f"wrong type in {col!r}: not an integer"
                 open_ = reasons.isna()
+            if not pd.api.types.is_integer_dtype(s):  # int64 is what the stage makes of it
+                out = pd.Series(whole & ((arr >= 2.0**63) | (arr < -(2.0**63))),
+                                index=s.index) & open_
+                if out.any():
+                    reasons[out] = f"integer out of range in {col!r}"
+                    open_ = reasons.isna()
     elif kind == "bool" and not pd.api.types.is_bool_dtype(s):
         ok = s.isin([True, False, 0, 1]) | missing
         hit = ~ok & open_
