@@ -8,6 +8,14 @@ Ray does not promise that calls from one caller to a threaded actor run in order
 push carries ``(sender, seq)`` and the receiver (``Inbox``) admits them strictly in
 sequence per sender. A sender that dies leaves a gap; after ``gap_timeout`` seconds the
 receiver stops waiting for it.
+
+Checkpoint barriers travel in the same sequence. Each sender sends them in increasing
+checkpoint order but may skip one: two checkpoints requested back to back reach a stage's
+readers in either order, and a reader that took the later one first drops the earlier
+(``CheckpointRequests``). So a barrier of checkpoint ``k`` from one sender ends every
+earlier checkpoint still aligning at its receiver: that one can no longer come from every
+sender, and is abandoned (as Flink's barrier aligner does), instead of holding each
+reader's barrier waiting for the other's until the timeouts, with no checkpoint completing.
 """
 
 from __future__ import annotations
@@ -170,8 +178,8 @@ class Inbox:
         self._cond = threading.Condition()
         self._next: dict[str, int] = {}
         self._busy = False
-        self._arrived: dict[Any, set[str]] = {}
-        self._aligned: set[Any] = set()
+        self._aligning: dict[int, _Alignment] = {}  # checkpoint id -> its barriers so far
+        self._passed = -1  # every checkpoint up to this id has aligned or was abandoned here
         self._parked: dict[tuple[str, int], Any] = {}  # (sender, seq) -> batch, while waiting
         self._holding: list[tuple[str, int]] = []      # taken over by the slot's holder
         self._done: set[tuple[str, int]] = set()       # taken over and processed
@@ -192,8 +200,7 @@ class Inbox:
             def turn() -> bool:
                 return key not in self._holding and self._next[sender] >= seq and not self._busy
 
-            ok = self._cond.wait_for(lambda: key in self._done or turn(),
-                                     timeout=self.gap_timeout)
+            ok = self._wait_turn(sender, lambda: key in self._done or turn())
             if not ok:
                 log.warning("fusionkit: gap from %s (expected %s, got %s)", sender, expected, seq)
                 self._cond.wait_for(lambda: key in self._done
@@ -246,18 +253,50 @@ class Inbox:
                 self._busy = False
                 self._cond.notify_all()
 
-    def barrier(self, sender: str, seq: int, key: Any, expected: int, action) -> bool:
-        """A barrier from ``sender``: once it has come from ``expected`` senders, run ``action``
-        (holding the processing slot). Until then this sender's later pushes wait, so the
-        state ``action`` captures reflects exactly what came before the barrier on every
-        channel. Returns whether the barrier aligned."""
+    def _wait_turn(self, sender: str, ready) -> bool:
+        """Wait (holding the condition) until ``ready()``; False after ``gap_timeout`` with
+        nothing from ``sender``. A sender whose barrier is still aligning is held, not gone:
+        its next push waits for the alignment to end (aligned, or abandoned after
+        ``align_timeout``), since going past the barrier would put the batch into the
+        snapshot while the sender's checkpointed position is before it."""
+        while True:
+            if self._cond.wait_for(ready, timeout=self.gap_timeout):
+                return True
+            if not any(sender in a.senders for a in self._aligning.values()):
+                return False
+
+    def _abandon(self, k: int) -> None:
+        """Give up checkpoint ``k`` here (holding the condition): its waiting senders go on
+        and a barrier of it arriving later takes no snapshot."""
+        align = self._aligning.pop(k, None)
+        if align is not None:
+            align.outcome = False
+        self._passed = max(self._passed, k)
+        self._cond.notify_all()
+
+    def barrier(self, sender: str, seq: int, key: int, expected: int, action) -> bool:
+        """A barrier of checkpoint ``key`` from ``sender``: once it has come from ``expected``
+        senders, run ``action`` (holding the processing slot). Until then this sender's later
+        pushes wait, so the state ``action`` captures reflects exactly what came before the
+        barrier on every channel. Checkpoints before ``key`` that are still aligning are
+        abandoned, and a barrier of one aligned or abandoned already is passed over (see the
+        module's docstring). Returns whether the barrier aligned."""
         with self._cond:
-            self._cond.wait_for(lambda: self._next.setdefault(sender, 0) >= seq and not self._busy,
-                                timeout=self.gap_timeout)
-            arrived = self._arrived.setdefault(key, set())
-            arrived.add(sender)
-            last = len(arrived) >= expected
+            self._wait_turn(sender, lambda: self._next.setdefault(sender, 0) >= seq
+                            and not self._busy)
+            for k in [k for k in self._aligning if k < key]:
+                self._abandon(k)  # this sender has gone past them
+            if key <= self._passed:
+                self._next[sender] = max(self._next[sender], seq + 1)
+                self._cond.notify_all()
+                return False
+            self._passed = max(self._passed, key - 1)  # ones this sender skipped, unseen yet
+            align = self._aligning.setdefault(key, _Alignment())
+            align.senders.add(sender)
+            last = len(align.senders) >= expected
             if last:
+                del self._aligning[key]
+                self._passed = key
                 self._cond.wait_for(lambda: not self._busy)
                 self._busy = True
         if last:
@@ -266,13 +305,62 @@ class Inbox:
             finally:
                 with self._cond:
                     self._busy = False
-                    self._aligned.add(key)
-                    self._arrived.pop(key, None)
+                    align.outcome = True
                     self._next[sender] = max(self._next[sender], seq + 1)
                     self._cond.notify_all()
             return True
         with self._cond:
-            ok = self._cond.wait_for(lambda: key in self._aligned, timeout=self.align_timeout)
+            if not self._cond.wait_for(lambda: align.outcome is not None,
+                                       timeout=self.align_timeout):
+                self._abandon(key)  # a barrier of it arriving later must not snapshot
             self._next[sender] = max(self._next[sender], seq + 1)
             self._cond.notify_all()
-        return ok
+        return bool(align.outcome)
+
+
+class _Alignment:
+    """One checkpoint's barriers at a receiver: the senders they came from, and how the
+    alignment ended (None while it waits)."""
+
+    __slots__ = ("senders", "outcome")
+
+    def __init__(self) -> None:
+        self.senders: set[str] = set()
+        self.outcome: bool | None = None
+
+
+class CheckpointRequests:
+    """The checkpoints asked of a reading actor, taken in increasing order, each once.
+
+    Requests for checkpoints ``k`` and ``k + 1`` may arrive in either order (two callers,
+    and Ray does not order calls to a threaded actor). Barriers must leave a reader in
+    increasing order, since a receiver takes a barrier of ``k + 1`` as the end of ``k``
+    (``Inbox.barrier``): a request older than the last one taken is dropped, as that
+    checkpoint can no longer complete and the later one covers it. Not thread-safe: the
+    reader holds its own lock around it.
+
+    Examples
+    --------
+    >>> due = CheckpointRequests()
+    >>> due.add(8); due.add(7)
+    >>> due.take()
+    [7, 8]
+    >>> due.add(6); due.take()
+    []
+    """
+
+    def __init__(self) -> None:
+        self._due: set[int] = set()
+        self.last = -1  # the last checkpoint taken
+
+    def add(self, k: int) -> None:
+        if k > self.last:
+            self._due.add(k)
+
+    def take(self) -> list[int]:
+        """The checkpoints due, oldest first; they are taken."""
+        out = sorted(self._due)
+        self._due.clear()
+        if out:
+            self.last = out[-1]
+        return out

@@ -50,7 +50,9 @@ PLACE_TIMEOUT = 120.0  # how long a stage with placement hints waits for a node 
 HOST_PREFIX = "fk-host-"  # stage hosts are named, so a restarted controller finds them
 TABLE_FILE = "stages.pkl"
 # checkpoint ids after a controller restart skip ahead, so a barrier still travelling from
-# before the restart is never taken for a new checkpoint's
+# before the restart is never taken for a new checkpoint's; the next id is saved at least
+# every CKPT_ID_GAP // 2 ids, so no id is ever handed out twice (a receiver passes over a
+# barrier of an id at or below one it has seen: channel.Inbox.barrier)
 CKPT_ID_GAP = 16
 
 log = logging.getLogger("fusionkit")
@@ -693,7 +695,10 @@ class Controller:
             return None
         with self._ckpt_done:
             self._ckpt_done.wait_for(lambda: k not in self._ckpt_pending, timeout=timeout)
-        return k if self.last_checkpoint and self.last_checkpoint[0] >= k else None
+            last = self.last_checkpoint
+        # a later checkpoint that completed first ends this one (a reader that took the
+        # later request first skips it) and covers everything before this call: its id
+        return last[0] if last and last[0] >= k else None
 
     def _trigger(self) -> int | None:
         with self._lock:
@@ -717,8 +722,10 @@ class Controller:
             self._ckpt_next += 1
             self._ckpt_pending[k] = {"expected": expected, "states": {}, "started": now(),
                                      "epoch": self.epoch, "carried": carried}
-        for reader in readers:
-            reader.request_checkpoint.remote(k)
+            for reader in readers:  # sent in id order (readers may still see them out of it)
+                reader.request_checkpoint.remote(k)
+        if k % (CKPT_ID_GAP // 2) == 0:
+            self._persist()  # the next id, so a restarted controller never hands out k again
         return k
 
     def ack(self, stage: str, slot: str, k: int, state: Any) -> None:

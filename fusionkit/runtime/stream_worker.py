@@ -20,7 +20,7 @@ import ray
 
 from fusionkit._clock import monotonic
 from fusionkit.batch import INGEST_TS, OFFSET
-from fusionkit.runtime.channel import Inbox, Outbox
+from fusionkit.runtime.channel import CheckpointRequests, Inbox, Outbox
 from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.pacer import Pacer
 from fusionkit.runtime.specs import StreamSpec
@@ -69,9 +69,9 @@ class StreamWorker(StageActor):
         self.chain = Chain(copy.deepcopy(list(spec.operators)))
         self.epoch = 0
         self._defined_paused = spec.paused
-        # checkpoints requested, each taken in turn: a stage of several readers must send
-        # every barrier from each of them, or the receiver waits for one that never comes
-        self._checkpoint_due: list[int] = []
+        # checkpoints requested, taken in increasing order (barriers leave in that order;
+        # a request that arrives after a later one was taken is dropped, see channel.py)
+        self._checkpoint_due = CheckpointRequests()
         self._ckpt_lock = threading.Lock()  # hands a checkpoint request to the reading loop
         self._reading = False  # the reading loop takes requests (else they are served now)
         self._commit_due: int | None = None  # an offset a completed checkpoint covers
@@ -200,7 +200,7 @@ class StreamWorker(StageActor):
             stop = self._stop
             while not stop.is_set():
                 with self._ckpt_lock:
-                    due, self._checkpoint_due = self._checkpoint_due, []
+                    due = self._checkpoint_due.take()
                     commit, self._commit_due = self._commit_due, None
                 for k in due:
                     self._snapshot(k)
@@ -245,9 +245,9 @@ class StreamWorker(StageActor):
         finally:
             with self._ckpt_lock:  # a request that came as the loop ended is served here
                 self._reading = False
-                due, self._checkpoint_due = self._checkpoint_due, []
-            for k in due if not self._stop.is_set() else ():
-                self._snapshot(k)
+                due = self._checkpoint_due.take()
+                for k in due if not self._stop.is_set() else ():
+                    self._snapshot(k)  # under the lock: before any request served directly
             try:
                 src.close()
             except Exception:
@@ -295,12 +295,14 @@ class StreamWorker(StageActor):
 
     # -- checkpoints and recovery ---------------------------------------------------------
     def request_checkpoint(self, k: int) -> None:
-        """Take checkpoint ``k`` at the next batch boundary (now, if the loop has ended)."""
+        """Take checkpoint ``k`` at the next batch boundary (now, if the loop has ended or
+        not started: holding the lock, so the loop starts after the barrier is sent)."""
         with self._ckpt_lock:
+            self._checkpoint_due.add(k)
             if self._reading:
-                self._checkpoint_due.append(k)
                 return
-        self._snapshot(k)
+            for j in self._checkpoint_due.take():
+                self._snapshot(j)
 
     def checkpoint_done(self, k: int, offset: Any) -> None:
         """Checkpoint ``k`` is complete and covers the source up to ``offset``: the source
@@ -346,7 +348,7 @@ class StreamWorker(StageActor):
         self.inbox = Inbox()
         self.chain = Chain(copy.deepcopy(list(self.spec.operators)))
         self.offset = 0
-        self._checkpoint_due = []
+        self._checkpoint_due = CheckpointRequests()
         self._commit_due = None
         self._defined_paused = False
         if state:

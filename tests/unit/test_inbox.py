@@ -90,7 +90,7 @@ def test_nothing_is_taken_across_a_gap_or_from_another_sender():
     hold.set()
     first.join(10)
     assert log[0] == ("processed", ["a0"])
-    inbox.barrier("a", 1, key="ckpt", expected=1, action=lambda: log.append(("barrier", 1)))
+    inbox.barrier("a", 1, key=1, expected=1, action=lambda: log.append(("barrier", 1)))
     for t in later:
         t.join(10)
     assert ("barrier", 1) in log and ("processed", ["a2"]) in log and ("processed", ["b0"]) in log
