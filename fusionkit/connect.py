@@ -80,6 +80,32 @@ def _worker_environment():
             os.environ["PYTHONPATH"] = before
 
 
+LOOPBACK = "127.0.0.1"
+
+
+@contextmanager
+def _loopback_node():
+    """While a local Ray of our own starts: its node's address is 127.0.0.1, so its GCS,
+    raylet, agents and every worker listen on the loopback interface only.
+
+    Ray 2.60 binds each server to its node's address, but a loopback address widened: with
+    the machine's address (what ``ray.init`` picks on Linux) the GCS, the raylet, the
+    dashboard agent and every worker listened on all interfaces (``*:PORT``), and
+    ``ray.init(_node_ip_address="127.0.0.1")`` changes nothing, since ``ray.init`` replaces a
+    loopback address by the machine's. It keeps it where Ray's switch for a single-machine
+    Ray is on (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on macOS and Windows);
+    it is read when ray is imported, so the switch is turned here, for the start only.
+    Measured with ``ss -ltnp``: every listener of the Ray is then on 127.0.0.1."""
+    from ray._private import ray_constants
+
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+
+
 START_ATTEMPTS = 3  # a busy machine can make Ray's own 30 s node start-up wait run out
 
 
@@ -89,7 +115,7 @@ def _init(kwargs: dict[str, Any], local: bool) -> None:
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
             if local:
-                with _worker_environment():
+                with _worker_environment(), _loopback_node():
                     ray.init(**kwargs)
             else:
                 ray.init(**kwargs)
@@ -155,7 +181,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
                 # "local": a new Ray of our own, even where `ray start` left a cluster that
                 # a bare ray.init() would join
                 kwargs.update(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1),
-                              include_dashboard=False)
+                              include_dashboard=False, _node_ip_address=LOOPBACK)
                 started = True
             else:
                 kwargs["address"] = address
