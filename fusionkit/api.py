@@ -160,6 +160,15 @@ def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str]
           **learner_options: Any) -> StageHandle:
     """Define (or replace) a train stage learning ``model`` from stream ``on``.
 
+    ``features`` are the columns the model learns from. Without them it gets every column of
+    the stream but the label, the reserved ``_`` columns and those named like ids (``id``,
+    ``user_id``, ``userId``): an id names an entity rather than describes it, so a model
+    would weigh a meaningless number, or learn one weight per user that never generalizes.
+    Text columns are kept, for a model that encodes them (River's ``OneHotEncoder``; the
+    scikit-learn adapter one-hot encodes them itself); a model made for numbers is tried on
+    a sample when the stage is defined and refused with a sentence naming the text columns.
+    Serve requests need the same columns (extra ones are ignored).
+
     ``publish_every`` is a duration ("1s", 0.5) or a number of events (an int). The last
     ``keep`` versions stay in memory; the registry remembers the last 1,000 (records and
     files under the storage folder, plus the live and a pinned one) and forgets older ones.

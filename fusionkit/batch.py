@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -22,6 +24,40 @@ def feature_columns(batch: pd.DataFrame, exclude: tuple[str, ...] = ()) -> list[
     """The user's columns of a batch: everything but the reserved ones and ``exclude``."""
     skip = set(RESERVED) | set(exclude)
     return [c for c in batch.columns if c not in skip and not str(c).startswith("_")]
+
+
+_ID_NAME = re.compile(r"(?:^|[_\-. ])(?:id|uuid|guid)$", re.IGNORECASE)  # id, user_id, order-uuid
+_CAMEL_ID = re.compile(r"[a-z0-9](?:Id|ID|Uuid|UUID|Guid|GUID)$")  # userId, sessionUUID
+
+
+def is_id_column(name: object) -> bool:
+    """Whether a column's name says it identifies something rather than describes it.
+
+    >>> [c for c in ["id", "user_id", "userId", "order-uuid", "paid", "video", "width"]
+    ...  if is_id_column(c)]
+    ['id', 'user_id', 'userId', 'order-uuid']
+    """
+    name = str(name)
+    return bool(_ID_NAME.search(name) or _CAMEL_ID.search(name))
+
+
+def model_features(batch: pd.DataFrame, label: str | None = None) -> list[str]:
+    """The columns a model learns from when it is not given ``features``: the user's columns
+    (``feature_columns``) but the label and those named like ids (``is_id_column``).
+
+    An id names an entity instead of describing it: as a number a model weighs its
+    magnitude, which means nothing; as a category it is one weight per user that never
+    generalizes to the next user and grows with the stream. Text columns are kept: an
+    encoder in the model (River's ``OneHotEncoder``, the scikit-learn adapter's one-hot)
+    makes use of them, and a model that needs numbers says so when the stage is defined.
+
+    >>> df = pd.DataFrame({"user_id": [7], "device": ["mobile"], "price": [2.0],
+    ...                    "clicked": [True], "_offset": [0]})
+    >>> model_features(df, label="clicked")
+    ['device', 'price']
+    """
+    exclude = (label,) if label is not None else ()
+    return [c for c in feature_columns(batch, exclude=exclude) if not is_id_column(c)]
 
 
 def empty_like(batch: pd.DataFrame) -> pd.DataFrame:

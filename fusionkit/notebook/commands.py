@@ -249,7 +249,8 @@ def connector(url: str) -> Any:
           help="publish a version every duration (1s) or number of events (1000) "
                "(default: FusionMagics.publish_every)")
 @argument("--features", metavar="COLS", default=None,
-          help="comma-separated feature columns (default: all but the label)")
+          help="comma-separated feature columns (default: all but the label and those "
+               "named like ids, such as user_id)")
 @output
 def train(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     """Define (or replace) a train stage; the cell body makes the model to learn online.

@@ -14,12 +14,13 @@ import pandas as pd
 import ray
 
 from fusionkit._clock import monotonic
-from fusionkit.batch import INGEST_TS, coalesce, feature_columns
+from fusionkit.batch import INGEST_TS, coalesce, model_features
 from fusionkit.runtime.channel import Inbox
 from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.specs import TrainSpec
 from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.validate import Schema
+from fusionkit.training.explain import needs_numbers
 from fusionkit.training.learners import adapt
 from fusionkit.training.prequential import Prequential
 
@@ -78,7 +79,13 @@ class TrainWorker(StageActor):
                                  f"{self.spec.on!r}; its columns are {cols}{hint}"}
             good, _, _ = self._split_labels(sample)
             learner = copy.deepcopy(self.learner)
-            learner.predict_learn(good, good[self.spec.label])
+            try:
+                learner.predict_learn(good, good[self.spec.label])
+            except Exception as exc:  # text a model made for numbers cannot take: say so
+                plain = needs_numbers(self.learner, good, good[self.spec.label], exc, self.spec.on)
+                if plain is None:
+                    raise
+                return {"ok": False, "kind": "usage", "error": plain}
             return {"ok": True}
         except Exception as exc:
             return {"ok": False, "error": f"{type(exc).__name__}: {exc}",
@@ -267,7 +274,7 @@ class TrainWorker(StageActor):
         self.reporter.gauge(**values, events_seen=self.events_seen)
 
     def _send_schema(self, batch: pd.DataFrame) -> None:
-        features = self.spec.features or feature_columns(batch, exclude=(self.spec.label,))
+        features = self.spec.features or model_features(batch, self.spec.label)
         self.registry.set_schema.remote(self.name, Schema.infer(batch[features]))
         self._schema_sent = True
 

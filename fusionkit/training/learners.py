@@ -22,7 +22,9 @@ every event is scored by a model that has not yet seen its label.
 - an object with ``predict``, ``learn``, ``get_state`` and ``set_state``: used as it is.
 
 Features are ``features`` when given, else every column of the batch but the reserved ones
-(``fusionkit.batch``) and the label (``label``, or the name of the ``y`` series learned).
+(``fusionkit.batch``), the label (``label``, or the name of the ``y`` series learned) and
+the columns named like ids (``user_id``, ``id``, ``userId``): ``fusionkit.batch.model_features``
+says why.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import numpy as np
 import pandas as pd
 from river import base as river_base
 
-from fusionkit.batch import feature_columns
+from fusionkit.batch import model_features
 from fusionkit.errors import SchemaError
 
 try:  # pickles classes defined in a notebook by value, as Ray does
@@ -171,7 +173,7 @@ class _Columns:
                 raise SchemaError(f"the batch has no feature column(s) {missing}")
             return list(self.features)
         label = self.label if self.label is not None else self._label
-        return feature_columns(X, exclude=(label,) if label is not None else ())
+        return model_features(X, label)
 
 
 def _argmax_predicts(model: Any) -> bool:

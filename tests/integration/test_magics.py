@@ -321,6 +321,32 @@ def test_missing_label_column(ip):
     assert "ctr" not in fk.status().index
 
 
+NUMBERS_MODEL = ("from river import linear_model, preprocessing\n"
+                 "model = preprocessing.StandardScaler() | linear_model.LogisticRegression()\n")
+
+
+def test_text_columns_for_a_model_made_for_numbers(ip):
+    """No --features on the synthetic clicks: the text columns reach a model made for numbers,
+    and the stage is refused with one sentence saying which, and the ways out (River's own
+    error was a TypeError about 'str' and 'float' from deep inside the pipeline)."""
+    run(ip, "%fusion stream clicks --rate 1000")
+    with pytest.raises(FusionError) as err:
+        run(ip, f"%%fusion train ctr --on clicks\n{NUMBERS_MODEL}")
+    message = str(err.value)
+    assert message.startswith("the model StandardScaler | LogisticRegression needs numbers, "
+                              "but the column(s) 'device', 'country' of stream 'clicks' hold "
+                              "text: ")
+    assert "features=[...]" in message and "river.preprocessing.OneHotEncoder" in message
+    assert "user_id" not in message  # an id is no feature when none are named
+    assert "\n" not in message and "'str' and 'float'" not in message
+    assert err.value._render_traceback_() == [f"FusionError: {message}"]
+    assert "ctr" not in fk.status().index
+    # the first way out it names works
+    run(ip, f"%%fusion train ctr --on clicks --features hour,position,price,dwell,age\n"
+            f"{NUMBERS_MODEL}")
+    wait_for(lambda: events("ctr") > 0, timeout=60, what="events learned")
+
+
 def test_cells_that_define_nothing_usable(ip):
     run(ip, "%fusion stream clicks --rate 1000")
     with pytest.raises(CellError, match="the cell defines no function"):

@@ -189,7 +189,7 @@ BAD_BODIES = [
     ("not an object", {"json": [1, 2]}, 400, '{"rows"'),
     ("rows not a list", {"json": {"rows": 5}}, 400, "rows must be"),
     ("no rows", {"json": {"rows": []}}, 400, "no rows"),
-    ("missing features", {"json": {"rows": [{"price": 1.0}]}}, 400, "missing feature(s): 'user_id'"),
+    ("missing features", {"json": {"rows": [{"price": 1.0}]}}, 400, "missing feature(s): 'device'"),
 ]
 
 
@@ -228,7 +228,7 @@ def test_bad_rows_tokens_and_sizes_get_4xx_and_leave_the_replica_healthy(fk_sess
         ({"json": {"rows": [dict(good, device=5)]}}, 400, "wrong type in 'device'"),
         ({"json": {"rows": [dict(good, age=True)]}}, 400, "wrong type in 'age'"),
         ({"json": {"rows": [good, dict(good, price=None)]}}, 400, "row 1: missing value"),
-        ({"json": {"rows": [dict(good, user_id=1.5)]}}, 400, "not an integer"),
+        ({"json": {"rows": [dict(good, position=1.5)]}}, 400, "not an integer"),
         ({"content": json.dumps({"rows": [dict(good, price=123.25)]}).replace("123.25", "1e999")
           .encode()}, 400, "non-finite value in 'price'"),
         ({"json": {"rows": [good] * (MAX_ROWS + 1)}}, 413, f"> {MAX_ROWS}"),
