@@ -29,11 +29,13 @@ from fusionkit.drift_api import alarms, drift, unwatch_drift, watch_drift
 from fusionkit.errors import (
     CorruptCheckpointError,
     FusionError,
+    InvalidNameError,
     ModelNotFoundError,
     NotConnectedError,
     SchemaError,
     StageFailedError,
     StageNotFoundError,
+    StorageKeyError,
 )
 from fusionkit.models import (
     events,
@@ -61,7 +63,8 @@ __all__ = [
     "Connection", "CorruptCheckpointError", "FusionError", "Guard", "ModelNotFoundError", "actors",
     "api",
     "NotConnectedError", "Schema", "SchemaError", "SlidingWindow", "StageFailedError",
-    "StageNotFoundError", "TumblingWindow", "alarms", "check", "checkpoint", "connect",
+    "StageNotFoundError", "StorageKeyError", "InvalidNameError",
+    "TumblingWindow", "alarms", "check", "checkpoint", "connect",
     "dead_letters", "drift", "events", "freshness", "freshness_series", "live_version",
     "metrics", "model", "models", "pause", "peek", "pin", "predict", "publish", "recoveries", "restore",
     "resume", "rollback",

@@ -45,9 +45,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, sync_dir: bool = True) -> None:
     """Write ``data`` to ``path`` through a synced temporary file (mode 0600) renamed into
-    place, then sync the folder so the rename itself is durable."""
+    place, then sync the folder so the rename itself is durable (about 2 ms on ext4; with
+    ``sync_dir=False`` the caller syncs it later, e.g. with the next file of the folder)."""
     make_private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -59,4 +60,5 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)

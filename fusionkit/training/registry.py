@@ -573,7 +573,7 @@ class _CheckpointFolder:
         make_private_dir(path)
 
     def write_version(self, record: VersionRecord, state: bytes) -> None:
-        _write_atomic(self._file(record, ".bin"), state)
+        _write_atomic(self._file(record, ".bin"), state, sync_dir=False)  # synced with:
         sidecar = {**record.to_dict(), "signature": _signing.sign(state)}
         _write_atomic(self._file(record, ".json"), _dumps(sidecar))
 
