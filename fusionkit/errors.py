@@ -65,3 +65,8 @@ class StorageKeyError(FusionError):
 
 class InvalidNameError(FusionError, ValueError):
     """A stage or model name that cannot be used: names become file and folder names."""
+
+
+class ModelDivergedError(FusionError):
+    """A train stage's model gives NaN or infinite predictions or weights (a learning rate
+    too large for the data's scale, unscaled features): it is not published."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import threading
@@ -38,7 +40,9 @@ class RegistryActor:
             return
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
             try:
-                self._models[folder.name] = ModelRegistry(folder.name, folder=folder)
+                keep, guard = _read_settings(folder)
+                self._models[folder.name] = ModelRegistry(folder.name, folder=folder, keep=keep,
+                                                          guard=guard)
             except Exception:  # a folder that is not a model's: leave it alone
                 continue
             schema = folder / "schema.pkl"
@@ -57,6 +61,8 @@ class RegistryActor:
                 self._models[model] = reg
             else:
                 reg.keep, reg.guard = keep, guard
+            if reg.folder is not None:  # a restarted registry judges by the same guard
+                _write_settings(reg.folder, keep, guard)
 
     def _reg(self, model: str) -> ModelRegistry:
         from fusionkit.errors import ModelNotFoundError
@@ -177,3 +183,22 @@ class RegistryActor:
 
     def get_state(self) -> dict[str, Any]:
         return {m: r.get_state() for m, r in self._models.items()}
+
+
+SETTINGS = "settings.json"  # a model's keep and publish guard, next to its versions
+
+
+def _write_settings(folder: Path, keep: int, guard: Guard | None) -> None:
+    """Keep a model's settings with its versions: plain JSON (nothing to unpickle)."""
+    settings = {"keep": keep, "guard": dataclasses.asdict(guard) if guard is not None else None}
+    write_atomic(folder / SETTINGS, json.dumps(settings, sort_keys=True).encode())
+
+
+def _read_settings(folder: Path) -> tuple[int, Guard | None]:
+    """``(keep, guard)`` as ``register`` last set them (defaults if never written)."""
+    path = folder / SETTINGS
+    if not path.exists():
+        return 5, None
+    settings = json.loads(path.read_text())
+    guard = settings.get("guard")
+    return int(settings.get("keep", 5)), Guard(**guard) if guard is not None else None

@@ -15,13 +15,14 @@ import ray
 
 from fusionkit._clock import monotonic
 from fusionkit.batch import INGEST_TS, coalesce, model_features
+from fusionkit.errors import ModelDivergedError
 from fusionkit.runtime.channel import Inbox
 from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.specs import TrainSpec
 from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.validate import Schema
 from fusionkit.training.explain import needs_numbers
-from fusionkit.training.learners import adapt
+from fusionkit.training.learners import adapt, divergence
 from fusionkit.training.prequential import Prequential
 
 FRESHNESS_SAMPLE = 20_000  # ingest times kept per version for freshness quantiles
@@ -52,6 +53,7 @@ class TrainWorker(StageActor):
         self._rng = np.random.default_rng(0)
         self._ticker: threading.Thread | None = None
         self.published = 0
+        self.diverged: str | None = None  # why the model cannot be used (no more publishing)
         self.versions: list[int] = []  # the versions this stage published: its own lineage
         self._schema_sent = False
         self.drift = None  # a DriftWatch once fk.watch_drift attached one
@@ -261,6 +263,9 @@ class TrainWorker(StageActor):
             self._send_schema(good)
         y = good[self.spec.label]
         pred = self.learner.predict_learn(good, y)
+        why = divergence(self.learner, pred)
+        if why is not None:
+            self._diverge(why)
         self.prequential.update(y, pred)
         if self.drift is not None:
             cpu0 = thread_time()
@@ -272,6 +277,17 @@ class TrainWorker(StageActor):
         self._pending_n += len(good)
         values = self.prequential.values()
         self.reporter.gauge(**values, events_seen=self.events_seen)
+
+    def _diverge(self, why: str) -> None:
+        """The model diverged: say so (an event), publish nothing more, fail the stage."""
+        self.diverged = why
+        self._pending, self._pending_n = [], 0
+        if self.monitor is not None:
+            self.monitor.event.remote({"stage": self.name, "kind": "diverged", "detail": why})
+        raise ModelDivergedError(
+            f"the model diverged after {self.events_seen} events: {why}; it is not published. "
+            "Lower the learning rate or scale the features, then define the stage again (or "
+            "fk.restore() the last checkpoint)")
 
     def _send_schema(self, batch: pd.DataFrame) -> None:
         features = self.spec.features or model_features(batch, self.spec.label)
@@ -304,7 +320,7 @@ class TrainWorker(StageActor):
             wait = min(left if left > 0.001 else max(0.005, every / 4), idle)
 
     def _publish(self, wait: bool = False) -> int:
-        if not self._pending_n:
+        if not self._pending_n or self.diverged is not None:
             return 0
         ingest = np.concatenate(self._pending)
         sample = ingest

@@ -129,3 +129,81 @@ def test_failed_stream_function_keeps_its_events_and_learns_each_once(fk, server
     assert fk.checkpoint() is not None  # checkpoints again, and acknowledge everything
     wait_for(lambda: client.xpending("events", "fusionkit")["pending"] == 0, timeout=30,
              what="every entry acknowledged")
+
+
+# -- the publish guard survives a restart of the registry -------------------------------------
+class Oracle:
+    """Knows the label rule ``x > 0`` and answers it right until offset ``turn``, wrong after."""
+
+    task = "classification"
+
+    def __init__(self, turn: int):
+        self.turn = turn
+
+    def predict(self, X: pd.DataFrame) -> Prediction:
+        truth = (X["x"] > 0).to_numpy()
+        return Prediction(np.where(X["_offset"].to_numpy() < self.turn, truth, ~truth))
+
+    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
+        pass
+
+    def get_state(self) -> bytes:
+        return pickle.dumps(self.turn)
+
+    def set_state(self, state: bytes) -> None:
+        self.turn = pickle.loads(state)
+
+
+def registry_pid() -> int | None:
+    try:
+        return ray.get(registry().pid.remote(), timeout=5)
+    except Exception:  # restarting
+        return None
+
+
+def test_publish_guard_survives_a_registry_restart(fk):
+    import os
+    import signal
+
+    x = np.random.default_rng(1).normal(size=6000)
+    src = fk.sources.replay(pd.DataFrame({"x": x, "label": x > 0}), label="label")
+    fk.stream("signs", source=src, batch_size=250, paused=True)
+    guard = fk.Guard(metric="accuracy_recent", margin=0.05, min_events=0)
+    fk.train("guarded-restart", on="signs", label="label", model=Oracle(turn=3000),
+             publish_every=500, guard=guard)
+    before = registry_pid()
+    os.kill(before, signal.SIGKILL)  # Ray restarts the registry: it reads its folder back
+    wait_for(lambda: registry_pid() not in (None, before), timeout=90,
+             what="the registry to restart")
+    fk.resume("signs")
+    wait_for(lambda: seen(fk, "guarded-restart") >= 6000, timeout=60, what="all events learned")
+    wait_for(lambda: len(fk.models("guarded-restart")) >= 12, what="twelve versions")
+    table = fk.models("guarded-restart").set_index("version")
+    good = table[table["events_seen"] <= 3000]
+    worse = table[table["events_seen"] > 3000]
+    assert (worse["status"] == "held").all(), worse[["status", "reason"]]
+    assert fk.live_version("guarded-restart") == good.index.max()
+
+
+# -- a model that diverges is not published ------------------------------------------------------
+def test_diverging_model_is_not_published(fk):
+    from river import linear_model, optim
+
+    rng = np.random.default_rng(3)
+    size = rng.normal(size=4000) * 1e3
+    frame = pd.DataFrame({"size": size, "price": 3.0 * size + 1.0})
+    fk.stream("sizes", source=fk.sources.replay(frame), batch_size=100, paused=True)
+    # far too large a step for values of a thousand (and no gradient clipping): the
+    # weights overflow to infinity, then NaN, within the first batches
+    model = linear_model.LinearRegression(optim.SGD(1e6), clip_gradient=float("inf"))
+    fk.train("diverging", on="sizes", label="price", model=model, publish_every=None)
+    fk.resume("sizes")
+    wait_for(lambda: fk.status().loc["diverging", "status"] == "failed", timeout=60,
+             what="the stage to stop on the diverged model")
+    error = fk.status().loc["diverging", "error"]
+    assert "ModelDivergedError" in error and "not finite" in error, error
+    events = fk.events()
+    diverged = events[(events["stage"] == "diverging") & (events["kind"] == "diverged")]
+    assert len(diverged) == 1 and "not finite" in diverged["detail"].iloc[0]
+    assert fk.publish("diverging") in (0, None)
+    assert len(fk.models("diverging")) == 0  # nothing was published
