@@ -220,6 +220,8 @@ class Controller:
         self.storage = storage
         self.started, self.stages, self.restarts = now(), {}, 0
         self.storage_error: str | None = None
+        self._uncommitted: tuple | None = None  # (k, epoch, states, generations): see
+        # _commit_sources
         if storage:
             try:  # a folder signed by another key: refused before anything in it is read
                 _signing.claim_folder(storage)
@@ -759,11 +761,21 @@ class Controller:
         self._persist()
 
     def _commit_sources(self, k: int, states: dict[tuple[str, str], Any]) -> None:
-        """Tell each stream's reading actors that checkpoint ``k`` covers their source up to the
-        position saved in it, so a broker source acknowledges what it no longer needs."""
+        """Tell each stream's reading actors that a checkpoint covers their source up to the
+        position saved in it, so a broker source acknowledges what it no longer needs.
+
+        One checkpoint late: what checkpoint ``k`` covers is acknowledged when the next one
+        completes (in the same epoch), so a recovery that falls back past an unreadable
+        latest checkpoint (``CheckpointStore.load_newest``) still finds at the broker every
+        event after the one it restores (Redis re-reads only entries not acknowledged)."""
+        gens = {r.name: r.generation for r in self.stages.values()}
+        previous, self._uncommitted = self._uncommitted, (k, self.epoch, states, gens)
+        if previous is None or previous[1] != self.epoch:
+            return
+        k, _, states, gens = previous
         failed = self._failed_stages()
         for rec in self.stages.values():
-            if rec.kind != "stream" or rec.name in failed:
+            if rec.kind != "stream" or rec.name in failed or gens.get(rec.name) != rec.generation:
                 continue
             for slot, reader in zip(rec.spec.reading_slots(), rec.readers, strict=True):
                 state = states.get((rec.name, slot))
@@ -896,6 +908,7 @@ class Controller:
             gens = manifest.get("generations", {})
             return all(gens.get(r.name) == r.generation for r in recs)
 
+        self._uncommitted = None  # a rollback: its offsets are not covered any more
         k, states, skipped = self.store.load_newest(self.last_checkpoint[0], accept=same)
         self._report_fallback(recs[0].name, k, skipped)
         return k, states
@@ -1195,6 +1208,7 @@ class Controller:
         stages. Stages of the same names are replaced; the others are left alone."""
         folder, k = self._find_checkpoint(self.store, path)
         store = CheckpointStore(folder)
+        self._uncommitted = None  # offsets of the pipeline it replaces
         if path is None or not Path(path).expanduser().name.startswith("ckpt-"):
             # not one named checkpoint: the newest one that loads
             k, states, skipped = store.load_newest(k)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 from pathlib import Path
 
@@ -19,19 +20,20 @@ from fusionkit.training.learners import Prediction
 N_EVENTS = 30_000
 
 
-class OffsetCounter:
-    """A learner that counts how often it learned each event offset (its whole state)."""
+class Counter:
+    """A learner that counts how often it learned each event number (its whole state)."""
 
     task = "classification"
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, column: str):
         self.counts = np.zeros(n, dtype="int64")
+        self.column = column
 
     def predict(self, X: pd.DataFrame) -> Prediction:
         return Prediction(np.zeros(len(X), dtype="int64"))
 
     def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
-        np.add.at(self.counts, X["_offset"].to_numpy(), 1)
+        np.add.at(self.counts, X[self.column].to_numpy(dtype="int64"), 1)
 
     def get_state(self) -> bytes:
         return pickle.dumps(self.counts)
@@ -40,80 +42,128 @@ class OffsetCounter:
         self.counts = pickle.loads(state)
 
 
+@pytest.fixture(scope="module")
+def storage(fk_session, tmp_path_factory):
+    """A Ray of this module's own that checkpoints only when asked (``checkpoint_every=None``),
+    so the checkpoint a test damages is certainly the latest; the session's is back after."""
+    import fusionkit as fk
+
+    session = fk.connect().storage
+    fk.shutdown()
+    folder = tmp_path_factory.mktemp("trust") / "storage"
+    fk.connect(storage=str(folder), checkpoint_every=None)
+    yield folder
+    fk.shutdown()
+    fk.connect(storage=session)
+
+
 def seen(fk) -> int:
     return fk.api.call("infos", "count")[0].get("events_seen", 0)
 
 
-def test_corrupt_latest_checkpoint_falls_back_to_the_previous(fk, tmp_path):
+def learned(fk) -> np.ndarray:
+    import ray
+
+    version = fk.publish("count")
+    registry = fk.api.handles()["registry"]
+    return pickle.loads(ray.get(registry.state.remote("count", version)))
+
+
+def damage_latest_and_kill_the_trainer(fk, storage: Path, older: int, newer: int) -> None:
+    """Flip a byte of the trainer's file in checkpoint ``newer``, SIGKILL the trainer, and
+    check the recovery: from ``older``, with one event saying why ``newer`` was skipped."""
+    n_recoveries = len(fk.recoveries())
+    state = storage / "checkpoints" / f"ckpt-{newer:06d}" / "count.train0.bin"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    os.kill(fk.api.call("infos", "count")[0]["pid"], signal.SIGKILL)
+
+    wait_for(lambda: len(fk.recoveries()) > n_recoveries, timeout=90, what="a recovery")
+    assert fk.recoveries().iloc[-1]["checkpoint"] == older
+    events = wait_for(lambda: [e for e in fk.events().to_dict("records")
+                               if e["kind"] == "checkpoint fallback"
+                               and e["detail"].startswith(f"checkpoint {newer} ")],
+                      timeout=30, what="the fallback event")
+    assert len(events) == 1
+    detail = events[0]["detail"]
+    assert detail.startswith(f"checkpoint {newer} could not be loaded (")
+    assert detail.endswith(f"; recovering from checkpoint {older}")
+    assert "count.train0.bin is corrupt" in detail
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous(fk, storage):
     """Two checkpoints, the trainer's file of the newer one damaged, the trainer killed: the
     recovery says it skipped the newer one, restores the older one, and every event is
-    still learned exactly once. Checkpoints are taken only when asked here
-    (``checkpoint_every=None``), so the damaged one is certainly the latest."""
-    import ray
+    still learned exactly once."""
+    src = fk.sources.synthetic("clicks", rate=4_000, seed=7, max_events=N_EVENTS)
+    fk.stream("clicks", source=src, batch_size=500, paused=True)
+    fk.train("count", on="clicks", label="clicked", model=Counter(N_EVENTS, "_offset"),
+             publish_every=None)
+    fk.resume("clicks")
+    wait_for(lambda: seen(fk) >= N_EVENTS // 5, timeout=60, what="a fifth learned")
+    older = fk.checkpoint()
+    wait_for(lambda: seen(fk) >= N_EVENTS // 3, timeout=60, what="a third learned")
+    newer = fk.checkpoint()
+    assert older is not None and newer is not None and newer > older
+    damage_latest_and_kill_the_trainer(fk, storage, older, newer)
+    wait_for(lambda: seen(fk) >= N_EVENTS, timeout=120, what="every event learned")
+    counts = learned(fk)
+    assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
 
-    session = fk.connect().storage
-    fk.shutdown()
-    storage = tmp_path / "storage"
+
+@pytest.mark.redis
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+def test_fallback_through_redis_loses_nothing(fk, storage, tmp_path):
+    """Through Redis, whose source re-reads only entries not yet acknowledged (XACK): the
+    entries between the older and the newer checkpoint are still pending when the newer one
+    is skipped (a checkpoint's offsets are acknowledged once the next one completes), so
+    they are learned again from the older one, and none is lost."""
+    from test_redis_source import RedisServer, produce
+
+    n, chunk = 6_000, 2_000
+    server = RedisServer(tmp_path).start()
     try:
-        fk.connect(storage=str(storage), checkpoint_every=None)
-        src = fk.sources.synthetic("clicks", rate=4_000, seed=7, max_events=N_EVENTS)
-        fk.stream("clicks", source=src, batch_size=500, paused=True)
-        fk.train("count", on="clicks", label="clicked", model=OffsetCounter(N_EVENTS),
-                 publish_every=None)
-        fk.resume("clicks")
-        wait_for(lambda: seen(fk) >= N_EVENTS // 5, timeout=60, what="a fifth learned")
+        client = server.client()
+        schema = fk.Schema({"i": "integer", "x": "number", "y": "integer"})
+        produce(client, "events", 0, chunk)
+        fk.stream("events", source=fk.sources.redis(server.url, stream="events", schema=schema),
+                  batch_size=500, paused=True)
+        fk.train("count", on="events", label="y", model=Counter(n, "i"), publish_every=None)
+        fk.resume("events")
+        wait_for(lambda: seen(fk) >= chunk, timeout=90, what="the first chunk learned")
         older = fk.checkpoint()
-        wait_for(lambda: seen(fk) >= N_EVENTS // 3, timeout=60, what="a third learned")
+        produce(client, "events", chunk, chunk)
+        wait_for(lambda: seen(fk) >= 2 * chunk, timeout=90, what="the second chunk learned")
         newer = fk.checkpoint()
         assert older is not None and newer is not None and newer > older
-
-        state = storage / "checkpoints" / f"ckpt-{newer:06d}" / "count.train0.bin"
-        data = bytearray(state.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        state.write_bytes(bytes(data))
-        os.kill(fk.api.call("infos", "count")[0]["pid"], signal.SIGKILL)
-
-        wait_for(lambda: len(fk.recoveries()) > 0, timeout=90, what="a recovery")
-        assert fk.recoveries().iloc[-1]["checkpoint"] == older
-        events = wait_for(lambda: [e for e in fk.events().to_dict("records")
-                                   if e["kind"] == "checkpoint fallback"],
-                          timeout=30, what="the fallback event")
-        assert len(events) == 1
-        detail = events[0]["detail"]
-        assert detail.startswith(f"checkpoint {newer} could not be loaded (")
-        assert detail.endswith(f"; recovering from checkpoint {older}")
-        assert "count.train0.bin is corrupt" in detail
-
-        wait_for(lambda: seen(fk) >= N_EVENTS, timeout=120, what="every event learned")
-        version = fk.publish("count")
-        registry = fk.api.handles()["registry"]
-        counts = pickle.loads(ray.get(registry.state.remote("count", version)))
+        damage_latest_and_kill_the_trainer(fk, storage, older, newer)
+        produce(client, "events", 2 * chunk, chunk)
+        wait_for(lambda: seen(fk) >= n, timeout=120, what="every event learned")
+        counts = learned(fk)
         assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
     finally:
-        fk.shutdown()
-        fk.connect(storage=session)
+        server.stop()
 
 
-def test_storage_of_another_key_is_refused_at_connect(fk, monkeypatch):
-    """The session's folder was written with the key file's key: connecting to it with
-    another ``FUSIONKIT_SECRET`` fails with one sentence, and leaves no Ray behind, so
-    connecting again with the right key works."""
+def test_storage_of_another_key_is_refused_at_connect(fk, storage, monkeypatch):
+    """The folder was written with the key file's key: connecting to it with another
+    ``FUSIONKIT_SECRET`` fails with one sentence, and leaves no Ray behind, so connecting
+    again with the right key works."""
     import ray
 
-    session = fk.connect().storage
     fk.shutdown()
     try:
         monkeypatch.setenv("FUSIONKIT_SECRET", "not the key this folder was written with")
         with pytest.raises(StorageKeyError) as err:
-            fk.connect(storage=session)
+            fk.connect(storage=str(storage))
         message = str(err.value)
-        assert message.startswith(f"the storage folder {session} was written with a different "
+        assert message.startswith(f"the storage folder {storage} was written with a different "
                                   f"fusionkit secret (key id ")
         assert message.endswith("set FUSIONKIT_SECRET to that key or use another storage folder")
         assert not ray.is_initialized()
-        assert not list(Path(session).glob("**/*.tmp"))
     finally:
         monkeypatch.delenv("FUSIONKIT_SECRET", raising=False)
         fk.shutdown()
-        fk.connect(storage=session)
+        fk.connect(storage=str(storage), checkpoint_every=None)
     assert fk.status().empty
