@@ -614,6 +614,8 @@ class Controller:
         status = next((s for s in ("failed", "starting", "paused", "running", "finished",
                                    "stopped") if s in statuses), "running")
         failed = next((i for i in infos if i["status"] == "failed"), None)
+        # a running train stage whose publishing fails says so: shown, not a failure
+        warned = next((i for i in infos if i.get("publish_error")), None)
         events = sum(i.get("totals", {}).get("events_in", 0) for i in infos)
         return {
             "name": rec.name, "kind": rec.kind, "status": status,
@@ -623,7 +625,7 @@ class Controller:
             "late": int(sum(i.get("totals", {}).get("late", 0) for i in infos)),
             "shed": int(sum(i.get("totals", {}).get("shed", 0) for i in infos)),
             "on": rec.upstream or (rec.spec.model if rec.kind == "serve" else None),
-            "error": failed["error"] if failed else None,
+            "error": failed["error"] if failed else warned["publish_error"] if warned else None,
             "traceback": failed.get("traceback") if failed else None,
             "created": rec.created,
             "restarts": int(rec.extra.get("restarts", 0)),

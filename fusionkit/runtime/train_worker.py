@@ -15,7 +15,7 @@ import ray
 
 from fusionkit._clock import monotonic
 from fusionkit.batch import INGEST_TS, coalesce, model_features
-from fusionkit.errors import ModelDivergedError
+from fusionkit.errors import FusionError, ModelDivergedError
 from fusionkit.runtime.channel import Inbox
 from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.specs import TrainSpec
@@ -54,6 +54,7 @@ class TrainWorker(StageActor):
         self._ticker: threading.Thread | None = None
         self.published = 0
         self.diverged: str | None = None  # why the model cannot be used (no more publishing)
+        self.publish_error: str | None = None  # why the last publish failed (cleared by one)
         self.versions: list[int] = []  # the versions this stage published: its own lineage
         self._schema_sent = False
         self.drift = None  # a DriftWatch once fk.watch_drift attached one
@@ -107,10 +108,7 @@ class TrainWorker(StageActor):
         status = super().pause()
         if status == "paused":
             with self.inbox.exclusive():  # after the batch being learned, if any
-                try:
-                    self.settle_publish()
-                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-                    self.reporter.count(publish_errors=1)  # registry restarting
+                self.settle_publish()
         return status
 
     def stop(self) -> str:
@@ -140,7 +138,8 @@ class TrainWorker(StageActor):
         out.update(events_seen=self.events_seen, published=self.published,
                    metrics=self.prequential.values(), waiting=self.inbox.waiting,
                    cpu_learning=self.cpu_learning, cpu_drift=self.cpu_drift,
-                   cpu_drift_reporting=getattr(self.drift, "cpu_reporting", 0.0))
+                   cpu_drift_reporting=getattr(self.drift, "cpu_reporting", 0.0),
+                   publish_error=self.publish_error)  # fk.status() shows it
         return out
 
     # -- checkpoints and recovery ---------------------------------------------------------
@@ -186,7 +185,11 @@ class TrainWorker(StageActor):
     def publish_now(self) -> int:
         """Publish a version now (if anything was learned since the last one)."""
         with self.inbox.exclusive():
-            return self._publish(wait=True)
+            due = self._pending_n
+            version = self._publish(wait=True)
+        if due and not version and self.publish_error is not None:
+            raise FusionError(f"stage {self.name!r}: {self.publish_error}")
+        return version
 
     # -- data -----------------------------------------------------------------------------
     def push(self, sender: str, seq: int, batch: pd.DataFrame, epoch: int = 0) -> None:
@@ -221,7 +224,10 @@ class TrainWorker(StageActor):
                     return
                 self.cpu_learning += thread_time() - cpu0
                 self.reporter.latency(monotonic() - t0)
-                self._maybe_publish()
+                try:  # a failing publish must not cut short the batches taken over
+                    self._maybe_publish()
+                except Exception as exc:
+                    self._publish_failed(exc)
             self.reporter.flush()
 
     def _split_labels(self, batch: pd.DataFrame):
@@ -311,9 +317,12 @@ class TrainWorker(StageActor):
         while not self._stop.wait(wait):
             with self.inbox.exclusive():
                 due = every and self._pending_n and monotonic() - self._last_publish >= every
-                if due and self._resume.is_set():  # no versions while paused
-                    self._publish()
-                self.reporter.flush()
+                try:
+                    if due and self._resume.is_set():  # no versions while paused
+                        self._publish()
+                    self.reporter.flush()
+                except Exception as exc:  # the timer never dies: the next turn tries again
+                    self._publish_failed(exc)
             if not every:
                 continue
             left = self._last_publish + every - monotonic()  # wake when the next one is due
@@ -330,10 +339,7 @@ class TrainWorker(StageActor):
                 "oldest_new_ingest_ts": float(ingest.min()), "new_events": int(len(ingest)),
                 "metrics": self.prequential.values()}
         state = self.learner.get_state()
-        try:
-            self.settle_publish()  # one publish in flight at a time
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
-            self.reporter.count(publish_errors=1)  # registry restarting: next one counts
+        self.settle_publish()  # one publish in flight at a time
         self._publish_ref = self.registry.publish.remote(self.name, state, meta, sample)
         self._pending, self._pending_n = [], 0
         self._last_publish = monotonic()
@@ -343,10 +349,37 @@ class TrainWorker(StageActor):
         return 0
 
     def settle_publish(self) -> int | None:
-        """Wait for the publish in flight, if any, and note its version in the lineage."""
+        """Wait for the publish in flight, if any, and note its version in the lineage.
+        None if there was none, or it failed: a registry restarting (counted), or one that
+        could not store the version (a full disk, a folder that cannot be written:
+        reported in ``info()`` and as an event; learning goes on and the next publish
+        tries again)."""
         ref, self._publish_ref = self._publish_ref, None
         if ref is None:
             return None
-        version = int(ray.get(ref)["version"])
+        try:
+            version = int(ray.get(ref)["version"])
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            self.reporter.count(publish_errors=1)  # registry restarting: the next one counts
+            return None
+        except ray.exceptions.RayTaskError as err:
+            cause = getattr(err, "cause", None)
+            self._publish_failed(cause if isinstance(cause, BaseException) else err)
+            return None
+        if self.publish_error is not None:
+            self.publish_error = None
+            self._event("publish recovered", f"v{version} published")
         self.versions = [*self.versions[-999:], version]
         return version
+
+    def _publish_failed(self, exc: BaseException) -> None:
+        self.reporter.count(publish_errors=1)
+        first = self.publish_error is None
+        self.publish_error = (f"publishing failed: {type(exc).__name__}: {exc}; the stage "
+                              "goes on learning and publishes again once it can")
+        if first:
+            self._event("publish failed", self.publish_error)
+
+    def _event(self, kind: str, detail: str) -> None:
+        if self.monitor is not None:
+            self.monitor.event.remote({"stage": self.name, "kind": kind, "detail": detail})

@@ -207,3 +207,69 @@ def test_diverging_model_is_not_published(fk):
     assert len(diverged) == 1 and "not finite" in diverged["detail"].iloc[0]
     assert fk.publish("diverging") in (0, None)
     assert len(fk.models("diverging")) == 0  # nothing was published
+
+
+# -- publishing to a folder that cannot be written ------------------------------------------------
+class OffsetCounter:
+    """A learner that counts how often it learned each event offset (its whole state)."""
+
+    task = "classification"
+
+    def __init__(self, n: int):
+        self.counts = np.zeros(n, dtype="int64")
+
+    def predict(self, X: pd.DataFrame) -> Prediction:
+        return Prediction(np.zeros(len(X), dtype="int64"))
+
+    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
+        np.add.at(self.counts, X["_offset"].to_numpy(), 1)
+
+    def get_state(self) -> bytes:
+        return pickle.dumps(self.counts)
+
+    def set_state(self, state: bytes) -> None:
+        self.counts = pickle.loads(state)
+
+
+def test_publishing_to_an_unwritable_folder_keeps_learning_and_resumes(fk):
+    from pathlib import Path
+
+    n = 30_000
+    src = fk.sources.synthetic("clicks", rate=3000, seed=8, max_events=n)
+    fk.stream("clicks", source=src, batch_size=200, paused=True)
+    fk.train("unwritable", on="clicks", label="clicked", model=OffsetCounter(n),
+             publish_every="100ms")
+    fk.resume("clicks")
+    wait_for(lambda: (fk.live_version("unwritable") or 0) >= 2, timeout=60, what="two versions")
+    # The tests run as root, and root writes through any file mode (chmod a-w stops no
+    # write of root's). So the model's folder is moved away and a regular file put in its
+    # place: every write below that path raises NotADirectoryError, for root too, as a full
+    # or read-only disk would raise OSError. Put back as it was, it is writable again.
+    folder = Path(fk.api.call("ping")["storage"]) / "models" / "unwritable"
+    away = folder.with_name("unwritable.away")
+    folder.rename(away)
+    folder.write_text("not a folder")
+    try:
+        wait_for(lambda: "publishing failed" in str(fk.status().loc["unwritable", "error"]),
+                 timeout=30, what="the stage to report that publishing fails")
+        row = fk.status().loc["unwritable"]
+        assert row["status"] == "running"
+        assert "NotADirectoryError" in row["error"]
+        stuck = fk.live_version("unwritable")
+        learned = seen(fk, "unwritable")
+        wait_for(lambda: seen(fk, "unwritable") > learned + 3000, timeout=60,
+                 what="learning to go on while publishing fails")
+        assert fk.live_version("unwritable") == stuck
+        events = fk.events()
+        failed = events[(events["stage"] == "unwritable") & (events["kind"] == "publish failed")]
+        assert len(failed) == 1  # said once, not at every attempt
+    finally:
+        folder.unlink()
+        away.rename(folder)
+    wait_for(lambda: (fk.live_version("unwritable") or 0) > stuck, timeout=30,
+             what="publishing again once the folder is writable")
+    wait_for(lambda: fk.status().loc["unwritable", "error"] is None, timeout=30,
+             what="the error to clear")
+    wait_for(lambda: seen(fk, "unwritable") >= n, timeout=60, what="every event learned")
+    counts = learned_counts(fk, "unwritable")
+    assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
