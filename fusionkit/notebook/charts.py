@@ -6,6 +6,11 @@ changes in a single message. Lines are fixed windows of float64 numpy arrays (se
 binary buffers); only the lines whose window changed are resent. Time runs in local time;
 vertical markers (versions, rollbacks, pins, drift alarms, failures) are layout shapes
 anchored to each panel's height, so they span the panel whatever its scale.
+
+A panel without data says why in its middle (``empty_note``: no stage of the kind it plots,
+no drift watch, no requests yet, ...), and the note goes when the first line comes. Log
+axes label the 1-2-5 ticks of each decade with whole numbers ("10 20 50 100"), not
+plotly's default "5 6 7 8 9 1000 2 3" that labels the minor ticks with one digit.
 """
 
 from __future__ import annotations
@@ -45,6 +50,55 @@ HOVER_UNITS = {"throughput": "%{y:,.0f} events/s", "latency": "%{y:.2f} ms",
 VERSION_TICK = 0.08  # height of a version's tick, as a fraction of the panel
 MAX_VERSION_TICKS = 60
 NO_DRIFT = "drift monitoring is not available in this fusionkit (no fk.drift)"
+LOG_AXIS = dict(dtick="D2", tickformat="~g")  # ticks at 1, 2, 5 of each decade, in full
+NOTE_STYLE = dict(showarrow=False, font=dict(size=11, color="#656d76"), x=0.5, y=0.5,
+                  xanchor="center", yanchor="middle")
+
+
+def empty_note(state: DashboardState | None, chart: str, drift_available: bool = True) -> str:
+    """Why ``chart`` shows no line, in a few words ("" once it has data).
+
+    >>> empty_note(DashboardState(), "drift")
+    'no train stage to watch for drift yet'
+    >>> empty_note(None, "serving")
+    'no serve stage: fk.serve(...) or %fusion serve'
+    """
+    if chart == "drift" and not drift_available:
+        return NO_DRIFT
+    if state is not None and any(w.t.size for _, w in state.lines_of(chart)):
+        return ""
+    stages = state.stages if state is not None else {}
+    kinds = {view.kind for view in stages.values()}
+    trains = [name for name, view in stages.items() if view.kind == "train"]
+    if chart in ("throughput", "latency"):
+        if not stages:
+            return "no stage yet: fk.stream(...) or %%fusion stream"
+        return "waiting for the first batches"
+    if chart == "freshness":
+        if not trains:
+            return "no train stage: freshness is measured once a model learns events"
+        return "waiting for a version that learned events to answer"
+    if chart == "serving":
+        serves = [view for view in stages.values() if view.kind == "serve"]
+        if not serves:
+            return "no serve stage: fk.serve(...) or %fusion serve"
+        if not any(view.events for view in serves):
+            return (f"no requests yet: fk.predict({serves[0].name!r}, rows) or HTTP POST "
+                    f"to {serves[0].url or 'its route'}")
+        return ("few requests so far: a replica reports its latency at most every 0.5 s, "
+                "with a request that comes after that")
+    if chart == "accuracy":
+        if "train" not in kinds:
+            return "no train stage: fk.train(...) or %%fusion train"
+        return "waiting for the first labelled events"
+    if chart == "drift":
+        if not trains:
+            return "no train stage to watch for drift yet"
+        if not state.watching & set(trains):
+            return (f"no drift watch running: start one with fk.watch_drift({trains[0]!r}) "
+                    f"(fusionkit.watch_drift)")
+        return "watching: scores come with the first full window of events"
+    return ""
 
 
 class _FigureWidget(go.FigureWidget):
@@ -90,7 +144,7 @@ class Charts:
         self._refs: dict[str, tuple[str, str]] = {}
         for chart, (row, col, _, ytitle, log) in PANELS.items():
             fig.update_yaxes(title_text=ytitle, type="log" if log else "linear",
-                             title_font_size=11, row=row, col=col)
+                             title_font_size=11, row=row, col=col, **(LOG_AXIS if log else {}))
             fig.update_xaxes(type="date", tickformat="%H:%M:%S", title_text="local time",
                              title_font_size=10, title_standoff=2, row=row, col=col)
             panel = fig.get_subplot(row, col)
@@ -102,10 +156,16 @@ class Charts:
         # one time range for every panel: they scroll together, and zoom together
         fig.update_xaxes(matches="x")
         fig.layout.xaxis.matches = None
-        if not drift_available:
-            xref, yref = self._refs["drift"]
-            fig.add_annotation(text=NO_DRIFT, showarrow=False, font=dict(size=11, color="#656d76"),
-                               xref=f"{xref} domain", yref=f"{yref} domain", x=0.5, y=0.5)
+        # a note in the middle of each panel, saying why it is empty while it is
+        self.drift_available = drift_available
+        self._notes: dict[str, str] = {}
+        self._note_index: dict[str, int] = {}
+        for chart, (xref, yref) in self._refs.items():
+            note = empty_note(None, chart, drift_available)
+            self._note_index[chart] = len(fig.layout.annotations)
+            self._notes[chart] = note
+            fig.add_annotation(text=note, visible=bool(note), name=f"empty-{chart}",
+                               xref=f"{xref} domain", yref=f"{yref} domain", **NOTE_STYLE)
         self.figure = _FigureWidget(fig)
         self.figure.add_class("fk-charts")
         self._traces: dict[Line, Any] = {}
@@ -161,10 +221,16 @@ class Charts:
         changed = [(line, w) for line, w in state.lines.items()
                    if self._seen.get(line) != w.version]
         kinds = [k for k, v in state.markers_version.items() if self._markers_seen.get(k) != v]
-        if not changed and not kinds:
+        notes = {chart: empty_note(state, chart, self.drift_available) for chart in PANELS}
+        notes = {chart: note for chart, note in notes.items() if note != self._notes[chart]}
+        if not changed and not kinds and not notes:
             return False
         offset = local_offset_ms(state.now)
         with self.figure.batch_update():
+            for chart, note in notes.items():
+                annotation = self.figure.layout.annotations[self._note_index[chart]]
+                annotation.text, annotation.visible = note, bool(note)
+                self._notes[chart] = note
             for line, win in changed:
                 trace = self._traces[line]
                 trace.x = win.t * 1000.0 + offset
@@ -206,6 +272,11 @@ class Charts:
                                           textangle=0, xanchor="left", yanchor="top", padding=4)
                 shapes.append(shape)
         return shapes
+
+    def note(self, chart: str) -> str:
+        """The note ``chart`` shows ("" when it shows data)."""
+        annotation = self.figure.layout.annotations[self._note_index[chart]]
+        return annotation.text if annotation.visible else ""
 
     def points(self) -> int:
         """Data points the figure holds in its lines (not counting markers)."""

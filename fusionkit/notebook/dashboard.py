@@ -221,6 +221,10 @@ class Dashboard:
                 if view.kind == "train":
                     try:
                         self.state.ingest_drift(name, self.feed.drift(name))
+                        if self.feed.watching(name):  # the empty chart says so if not
+                            self.state.watching.add(name)
+                        else:
+                            self.state.watching.discard(name)
                     except Exception as exc:
                         log.debug("drift of %s: %s", name, exc)
 

@@ -108,6 +108,13 @@ class Feed:
         return fn(stage)
 
     @staticmethod
+    def watching(stage: str) -> bool:
+        """Whether train stage ``stage`` has a drift watch (``fk.watch_drift``)."""
+        from fusionkit.api import call
+
+        return getattr(call("spec", stage), "drift", None) is not None
+
+    @staticmethod
     def drift_available() -> bool:
         import fusionkit
 

@@ -136,6 +136,7 @@ class DashboardState:
         self.now = now()
         self.ticks = 0
         self.new_versions: set[str] = set()  # train stages whose version list changed
+        self.watching: set[str] = set()  # train stages with a drift watch (fk.watch_drift)
 
     # -- colours --------------------------------------------------------------------------
     def colour(self, stage: str) -> str:

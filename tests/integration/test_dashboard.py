@@ -73,6 +73,17 @@ def test_traces_fill_as_the_pipeline_runs(fk, dashboard):
     assert "clicks" in html["text/html"] and "<table>" in html["text/html"]
 
 
+def test_the_drift_panel_says_whether_a_watch_runs(fk, dashboard):
+    d = dashboard
+    wait_for(lambda: d.charts.note("drift") == "no drift watch running: start one with "
+                                               "fk.watch_drift('ctr') (fusionkit.watch_drift)",
+             timeout=60, what="the empty drift panel naming the way to start a watch")
+    assert d.charts.note("throughput") == ""
+    fk.watch_drift("ctr", window=500)
+    wait_for(lambda: not d.charts.note("drift").startswith("no drift watch"), timeout=60,
+             what="the drift panel's note once a watch runs")
+
+
 def test_buttons_operate_the_pipeline(fk, dashboard):
     d = dashboard
     wait_for(lambda: "clicks" in d.cards.cards, timeout=30, what="the clicks card")
