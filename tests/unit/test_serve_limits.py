@@ -142,6 +142,43 @@ def test_a_chunked_body_is_read_up_to_the_cap_only():
     assert err.value.status == 413 and len(reads) == 4
 
 
+class FetchingReceive:
+    """Shaped like Ray Serve's ``ASGIReceiveProxy``: a task of its own fetches the body's
+    messages ahead of the reader, to the end, whether they are read or not."""
+
+    def __init__(self, chunks: int):
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.chunks, self.fetched = chunks, 0
+
+    async def fetch_until_disconnect(self) -> None:
+        for i in range(self.chunks):
+            await asyncio.sleep(0)  # a call to the proxy
+            self.fetched += 1
+            self.queue.put_nowait({"type": "http.request", "body": b"x" * MiB,
+                                   "more_body": i < self.chunks - 1})
+
+    async def __call__(self):
+        return await self.queue.get()
+
+
+def test_a_refused_body_stops_being_fetched():
+    async def refuse() -> tuple[int, int, bool]:
+        receive = FetchingReceive(50)
+        fetching = asyncio.create_task(receive.fetch_until_disconnect())
+        scope = {"type": "http", "method": "POST", "path": "/api", "query_string": b"",
+                 "headers": [(b"authorization", b"Bearer s3cret")]}
+        with pytest.raises(BadRequest) as err:
+            await read_request(Request(scope, receive), "s3cret", 3 * MiB)
+        assert err.value.status == 413
+        at_refusal = receive.fetched
+        for _ in range(100):  # the loop goes on, as the replica's does until it answers
+            await asyncio.sleep(0)
+        return at_refusal, receive.fetched, fetching.cancelled()
+
+    at_refusal, fetched, cancelled = asyncio.run(refuse())
+    assert cancelled and fetched == at_refusal < 10, (at_refusal, fetched)
+
+
 def test_a_good_request_is_read_whole():
     request, _ = http_request(headers={"Authorization": "Bearer s3cret"},
                               chunks=[b'{"rows": ', b"[]}"])
