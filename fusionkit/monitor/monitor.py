@@ -4,6 +4,13 @@ Stages send a report every half second or so (never per event): counters for the
 the processing latencies of the batches they handled, and gauges such as prequential
 accuracy. The monitor keeps bounded time series and hands them out as DataFrames. It is a
 plain class so it can be tested directly; the runtime runs it as a Ray actor.
+
+Everything it keeps is bounded in bytes (``fusionkit.monitor.series`` gives the figures):
+per stage, the last ``maxlen`` report rows with their latencies as histograms (at most
+~3.1 KB a row) and a 20,000-sample latency reservoir (160 KB); per model, 50,000 freshness
+samples (400 KB), the recent freshness chunks (at most 2,000 x 1,000 float64s, 16 MB) and
+``maxlen`` rows of per-version quantiles; the last 5,000 pipeline events, each detail cut
+to ``DETAIL_CHARS``.
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ import pandas as pd
 from fusionkit._clock import now
 from fusionkit.monitor.drift_store import DriftStore, describe
 from fusionkit.monitor.recent import RecentSamples
-from fusionkit.monitor.series import Reservoir, SeriesStore, quantiles_ms
+from fusionkit.monitor.series import LatencyHistogram, Reservoir, SeriesStore, quantiles_ms
 from fusionkit.monitor.snapshot import COUNTERS, bucketize
 from fusionkit.monitor.snapshot import snapshot as _snapshot
+
+DETAIL_CHARS = 2000  # of an event's detail (a failure's message may quote a whole payload)
 
 
 def _locked(method):
@@ -69,12 +78,14 @@ class Monitor:
         """Take a list of report rows from one actor (one Ray call per flush)."""
         for row in rows:
             stage = row["stage"]
+            lat = row.get("latency")
+            if lat is not None:  # kept as a histogram: a few hundred bytes, not 32 KB
+                row = {**row, "latency": LatencyHistogram.of(lat)}
             self._series.append(stage, row)
             totals = self._totals.setdefault(stage, {})
             for c in COUNTERS:
                 if c in row:
                     totals[c] = totals.get(c, 0) + row[c]
-            lat = row.get("latency")
             if lat is not None and len(lat):
                 self._latency.setdefault(stage, Reservoir(20_000)).extend(np.asarray(lat))
             self.reports += 1
@@ -97,6 +108,8 @@ class Monitor:
         """A pipeline event: a version published, a rollback, an alarm, a failure."""
         record = dict(record)
         record.setdefault("time", now())
+        if isinstance(record.get("detail"), str) and len(record["detail"]) > DETAIL_CHARS:
+            record["detail"] = record["detail"][:DETAIL_CHARS] + "…"
         self._events.append(record)
 
     @_locked

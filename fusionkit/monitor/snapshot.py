@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fusionkit._clock import now
-from fusionkit.monitor.series import quantiles_ms
+from fusionkit.monitor.series import LatencyHistogram
 
 if TYPE_CHECKING:
     from fusionkit.monitor.monitor import Monitor
@@ -44,21 +44,21 @@ def bucketize(rows: list[dict[str, Any]], bucket: float) -> list[dict[str, Any]]
         for c in COUNTERS:
             if c in r:
                 b[c] = b.get(c, 0) + r[c]
-        if r.get("latency") is not None:
-            b["_lat"].append(np.asarray(r["latency"], dtype="float64"))
+        lat = r.get("latency")
+        if lat is not None:
+            b["_lat"].append(lat if isinstance(lat, LatencyHistogram) else LatencyHistogram.of(lat))
         for k, v in (r.get("values") or {}).items():
             b[k] = v
     out = []
     for key in sorted(buckets):
         b = buckets[key]
-        lat = np.concatenate(b.pop("_lat")) if b["_lat"] else np.empty(0)
-        b.pop("_lat", None)
+        lat = LatencyHistogram.merge(b.pop("_lat"))
         b["actors"] = len(b["actors"])
         interval = b["interval"] or bucket
         for counter, rate in RATES.items():
             if counter in b:
                 b[rate] = b[counter] / interval
-        b.update(quantiles_ms(lat))
+        b.update(lat.quantiles_ms())
         out.append(b)
     return out
 

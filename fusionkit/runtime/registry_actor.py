@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,20 @@ from fusionkit.training.registry import RETAIN, Guard, ModelRegistry
 
 
 class RegistryActor:
-    """Holds one ``ModelRegistry`` per model; serve replicas long-poll it for changes."""
+    """Holds one ``ModelRegistry`` per model; serve replicas long-poll it for changes.
+
+    What it notes per version is bounded, as the registry forgets all but the last
+    ``RETAIN`` versions: per model, the versions not yet served (their events' freshness is
+    reported when one is) are the newest ``RETAIN`` at most (~40 KB; an older one has no
+    ingest sample left to report anyway), and first-served times at most ``2 * RETAIN``.
+    """
 
     def __init__(self, storage: str | None, monitor: Any):
         self.storage = storage
         self.monitor = monitor
         self._models: dict[str, ModelRegistry] = {}
         self._served: dict[str, dict[int, float]] = {}  # model -> version -> first served at
-        self._unserved: dict[str, list[int]] = {}        # versions whose events still wait
+        self._unserved: dict[str, deque[int]] = {}  # versions whose events still wait
         self._schemas: dict[str, Any] = {}
         self._lock = threading.RLock()
         self._reload()
@@ -85,7 +92,7 @@ class RegistryActor:
         rec = reg.publish(state, ingest_sample=ingest_sample, **meta)
         t = now()
         with self._lock:
-            self._unserved.setdefault(model, []).append(rec.version)
+            self._unserved.setdefault(model, deque(maxlen=RETAIN)).append(rec.version)
         if self.monitor is not None:
             if ingest_sample is not None and len(ingest_sample):
                 self.monitor.report_freshness.remote(f"{model}:publish", rec.version, t,
@@ -146,7 +153,7 @@ class RegistryActor:
                     del first[v]
             waiting = self._unserved.get(model, [])
             done = [v for v in waiting if v <= version]
-            self._unserved[model] = [v for v in waiting if v > version]
+            self._unserved[model] = deque((v for v in waiting if v > version), maxlen=RETAIN)
         reg = self._models.get(model)
         if reg is None or self.monitor is None:
             return

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import threading
 import traceback
-from collections import deque
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import ray
 
 from fusionkit._clock import monotonic, now
+from fusionkit.runtime.dead_letters import DeadLetters
 
 STATUSES = ("starting", "running", "paused", "failed", "stopped", "finished")
 
@@ -73,38 +72,6 @@ class Reporter:
         if self.monitor is None:
             return
         self._pending = self.monitor.report.remote([row])
-
-
-class DeadLetters:
-    """A bounded store of events a stage could not take, each with the reason."""
-
-    def __init__(self, stage: str, maxlen: int = 10_000):
-        self.stage = stage
-        self.maxlen = maxlen
-        self._items: deque[dict[str, Any]] = deque(maxlen=maxlen)
-        self.count = 0
-
-    def add(self, rows: pd.DataFrame, reason: str | pd.Series) -> int:
-        if len(rows) == 0:
-            return 0
-        reasons = reason if isinstance(reason, pd.Series) else pd.Series(reason, index=rows.index)
-        t = now()
-        offsets = rows["_offset"] if "_offset" in rows else pd.Series(-1, index=rows.index)
-        payload = rows.drop(columns=[c for c in ("_offset",) if c in rows])
-        for (_, rec), why, off in zip(payload.iterrows(), reasons, offsets, strict=True):
-            self._items.append({"time": t, "stage": self.stage, "offset": int(off),
-                                "reason": str(why), "payload": rec.to_dict()})
-        self.count += len(rows)
-        return len(rows)
-
-    def add_raw(self, payload: Any, reason: str, offset: int = -1) -> None:
-        self._items.append({"time": now(), "stage": self.stage, "offset": offset,
-                            "reason": reason, "payload": payload})
-        self.count += 1
-
-    def items(self, limit: int | None = None) -> list[dict[str, Any]]:
-        items = list(self._items)
-        return items[-limit:] if limit else items
 
 
 class StageActor:
@@ -176,6 +143,7 @@ class StageActor:
         return {"stage": self.name, "index": self.index, "kind": self.kind,
                 "status": self.status, "error": self.error, "traceback": self.traceback,
                 "totals": dict(self.reporter.totals), "dead_letters": self.dead.count,
+                "dead_letters_dropped": self.dead.dropped,
                 "pid": os.getpid(), "node": ctx.get_node_id(), "started": self.started,
                 "restarted": self.restarted}
 

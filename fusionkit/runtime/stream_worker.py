@@ -152,19 +152,23 @@ class StreamWorker(StageActor):
         return None if self.last_output is None else self.last_output.tail(n)
 
     def get_state(self) -> dict[str, Any]:
-        return {"offset": self.offset, "chain": self.chain.get_state()}
+        """Source position, operator state and dead letters (a checkpoint covers their
+        offsets: the broker forgets them once it completes)."""
+        return {"offset": self.offset, "chain": self.chain.get_state(),
+                "dead": self.dead.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.offset = state.get("offset", 0)
         if state.get("chain") is not None:
             self.chain.set_state(state["chain"])
+        self.dead.set_state(state.get("dead"))
 
     def info(self) -> dict[str, Any]:
         out = super().info()
         if self.source.splittable and self.role != "ops":
             out["partitions"] = self.source.describe().get("partitions")
         out.update(role=self.role, offset=self.offset, inflight=self.outbox.inflight(),
-                   waiting=self.inbox.waiting,
+                   waiting=self.inbox.waiting, held_keys=self.chain.held_keys,
                    lag=self.pacer.lag() if self.pacer is not None else 0.0)
         return out
 
@@ -348,6 +352,7 @@ class StreamWorker(StageActor):
         self.inbox = Inbox()
         self.chain = Chain(copy.deepcopy(list(self.spec.operators)))
         self.offset = 0
+        self.dead.set_state(None)  # the checkpoint's come back; later ones are filed again
         self._checkpoint_due = CheckpointRequests()
         self._commit_due = None
         self._defined_paused = False

@@ -121,7 +121,8 @@ class TrainWorker(StageActor):
         return {"learner": self.learner.get_state(), "events_seen": self.events_seen,
                 "prequential": self.prequential.get_state(), "offsets": dict(self.offsets),
                 "versions": list(self.versions),
-                "drift": self.drift.get_state() if self.drift is not None else None}
+                "drift": self.drift.get_state() if self.drift is not None else None,
+                "dead": self.dead.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.learner.set_state(state["learner"])
@@ -132,6 +133,7 @@ class TrainWorker(StageActor):
         self.versions = list(state.get("versions", []))
         if self.drift is not None:
             self.drift = self.drift.resume(state.get("drift"))
+        self.dead.set_state(state.get("dead"))
 
     def info(self) -> dict[str, Any]:
         out = super().info()
@@ -167,6 +169,7 @@ class TrainWorker(StageActor):
                 self.events_seen = 0
                 self.versions = []
                 self.drift = self.drift.fresh() if self.drift is not None else None
+                self.dead.set_state(None)
             self._pending, self._pending_n = [], 0
             if self.status in ("starting", "failed"):
                 self.status = "running"

@@ -15,6 +15,14 @@ numpy (one sort, then ``reduceat``) to one row per (first window, last window, k
 over its windows and merged into the open windows it touches. Aggregations that cannot be
 merged from parts (``nunique``, ``median``, a callable) keep the values of open windows and
 are computed by pandas when the window fires.
+
+Keys are held only while they have an open window. The table of keys (a key's code is its
+position in it) drops the keys that no open window holds whenever it has doubled since it
+was last pruned (and holds more than ``COMPACT_MIN``): a key whose windows have all fired
+has no partial left, so dropping it changes no result, and a key that comes back gets a
+code again. So the keys held stay below ``max(COMPACT_MIN, 2 x the keys with open
+windows)`` plus a batch's new keys, however many distinct keys pass (``held_keys``). No
+time-to-live is needed here: what a window keeps ends when the window fires.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ __all__ = ["SlidingWindow", "TumblingWindow", "parse_duration"]
 
 WIN, KC = "_win", "_kc"  # window index, key code (position in the table of keys seen)
 _BIG = 2**62
+COMPACT_MIN = 1024  # the table of keys is not pruned below this many keys
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0,
           "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([a-z]*)\s*$")
@@ -134,6 +143,7 @@ class SlidingWindow(Operator):
         self._values: list[pd.DataFrame] = []  # values kept for the other aggregations
         self._side: dict[str, list[pd.DataFrame]] = {}
         self._template: pd.DataFrame | None = None  # the empty output
+        self._compact_at = COMPACT_MIN  # prune the table of keys when it holds more
 
     def _plan(self) -> tuple[dict[str, tuple[str, str | None]], list, dict]:
         if not self.agg:
@@ -209,7 +219,9 @@ class SlidingWindow(Operator):
         self._seq += len(t)
         self._max_time = max(self._max_time, float(seen[-1]))
         self.watermark = self._max_time - self.allowed_lateness
-        return self._fire(int(self._first_window(np.array([self.watermark]))[0]))
+        out = self._fire(int(self._first_window(np.array([self.watermark]))[0]))
+        self._compact()
+        return out
 
     def _key_codes(self, batch: pd.DataFrame, on: np.ndarray) -> np.ndarray:
         if self.key is None:
@@ -356,7 +368,32 @@ class SlidingWindow(Operator):
         """End of a bounded stream: emit every open window (they close for good)."""
         if self._state is None or len(self._state[WIN]) == 0:
             return None
-        return self._fire(int(self._state[WIN][-1]) + 1)
+        out = self._fire(int(self._state[WIN][-1]) + 1)
+        self._compact()
+        return out
+
+    @property
+    def held_keys(self) -> int:
+        """How many keys the window holds now (in its table of keys)."""
+        return len(self._keys)
+
+    def _compact(self) -> None:
+        """Drop the keys no open window holds from the table of keys, once it has doubled.
+
+        Codes are renumbered in their order, so the partials stay sorted by (window, code);
+        new arrays replace the old ones (an undo point keeps references to them)."""
+        if len(self._keys) <= self._compact_at:
+            return
+        held = [] if self._state is None else [self._state[KC]]
+        held += [v[KC].to_numpy() for v in self._values]
+        live = np.unique(np.concatenate(held)) if held else np.empty(0, dtype=np.int64)
+        remap = np.full(len(self._keys), -1, dtype=np.int64)
+        remap[live] = np.arange(len(live))
+        self._keys, self._rank = self._keys.take(live), None
+        if self._state is not None:
+            self._state = {**self._state, KC: remap[self._state[KC]]}
+        self._values = [v.assign(**{KC: remap[v[KC].to_numpy()]}) for v in self._values]
+        self._compact_at = max(COMPACT_MIN, 2 * len(self._keys))
 
     def side_outputs(self) -> dict[str, pd.DataFrame]:
         side, self._side = self._side, {}
@@ -378,6 +415,7 @@ class SlidingWindow(Operator):
         self._seq = int(state["seq"])
         self._closed = int(state["closed"])
         self._keys, self._rank = state["keys"].copy(), None
+        self._compact_at = max(COMPACT_MIN, 2 * len(self._keys))
         partials, values = state["partials"], state["values"]
         self._state = None if partials is None else {n: v.copy() for n, v in partials.items()}
         self._values = [] if values is None else [values.copy()]
