@@ -171,6 +171,7 @@ class TrainWorker(StageActor):
                 self.drift = self.drift.fresh() if self.drift is not None else None
                 self.dead.set_state(None)
             self._pending, self._pending_n = [], 0
+            self.diverged = None  # back to a model from before it diverged (or a fresh one)
             if self.status in ("starting", "failed"):
                 self.status = "running"
         if self._ticker is None:
