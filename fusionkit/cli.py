@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--report", default="fusionkit-report.html",
                       help="where to write the HTML report (default fusionkit-report.html)")
     demo.add_argument("--no-serve", action="store_true", help="stream and train only")
+    demo.add_argument("--port", type=int, default=8000,
+                      help="HTTP port of the serve stage on 127.0.0.1 (default 8000)")
     sub.add_parser("worker-path", help="print the PYTHONPATH for `ray start` on a cluster's "
                                        "nodes: Ray workers then start ~1 s faster (see docs)")
     args = parser.parse_args(argv)

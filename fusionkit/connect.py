@@ -230,7 +230,14 @@ def _serve_running() -> bool:
 
 
 def shutdown() -> None:
-    """Stop every stage, the controller, and the local Ray if ``connect()`` started it."""
+    """Stop every stage, the controller, and the local Ray if ``connect()`` started it.
+
+    Quietly: Ray prints every call still waiting on an actor that is killed ("Task
+    ServeController.graceful_shutdown failed ... killed by ray.kill"), so Serve goes last,
+    once the controller that held handles to it is gone. A local Ray of our own takes Serve
+    down with it; Serve on a cluster that outlives this process is told to shut down and
+    waited for (``serving.deploy.shutdown``).
+    """
     global _conn
     with _lock:
         conn, _conn = _conn, None
@@ -240,10 +247,6 @@ def shutdown() -> None:
             ray.get(conn.controller.stop.remote(), timeout=30)
         except Exception as exc:  # a dead controller has nothing left to stop
             log.debug("stopping stages: %s", exc)
-        if _serve_running():
-            from fusionkit.serving.deploy import shutdown as serve_shutdown
-
-            serve_shutdown()
         try:  # spare hosts, the registry and the monitor are detached: end them too
             ray.get(conn.controller.close.remote(), timeout=30)
         except Exception as exc:
@@ -253,4 +256,8 @@ def shutdown() -> None:
         except Exception:
             pass
         if conn.started_ray:
-            ray.shutdown()
+            ray.shutdown()  # Serve's processes end with the rest of the local Ray
+        elif _serve_running():
+            from fusionkit.serving.deploy import shutdown as serve_shutdown
+
+            serve_shutdown()

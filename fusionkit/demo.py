@@ -76,10 +76,11 @@ def run_demo(args: Any) -> int:
     print("fusionkit demo: starting an embedded Ray (about 10 s)...", flush=True)
     fk.connect()
     if not args.no_serve:
-        print("starting Ray Serve (HTTP on 127.0.0.1:8000)...", flush=True)
+        port = getattr(args, "port", 8000)
+        print(f"starting Ray Serve (HTTP on 127.0.0.1:{port})...", flush=True)
         from fusionkit.serving.deploy import start
 
-        start()
+        start(port=port)
     seconds = float(args.seconds)
     drift_at = f"{seconds / 2:.0f}s"
     src = fk.sources.synthetic("clicks", rate=args.rate, seed=7,
@@ -90,7 +91,8 @@ def run_demo(args: Any) -> int:
              publish_every=args.publish_every)
     load = None
     if not args.no_serve:
-        api = fk.serve("ctr-api", model="ctr", replicas=args.replicas)
+        api = fk.serve("ctr-api", model="ctr", replicas=args.replicas,
+                       port=getattr(args, "port", 8000))
         sample = fk.peek("clicks", 10)
         rows = sample.drop(columns=[c for c in sample.columns
                                     if c.startswith("_") or c == "clicked"]).to_dict("records")

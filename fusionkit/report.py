@@ -22,12 +22,13 @@ def _figure(title: str, yaxis: str):
 
 
 def _markers(fig, times: list[float], label: str, color: str) -> None:
-    for t in times:
-        x = to_local_time(pd.Series([t])).iloc[0]
+    # whole microseconds: plotly warns when it drops a timestamp's nanoseconds
+    xs = to_local_time(pd.Series(times, dtype="float64")).dt.floor("us").tolist()
+    for x in xs:
         fig.add_vline(x=x, line_width=1, line_dash="dot", line_color=color)
-    if times:
-        fig.add_annotation(x=to_local_time(pd.Series([times[0]])).iloc[0], y=1, yref="paper",
-                           text=label, showarrow=False, font=dict(color=color))
+    if xs:
+        fig.add_annotation(x=xs[0], y=1, yref="paper", text=label, showarrow=False,
+                           font=dict(color=color))
 
 
 def write_report(path: str | Path, title: str = "fusionkit report",

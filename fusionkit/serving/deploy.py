@@ -103,10 +103,40 @@ def handle(name: str):
         return _serve().get_deployment_handle(name, app_name=name)
 
 
-def shutdown() -> None:
-    """Shut Ray Serve down, wherever its controller was started from."""
+def shutdown(timeout: float = 30.0) -> None:
+    """Shut Ray Serve down, wherever its controller was started from, and wait until its
+    controller is gone.
+
+    Not ``serve.shutdown()``: that waits on a controller call that only ends when the
+    controller kills itself, and Ray then prints the call as a failed task ("Task
+    ServeController.graceful_shutdown failed ... killed by ray.kill"). The controller is told
+    to shut down without a call left waiting on it, and this polls until it has.
+    """
+    import time
+
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    def controller() -> Any:
+        try:
+            return ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:
+            return None
+
     forget_client()  # a client cached before a restart would find "nothing to shut down"
-    _serve().shutdown()
+    actor = controller()
+    if actor is None:
+        return
+    try:
+        ray.get(actor.graceful_shutdown.remote(False), timeout=timeout)
+    except ray.exceptions.RayActorError:
+        return
+    deadline = time.monotonic() + timeout
+    while controller() is not None:
+        if time.monotonic() > deadline:
+            ray.kill(actor, no_restart=True)
+            return
+        time.sleep(0.1)
 
 
 def replica_infos(spec: ServeSpec) -> list[dict[str, Any]]:
