@@ -1,7 +1,8 @@
 """A serve stage's HTTP way in on a real Ray Serve: a caller without the token, a body too
-large and too many rows are refused (401, 413) before the replica reads or builds them, and
-its memory stays flat; a caller with the token is answered. Each both straight to a model
-replica and through the retrying front of a stage with two replicas.
+large and too many rows are refused (401, 413) before the replica reads or builds them, its
+memory flat (for a body that states its length, and for a million rows); a caller with the
+token is answered. Each both straight to a model replica and through the retrying front of
+a stage with two replicas.
 
 Memory is each process's peak resident size (``VmHWM``, reset through
 ``/proc/PID/clear_refs`` before each request), so a refusal that built a frame and freed it
@@ -30,7 +31,10 @@ AUTH = {"authorization": f"Bearer {TOKEN}"}
 MiB = 2**20
 MAX_BODY = 2 * MiB
 MAX_ROWS = 50
-FLAT = 20 * MiB  # a refused request may grow no process by this much (its payload: 50 MB)
+FLAT = 20 * MiB  # a refused body may grow no process by this much (its payload: 50 MB)
+# a million rows are counted once parsed: the 2 MB of JSON make a list of a million (8 MB);
+# measured 7-15 MiB with the count first, 436-455 MiB when the frame was built first
+ROWS_FLAT = 32 * MiB
 
 
 def free_port() -> int:
@@ -142,9 +146,9 @@ class PeakGrowth:
     def report(self, what: str) -> None:
         print(f"{what}: peak growth MiB", {p: round(g / MiB, 1) for p, g in self.growth.items()})
 
-    def assert_flat(self, what: str) -> None:
+    def assert_flat(self, what: str, bound: int = FLAT) -> None:
         self.report(what)
-        grew = {pid: round(g / MiB, 1) for pid, g in self.growth.items() if g >= FLAT}
+        grew = {pid: round(g / MiB, 1) for pid, g in self.growth.items() if g >= bound}
         assert not grew, f"{what}: peak memory grew by MiB {grew} (pid: MiB)"
 
 
@@ -233,7 +237,7 @@ def test_a_million_rows_are_refused_before_they_are_built(target):
         r = httpx.post(target.url, content=body, headers=AUTH, timeout=60)
     assert r.status_code == 413, r.text
     assert f"too many rows: 1000000 > {MAX_ROWS}" in r.json()["error"]
-    peak.assert_flat("refusing a million rows")
+    peak.assert_flat("refusing a million rows", ROWS_FLAT)
 
 
 def test_the_right_token_is_answered(target):
