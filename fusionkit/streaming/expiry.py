@@ -63,8 +63,8 @@ class Expiry:
         return list(self._slot)
 
     def seen(self, keys: Iterable[Any]) -> np.ndarray:
-        """Last seen times of ``keys`` (``-inf`` for a key not held)."""
-        return np.array([self._seen[s] if (s := self._slot.get(k)) is not None else -np.inf
+        """Last seen times of ``keys`` (NaN for a key not held, or held with no time yet)."""
+        return np.array([self._seen[s] if (s := self._slot.get(k)) is not None else np.nan
                          for k in keys], dtype="float64")
 
     # -- a batch --------------------------------------------------------------------------
@@ -85,7 +85,7 @@ class Expiry:
         # the key's last seen before each event, as if nothing expired in the batch: it
         # gives the same answer (what an expiry drops is older than the cut-off anyway)
         earlier = pd.Series(eff).groupby(codes).cummax().groupby(codes).shift(1).to_numpy()
-        last = np.fmax(prior[codes], earlier)
+        last = np.fmax(prior[codes], earlier)  # NaN: a new key, nothing to reset
         reset = before - self.ttl > last
         # last seen after the batch: the max over the events since the key's last reset
         seg = pd.Series(reset).groupby(codes).cumsum().to_numpy()

@@ -320,14 +320,19 @@ class KeyedState(Operator):
         codes, uniques = pd.factorize(batch[col], use_na_sentinel=False)
         uniques = np.asarray(uniques, dtype=object)
         reset, seen, clock = expiry.resets(codes, uniques, t)
-        seg = pd.Series(reset).groupby(codes).cumsum().to_numpy()
-        first = np.unique(codes, return_index=True)[1]  # keys in the order they first appear
-        rank = np.empty(len(uniques), dtype=np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(len(uniques))
+        if reset.any():  # a key's events before and after it expired go in two calls
+            seg = pd.Series(reset).groupby(codes).cumsum().to_numpy()
+            first = np.unique(codes, return_index=True)[1]  # keys in order of appearance
+            rank = np.empty(len(uniques), dtype=np.int64)
+            rank[np.argsort(first, kind="stable")] = np.arange(len(uniques))
+            groups = ((uniques[code], s, group) for (_, code, s), group
+                      in batch.groupby([rank[codes], codes, seg], sort=True))
+        else:
+            groups = ((key, 0, group) for key, group
+                      in batch.groupby(col, sort=False, dropna=False))
         outs = []
         journal = self._journal
-        for (_, code, s), group in batch.groupby([rank[codes], codes, seg], sort=True):
-            key = uniques[code]
+        for key, s, group in groups:
             state = self.states.get(key)
             if journal is not None and key not in journal:
                 journal[key] = _NEW if state is None else copy.deepcopy(state)
