@@ -106,6 +106,16 @@ def _loopback_node():
         ray_constants.ENABLE_RAY_CLUSTER = before
 
 
+def _is_loopback(address: str) -> bool:
+    """Whether ``address`` (``host:port``) is on this machine's loopback interface. Joining
+    a Ray that listens there (``fk.connect()``'s own, or a ``ray start`` of docs/cluster.md)
+    needs Ray's switch too: without it ``ray.init`` dials the machine's address instead."""
+    from ray._common.network_utils import is_localhost, parse_address
+
+    parsed = parse_address(address)  # None for "auto" and "ray://...": left alone
+    return parsed is not None and is_localhost(parsed[0])
+
+
 START_ATTEMPTS = 3  # a busy machine can make Ray's own 30 s node start-up wait run out
 
 
@@ -116,6 +126,9 @@ def _init(kwargs: dict[str, Any], local: bool) -> None:
         try:
             if local:
                 with _worker_environment(), _loopback_node():
+                    ray.init(**kwargs)
+            elif _is_loopback(kwargs["address"]):  # kept as given, to reach a loopback Ray
+                with _loopback_node():
                     ray.init(**kwargs)
             else:
                 ray.init(**kwargs)

@@ -44,6 +44,21 @@ fk.shutdown()
 print("DONE", flush=True)
 """
 
+# Another driver of this machine joins that Ray by its loopback address.
+JOINER = r"""
+import sys
+import fusionkit as fk
+
+conn = fk.connect(address=sys.argv[1], storage=sys.argv[2], checkpoint_every=None)
+print("JOINED", conn.started_ray, flush=True)
+"""
+
+
+def join(address: str, storage: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", JOINER, address, storage], env=env,
+                          cwd=os.path.dirname(storage), capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
 
 def is_loopback(host: str) -> bool:
     addr = ipaddress.ip_address(host.split("%")[0])
@@ -119,7 +134,9 @@ def read_until(lines: queue.Queue, prefix: str, output: list[str]) -> str | None
 def test_embedded_ray_listens_on_loopback_only(tmp_path):
     """After ``fk.connect()`` starts its own Ray, no process of that Ray listens on an
     address other than loopback; the GCS address the driver uses is 127.0.0.1; Ray's
-    single-machine switch that connect turns for the start is back as it was."""
+    single-machine switch that connect turns for the start is back as it was. Another
+    driver joins it by that address with Ray's token (Ray 2.60 turns token authentication
+    on for a Ray that ray.init starts) and is refused without it."""
     env = {**os.environ, "FUSIONKIT_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1",
            "RAY_raylet_start_wait_time_s": "120"}  # a busy machine starts a node slowly
     proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path / "storage")],
@@ -150,6 +167,17 @@ def test_embedded_ray_listens_on_loopback_only(tmp_path):
         assert info["started_ray"] and info["node_ip"] == "127.0.0.1"
         assert info["address"].startswith("127.0.0.1:")
         assert info["switch_restored"]
+
+        # a driver with Ray's token joins it by its loopback address; one without is refused
+        storage = str(tmp_path / "storage")
+        joined = join(info["address"], storage, {**env, "RAY_AUTH_MODE": "token"})
+        assert "JOINED False" in joined.stdout, joined.stdout + joined.stderr[-4000:]
+        stranger = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+        stranger["HOME"] = str(tmp_path / "stranger")  # no ~/.ray/auth_token there
+        os.makedirs(stranger["HOME"])
+        refused = join(info["address"], storage, stranger)
+        assert refused.returncode != 0 and "JOINED" not in refused.stdout
+        assert "InvalidAuthToken" in refused.stdout + refused.stderr, refused.stderr[-4000:]
         proc.stdin.write("\n")
         proc.stdin.flush()
         assert read_until(lines, "DONE", output), "\n".join(output[-80:])
