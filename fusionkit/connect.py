@@ -175,8 +175,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
             namespace: str = NAMESPACE) -> Connection:
     """Connect to Ray and to the pipeline's controller, starting either if needed.
 
-    With no ``address`` a local Ray is started with settings for a laptop: no dashboard
-    process, deduplicated logs, worker output kept out of the notebook (``worker_output=True``
+    With no ``address`` a local Ray is started with settings for a laptop: listening on
+    127.0.0.1 only (see ``_loopback_node``), no dashboard process, deduplicated logs, worker output kept out of the notebook (``worker_output=True``
     shows it), fusionkit's worker path first on its workers' PYTHONPATH (each starts ~1 s
     sooner; see ``worker_pythonpath``). ``address="auto"`` or ``"ray://host:10001"`` joins an existing cluster. Calling
     it again returns the same connection. Pipelines are checkpointed every
