@@ -277,9 +277,15 @@ def scale(name: str, n: int) -> dict[str, Any]:
 
 
 def dead_letters(name: str, limit: int | None = None) -> pd.DataFrame:
-    """The events a stage could not take, each with the reason and the raw payload."""
+    """The events a stage could not take, each with the reason and the raw payload.
+
+    ``size`` is the payload's size in bytes; a payload over 1 KiB is kept as a preview of
+    its start (``truncated``). Each actor keeps its newest 4 MiB of dead letters, with its
+    checkpoints, so they outlive a recovery; an actor's info counts the older ones dropped
+    (``dead_letters_dropped``)."""
     items = call("dead_letters", name, limit)
-    return pd.DataFrame(items, columns=["time", "stage", "offset", "reason", "payload"])
+    return pd.DataFrame(items, columns=["time", "stage", "offset", "reason", "payload", "size",
+                                        "truncated"])
 
 
 def peek(name: str, n: int = 5) -> pd.DataFrame | None:
