@@ -290,13 +290,22 @@ class KeyedState(Operator):
                            f"columns are {_user_columns(batch)}")
         if self._expiry is not None:
             return self._process_expiring(batch, col)
+        outs = self._apply((key, 0, group) for key, group
+                           in batch.groupby(col, sort=False, dropna=False))
+        return pd.concat(outs) if outs else batch.iloc[0:0]
+
+    def _apply(self, groups) -> list[pd.DataFrame]:
+        """Call the function on each ``(key, segment, events)`` with the key's state (a new
+        one where the key has none, or where ``segment > 0``: it expired before these events),
+        noting in the journal what a failed batch must put back; return the non-empty outputs."""
         outs = []
         journal = self._journal
-        for key, group in batch.groupby(col, sort=False, dropna=False):
+        for key, s, group in groups:
             state = self.states.get(key)
             if journal is not None and key not in journal:
                 journal[key] = _NEW if state is None else copy.deepcopy(state)
-            if state is None:
+            if state is None or s > 0:
+                self.evicted += state is not None
                 state = self.states[key] = self.initial()
             out = self.fn(key, group, state)
             if out is None:
@@ -306,7 +315,7 @@ class KeyedState(Operator):
                                 f"{type(out).__name__}; it must return a DataFrame or None")
             if len(out):
                 outs.append(out)
-        return pd.concat(outs) if outs else batch.iloc[0:0]
+        return outs
 
     def _process_expiring(self, batch: pd.DataFrame, col: str) -> pd.DataFrame:
         """``process`` with a ``ttl``: a key's state starts afresh at an event before which
@@ -330,23 +339,8 @@ class KeyedState(Operator):
         else:
             groups = ((key, 0, group) for key, group
                       in batch.groupby(col, sort=False, dropna=False))
-        outs = []
+        outs = self._apply(groups)
         journal = self._journal
-        for key, s, group in groups:
-            state = self.states.get(key)
-            if journal is not None and key not in journal:
-                journal[key] = _NEW if state is None else copy.deepcopy(state)
-            if state is None or s > 0:  # new, or expired before this event
-                self.evicted += state is not None
-                state = self.states[key] = self.initial()
-            out = self.fn(key, group, state)
-            if out is None:
-                continue
-            if not isinstance(out, pd.DataFrame):
-                raise TypeError(f"the keyed function {_name(self.fn)}() returned a "
-                                f"{type(out).__name__}; it must return a DataFrame or None")
-            if len(out):
-                outs.append(out)
         expiry.advance(uniques, seen, clock)
         for key in expiry.expire():
             state = self.states.pop(key, None)
