@@ -68,6 +68,22 @@ def first_fused(infos: list[dict]) -> dict:
     return next(i for i in infos if i.get("role") == "fused")
 
 
+@pytest.fixture()
+def redis_server(tmp_path):
+    """A real redis-server on a free loopback port (tests/integration/_pipelines.py), for
+    one test; the test is skipped where redis-py or the redis-server binary is missing."""
+    import shutil
+
+    pytest.importorskip("redis")
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs redis-server")
+    from _pipelines import RedisServer  # tests/integration is on the path of its tests
+
+    srv = RedisServer(tmp_path).start()
+    yield srv
+    srv.stop()
+
+
 LAST_USER = pytest.StashKey[object]()
 
 

@@ -17,36 +17,12 @@ It prints ``RESULT <json>`` on success and exits non-zero on a failed check.
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 import time
 
-import numpy as np
-import pandas as pd
+from _pipelines import OffsetCounter, events_seen, learned_counts
 
 import fusionkit as fk
-from fusionkit.training.learners import Prediction
-
-
-class OffsetCounter:
-    """A learner that counts how often it learned each event offset (its whole state)."""
-
-    task = "classification"
-
-    def __init__(self, n: int):
-        self.counts = np.zeros(n, dtype="int64")
-
-    def predict(self, X: pd.DataFrame) -> Prediction:
-        return Prediction(np.zeros(len(X), dtype="int64"))
-
-    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
-        np.add.at(self.counts, X["_offset"].to_numpy(), 1)
-
-    def get_state(self) -> bytes:
-        return pickle.dumps(self.counts)
-
-    def set_state(self, state: bytes) -> None:
-        self.counts = pickle.loads(state)
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -58,18 +34,6 @@ def wait_for(predicate, timeout: float, what: str):
             return last
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
-def seen(name: str = "count") -> int:
-    return fk.api.call("infos", name)[0].get("events_seen", 0)
-
-
-def learned_counts(name: str = "count") -> np.ndarray:
-    import ray
-
-    version = fk.publish(name)
-    registry = fk.api.handles()["registry"]
-    return pickle.loads(ray.get(registry.state.remote(name, version)))
 
 
 def nodes_of(name: str) -> list[str]:
@@ -157,7 +121,7 @@ def placement(cluster, workers) -> dict:
     fk.stream("clicks", source=src, batch_size=200, resources={"w1": 0.5})
     fk.train("count", on="clicks", label="clicked", model=OffsetCounter(10_000_000),
              publish_every=None, resources={"w2": 1})
-    wait_for(lambda: seen() > 1_000, 60, "events learned across nodes")
+    wait_for(lambda: events_seen(fk, "count") > 1_000, 60, "events learned across nodes")
     stream_nodes, train_nodes = nodes_of("clicks"), nodes_of("count")
     assert stream_nodes == [w1.node_id], (stream_nodes, w1.node_id)
     assert train_nodes == [w2.node_id], (train_nodes, w2.node_id)
@@ -192,9 +156,9 @@ def node_loss(cluster, workers) -> dict:
     fk.train("count", on="clicks", label="clicked", model=OffsetCounter(n_events),
              publish_every=None, resources={"trainer": 1})
     fk.resume("clicks")
-    wait_for(lambda: seen() >= n_events // 5, 60, "first events learned")
+    wait_for(lambda: events_seen(fk, "count") >= n_events // 5, 60, "first events learned")
     assert fk.checkpoint() is not None
-    wait_for(lambda: seen() >= n_events // 3, 60, "more events learned")
+    wait_for(lambda: events_seen(fk, "count") >= n_events // 3, 60, "more events learned")
     (before,) = nodes_of("count")
     victim = next(w for w in workers if w.node_id == before)
     survivor = next(w for w in workers if w is not victim)
@@ -205,8 +169,9 @@ def node_loss(cluster, workers) -> dict:
     cluster.remove_node(victim)
     wait_for(lambda: len(fk.recoveries()) > 0, 120, "a recovery after the node loss")
     recovered_s = time.monotonic() - t0
-    wait_for(lambda: seen() >= n_events, 120, "every event learned after the node loss")
-    counts = learned_counts()
+    wait_for(lambda: events_seen(fk, "count") >= n_events, 120,
+             "every event learned after the node loss")
+    counts = learned_counts(fk, "count")
     assert counts.sum() == n_events, f"learned {counts.sum()} events, produced {n_events}"
     assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
     (after,) = nodes_of("count")
@@ -243,8 +208,8 @@ def address(folder: str, addr: str) -> dict:
         fk.train("count", on="clicks", label="clicked", model=OffsetCounter(n_events),
                  publish_every=None)
         fk.resume("clicks")
-        wait_for(lambda: seen() >= n_events, 60, "every event learned")
-        counts = learned_counts()
+        wait_for(lambda: events_seen(fk, "count") >= n_events, 60, "every event learned")
+        counts = learned_counts(fk, "count")
         assert counts.sum() == n_events and (counts == 1).all(), counts.sum()
         return {"address": conn.address, "learned": int(counts.sum()),
                 "nodes": sorted(set(fk.actors()["node"]))}

@@ -8,65 +8,27 @@ keys while 200,000 distinct keys pass (read from the actors' infos, not from mem
 
 from __future__ import annotations
 
-import pickle
-import shutil
-
 import numpy as np
 import pandas as pd
 import pytest
+from _pipelines import SCHEMA, EventCounter, events_seen, learned_counts
 from conftest import first_fused, learn_through_a_kill, wait_for
-from test_redis_source import RedisServer, produce
-
-from fusionkit.training.learners import Prediction
-
-
-class Counter:
-    """Counts how often it learned each event number ``i`` (its whole state)."""
-
-    task = "classification"
-
-    def __init__(self, n: int):
-        self.counts = np.zeros(n, dtype="int64")
-
-    def predict(self, X: pd.DataFrame) -> Prediction:
-        return Prediction(np.zeros(len(X), dtype="int64"))
-
-    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
-        np.add.at(self.counts, X["i"].to_numpy(dtype="int64"), 1)
-
-    def get_state(self) -> bytes:
-        return pickle.dumps(self.counts)
-
-    def set_state(self, state: bytes) -> None:
-        self.counts = pickle.loads(state)
-
-
-def events_seen(fk, name: str) -> int:
-    return int(fk.api.call("infos", name)[0].get("events_seen", 0))
-
-
-@pytest.fixture()
-def server(tmp_path):
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server")
-    srv = RedisServer(tmp_path).start()
-    yield srv
-    srv.stop()
+from test_redis_source import produce
 
 
 @pytest.mark.redis
-def test_dead_letters_survive_a_killed_stream_actor(fk, server):
+def test_dead_letters_survive_a_killed_stream_actor(fk, redis_server):
     """Malformed entries mixed into a Redis stream: the stream actor is SIGKILLed after a
     checkpoint acknowledged (XACK) the first ones; after the recovery every malformed entry
     is a dead letter exactly once, and every good event is learned exactly once."""
     n, every = 20_000, 100
     bad = n // every
-    client = server.client()
-    src = fk.sources.redis(server.url, stream="events",
-                           schema=fk.Schema({"i": "integer", "x": "number", "y": "integer"}))
+    client = redis_server.client()
+    src = fk.sources.redis(redis_server.url, stream="events",
+                           schema=fk.Schema(SCHEMA))
     produce(client, "events", 0, 500, bad_every=every)
     fk.stream("events", source=src, batch_size=500, paused=True)
-    fk.train("count", on="events", label="y", model=Counter(n), publish_every=None)
+    fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
     fk.resume("events")
     learn_through_a_kill(fk, lambda start: produce(client, "events", start, 500, bad_every=every),
                          range(500, n, 500), first_fused, lambda: events_seen(fk, "count"),
@@ -80,10 +42,7 @@ def test_dead_letters_survive_a_killed_stream_actor(fk, server):
     assert len(letters) == bad and letters["offset"].is_unique, "each malformed entry once"
     assert fk.status().loc["events", "dead_letters"] == bad
     assert fk.status().loc["events", "restarts"] >= 1
-    version = fk.publish("count")
-    import ray
-
-    counts = pickle.loads(ray.get(fk.api.handles()["registry"].state.remote("count", version)))
+    counts = learned_counts(fk, "count")
     good = np.ones(n, dtype="int64")
     good[every - 1::every] = 0
     assert (counts == good).all(), f"{(counts < good).sum()} lost, {(counts > good).sum()} twice"

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+from _pipelines import end_session
 
 SCRIPT = Path(__file__).with_name("cluster_scenarios.py")
 TIMEOUT = 420  # generous: a loaded machine starts Ray nodes slowly
@@ -27,29 +27,6 @@ ENV = {
     "RAY_raylet_start_wait_time_s": "120",
     "PYTHONUNBUFFERED": "1",
 }
-
-
-def end_session(sid: int, grace: float = 5.0) -> int:
-    """End every process of process session ``sid`` (a scenario's Ray, started inside it)."""
-    procs = []
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if p.pid != os.getpid() and os.getsid(p.pid) == sid:
-                procs.append(p)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            pass
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    return len(procs)
 
 
 def run(*args: str, tmp_path: Path, env: dict[str, str] | None = None) -> dict:

@@ -3,52 +3,18 @@
 from __future__ import annotations
 
 import os
-import pickle
 import random
 import signal
 
-import numpy as np
-import pandas as pd
 import pytest
+from _pipelines import OffsetCounter, learned_counts
 from conftest import wait_for
-
-from fusionkit.training.learners import Prediction
 
 N_EVENTS = 40_000
 
 
-class OffsetCounter:
-    """A learner that counts how often it learned each event offset (its whole state)."""
-
-    task = "classification"
-
-    def __init__(self, n: int):
-        self.counts = np.zeros(n, dtype="int64")
-
-    def predict(self, X: pd.DataFrame) -> Prediction:
-        return Prediction(np.zeros(len(X), dtype="int64"))
-
-    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
-        np.add.at(self.counts, X["_offset"].to_numpy(), 1)
-
-    def get_state(self) -> bytes:
-        return pickle.dumps(self.counts)
-
-    def set_state(self, state: bytes) -> None:
-        self.counts = pickle.loads(state)
-
-
 def infos(fk, name):
     return fk.api.call("infos", name)
-
-
-def learned_counts(fk, name) -> np.ndarray:
-    """The train stage's state, through the registry: publish a version and load it."""
-    version = fk.publish(name)
-    registry = fk.api.handles()["registry"]
-    import ray
-
-    return pickle.loads(ray.get(registry.state.remote(name, version)))
 
 
 def kill(pid: int) -> None:

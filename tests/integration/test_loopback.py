@@ -20,6 +20,7 @@ import threading
 import time
 
 import psutil
+from _pipelines import end_session
 
 TIMEOUT = 420  # generous: a loaded machine starts Ray slowly
 
@@ -91,27 +92,6 @@ def tcp_listeners(pids: dict[int, str]) -> list[tuple[str, int, str]]:
     return sorted((c.laddr.ip, c.laddr.port, pids[c.pid])
                   for c in psutil.net_connections(kind="tcp")
                   if c.status == psutil.CONN_LISTEN and c.pid in pids)
-
-
-def end_session(sid: int, grace: float = 5.0) -> None:
-    procs = []
-    for p in psutil.process_iter(["pid"]):
-        try:
-            if p.pid != os.getpid() and os.getsid(p.pid) == sid:
-                procs.append(p)
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            pass
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
 
 
 def read_until(lines: queue.Queue, prefix: str, output: list[str]) -> str | None:

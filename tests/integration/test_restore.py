@@ -2,40 +2,10 @@
 
 from __future__ import annotations
 
-import pickle
-
-import numpy as np
-import pandas as pd
+from _pipelines import OffsetCounter, events_seen, model_state
 from conftest import wait_for
 
-from fusionkit.training.learners import Prediction
-
 N_EVENTS = 30_000
-
-
-class OffsetCounter:
-    """A learner that counts how often it learned each event offset (its whole state)."""
-
-    task = "classification"
-
-    def __init__(self, n: int):
-        self.counts = np.zeros(n, dtype="int64")
-
-    def predict(self, X: pd.DataFrame) -> Prediction:
-        return Prediction(np.zeros(len(X), dtype="int64"))
-
-    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
-        np.add.at(self.counts, X["_offset"].to_numpy(), 1)
-
-    def get_state(self) -> bytes:
-        return pickle.dumps(self.counts)
-
-    def set_state(self, state: bytes) -> None:
-        self.counts = pickle.loads(state)
-
-
-def seen(fk) -> int:
-    return fk.api.call("infos", "count")[0].get("events_seen", 0)
 
 
 def test_restore_after_full_restart(fk):
@@ -43,15 +13,14 @@ def test_restore_after_full_restart(fk):
     down, connect again with the same storage and restore: every event is learned exactly
     once across the two runs, the source resumes at the checkpointed offset and the
     registry keeps the versions of the first run."""
-    import ray
-
     storage = fk.connect().storage
     src = fk.sources.synthetic("clicks", rate=4_000, seed=11, max_events=N_EVENTS)
     fk.stream("clicks", source=src, batch_size=500, paused=True)
     fk.train("count", on="clicks", label="clicked", model=OffsetCounter(N_EVENTS),
              publish_every=None)
     fk.resume("clicks")
-    wait_for(lambda: seen(fk) >= N_EVENTS // 4, timeout=60, what="a quarter learned")
+    wait_for(lambda: events_seen(fk, "count") >= N_EVENTS // 4, timeout=60,
+             what="a quarter learned")
     first_version = fk.publish("count")
     k = fk.checkpoint()
     assert k is not None
@@ -63,12 +32,12 @@ def test_restore_after_full_restart(fk):
     assert out["checkpoint"] == k
     assert 0 < out["offsets"]["clicks"] < N_EVENTS
     assert set(out["stages"]) == {"clicks", "count"}
-    wait_for(lambda: seen(fk) >= N_EVENTS, timeout=120, what="every event learned after restore")
+    wait_for(lambda: events_seen(fk, "count") >= N_EVENTS, timeout=120,
+             what="every event learned after restore")
     assert first_version in set(fk.models("count")["version"])
     version = fk.publish("count")
     assert version > first_version
-    registry = fk.api.handles()["registry"]
-    counts = pickle.loads(ray.get(registry.state.remote("count", version)))
+    counts = model_state(fk, "count", version)
     assert counts.sum() == N_EVENTS, f"learned {counts.sum()} events, produced {N_EVENTS}"
     assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
     assert fk.status().loc["clicks", "status"] in ("running", "finished")

@@ -119,7 +119,8 @@ def test_fallback_through_redis_loses_nothing(fk, storage, tmp_path):
     entries between the older and the newer checkpoint are still pending when the newer one
     is skipped (a checkpoint's offsets are acknowledged once the next one completes), so
     they are learned again from the older one, and none is lost."""
-    from test_redis_source import RedisServer, produce
+    from _pipelines import RedisServer
+    from test_redis_source import produce
 
     n, chunk = 6_000, 2_000
     server = RedisServer(tmp_path).start()
