@@ -14,6 +14,8 @@ import pickle
 import socket
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -129,14 +131,23 @@ def start_broker(port: int, advertised: int):
     return proc, bootstrap
 
 
+@contextmanager
+def running_broker() -> Iterator[str]:
+    """A Tansu broker on a free port of 127.0.0.1, while the block runs; its ``host:port``."""
+    port = free_port()
+    proc, bootstrap = start_broker(port, port)
+    try:
+        yield bootstrap
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 @pytest.fixture()
 def broker():
     """A Tansu broker on 127.0.0.1; its ``host:port``."""
-    port = free_port()
-    proc, bootstrap = start_broker(port, port)
-    yield bootstrap
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_broker() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture()

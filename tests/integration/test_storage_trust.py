@@ -4,42 +4,18 @@ previous one (said in an event), and a folder written under another key is refus
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import signal
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
+from _pipelines import EventCounter, OffsetCounter, events_seen, learned_counts
 from conftest import wait_for
 
 from fusionkit.errors import StorageKeyError
-from fusionkit.training.learners import Prediction
 
 N_EVENTS = 30_000
-
-
-class Counter:
-    """A learner that counts how often it learned each event number (its whole state)."""
-
-    task = "classification"
-
-    def __init__(self, n: int, column: str):
-        self.counts = np.zeros(n, dtype="int64")
-        self.column = column
-
-    def predict(self, X: pd.DataFrame) -> Prediction:
-        return Prediction(np.zeros(len(X), dtype="int64"))
-
-    def learn(self, X: pd.DataFrame, y: pd.Series) -> None:
-        np.add.at(self.counts, X[self.column].to_numpy(dtype="int64"), 1)
-
-    def get_state(self) -> bytes:
-        return pickle.dumps(self.counts)
-
-    def set_state(self, state: bytes) -> None:
-        self.counts = pickle.loads(state)
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +34,11 @@ def storage(fk_session, tmp_path_factory):
 
 
 def seen(fk) -> int:
-    return fk.api.call("infos", "count")[0].get("events_seen", 0)
+    return events_seen(fk, "count")
 
 
 def learned(fk) -> np.ndarray:
-    import ray
-
-    version = fk.publish("count")
-    registry = fk.api.handles()["registry"]
-    return pickle.loads(ray.get(registry.state.remote("count", version)))
+    return learned_counts(fk, "count")
 
 
 def damage_latest_and_kill_the_trainer(fk, storage: Path, older: int, newer: int) -> None:
@@ -98,7 +70,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(fk, storage):
     still learned exactly once."""
     src = fk.sources.synthetic("clicks", rate=4_000, seed=7, max_events=N_EVENTS)
     fk.stream("clicks", source=src, batch_size=500, paused=True)
-    fk.train("count", on="clicks", label="clicked", model=Counter(N_EVENTS, "_offset"),
+    fk.train("count", on="clicks", label="clicked", model=OffsetCounter(N_EVENTS),
              publish_every=None)
     fk.resume("clicks")
     wait_for(lambda: seen(fk) >= N_EVENTS // 5, timeout=60, what="a fifth learned")
@@ -130,7 +102,7 @@ def test_fallback_through_redis_loses_nothing(fk, storage, tmp_path):
         produce(client, "events", 0, chunk)
         fk.stream("events", source=fk.sources.redis(server.url, stream="events", schema=schema),
                   batch_size=500, paused=True)
-        fk.train("count", on="events", label="y", model=Counter(n, "i"), publish_every=None)
+        fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
         fk.resume("events")
         wait_for(lambda: seen(fk) >= chunk, timeout=90, what="the first chunk learned")
         older = fk.checkpoint()
