@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from _pipelines import end_session
+from _pipelines import end_session, free_port
 
 SCRIPT = Path(__file__).with_name("cluster_scenarios.py")
 TIMEOUT = 420  # generous: a loaded machine starts Ray nodes slowly
@@ -87,12 +86,6 @@ def test_node_loss_recovers_exactly_once(nodes_run):
     assert out["learned"] == 20_000
     assert out["train_node_after"] != out["train_node_before"]
     assert out["victim"] not in out["infra_after"].values()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()
