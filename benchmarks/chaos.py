@@ -209,12 +209,21 @@ class MemorySampler(threading.Thread):
                     self.peak_mb[kind] = max(self.peak_mb[kind], round(rss, 1))
 
 
-def learned_counts() -> np.ndarray:
+def learned_counts(timeout: float = 300.0) -> np.ndarray:
+    """The counts of a version published now, through a restart of the registry or the
+    trainer that the last kill may have left under way."""
     import ray
 
-    version = fk.publish("count")
-    registry = fk.api.handles()["registry"]
-    return pickle.loads(ray.get(registry.state.remote("count", version)))
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            version = fk.publish("count")
+            registry = fk.api.handles()["registry"]
+            return pickle.loads(ray.get(registry.state.remote("count", version), timeout=60))
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 def events_seen() -> int:
