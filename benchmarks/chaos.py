@@ -217,7 +217,7 @@ def learned_counts(timeout: float = 300.0) -> np.ndarray:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            version = fk.publish("count")
+            version = fk.publish("count") or fk.live_version("count")
             registry = fk.api.handles()["registry"]
             return pickle.loads(ray.get(registry.state.remote("count", version), timeout=60))
         except Exception:
@@ -312,6 +312,11 @@ def main() -> None:
     print(f"producer stopped at {good} good events; waiting for every one to be learned",
           flush=True)
     drained = wait(lambda: events_seen() >= good, timeout=600)
+    if not drained:  # say where it stands, for whoever reads the run
+        print(f"not drained: learned {events_seen()} of {good}", flush=True)
+        print(fk.status().to_string(), flush=True)
+        print(fk.recoveries().tail(10).to_string(), flush=True)
+        print(fk.events().tail(30).to_string(), flush=True)
     for load in loads:
         load.stop_event.set()
     for load in loads:
