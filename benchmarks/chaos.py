@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import random
 import shutil
 import signal
@@ -44,13 +43,14 @@ from _common import free_port, machine, table, write_result  # noqa: E402
 from serve_latency import Load  # noqa: E402
 
 import fusionkit as fk  # noqa: E402
-from fusionkit.training.learners import Prediction  # noqa: E402
+from fusionkit.training.learners import Learner, Prediction, load_state  # noqa: E402
 
 KINDS = ("stream", "train", "registry", "replica", "controller")
 
 
-class EventCounter:
-    """Counts how often each event number was learned (uint8: 1 byte an event, saturating)."""
+class EventCounter(Learner):
+    """Counts how often each event number was learned (uint8: 1 byte an event, saturating);
+    a ``Learner``, so its versions can be served as well as counted."""
 
     task = "classification"
 
@@ -64,12 +64,6 @@ class EventCounter:
         idx = X["i"].to_numpy(dtype="int64")
         np.add.at(self.counts, idx, 1)
         np.minimum(self.counts, 250, out=self.counts)
-
-    def get_state(self):
-        return pickle.dumps(self.counts)
-
-    def set_state(self, state):
-        self.counts = pickle.loads(state)
 
 
 class RedisServer:
@@ -219,7 +213,8 @@ def learned_counts(timeout: float = 300.0) -> np.ndarray:
         try:
             version = fk.publish("count") or fk.live_version("count")
             registry = fk.api.handles()["registry"]
-            return pickle.loads(ray.get(registry.state.remote("count", version), timeout=60))
+            state = ray.get(registry.state.remote("count", version), timeout=60)
+            return load_state(state).counts
         except Exception:
             if time.monotonic() > deadline:
                 raise
