@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from _pipelines import free_port
 from conftest import wait_for
 
 from fusionkit.demo import ctr_model
@@ -35,12 +36,6 @@ FLAT = 20 * MiB  # a refused body may grow no process by this much (its payload:
 # a million rows are counted once parsed: the 2 MB of JSON make a list of a million (8 MB);
 # measured 7-15 MiB with the count first, 436-455 MiB when the frame was built first
 ROWS_FLAT = 32 * MiB
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

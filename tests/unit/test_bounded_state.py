@@ -26,6 +26,17 @@ AGG = {"n": ("v", "count"), "total": ("v", "sum"), "kinds": ("v", "nunique")}
 
 
 # -- windows: the table of keys ------------------------------------------------------------
+def cut_into(df: pd.DataFrame, cuts: list[int]):
+    """``df`` as the batches of sizes ``cuts`` (then the rest), up to the first empty one."""
+    at = 0
+    for cut in [*cuts, len(df)]:
+        part = df.iloc[at:at + cut]
+        at += cut
+        if len(part) == 0:
+            return
+        yield part
+
+
 def distinct_keys(batches: int, per_batch: int, step: float = 1.0):
     """Batches of ``per_batch`` keys never seen before, each batch ``step`` seconds later."""
     for b in range(batches):
@@ -67,12 +78,7 @@ def test_pruning_the_key_table_changes_no_window_result(events, cuts, shape):
         pruned._compact_at = 1
         kept = SlidingWindow(size, slide, agg=AGG, key="user", allowed_lateness=1.0)
         kept._compact_at = math.inf
-        at = 0
-        for cut in [*cuts, len(df)]:
-            part = df.iloc[at:at + cut]
-            at += cut
-            if len(part) == 0:
-                break
+        for part in cut_into(df, cuts):
             pd.testing.assert_frame_equal(pruned.process(part), kept.process(part))
             open_keys = len(np.unique(pruned._state[windows.KC])) if pruned._state else 0
             assert pruned.held_keys <= max(1, 2 * open_keys) + part["user"].nunique()
@@ -129,12 +135,7 @@ def test_ttl_drops_exactly_the_keys_quiet_for_longer_than_it(events, cuts, ttl, 
     df = pd.DataFrame({"user": [k for k, _ in events], "_event_time": [t for _, t in events],
                        "_offset": np.arange(len(events))})
     op, oracle = KeyedState(running_count, key="user", ttl=ttl), Oracle(ttl)
-    at = 0
-    for cut in [*cuts, len(df)]:
-        part = df.iloc[at:at + cut]
-        at += cut
-        if len(part) == 0:
-            break
+    for part in cut_into(df, cuts):
         got = op.process(part).sort_values("_offset")["n"].tolist()
         assert got == oracle.batch(part["user"].tolist(), part["_event_time"].tolist())
         assert set(op.states) == set(oracle.seen)
