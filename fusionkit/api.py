@@ -96,8 +96,8 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
            window: Operator | None = None, operators: Sequence[Operator] = (),
            batch_size: int = 500, linger: float | str = "10ms", parallelism: int = 1,
            max_inflight: int = 4, schema: Any = None, paused: bool = False,
-           overload: str = "wait", resources: dict[str, float] | None = None,
-           placement: str = "pack") -> StageHandle:
+           start: bool = False, overload: str = "wait",
+           resources: dict[str, float] | None = None, placement: str = "pack") -> StageHandle:
     """Define (or replace) a stream stage reading ``source``.
 
     The chain runs in this order: ``fn`` (a vectorized DataFrame -> DataFrame map),
@@ -106,8 +106,15 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     several broker partitions (``fk.sources.kafka(..., partitions="all")``) without
     ``key_by`` is spread instead: each of the N actors reads its own share of the
     partitions and runs the whole chain, with its own offsets in the checkpoints.
-    ``paused=True`` defines the stage without reading the source until ``fk.resume(name)``,
-    so stages downstream can be defined first and see every event.
+
+    The stage reads its source only once something takes its events: a train stage defined
+    on it, or a sink in its chain (``fk.sinks``). Until then its status is ``waiting``, with
+    the reason; it reads nothing but the sample the definition checks (what ``fk.peek``
+    shows then), so a train stage defined in the next cell learns every event, and a broker
+    is acknowledged nothing meanwhile. The first consumer starts it; when the last one is
+    stopped it waits again. ``start=True`` (or ``fk.resume(name)`` later) runs it with
+    nothing downstream. ``paused=True`` defines it paused: it reads nothing until
+    ``fk.resume(name)``, even once consumers are defined.
 
     ``overload`` says what happens when the source outpaces the stages downstream:
     ``"wait"`` (the default) holds the source back (backpressure: memory stays flat, the
@@ -134,6 +141,9 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     if overload not in ("wait", "shed"):
         raise ValueError(f"overload must be 'wait' (backpressure) or 'shed' (drop what the "
                          f"next stage has no room for), got {overload!r}")
+    if paused and start:
+        raise ValueError("paused=True and start=True contradict each other: paused waits for "
+                         "fk.resume, start reads at once")
     resources, placement = _placement(resources, placement)
     ops: list[Operator] = []
     if fn is not None:
@@ -148,7 +158,7 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     spec = StreamSpec(name=name, source=source, operators=ops, key=key_by,
                       batch_size=batch_size, linger=_duration(linger, "linger"),
                       parallelism=parallelism, max_inflight=max_inflight, schema=schema,
-                      paused=paused, overload=overload, resources=resources,
+                      paused=paused, start=start, overload=overload, resources=resources,
                       placement=placement)
     call("define_stream", spec)
     return StageHandle(name, "stream")
@@ -228,10 +238,11 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
 def status() -> pd.DataFrame:
     """One row per stage: name, kind, status, parallelism, events, rate, dead letters, late
     events (routed aside by a window), events shed under overload, restarts, the last
-    checkpoint's age, error."""
+    checkpoint's age, error, and ``reason``: why a ``waiting`` or ``paused`` stage reads
+    nothing (a stream stage waits until something takes its events; see ``stream``)."""
     rows = call("status")
     cols = ["name", "kind", "status", "parallelism", "events", "rate", "dead_letters", "late",
-            "shed", "on", "restarts", "checkpoint_age_s", "error"]
+            "shed", "on", "restarts", "checkpoint_age_s", "error", "reason"]
     if not rows:
         return pd.DataFrame(columns=cols).set_index("name")
     monitor = handles()["monitor"]
@@ -267,7 +278,8 @@ def pause(name: str) -> str:
 
 
 def resume(name: str) -> str:
-    """Resume a paused stage where it stopped."""
+    """Resume a paused stage where it stopped. A stream stage waiting for a consumer (or
+    paused with none) runs alone from then on, as with ``start=True``."""
     return call("resume", name)
 
 

@@ -113,12 +113,14 @@ class StageCard:
         error = f"<div class='fk-error'>{html.escape(v.error)}</div>" if v.error else ""
         if v.kind == "serve" and v.url:
             error += f"<div class='fk-t'><code>{html.escape(v.url)}</code></div>"
+        if v.reason and not v.error:  # a waiting stream says what it waits for
+            error += f"<div class='fk-reason'>{html.escape(v.reason)}</div>"
         return f"<table>{cells}</table>{error}"
 
     def _enable(self, v: StageView) -> None:
         want = {
             self.pause: not (v.kind != "serve" and v.status == "running"),
-            self.resume: not (v.kind != "serve" and v.status == "paused"),
+            self.resume: not (v.kind != "serve" and v.status in ("paused", "waiting")),
             self.minus: v.kind == "train" or v.parallelism <= 1 or v.status == "failed",
             self.plus: v.kind == "train" or v.status == "failed",
             self.stop: False,

@@ -161,11 +161,15 @@ def connect(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
 @argument("--overload", choices=["wait", "shed"], default="wait", metavar="POLICY",
           help="when the next stage cannot keep up: wait (the source lags) or shed (drop, "
                "counted) (default: wait)")
+@argument("--start", action="store_true",
+          help="read at once, with no stage on it yet (default: wait for the first train stage)")
 @output
 def stream(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     """Define (or replace) a stream stage; the cell body defines its batch function.
 
     The function takes a DataFrame of events and returns one (new columns, fewer rows).
+    The stage waits (status ``waiting``) until a train stage is defined on it, so that one
+    learns every event; ``--start`` (or ``%fusion resume NAME``) runs it alone.
     """
     import fusionkit as fk
 
@@ -175,7 +179,7 @@ def stream(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage
     fn = pick_function(ns, bound, args.fn) if (_has_body(cell) or args.fn) else None
     fk.stream(args.name, source=source, fn=fn, key_by=args.key_by,
               batch_size=args.batch or magics.batch_size, parallelism=args.parallelism,
-              overload=args.overload)
+              overload=args.overload, start=args.start)
     return _store(magics, args, LiveStage(args.name, "stream"))
 
 
@@ -354,8 +358,9 @@ def status(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
 @command("wait", "%fusion wait ctr-api --timeout 2min")
 @magic_arguments("fusion wait")
 @stage_name()
-@argument("--status", default=None, choices=["running", "paused", "finished"], metavar="STATUS",
-          help="the status to wait for: running, paused or finished (default: running)")
+@argument("--status", default=None, choices=["running", "waiting", "paused", "finished"],
+          metavar="STATUS", help="the status to wait for: running, waiting, paused or finished "
+                                 "(default: running)")
 @argument("--events", type=p.positive_int, default=None, metavar="N", help="at least this many events in")
 @argument("--version", type=p.version_number, default=None, metavar="V",
           help="a live model version at least this (train stages default to 1)")
@@ -431,7 +436,7 @@ def pause(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
 @magic_arguments("fusion resume")
 @stage_name()
 def resume(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
-    """Resume a paused stage."""
+    """Resume a paused stage, or run a waiting stream stage alone (no train stage on it)."""
     import fusionkit as fk
 
     fk.resume(args.name)

@@ -21,8 +21,8 @@ import ray
 
 from fusionkit.errors import NotConnectedError, StageNotFoundError
 
-STATUS_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "starting": "#0969da",
-                  "failed": "#cf222e", "stopped": "#6e7781", "finished": "#6e7781"}
+STATUS_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "waiting": "#9a6700",
+                  "starting": "#0969da", "failed": "#cf222e", "stopped": "#6e7781", "finished": "#6e7781"}
 COLUMNS = ("stage", "kind", "status", "actors", "events", "rate", "dead letters", "input",
            "version", "detail")
 
@@ -99,6 +99,8 @@ def _detail(row: dict[str, Any]) -> str:
     if row.get("url"):
         url = html.escape(str(row["url"]))
         return f"<code>{url}</code>"
+    if row.get("reason"):  # why a waiting or paused stage reads nothing
+        return f"<span style='color:#6e7781'>{html.escape(str(row['reason']))}</span>"
     return ""
 
 

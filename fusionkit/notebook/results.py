@@ -176,7 +176,8 @@ def wait_for_stage(name: str, status: str | None = None, events: int | None = No
                                        and events is None):
                 want.append(f"model version {version or 1}")
             live = f", live version {row['version']}" if row.get("version") else ""
+            why = f" ({row['reason']})" if row.get("reason") else ""
             raise TimeoutError(
                 f"stage {name!r} did not reach {' and '.join(want)} within {timeout:g}s: "
-                f"it is {row['status']} with {row['events']:,} events{live}")
+                f"it is {row['status']}{why} with {row['events']:,} events{live}")
         time.sleep(poll)

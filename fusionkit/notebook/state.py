@@ -107,6 +107,7 @@ class StageView:
     rate: float = 0.0
     on: str | None = None
     error: str | None = None
+    reason: str | None = None       # why a waiting or paused stage reads nothing
     url: str | None = None
     version: int | None = None      # serve: version answering; train: live version
     pinned: bool = False
@@ -170,6 +171,7 @@ class DashboardState:
             view.dead_letters = int(row.get("dead_letters") or 0)
             view.on = row.get("on")
             view.error = row.get("error")
+            view.reason = row.get("reason")
             view.url = row.get("url")
         for gone in set(self.stages) - seen:
             del self.stages[gone]

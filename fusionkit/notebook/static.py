@@ -14,8 +14,8 @@ import numpy as np
 
 from fusionkit.notebook.state import DashboardState, Line
 
-STATUS_COLOURS = {"running": "#1a7f37", "paused": "#b35900", "starting": "#0969da",
-                  "failed": "#cf222e"}
+STATUS_COLOURS = {"running": "#1a7f37", "paused": "#b35900", "waiting": "#b35900",
+                  "starting": "#0969da", "failed": "#cf222e"}
 
 
 def sparkline(values: np.ndarray, colour: str, width: int = 120, height: int = 24) -> str:

@@ -418,6 +418,24 @@ class Controller:
             raise FusionError(result["error"])
         raise StageFailedError(name, result["error"], result.get("traceback", ""), "probe")
 
+    def _takers(self, spec: StreamSpec) -> list[str]:
+        """What takes a stream stage's events: the train stages defined on it, a sink in its
+        chain."""
+        trains = [r.name for r in self.stages.values()
+                  if r.kind == "train" and r.upstream == spec.name]
+        return trains + [type(op).__name__ for op in spec.operators if getattr(op, "sink", False)]
+
+    def _wait_reason(self, spec: StreamSpec, stopped: str | None = None) -> str | None:
+        """Why a stream stage reads nothing (None: it reads). It reads once something takes
+        its events, or when told to run alone (``start=True``, ``fk.resume``): a stream that
+        read for nobody would move its source (and acknowledge a broker) past events no
+        stage used. A stage whose last consumer is stopped waits again (the same rule)."""
+        if spec.start or self._takers(spec):
+            return None
+        since = f"since {stopped!r} was stopped" if stopped else "yet"
+        return (f"no stage reads {spec.name!r} {since}: define one on it, or "
+                f"fk.resume({spec.name!r}) to run it alone")
+
     # -- defining stages ------------------------------------------------------------------
     def define_stream(self, spec: StreamSpec, state: dict | None = None) -> dict[str, Any]:
         with self._lock:
@@ -433,6 +451,7 @@ class Controller:
                 states = {slot: state for slot in spec.reading_slots()}
             self._generation += 1
             gen = self._generation
+            spec.waiting = self._wait_reason(spec)  # its actors read it: held until a consumer
             calls = [c[1:] for c in _stream_calls(spec, self.monitor, states)]
             options = _placement(spec)
             _check_feasible(spec.name, options)
@@ -487,6 +506,9 @@ class Controller:
             self.stages[spec.name] = rec
             ray.get(actor.start.remote())
             self._rewire(spec.on)
+            if up.spec.waiting is not None:  # its first consumer: the stream reads now
+                up.spec.waiting = None
+                ray.get([a.wake.remote() for a in up.all_actors])
             self._persist()
             return self._summary(rec)
 
@@ -537,9 +559,19 @@ class Controller:
                 del self.stages[rec.name]
                 if rec.kind == "train":
                     self._rewire(rec.upstream)
+                    self._hold_if_unread(rec.upstream, rec.name, names)
                 self.monitor.forget.remote(rec.name)
             self._persist()
             return names
+
+    def _hold_if_unread(self, stream: str | None, stopped: str, stopping: list[str]) -> None:
+        """``stopped`` was a consumer of ``stream``: if it was the last, the stream waits."""
+        up = self.stages.get(stream) if stream is not None else None
+        if up is None or up.name in stopping or up.spec.waiting is not None:
+            return
+        up.spec.waiting = self._wait_reason(up.spec, stopped)
+        if up.spec.waiting is not None:
+            ray.get([a.hold.remote() for a in up.all_actors])
 
     def pause(self, name: str) -> str:
         rec = self._record(name)
@@ -555,8 +587,10 @@ class Controller:
     def resume(self, name: str) -> str:
         rec = self._record(name)
         ray.get([a.resume.remote() for a in rec.all_actors])
-        if rec.kind == "stream" and rec.spec.paused:
-            rec.spec.paused = False
+        if rec.kind == "stream" and (rec.spec.paused or rec.spec.waiting is not None):
+            if not self._takers(rec.spec):
+                rec.spec.start = True  # told to run with nothing downstream: it runs alone
+            rec.spec.paused, rec.spec.waiting = False, None
             self._persist()
         self.monitor.event.remote({"stage": name, "kind": "resume", "detail": ""})
         return "running"
@@ -611,14 +645,17 @@ class Controller:
                  ) -> dict[str, Any]:
         infos = self._infos(rec) if infos is None else infos
         statuses = [i["status"] for i in infos]
-        status = next((s for s in ("failed", "starting", "paused", "running", "finished",
-                                   "stopped") if s in statuses), "running")
+        status = next((s for s in ("failed", "starting", "paused", "waiting", "running",
+                                   "finished", "stopped") if s in statuses), "running")
         failed = next((i for i in infos if i["status"] == "failed"), None)
         # a running train stage whose publishing fails says so: shown, not a failure
         warned = next((i for i in infos if i.get("publish_error")), None)
         events = sum(i.get("totals", {}).get("events_in", 0) for i in infos)
         return {
             "name": rec.name, "kind": rec.kind, "status": status,
+            "reason": (getattr(rec.spec, "waiting", None) if status == "waiting"
+                       else f"paused: fk.resume({rec.name!r}) resumes it" if status == "paused"
+                       else None),
             "parallelism": len(rec.actors) if rec.kind != "serve" else rec.spec.replicas,
             "events": int(events),
             "dead_letters": int(sum(i.get("dead_letters", 0) for i in infos)),
@@ -648,6 +685,8 @@ class Controller:
     def peek(self, name: str, n: int = 5) -> pd.DataFrame | None:
         rec = self._record(name, "stream")
         frames = [f for f in ray.get([a.peek.remote(n) for a in rec.actors]) if f is not None]
+        if not frames and rec.sample is not None:  # nothing emitted yet (waiting): the
+            return rec.sample.head(n)              # first events, read at its definition
         return pd.concat(frames).tail(n) if frames else None
 
     def dead_letters(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:

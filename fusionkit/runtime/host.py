@@ -15,7 +15,7 @@ WORKERS = ("stream", "train")
 FORWARDED = ("probe", "start", "stop", "pause", "resume", "info", "peek", "set_targets",
              "get_state", "set_state", "dead_letters", "publish_now", "flush_chain",
              "request_checkpoint", "checkpoint_done", "restore", "set_upstream",
-             "watch_drift")
+             "watch_drift", "hold", "wake")
 
 
 class StageHost:

@@ -17,7 +17,11 @@ class StreamSpec:
     parallelism: int = 1
     max_inflight: int = 4
     schema: Any = None
-    paused: bool = False
+    paused: bool = False  # defined paused: reads nothing until fk.resume, consumers or not
+    start: bool = False  # reads even with nothing downstream (start=True, or fk.resume)
+    # why it reads nothing yet: no stage takes its events (set by the controller, so an
+    # actor Ray restarts, a restored pipeline and a restarted controller wait as well)
+    waiting: str | None = None
     overload: str = "wait"  # "wait": backpressure (the source lags); "shed": drop, counted
     resources: dict[str, float] | None = None  # Ray resources each of its actors asks for
     placement: str = "pack"  # "pack": Ray's default (and the warm pool); "spread": node by node

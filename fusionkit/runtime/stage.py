@@ -13,7 +13,7 @@ import ray
 from fusionkit._clock import monotonic, now
 from fusionkit.runtime.dead_letters import DeadLetters
 
-STATUSES = ("starting", "running", "paused", "failed", "stopped", "finished")
+STATUSES = ("starting", "running", "waiting", "paused", "failed", "stopped", "finished")
 
 
 class Reporter:
@@ -119,13 +119,13 @@ class StageActor:
         return True
 
     def pause(self) -> str:
-        if self.status == "running":
+        if self.status in ("running", "waiting"):
             self._resume.clear()
             self.status = "paused"
         return self.status
 
     def resume(self) -> str:
-        if self.status == "paused":
+        if self.status in ("paused", "waiting"):
             self.status = "running"
             self._resume.set()
         return self.status

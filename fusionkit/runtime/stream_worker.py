@@ -69,6 +69,7 @@ class StreamWorker(StageActor):
         self.chain = Chain(copy.deepcopy(list(spec.operators)))
         self.epoch = 0
         self._defined_paused = spec.paused
+        self._waiting = spec.waiting is not None  # no consumer: the reading loop waits
         # checkpoints requested, taken in increasing order (barriers leave in that order;
         # a request that arrives after a later one was taken is dropped, see channel.py)
         self._checkpoint_due = CheckpointRequests()
@@ -130,9 +131,10 @@ class StreamWorker(StageActor):
             self.epoch = self.outbox.epoch = epoch
         self.outbox.set_targets(targets)
         self.status = "running"
-        if self._defined_paused and self._thread is None and self.role != "ops":
-            self._resume.clear()  # defined paused: wait for resume() to read the source
-            self.status = "paused"
+        if ((self._defined_paused or self._waiting) and self._thread is None
+                and self.role != "ops"):
+            self._resume.clear()  # wait for resume() (or a consumer) to read the source
+            self.status = "paused" if self._defined_paused else "waiting"
         self._defined_paused = False
         if self.role in ("fused", "source") and self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"fk-{self.name}", daemon=True)
@@ -141,6 +143,28 @@ class StreamWorker(StageActor):
 
     def set_targets(self, targets: dict[str, list[Any]]) -> None:
         self.outbox.set_targets(targets)
+
+    def hold(self) -> str:
+        """Nothing takes this stage's events any more: stop reading until a consumer comes
+        (``resume``). The source stays where it is, so nothing is read for nobody."""
+        self._waiting = True
+        if self.status == "running" and self.role != "ops":
+            self._resume.clear()
+            self.status = "waiting"
+        return self.status
+
+    def resume(self) -> str:
+        """Read again (``fk.resume``): a paused or waiting stage, with or without consumers."""
+        self._waiting = False
+        return super().resume()
+
+    def wake(self) -> str:
+        """A consumer came: a waiting stage reads (a paused one stays paused)."""
+        self._waiting = False
+        if self.status == "waiting":
+            self.status = "running"
+            self._resume.set()
+        return self.status
 
     def stop(self) -> str:
         status = super().stop()

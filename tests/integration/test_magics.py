@@ -164,6 +164,12 @@ def test_stream_cell_defines_the_stage_and_returns_at_once(ip):
     print(f"\n%%fusion stream returned in {seconds * 1000:.0f} ms")
     assert isinstance(handle, LiveStage) and handle.name == "clicks"
     assert ip.user_ns["clicks_stage"] is handle
+    # nothing reads it yet: it waits, says why, and peek shows the sample its definition read
+    wait_for(lambda: fk.status().loc["clicks", "status"] == "waiting", what="waiting")
+    head = fk.peek("clicks", 5)
+    assert list(head["evening"]) == list((head["hour"] >= 18).astype("int64"))
+    assert "no stage reads &#x27;clicks&#x27; yet" in handle._repr_mimebundle_()["text/html"]
+    assert run(ip, "%fusion resume clicks").status == "running"  # runs it alone
     wait_for(lambda: events("clicks") > 500, what="events streamed")
     head = fk.peek("clicks", 5)
     assert list(head["evening"]) == list((head["hour"] >= 18).astype("int64"))
@@ -178,7 +184,7 @@ def test_stream_sources_and_fn(ip):
 
     ip.user_ns["frame"] = pd.DataFrame({"x": range(1000), "y": [0, 1] * 500})
     ip.user_ns["double"] = lambda df: df.assign(x2=df["x"] * 2)
-    run(ip, "%fusion stream rows --source frame --rate max --fn double")
+    run(ip, "%fusion stream rows --source frame --rate max --fn double --start")
     wait_for(lambda: fk.status().loc["rows", "status"] == "finished", what="replay finished")
     assert events("rows") == 1000
     assert list(fk.peek("rows", 2)["x2"]) == [1996, 1998]
@@ -292,7 +298,8 @@ def test_dashboard(ip):
      "--publish-every takes a duration such as 1s or 500ms, or a number of events"),
     ("%fusion scale clicks two", "%fusion scale: N takes a whole number, not 'two'"),
     ("%fusion wait clicks --status runing",
-     "--status cannot be 'runing', it is one of running, paused, finished; did you mean running?"),
+     "--status cannot be 'runing', it is one of running, waiting, paused, finished; "
+     "did you mean running?"),
     ("%fusion serve api --model ctr --port 99999", "--port must be a port between 1 and 65535"),
     ("%fusion train ctr --on clicks", "%fusion train needs a model"),
     ("%%fusion status\nx = 1", "%fusion status takes no cell body"),
@@ -374,7 +381,7 @@ def test_failing_stage_raises_with_remote_frames(ip):
 
 
 def test_stage_failing_later_fails_wait_and_check(ip):
-    run(ip, '%%fusion stream late --rate 20000\n'
+    run(ip, '%%fusion stream late --rate 20000 --start\n'
             'def fails_later(df):\n'
             '    if df["_offset"].max() > 3000:\n'
             '        raise ValueError("bad day at the office")\n'

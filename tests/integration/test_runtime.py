@@ -38,7 +38,7 @@ def test_connect_is_idempotent(fk):
 def test_stream_runs_and_reports(fk):
     src = fk.sources.synthetic("clicks", rate=20_000, seed=1)
     s = fk.stream("clicks", source=src, fn=lambda df: df.assign(x2=df["price"] * 2),
-                  batch_size=500)
+                  batch_size=500, start=True)  # nothing downstream: it runs alone
     wait_for(lambda: events_of("clicks") > 5_000, what="5k events streamed")
     st = fk.status()
     assert st.loc["clicks", "kind"] == "stream"
@@ -107,7 +107,8 @@ def test_function_failing_later_marks_stage_failed(fk):
             raise ValueError("bad day at the office")
         return df
 
-    fk.stream("late_fail", source=fk.sources.synthetic(rate=20_000), fn=fails_after_offset)
+    fk.stream("late_fail", source=fk.sources.synthetic(rate=20_000), fn=fails_after_offset,
+              start=True)
     wait_for(lambda: fk.status().loc["late_fail", "status"] == "failed", what="failed status")
     row = fk.status().loc["late_fail"]
     assert "bad day at the office" in row["error"]
@@ -122,7 +123,7 @@ def test_malformed_events_go_to_dead_letters(fk):
                        dtype="object")
     schema = fk.Schema({"amount": "number", "kind": "string"})
     data = pd.concat([good, bad], ignore_index=True)
-    fk.stream("pay", source=fk.sources.replay(data), schema=schema, batch_size=50)
+    fk.stream("pay", source=fk.sources.replay(data), schema=schema, batch_size=50, start=True)
     wait_for(lambda: fk.status().loc["pay", "dead_letters"] == 3, what="3 dead letters")
     dl = fk.dead_letters("pay")
     assert sorted(dl["offset"]) == [100, 101, 102]

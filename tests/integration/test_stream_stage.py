@@ -21,7 +21,10 @@ AGG = {"n": ("clicked", "count"), "clicks": ("clicked", "sum"), "spend": ("price
 
 class Collect(Operator):
     """A test sink at the end of a chain: each non-empty batch it sees becomes one pickle file
-    under ``folder``, named after the process that wrote it, and passes on unchanged."""
+    under ``folder``, named after the process that wrote it, and passes on unchanged. A sink:
+    a stage with one in its chain reads at once (it has somewhere to send its events)."""
+
+    sink = True
 
     def __init__(self, folder: Path):
         self.folder = str(folder)
