@@ -103,10 +103,10 @@ def fusion(batch_size: int, seconds: float, warmup: float, train: bool) -> dict[
     name = f"tp-{batch_size}"
     last = f"{name}-train" if train else name
     src = fk.sources.synthetic(name, rate=None, seed=0)
-    fk.stream(name, source=src, fn=featurize, batch_size=batch_size, paused=train)
+    # alone, it runs at once (start=True); else it waits for its train stage, then reads
+    fk.stream(name, source=src, fn=featurize, batch_size=batch_size, start=not train)
     if train:
         fk.train(last, on=name, model=Discard(), label="clicked", publish_every="60s")
-        fk.resume(name)
     deadline = time.monotonic() + max(warmup, 0.1)
     while time.monotonic() < deadline or _events(last) == 0:
         fk.check()
