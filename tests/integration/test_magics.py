@@ -168,8 +168,9 @@ def test_stream_cell_defines_the_stage_and_returns_at_once(ip):
     wait_for(lambda: fk.status().loc["clicks", "status"] == "waiting", what="waiting")
     head = fk.peek("clicks", 5)
     assert list(head["evening"]) == list((head["hour"] >= 18).astype("int64"))
-    assert "no stage reads &#x27;clicks&#x27; yet" in handle._repr_mimebundle_()["text/html"]
-    assert run(ip, "%fusion resume clicks").status == "running"  # runs it alone
+    waiting = handle.view.html(live.snapshot(("clicks",)))  # what its display shows
+    assert ">waiting<" in waiting and "no stage reads &#x27;clicks&#x27; yet" in waiting
+    assert fk.resume("clicks") == "running"  # runs it alone
     wait_for(lambda: events("clicks") > 500, what="events streamed")
     head = fk.peek("clicks", 5)
     assert list(head["evening"]) == list((head["hour"] >= 18).astype("int64"))
