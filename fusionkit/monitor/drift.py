@@ -16,7 +16,6 @@ prequential step: the batch's features, the model's predictions and the per-even
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from itertools import compress, count, islice
 from typing import Any
 
@@ -28,49 +27,10 @@ from river import drift as river_drift
 from fusionkit._clock import now
 from fusionkit.batch import EVENT_TIME, OFFSET, feature_columns
 from fusionkit.monitor import drift_stats as ds
+from fusionkit.monitor.drift_records import Alarm, DriftResult
+from fusionkit.monitor.prediction_drift import PredictionDriftMonitor, Scorer
 
 NAN = float("nan")
-
-
-@dataclass(frozen=True)
-class Alarm:
-    """One drift alarm: what drifted, when, by which statistic against which threshold.
-
-    ``kind`` is ``"feature"``, ``"prediction"`` or ``"concept"``; ``feature`` names the
-    column (``"prediction"`` for the model's outputs, the error stream's name for concept
-    alarms). ``offset`` is the source position of the event that raised it; ``before`` and
-    ``after`` are the monitored mean before and after the change (concept alarms).
-
-    Examples
-    --------
-    >>> a = Alarm(0.0, "ctr", "feature", "amount", "psi", 0.31, 0.2, offset=15_000)
-    >>> a.as_dict()["kind"], a.value >= a.threshold
-    ('feature', True)
-    """
-
-    time: float
-    stage: str
-    kind: str
-    feature: str
-    statistic: str
-    value: float
-    threshold: float
-    offset: int
-    event_time: float = NAN
-    p_value: float = NAN
-    before: float = NAN
-    after: float = NAN
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class DriftResult:
-    """What one ``update`` produced: rows for the drift time series, and new alarms."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    alarms: list[Alarm] = field(default_factory=list)
 
 
 class FeatureDriftMonitor:
@@ -552,7 +512,15 @@ class DriftMonitor:
     it; the result's rows go to the monitor's drift series, its alarms to the alarm log.
     Parameters are those of :class:`FeatureDriftMonitor`; ``concept`` is the detector of
     :class:`ConceptDriftMonitor` (``None`` turns concept drift off) and ``concept_params``
-    its other parameters.
+    its other parameters; ``prediction_sample`` is the sample of
+    :class:`~fusionkit.monitor.prediction_drift.PredictionDriftMonitor`.
+
+    Prediction drift comes in two forms. Given ``score`` (the model as it is now, scoring a
+    DataFrame of inputs), ``update`` compares the reference's inputs and each window's
+    inputs scored by that one model (:class:`PredictionDriftMonitor`): what a learning
+    model needs, whose own predictions change as it learns. Given only ``predictions``, it
+    compares them with the first ones like a feature: right for a model that does not
+    change (a fixed rule, a frozen version), wrong for one that learns.
 
     Examples
     --------
@@ -578,6 +546,7 @@ class DriftMonitor:
         categorical: list[str] | None = None,
         stage: str = "",
         concept_params: dict[str, Any] | None = None,
+        prediction_sample: int = 500,
     ):
         self.features = features
         self.reference = reference
@@ -589,6 +558,11 @@ class DriftMonitor:
         self.categorical = categorical
         self.stage = stage
         self.concept_params = concept_params
+        self.prediction_sample = prediction_sample
+        self.prediction_monitor = PredictionDriftMonitor(
+            reference, window, psi_alarm, ks_alpha, sliding_reference, prediction_sample,
+            stage=stage,
+        )  # fmt: skip
         self.feature_monitor = FeatureDriftMonitor(
             features, reference, window, psi_alarm, ks_alpha, sliding_reference, categorical,
             stage=stage,
@@ -599,15 +573,30 @@ class DriftMonitor:
             else ConceptDriftMonitor(concept, stage=stage, **(concept_params or {}))
         )
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if "prediction_monitor" not in state:  # checkpointed before it existed
+            state["prediction_sample"] = 500
+            state["prediction_monitor"] = PredictionDriftMonitor(
+                state["reference"], state["window"], state["psi_alarm"], state["ks_alpha"],
+                state["sliding_reference"], 500, stage=state["stage"],
+            )  # fmt: skip
+        self.__dict__.update(state)
+
     def update(
-        self, batch: pd.DataFrame, predictions: Any = None, errors: Any = None
+        self, batch: pd.DataFrame, predictions: Any = None, errors: Any = None,
+        score: Scorer | None = None,
     ) -> DriftResult:
-        """Add one batch, the model's predictions for it and its per-event errors.
+        """Add one batch, the model's predictions for it and its per-event errors; with
+        ``score``, prediction drift scores samples of inputs with it (``predictions`` are
+        then not watched).
 
         A NaN error marks an event the model could not predict yet (as
         ``Prequential.error_stream`` gives it): its features are watched, its error is not.
         """
-        result = self.feature_monitor.update(batch, predictions)
+        result = self.feature_monitor.update(batch, None if score is not None else predictions)
+        if score is not None:
+            scored = self.prediction_monitor.update(batch, score)
+            result = DriftResult(result.rows + scored.rows, result.alarms + scored.alarms)
         if errors is None or self.concept_monitor is None:
             return result
         whole = np.asarray(errors).dtype.kind in "biu"  # booleans or integers: none missing

@@ -5,8 +5,10 @@ labels and the predictions to its :class:`DriftWatch`, which
 
 - turns predictions into per-event errors (vectorized: 0/1 misclassification, or the
   absolute error of a regressor) and feeds a :class:`~fusionkit.monitor.drift.DriftMonitor`
-  with the watched features, the model's output (the positive class's probability for a
-  binary classifier, else the prediction) and the errors;
+  with the watched features, the errors, and the stage's learner to score samples of the
+  reference's and each window's inputs with (prediction drift compares the model's answers
+  to both with the model held fixed, so its own learning cannot raise an alarm; see
+  :mod:`fusionkit.monitor.prediction_drift`);
 - sends what it produced to the monitor actor: window rows as they complete, the error
   rate and concept statistic summed over half a second, and every alarm at once (the
   monitor logs each as a ``kind="alarm"`` event, which dashboards draw as a marker);
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import math
 import pickle
 import threading
@@ -40,7 +43,8 @@ from fusionkit.batch import feature_columns
 from fusionkit.errors import FusionError
 from fusionkit.monitor.drift import Alarm, DriftMonitor, DriftResult
 
-__all__ = ["DriftSpec", "DriftWatch", "POLICIES", "attach", "error_stream", "fresh_learner"]
+__all__ = ["DriftSpec", "DriftWatch", "POLICIES", "attach", "error_stream", "fresh_learner",
+           "model_output"]
 
 POLICIES = ("reset", "rollback")
 FLUSH_EVERY = 0.5  # seconds between reports of the error-rate series to the monitor
@@ -53,8 +57,9 @@ class DriftSpec:
     The parameters are those of :class:`~fusionkit.monitor.drift.DriftMonitor` (see it for
     the calibration of ``psi_alarm`` and ``ks_alpha`` to the window size), plus ``policy``
     (``None``, ``"reset"`` or ``"rollback"``) and ``predictions`` (watch the model's output
-    as the pseudo-feature ``"prediction"``). ``features=None`` watches every feature the
-    model learns from. Bad values are refused here, before anything runs.
+    as the pseudo-feature ``"prediction"``: ``prediction_sample`` rows of the reference and
+    of each window scored by the model as it is at the test). ``features=None`` watches
+    every feature the model learns from. Bad values are refused here, before anything runs.
 
     Examples
     --------
@@ -77,6 +82,7 @@ class DriftSpec:
     sliding_reference: bool = False
     predictions: bool = True
     concept_params: dict[str, Any] | None = None
+    prediction_sample: int = 500
     token: str = field(default_factory=lambda: uuid.uuid4().hex, compare=False)
 
     def __post_init__(self) -> None:
@@ -111,6 +117,7 @@ class DriftSpec:
             self.concept, self.sliding_reference,
             list(self.categorical) if self.categorical is not None else None,
             stage=stage, concept_params=self.concept_params,
+            prediction_sample=int(self.prediction_sample),
         )  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
@@ -119,7 +126,8 @@ class DriftSpec:
         return {"features": list(self.features) if self.features is not None else None,
                 "reference": f"DataFrame of {len(ref)} events" if isinstance(ref, pd.DataFrame)
                 else ref, "window": self.window, "psi_alarm": self.psi_alarm,
-                "ks_alpha": self.ks_alpha, "concept": self.concept, "policy": self.policy}
+                "ks_alpha": self.ks_alpha, "concept": self.concept, "policy": self.policy,
+                "prediction_sample": self.prediction_sample if self.predictions else None}
 
 
 def error_stream(task: str, y_true: Any, y_pred: Any) -> np.ndarray:
@@ -143,6 +151,13 @@ def error_stream(task: str, y_true: Any, y_pred: Any) -> np.ndarray:
     if missing is not None and missing.any():
         errors[missing] = np.nan
     return errors
+
+
+def model_output(learner: Any, X: pd.DataFrame) -> Any:
+    """What prediction drift watches of a learner's answers to ``X``: the positive class's
+    probability for a binary classifier, else the prediction."""
+    prediction = learner.predict(X)
+    return prediction.proba if prediction.proba is not None else prediction.y_pred
 
 
 def fresh_learner(spec: Any) -> Any:
@@ -186,7 +201,7 @@ class DriftWatch:
         if self.error is not None:
             return
         try:
-            result, scored = self._update(batch, y, prediction)
+            result, scored = self._update(batch, y, prediction, getattr(worker, "learner", None))
         except Exception as exc:  # the stage keeps learning; the watch says why it stopped
             self.error = f"{type(exc).__name__}: {exc}"
             self._event({"kind": "drift", "status": "stopped",
@@ -197,17 +212,22 @@ class DriftWatch:
         if concept and self.spec.policy is not None and worker is not None:
             self._act(worker, concept[-1])
 
-    def _update(self, batch: pd.DataFrame, y: pd.Series, prediction: Any
+    def _update(self, batch: pd.DataFrame, y: pd.Series, prediction: Any, learner: Any
                 ) -> tuple[DriftResult, int]:  # fmt: skip
+        """``learner`` is the stage's model as it is now (after learning this batch): the
+        one that scores both sides of a prediction drift test. Without one (a watch fed by
+        hand), the predictions given are watched as those of a model that does not change."""
         if self.features is None:
             self.features = feature_columns(batch, exclude=(str(y.name),))
             self.monitor.feature_monitor.features = self.features
         errors = error_stream(self.task, y, prediction.y_pred)
-        preds = None
-        if self.spec.predictions:
+        preds = score = None
+        if self.spec.predictions and learner is not None:
+            score = functools.partial(model_output, learner)
+        elif self.spec.predictions:
             preds = prediction.proba if prediction.proba is not None else prediction.y_pred
         scored = int(np.count_nonzero(~np.isnan(errors)))
-        return self.monitor.update(batch, preds, errors), scored
+        return self.monitor.update(batch, preds, errors, score=score), scored
 
     def _collect(self, result: DriftResult, scored: int) -> None:
         rows = [r for r in result.rows if r["kind"] != "concept"]

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from river import linear_model, preprocessing
 
 from fusionkit.errors import FusionError
+from fusionkit.monitor import drift_stats as ds
 from fusionkit.monitor.drift_store import DriftStore, describe
 from fusionkit.monitor.drift_watch import DriftSpec, DriftWatch, error_stream
 from fusionkit.monitor.monitor import Monitor
 from fusionkit.sources.drift import ConceptDrift, FeatureDrift
 from fusionkit.sources.synthetic import Synthetic
-from fusionkit.training.learners import Prediction
+from fusionkit.training.learners import Prediction, adapt
 from fusionkit.training.prequential import Prequential
 
 
@@ -143,6 +147,102 @@ def test_watch_stops_itself_on_a_missing_column_and_says_why():
     assert rows == [] and alarms == []
     assert "nope" in watch.error
     assert watch.events[-1]["kind"] == "drift" and "stopped" in watch.events[-1]["detail"]
+
+
+# -- a learning model ------------------------------------------------------------------------
+NUMERIC = ["price", "dwell", "age", "hour", "position"]
+
+
+class Stage:
+    """What a train stage does with each batch (fusionkit.runtime.train_worker), without
+    Ray: predict then learn the batch, the prequential step, then the drift watch, handed
+    the stage itself (whose learner scores prediction drift)."""
+
+    def __init__(self, spec: DriftSpec, **options):
+        model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
+        self.learner = adapt(model, features=NUMERIC, **options)
+        self.prequential = Prequential(self.learner.task)
+        self.drift = DriftWatch(spec, "ctr", self.learner.task, NUMERIC)
+        self.predictions: list[np.ndarray] = []  # the prequential ones, as the stage made them
+
+    def learn(self, batch: pd.DataFrame) -> None:
+        y = batch["clicked"]
+        pred = self.learner.predict_learn(batch, y)
+        self.prequential.update(y, pred)
+        self.drift.observe(self, batch, y, pred)
+        self.predictions.append(pred.proba)
+
+
+def learn(stage: Stage, frames) -> tuple[pd.DataFrame, list[dict]]:
+    rows, alarms = [], []
+    for b in frames:
+        stage.learn(b)
+        r, a = stage.drift.take()
+        rows += r
+        alarms += a
+    return pd.DataFrame(rows), alarms
+
+
+def test_a_learning_model_raises_no_prediction_drift_on_a_stationary_stream():
+    """Learned once per batch, the model's answers keep moving for tens of thousands of
+    events: its later predictions are far from its first ones (PSI > 1) though nothing in
+    the stream changed. Both sides of a test are scored by the same model: no alarm."""
+    stage = Stage(DriftSpec(), mini_batch=True)  # fk.watch_drift's defaults
+    rows, alarms = learn(stage, batches(35_000, seed=3))
+    assert alarms == [], alarms
+    pred = rows[rows["kind"] == "prediction"]
+    assert list(pred["offset"]) == [14_999, 19_999, 24_999, 29_999, 34_999]
+    assert (pred["psi"] < 0.1).all() and not pred["alarm"].any()
+    seen = np.concatenate(stage.predictions)
+    assert ds.psi(seen[:10_000], seen[-5_000:]) > 1.0  # what the model's learning looked like
+
+
+@pytest.mark.parametrize("mini_batch", [False, True])
+def test_a_feature_shift_and_the_prediction_shift_it_causes_are_detected(mini_batch):
+    """Dwell time moves up by one standard deviation at event 20,000; the model's click
+    probability rises with it. Both are flagged in the first window that holds the shift,
+    nothing before it."""
+    stage = Stage(DriftSpec(), mini_batch=mini_batch)
+    drift = [FeatureDrift("dwell", at=20_000, shift=1.0)]
+    rows, alarms = learn(stage, batches(25_000, drift, seed=1))
+    windows = [a for a in alarms if a["kind"] != "concept"]  # more clicks: more errors too
+    assert sorted((a["kind"], a["feature"], a["offset"]) for a in windows) == [
+        ("feature", "dwell", 24_999), ("prediction", "prediction", 24_999)]
+    pred = rows[rows["kind"] == "prediction"].set_index("offset")
+    assert pred.loc[24_999, "psi"] > 2 * pred.loc[24_999, "psi_threshold"]
+
+
+def test_prediction_drift_compares_like_with_like_after_a_reset():
+    """A learner replaced by a fresh model (the reset policy) answers differently at once:
+    the next windows compare its answers with its own answers, so no alarm."""
+    stage = Stage(DriftSpec(concept=None), mini_batch=True)
+    frames = list(batches(30_000, seed=2))
+    learn(stage, frames[:35])  # reset at event 17,500, in the second window
+    stage.learner = adapt(preprocessing.StandardScaler() | linear_model.LogisticRegression(),
+                          features=NUMERIC, mini_batch=True)  # fmt: skip
+    rows, alarms = learn(stage, frames[35:])
+    assert alarms == [], alarms
+    assert len(rows[rows["kind"] == "prediction"]) == 3
+
+
+def test_a_learning_watch_resumes_where_it_was():
+    """The samples, the generator that draws them and the windows travel with the
+    checkpoint: a stage restored from one tests the same windows on the same rows."""
+    frames = list(batches(30_000, [FeatureDrift("dwell", at=20_000, shift=1.0)]))
+    whole = Stage(DriftSpec(reference=5000, window=2500))
+    rows_whole, alarms_whole = learn(whole, frames)
+
+    first = Stage(DriftSpec(reference=5000, window=2500))
+    learn(first, frames[:23])
+    state, learner = first.drift.get_state(), copy.deepcopy(first.learner)
+    first.drift, first.learner = first.drift.fresh().resume(state), learner
+    rows, alarms = learn(first, frames[23:])
+    pred = rows[rows["kind"] == "prediction"]
+    tail = rows_whole[(rows_whole["kind"] == "prediction") & (rows_whole["offset"] >= 11_500)]
+    assert list(pred["offset"]) == list(tail["offset"]) and len(pred) == 8
+    np.testing.assert_array_equal(pred["psi"].to_numpy(), tail["psi"].to_numpy())
+    assert [(a["kind"], a["offset"]) for a in alarms] == [
+        (a["kind"], a["offset"]) for a in alarms_whole]
 
 
 # -- the monitor's store -------------------------------------------------------------------
