@@ -112,8 +112,9 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     the reason; it reads nothing but the sample the definition checks (what ``fk.peek``
     shows then), so a train stage defined in the next cell learns every event, and a broker
     is acknowledged nothing meanwhile. The first consumer starts it; when the last one is
-    stopped it waits again. ``start=True`` (or ``fk.resume(name)`` later) runs it with
-    nothing downstream. ``paused=True`` defines it paused: it reads nothing until
+    stopped it waits again. A sink is a consumer from the start: to have a train stage
+    defined later see every event too, define the stage ``paused=True``, then resume it.
+    ``start=True`` (or ``fk.resume(name)`` later) runs it with nothing downstream. ``paused=True`` defines it paused: it reads nothing until
     ``fk.resume(name)``, even once consumers are defined.
 
     ``overload`` says what happens when the source outpaces the stages downstream:
