@@ -114,8 +114,9 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     is acknowledged nothing meanwhile. The first consumer starts it; when the last one is
     stopped it waits again. A sink is a consumer from the start: to have a train stage
     defined later see every event too, define the stage ``paused=True``, then resume it.
-    ``start=True`` (or ``fk.resume(name)`` later) runs it with nothing downstream. ``paused=True`` defines it paused: it reads nothing until
-    ``fk.resume(name)``, even once consumers are defined.
+    ``start=True`` (or ``fk.resume(name)`` later) runs it with nothing downstream.
+    ``paused=True`` defines it paused: it reads nothing until ``fk.resume(name)``, even
+    once consumers are defined.
 
     ``overload`` says what happens when the source outpaces the stages downstream:
     ``"wait"`` (the default) holds the source back (backpressure: memory stays flat, the
