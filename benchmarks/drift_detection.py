@@ -25,9 +25,21 @@ Three parts, one run:
    feature of the model, predictions, ADWIN), on benchmarks/train_throughput.py's replayed
    click stream and River model at batch 1000; runs alternate, ``--stage-repeats`` pairs.
 
+5. A learning model on a stationary stream (``--only stationary``, no Ray): 20 seeds of
+   60,000 synthetic click events with no drift, learned by River ``StandardScaler |
+   LogisticRegression`` event by event (the README's model) and once per batch
+   (``mini_batch=True``, slow to settle), and by the tutorial's one-hot pipeline; each fed
+   batch by batch to two ``DriftWatch`` es with ``fk.watch_drift``'s defaults, as the train
+   stage feeds them: "before" watches the stage's own predictions against the first
+   10,000 (the comparison fusionkit made before), "after" scores samples of the
+   reference's and each window's inputs with the model as it is at the test. False alarms
+   of every kind per 100k events, and the watches' time per event. Then a real feature
+   shift (price or dwell up by one standard deviation at event 25,000 of 40,000): how often
+   and how late the feature alarm and the prediction alarm come, before and after.
+
 Run ``python benchmarks/drift_detection.py`` (about 4 minutes on 2 cores) or with
-``--quick`` for a smoke run; ``--only stage`` (or ``concept``, ``features``, ``cost``) runs
-one part and merges it into the results file. Prints tables and writes
+``--quick`` for a smoke run; ``--only stage`` (or ``concept``, ``features``, ``cost``,
+``stationary``) runs one part and merges it into the results file. Prints tables and writes
 benchmarks/results/drift_detection.json.
 """
 
@@ -48,6 +60,11 @@ from river import linear_model, preprocessing, tree
 from river.datasets import synth
 
 from fusionkit.monitor.drift import ConceptDriftMonitor, DriftMonitor, FeatureDriftMonitor
+from fusionkit.monitor.drift_watch import DriftSpec, DriftWatch
+from fusionkit.sources.drift import FeatureDrift
+from fusionkit.sources.synthetic import Synthetic
+from fusionkit.training.learners import adapt
+from fusionkit.training.prequential import Prequential
 
 RESULTS = Path(__file__).parent / "results" / "drift_detection.json"
 MAX_DELAY = 1000  # events after the end of a transition for an alarm to count as a detection
@@ -322,6 +339,166 @@ def stage_cost_part(events: int, repeats: int, batch: int = 1000) -> dict:
     }  # fmt: skip
 
 
+# -- a learning model on a stationary stream (part 5) ------------------------------------------
+STATIONARY = {"events": 60_000, "shift_events": 40_000, "shift_at": 25_000, "batch": 500}
+NUMERIC = ["price", "dwell", "age", "hour", "position"]
+LEARNING = {  # name: (the model, its features, learner options)
+    "lr": ("StandardScaler | LogisticRegression, event by event", NUMERIC, {}),
+    "lr_mini_batch": ("StandardScaler | LogisticRegression, mini_batch=True", NUMERIC,
+                      {"mini_batch": True}),
+    "tutorial": ("the tutorial's pipeline (scaled numbers, one-hot device and country)", None,
+                 {}),
+}  # fmt: skip
+SHIFTS = {"price_1sd": ("price", 1.0), "dwell_1sd": ("dwell", 1.0)}
+WATCHES = ("before", "after")
+KINDS = ("feature", "prediction", "concept")
+
+
+def _learning_model(name: str):
+    if name == "tutorial":
+        from fusionkit.demo import ctr_model
+
+        return ctr_model()
+    return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+
+
+class _Stage:
+    """What a train stage does with a batch (fusionkit.runtime.train_worker._learn), without
+    Ray: predict then learn, the prequential step, then each drift watch. The "before" watch
+    is handed no stage, so it watches the predictions given (as every watch did before);
+    the "after" one is handed the stage, whose learner scores its prediction samples."""
+
+    def __init__(self, model: str):
+        _, features, options = LEARNING[model]
+        self.learner = adapt(_learning_model(model), features=features, **options)
+        self.prequential = Prequential(self.learner.task)
+        self.watches = {w: DriftWatch(DriftSpec(), "ctr", self.learner.task, features)
+                        for w in WATCHES}  # fmt: skip
+        self.alarms: dict[str, list[dict]] = {w: [] for w in WATCHES}
+        self.seconds = dict.fromkeys(WATCHES, 0.0)
+        self.learning = 0.0
+        self.max_psi = dict.fromkeys(WATCHES, 0.0)
+
+    def learn(self, batch: pd.DataFrame) -> None:
+        t = time.perf_counter()
+        y = batch["clicked"]
+        pred = self.learner.predict_learn(batch, y)
+        self.prequential.update(y, pred)
+        self.learning += time.perf_counter() - t
+        for w, watch in self.watches.items():
+            t = time.perf_counter()
+            watch.observe(self if w == "after" else None, batch, y, pred)
+            self.seconds[w] += time.perf_counter() - t
+            rows, alarms = watch.take()
+            self.alarms[w] += alarms
+            psi = [r["psi"] for r in rows if r["kind"] == "prediction"]
+            self.max_psi[w] = max([self.max_psi[w], *psi])
+
+
+def stationary_run(job: tuple[str, int, str | None]) -> dict:
+    """One stream learned by one model and watched both ways: the alarms and the time."""
+    model, seed, shift = job
+    n = STATIONARY["events"] if shift is None else STATIONARY["shift_events"]
+    drift = []
+    if shift is not None:
+        feature, sd = SHIFTS[shift]
+        drift = [FeatureDrift(feature, at=STATIONARY["shift_at"], shift=sd)]
+    src = Synthetic(rate=None, seed=seed, max_events=n, start_time=0.0, drift=drift)
+    src.open()
+    stage = _Stage(model)
+    while (batch := src.read(STATIONARY["batch"])) is not None:
+        stage.learn(batch)
+    alarms = {w: [(a["kind"], a["feature"], int(a["offset"])) for a in stage.alarms[w]]
+              for w in WATCHES}  # fmt: skip
+    return {"model": model, "seed": seed, "shift": shift, "events": n, "alarms": alarms,
+            "seconds": stage.seconds, "learning": stage.learning, "max_psi": stage.max_psi}
+
+
+def _detection(runs: list[dict], watch: str, kind: str, feature: str) -> dict:
+    """Share of runs where ``kind`` alarmed on ``feature`` after the shift, and how late."""
+    at, delays, early = STATIONARY["shift_at"], [], 0
+    for r in runs:
+        hits = [o for k, f, o in r["alarms"][watch] if k == kind and f == feature]
+        early += any(o < at for o in hits)
+        late = [o - at for o in hits if o >= at]
+        if late:
+            delays.append(min(late))
+    return {"detection_rate": len(delays) / len(runs), "alarms_before_the_shift": early,
+            "median_delay": float(np.median(delays)) if delays else None,
+            "max_delay": max(delays) if delays else None}  # fmt: skip
+
+
+def stationary_part(seeds: list[int], processes: int, quick: bool = False) -> dict:
+    if quick:
+        STATIONARY.update(events=30_000, shift_events=30_000, shift_at=20_000)
+    jobs = [(m, s, None) for m in LEARNING for s in seeds]
+    jobs += [(m, s, shift) for shift in SHIFTS for m in ("lr", "lr_mini_batch") for s in seeds]
+    with mp.get_context("fork").Pool(processes) as pool:
+        runs = pool.map(stationary_run, jobs, chunksize=1)
+    out: dict = {"config": {**STATIONARY, "seeds": len(seeds),
+                            "models": {m: LEARNING[m][0] for m in LEARNING},
+                            "watch": "fk.watch_drift defaults: every model feature, reference "
+                                     "the first 10,000 events, windows of 5,000, psi_alarm "
+                                     "0.2, ks_alpha 0.01, predictions, ADWIN + window test"}}
+    stationary = {}
+    for m in LEARNING:
+        rs = [r for r in runs if r["model"] == m and r["shift"] is None]
+        events = sum(r["events"] for r in rs)
+        row = {"events": events, "runs": len(rs)}
+        for w in WATCHES:
+            counts = {k: sum(a[0] == k for r in rs for a in r["alarms"][w]) for k in KINDS}
+            row[w] = {
+                "false_alarms": counts,
+                "false_alarms_per_100k": {k: 1e5 * v / events for k, v in counts.items()},
+                "false_alarms_per_100k_all_kinds": 1e5 * sum(counts.values()) / events,
+                "runs_with_a_prediction_alarm": sum(any(a[0] == "prediction"
+                                                        for a in r["alarms"][w]) for r in rs),
+                "max_prediction_psi": max(r["max_psi"][w] for r in rs),
+                "watch_us_per_event": 1e6 * sum(r["seconds"][w] for r in rs) / events,
+                "watch_pct_of_learning": 100 * sum(r["seconds"][w] for r in rs)
+                / sum(r["learning"] for r in rs),
+            }  # fmt: skip
+        stationary[m] = row
+    out["stationary"] = stationary
+    shifted = {}
+    for shift, (feature, _) in SHIFTS.items():
+        for m in ("lr", "lr_mini_batch"):
+            rs = [r for r in runs if r["model"] == m and r["shift"] == shift]
+            shifted[f"{shift}/{m}"] = {w: {
+                "feature": _detection(rs, w, "feature", feature),
+                "prediction": _detection(rs, w, "prediction", "prediction"),
+            } for w in WATCHES}  # fmt: skip
+    out["shift"] = shifted
+    out["load_average"] = os.getloadavg()
+    return out
+
+
+def print_stationary(st: dict) -> None:
+    c = st["config"]
+    print(f"\nA learning model on a stationary stream ({c['seeds']} seeds x {c['events']:,} "
+          "events): false alarms per 100k events, before -> after")
+    for m, row in st["stationary"].items():
+        b, a = row["before"], row["after"]
+        kinds = ", ".join(f"{k} {b['false_alarms_per_100k'][k]:.2f} -> "
+                          f"{a['false_alarms_per_100k'][k]:.2f}" for k in KINDS)  # fmt: skip
+        print(f"  {m:14s} all {b['false_alarms_per_100k_all_kinds']:.2f} -> "
+              f"{a['false_alarms_per_100k_all_kinds']:.2f} ({kinds}); max prediction PSI "
+              f"{b['max_prediction_psi']:.3f} -> {a['max_prediction_psi']:.3f}; watch "
+              f"{b['watch_us_per_event']:.2f} -> {a['watch_us_per_event']:.2f} us/event "
+              f"({b['watch_pct_of_learning']:.1f}% -> {a['watch_pct_of_learning']:.1f}% of "
+              "learning)")
+    print(f"  a feature shift at event {c['shift_at']:,}: detection rate, median / max delay "
+          "(events), before -> after")
+    for name, row in st["shift"].items():
+        for kind in ("feature", "prediction"):
+            b, a = row["before"][kind], row["after"][kind]
+            print(f"    {name:22s} {kind:10s} {b['detection_rate']:.2f} {b['median_delay']} / "
+                  f"{b['max_delay']} -> {a['detection_rate']:.2f} {a['median_delay']} / "
+                  f"{a['max_delay']} (alarms before the shift: {b['alarms_before_the_shift']} "
+                  f"-> {a['alarms_before_the_shift']})")
+    print(f"  load average {st['load_average']}")
+
+
 def print_tables(res: dict) -> None:
     if "concept" in res:
         print_concept(res["concept"])
@@ -329,6 +506,8 @@ def print_tables(res: dict) -> None:
         print_features(res["features"])
     if "cost" in res:
         print_cost(res["cost"])
+    if "stationary" in res:
+        print_stationary(res["stationary"])
     if "stage_cost" in res:
         r = res["stage_cost"]
         print(f"\nCost of a drift watch on the train stage (batch {r['batch']}, "
@@ -389,7 +568,7 @@ def print_cost(c: dict) -> None:
           f"{c['load_average']}")  # fmt: skip
 
 
-PARTS = ("concept", "features", "cost", "stage")
+PARTS = ("concept", "features", "cost", "stationary", "stage")
 
 
 def main() -> None:
@@ -407,7 +586,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"JSON output (default {RESULTS} for a full run)")  # fmt: skip
     args = parser.parse_args()
-    parts = set(args.only or ([*PARTS] if args.stage else PARTS[:3]))
+    parts = set(args.only or ([*PARTS] if args.stage else PARTS[:4]))
     seeds = list(range(3 if args.quick else args.seeds))
     t0 = time.perf_counter()
     res = {"config": {"seeds": len(seeds), "quick": args.quick, "max_delay": MAX_DELAY,
@@ -425,6 +604,8 @@ def main() -> None:
     if "cost" in parts:
         res["cost"] = cost_part(20_000 if args.quick else 100_000,
                                 2 if args.quick else args.repeats)
+    if "stationary" in parts:
+        res["stationary"] = stationary_part(seeds, args.processes, args.quick)
     if "stage" in parts:
         res["stage_cost"] = stage_cost_part(40_000 if args.quick else 200_000,
                                             1 if args.quick else args.stage_repeats)

@@ -180,7 +180,10 @@ class DriftWatch:
                  features: list[str] | None = None, sink: Any = None):  # fmt: skip
         self.spec, self.stage, self.task, self.sink = spec, stage, task, sink
         self.features = list(spec.features) if spec.features is not None else features
+        # the columns the model reads: those of its inputs that prediction drift keeps
+        self.model_features = None if features is None else list(features)
         self.monitor = spec.monitor(stage, self.features)
+        self.monitor.prediction_monitor.columns = self.model_features
         self.alarms = self.actions = 0
         self.error: str | None = None
         self._init_buffers()
@@ -220,6 +223,9 @@ class DriftWatch:
         if self.features is None:
             self.features = feature_columns(batch, exclude=(str(y.name),))
             self.monitor.feature_monitor.features = self.features
+        if self.model_features is None:
+            self.model_features = feature_columns(batch, exclude=(str(y.name),))
+            self.monitor.prediction_monitor.columns = self.model_features
         errors = error_stream(self.task, y, prediction.y_pred)
         preds = score = None
         if self.spec.predictions and learner is not None:
@@ -371,13 +377,13 @@ class DriftWatch:
     def get_state(self) -> bytes:
         """The watch as bytes, for the train actor's checkpoints."""
         return pickle.dumps({"spec": self.spec, "monitor": self.monitor, "features": self.features,
-                             "alarms": self.alarms, "actions": self.actions,
+                             "model_features": self.model_features, "alarms": self.alarms, "actions": self.actions,
                              "unreported": self.unreported()},
                             protocol=pickle.HIGHEST_PROTOCOL)  # fmt: skip
 
     def fresh(self) -> DriftWatch:
         """The same watch started over (the stage went back to its first event)."""
-        return DriftWatch(self.spec, self.stage, self.task, self.features, self.sink)
+        return DriftWatch(self.spec, self.stage, self.task, self.model_features, self.sink)
 
     def resume(self, state: bytes | None) -> DriftWatch:
         """This watch as a checkpoint left it; started over if the checkpoint holds no
@@ -388,6 +394,7 @@ class DriftWatch:
         watch = DriftWatch.__new__(DriftWatch)
         watch.spec, watch.stage, watch.task, watch.sink = self.spec, self.stage, self.task, self.sink
         watch.features, watch.monitor = saved["features"], saved["monitor"]
+        watch.model_features = saved.get("model_features", self.model_features)
         watch.alarms, watch.actions, watch.error = saved["alarms"], saved["actions"], None
         watch._init_buffers()
         watch._rows, watch._new = (list(x) for x in saved.get("unreported", ([], [])))

@@ -92,6 +92,7 @@ class PredictionDriftMonitor:
         floor: float = 1e-4,
         stage: str = "",
         seed: int = 0,
+        columns: list[str] | None = None,
     ):
         if window < 2:
             raise ValueError(f"window must hold at least 2 events, got {window}")
@@ -106,6 +107,7 @@ class PredictionDriftMonitor:
         self.bins = bins
         self.floor = floor
         self.stage = stage
+        self.columns = columns
         self.n_reference = ds.reference_size(reference)
         self.seen = 0  # events seen
         self.windows = 0  # windows tested
@@ -117,7 +119,7 @@ class PredictionDriftMonitor:
         self._in_reference = True  # the segment being filled is the reference
         self._end = 0  # where the segment being filled ends (events since the start)
         self._picks = np.empty(0, dtype="int64")  # positions of the segment to keep
-        self._parts: list[pd.DataFrame] = []  # kept rows of the segment so far
+        self._parts: list[dict[str, Any]] = []  # kept rows of the segment so far, by column
         self._part_pos: list[np.ndarray] = []
 
     # -- filling -----------------------------------------------------------------------------
@@ -132,7 +134,7 @@ class PredictionDriftMonitor:
             pos = self._picks[np.searchsorted(self._picks, first + i):
                               np.searchsorted(self._picks, first + stop)]  # fmt: skip
             if pos.size:
-                self._parts.append(batch.iloc[pos - first])
+                self._parts.append(_take(batch, self.columns, pos - first))
                 self._part_pos.append(pos)
             i = stop
             if first + i == self._end:
@@ -169,7 +171,12 @@ class PredictionDriftMonitor:
         self._parts, self._part_pos = [], []
 
     def _kept(self) -> tuple[pd.DataFrame, np.ndarray]:
-        frame = self._parts[0] if len(self._parts) == 1 else pd.concat(self._parts)
+        """The rows kept of the segment, as one DataFrame, and their positions."""
+        parts, names = self._parts, list(self._parts[0])
+        if any(list(p) != names for p in parts):  # the stream's columns changed
+            frame = pd.concat([pd.DataFrame(p) for p in parts], ignore_index=True)
+        else:
+            frame = pd.DataFrame({c: _concat([p[c] for p in parts]) for c in names})
         return frame, np.concatenate(self._part_pos)
 
     def _complete(self, batch: pd.DataFrame, last: int, score: Scorer,
@@ -177,6 +184,7 @@ class PredictionDriftMonitor:
         """The segment ends at row ``last`` of ``batch``: keep the reference, or test."""
         end = self._end
         rows, pos = self._kept() if self._parts else (batch.iloc[0:0], np.empty(0, "int64"))
+        rows.index = pos  # the stream's positions: kept rows of two segments do not clash
         if self._in_reference:
             self._ref, self._ref_pos, self._in_reference = rows, pos, False
         else:
@@ -231,3 +239,28 @@ def _answers(values: Any, n: int) -> pd.Series:
     if arr.shape != (n,):
         raise ValueError(f"the model gave {arr.size} answers for {n} rows")
     return pd.Series(arr if arr.dtype.kind in "biufO" else arr.astype(object), copy=False)
+
+
+def _take(batch: pd.DataFrame, columns: list[str] | None, rows: np.ndarray) -> dict[str, Any]:
+    """The ``rows`` of ``batch``'s ``columns`` (all when ``None``), one array per column:
+    taking rows column by column from the arrays costs a tenth of ``batch.iloc[rows]``."""
+    names = list(batch.columns) if columns is None else columns
+    get = getattr(batch, "_get_column_array", None)
+    out = {}
+    for name in names:
+        loc = batch.columns.get_loc(name)
+        out[name] = get(loc)[rows] if get is not None and isinstance(loc, int) \
+            else batch[name].to_numpy()[rows]  # fmt: skip
+    return out
+
+
+def _concat(arrays: list[Any]) -> Any:
+    """Arrays of one column from several batches as one (NumPy or a pandas extension array)."""
+    first = arrays[0]
+    if len(arrays) == 1:
+        return first
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        return np.concatenate(arrays)
+    if all(type(a) is type(first) and a.dtype == first.dtype for a in arrays):
+        return type(first)._concat_same_type(arrays)
+    return pd.concat([pd.Series(a) for a in arrays], ignore_index=True)
