@@ -27,9 +27,8 @@ def test_dead_letters_survive_a_killed_stream_actor(fk, redis_server):
     src = fk.sources.redis(redis_server.url, stream="events",
                            schema=fk.Schema(SCHEMA))
     produce(client, "events", 0, 500, bad_every=every)
-    fk.stream("events", source=src, batch_size=500, paused=True)
+    fk.stream("events", source=src, batch_size=500)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
-    fk.resume("events")
     learn_through_a_kill(fk, lambda start: produce(client, "events", start, 500, bad_every=every),
                          range(500, n, 500), first_fused, lambda: events_seen(fk, "count"),
                          n - bad)

@@ -25,10 +25,9 @@ def run_and_kill(fk, victim: str, parallelism: int, seed: int) -> None:
     rng = random.Random(seed)
     src = fk.sources.synthetic("clicks", rate=15_000, seed=seed, max_events=N_EVENTS)
     fk.stream("clicks", source=src, batch_size=500, parallelism=parallelism,
-              key_by="user_id" if parallelism > 1 else None, paused=True)
+              key_by="user_id" if parallelism > 1 else None)
     fk.train("count", on="clicks", label="clicked", model=OffsetCounter(N_EVENTS),
              publish_every=None)
-    fk.resume("clicks")
     kill_at = rng.randint(N_EVENTS // 5, N_EVENTS // 2)
     wait_for(lambda: fk.api.call("infos", "count")[0].get("events_seen", 0) >= kill_at // 2,
              timeout=60, what="first events learned")
@@ -119,10 +118,9 @@ def test_controller_killed(fk, also):
 
     seed = 8 if also == "nothing" else 9
     src = fk.sources.synthetic("clicks", rate=5_000, seed=seed, max_events=N_EVENTS)
-    fk.stream("clicks", source=src, batch_size=500, paused=True)
+    fk.stream("clicks", source=src, batch_size=500)
     fk.train("count", on="clicks", label="clicked", model=OffsetCounter(N_EVENTS),
              publish_every=None)
-    fk.resume("clicks")
     seen = lambda: fk.api.call("infos", "count")[0].get("events_seen", 0)  # noqa: E731
     wait_for(lambda: seen() >= N_EVENTS // 8, timeout=60, what="first events learned")
     assert fk.checkpoint() is not None

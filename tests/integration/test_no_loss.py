@@ -62,9 +62,8 @@ def test_failed_stream_function_keeps_its_events_and_learns_each_once(fk, redis_
     produce(client, 0, n // 2)
     schema = fk.Schema(SCHEMA)
     src = fk.sources.redis(redis_server.url, stream="events", group="learners", schema=schema)
-    fk.stream("events", source=src, fn=breaks_on_poison, batch_size=200, paused=True)
+    fk.stream("events", source=src, fn=breaks_on_poison, batch_size=200)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
-    fk.resume("events")
     wait_for(lambda: events_seen(fk, "count") >= n // 2, timeout=90,
              what="the first half learned")
     assert fk.checkpoint() is not None  # a sound pipeline checkpoints
@@ -156,12 +155,11 @@ def test_diverging_model_is_not_published(fk):
     rng = np.random.default_rng(3)
     size = rng.normal(size=4000) * 1e3
     frame = pd.DataFrame({"size": size, "price": 3.0 * size + 1.0})
-    fk.stream("sizes", source=fk.sources.replay(frame), batch_size=100, paused=True)
+    fk.stream("sizes", source=fk.sources.replay(frame), batch_size=100)
     # far too large a step for values of a thousand (and no gradient clipping): the
     # weights overflow to infinity, then NaN, within the first batches
     model = linear_model.LinearRegression(optim.SGD(1e6), clip_gradient=float("inf"))
     fk.train("diverging", on="sizes", label="price", model=model, publish_every=None)
-    fk.resume("sizes")
     wait_for(lambda: fk.status().loc["diverging", "status"] == "failed", timeout=60,
              what="the stage to stop on the diverged model")
     error = fk.status().loc["diverging", "error"]

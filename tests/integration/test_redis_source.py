@@ -114,6 +114,7 @@ def test_stream_to_train_exact_counts_dead_letters_and_sink(fk, redis_server):
     good = produce(client, "events", 0, n, bad_every=50)
     src = fk.sources.redis(redis_server.url, stream="events", group="fusionkit",
                            schema=fk.Schema(SCHEMA))
+    # paused: the sink is a consumer, so the stream would read before the train stage exists
     fk.stream("events", source=src, batch_size=500, paused=True,
               operators=[fk.sinks.redis(redis_server.url, stream="out")])
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
@@ -148,9 +149,8 @@ def test_redis_restart_mid_run_loses_nothing(fk, redis_server):
     client = redis_server.client()
     produce(client, "events", 0, n // 2)
     src = fk.sources.redis(redis_server.url, stream="events", schema=fk.Schema(SCHEMA))
-    fk.stream("events", source=src, batch_size=500, paused=True)
+    fk.stream("events", source=src, batch_size=500)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
-    fk.resume("events")
     wait_for(lambda: events_seen(fk, "count") >= n // 2, timeout=90, what="first half learned")
     redis_server.stop()
     wait_for(lambda: "source retrying" in set(fk.events()["kind"]), timeout=30,
@@ -175,9 +175,8 @@ def test_stage_actor_killed_rereads_pending_entries(fk, redis_server):
     client = redis_server.client()
     src = fk.sources.redis(redis_server.url, stream="events", schema=fk.Schema(SCHEMA))
     produce(client, "events", 0, 500)
-    fk.stream("events", source=src, batch_size=500, paused=True)
+    fk.stream("events", source=src, batch_size=500)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
-    fk.resume("events")
     learn_through_a_kill(fk, lambda start: produce(client, "events", start, 500),
                          range(500, n, 500), first_fused, lambda: events_seen(fk, "count"), n)
     counts = learned_counts(fk, "count")

@@ -15,10 +15,9 @@ def test_restore_after_full_restart(fk):
     registry keeps the versions of the first run."""
     storage = fk.connect().storage
     src = fk.sources.synthetic("clicks", rate=4_000, seed=11, max_events=N_EVENTS)
-    fk.stream("clicks", source=src, batch_size=500, paused=True)
+    fk.stream("clicks", source=src, batch_size=500)
     fk.train("count", on="clicks", label="clicked", model=OffsetCounter(N_EVENTS),
              publish_every=None)
-    fk.resume("clicks")
     wait_for(lambda: events_seen(fk, "count") >= N_EVENTS // 4, timeout=60,
              what="a quarter learned")
     first_version = fk.publish("count")

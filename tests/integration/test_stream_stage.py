@@ -120,10 +120,9 @@ def test_slow_train_stage_bounds_the_queue_and_the_source_lags(fk):
     batch, bound = 200, 2
     # the source wants 20k events/s (100 batches/s); the learner takes at most 20 batches/s
     src = fk.sources.synthetic("fast", rate=20_000, seed=1)
-    fk.stream("fast", source=src, batch_size=batch, max_inflight=bound, paused=True)
+    fk.stream("fast", source=src, batch_size=batch, max_inflight=bound)
     fk.train("slow", on="fast", model=SlowLearner(0.05), label="clicked",
              publish_every="1h")
-    fk.resume("fast")
 
     samples = []
 

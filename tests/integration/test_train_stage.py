@@ -118,9 +118,8 @@ def test_phishing_accuracy_matches_river_and_versions_every_n_events(fk):
                                                metrics.Accuracy()).get()
     assert round(river_acc, 4) == 0.8928
     src = fk.sources.replay(datasets.Phishing(), label="is_phishing")
-    fk.stream("phish", source=src, batch_size=100, paused=True)
+    fk.stream("phish", source=src, batch_size=100)
     fk.train("phish-lr", on="phish", label="is_phishing", model=logistic(), publish_every=400)
-    fk.resume("phish")
     wait_for(lambda: seen(fk, "phish-lr") >= 1250, timeout=120, what="all 1250 events learned")
     got = info(fk, "phish-lr")["metrics"]
     assert got["n"] == 1250
@@ -239,9 +238,8 @@ def test_lineage_publish_by_time_rollback_pin_unpin(fk):
 
 def test_corrupt_version_file_is_refused_on_load(fk):
     src = fk.sources.replay(signed_frame(3000), label="label")
-    fk.stream("signs", source=src, batch_size=250, paused=True)
+    fk.stream("signs", source=src, batch_size=250)
     fk.train("keep1", on="signs", label="label", model=logistic(), publish_every=500, keep=1)
-    fk.resume("signs")
     wait_for(lambda: len(fk.models("keep1")) >= 6, timeout=60, what="six versions")
     table = versions(fk, "keep1")
     assert list(table.index[table["in_memory"]]) == [6]  # keep=1: older versions only on disk
@@ -267,11 +265,10 @@ def test_corrupt_version_file_is_refused_on_load(fk):
 # -- the publish guard -----------------------------------------------------------------------
 def test_guard_holds_back_a_worse_model(fk):
     src = fk.sources.replay(signed_frame(6000, seed=1), label="label")
-    fk.stream("signs", source=src, batch_size=250, paused=True)
+    fk.stream("signs", source=src, batch_size=250)
     guard = fk.Guard(metric="accuracy_recent", margin=0.05, min_events=0)
     fk.train("guarded", on="signs", label="label", model=Oracle(turn=3000), publish_every=500,
              guard=guard)
-    fk.resume("signs")
     wait_for(lambda: seen(fk, "guarded") >= 6000, timeout=60, what="all events learned")
     wait_for(lambda: len(fk.models("guarded")) >= 12, what="twelve versions")
     table = versions(fk, "guarded")
