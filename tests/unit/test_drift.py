@@ -23,6 +23,7 @@ from fusionkit.monitor.drift_stats import (
     psi_threshold,
     reference_size,
 )
+from fusionkit.monitor.prediction_drift import PredictionDriftMonitor
 
 CATS = np.array(["a", "b", "c", "d"], dtype=object)
 
@@ -270,6 +271,115 @@ def test_bad_inputs_are_clear_errors():
         mon.update(pd.DataFrame({"x": [1.0, 2.0]}), predictions=[1.0])
     with pytest.raises(ValueError, match="window"):
         FeatureDriftMonitor(window=1)
+
+
+# prediction drift with the model held fixed --------------------------------------------------
+class Drifting:
+    """A model whose answers move as it learns: ``x`` times a weight that grows with every
+    event learned (a stand-in for a model still learning)."""
+
+    def __init__(self):
+        self.seen = 0
+
+    def score(self, X: pd.DataFrame) -> np.ndarray:
+        return X["x"].to_numpy() * (1.0 + self.seen / 2_000)
+
+    def step(self, monitor, batch: pd.DataFrame):
+        if isinstance(monitor, PredictionDriftMonitor):
+            res = monitor.update(batch, self.score)
+        else:  # the model's own answers, made as it went
+            res = monitor.update(batch, predictions=self.score(batch))
+        self.seen += len(batch)
+        return res
+
+
+def run_model(monitor, frame: pd.DataFrame, batch: int = 500):
+    model, rows, alarms = Drifting(), [], []
+    for s in range(0, len(frame), batch):
+        res = model.step(monitor, frame.iloc[s : s + batch])
+        rows += res.rows
+        alarms += res.alarms
+    return [r for r in rows if r["kind"] == "prediction"], alarms
+
+
+def test_a_model_that_moves_raises_no_prediction_alarm_on_stationary_inputs():
+    frame = pd.DataFrame({"x": np.random.default_rng(20).lognormal(0, 0.5, 30_000)})
+    rows, alarms = run_model(PredictionDriftMonitor(), frame)
+    assert len(rows) == 4 and alarms == [] and max(r["psi"] for r in rows) < 0.1
+    # its own answers against its first ones: the model's learning looks like drift
+    rows, alarms = run_model(FeatureDriftMonitor(features=[]), frame)
+    assert [a.kind for a in alarms] == ["prediction"]
+
+
+def test_inputs_that_move_the_answers_are_flagged_in_their_first_window():
+    rng = np.random.default_rng(21)
+    x = np.r_[rng.lognormal(0, 0.5, 20_000), rng.lognormal(0.5, 0.5, 10_000)]
+    rows, alarms = run_model(PredictionDriftMonitor(), pd.DataFrame({"x": x}))
+    assert [(r["offset"], r["alarm"]) for r in rows] == [
+        (14_999, False), (19_999, False), (24_999, True), (29_999, True)]
+    assert [(a.kind, a.feature, a.offset) for a in alarms] == [
+        ("prediction", "prediction", 24_999)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 1_700), min_size=1, max_size=12))
+def test_prediction_windows_do_not_depend_on_the_batches(cuts):
+    """The same windows, on the same sampled rows, however the stream is cut into batches;
+    they end where the feature monitor's end."""
+    rng = np.random.default_rng(22)
+    frame = pd.DataFrame({"x": rng.normal(size=4_000), "_offset": np.arange(4_000) + 100})
+    score = lambda X: X["x"].to_numpy()  # noqa: E731
+    whole = PredictionDriftMonitor(reference=1_000, window=700, sample=300)
+    want = [(r["offset"], r["psi"]) for r in whole.update(frame, score).rows]
+    mon, got, start = PredictionDriftMonitor(reference=1_000, window=700, sample=300), [], 0
+    for cut in [*np.cumsum(cuts).tolist(), 4_000]:
+        if cut > start:
+            got += [(r["offset"], r["psi"]) for r in mon.update(frame.iloc[start:cut], score).rows]
+            start = cut
+        if start >= 4_000:
+            break
+    features = FeatureDriftMonitor(features=["x"], reference=1_000, window=700).update(frame)
+    assert got == want and [o for o, _ in want] == [r["offset"] for r in features.rows]
+
+
+def test_a_reference_dataframe_of_the_models_inputs_is_scored_itself():
+    rng = np.random.default_rng(23)
+    score = lambda X: X["x"].to_numpy()  # noqa: E731
+    ref = pd.DataFrame({"x": rng.normal(0, 1, 3_000)})
+    mon = PredictionDriftMonitor(reference=ref, window=1_000)
+    rows = mon.update(pd.DataFrame({"x": rng.normal(1, 1, 1_000)}), score).rows
+    assert [(r["offset"], r["alarm"]) for r in rows] == [(999, True)]
+    # without the model's inputs, the stream's first len(reference) events are the reference
+    mon = PredictionDriftMonitor(reference=pd.DataFrame({"other": np.zeros(3_000)}), window=1_000)
+    rows = mon.update(pd.DataFrame({"x": rng.normal(1, 1, 4_000)}), score).rows
+    assert [(r["offset"], r["alarm"]) for r in rows] == [(3_999, False)]
+
+
+def test_a_sliding_reference_follows_a_slow_change():
+    """The inputs creep up by a tenth of a standard deviation per window: against the first
+    events that adds up to an alarm, against the events just before each window it does not."""
+    rng = np.random.default_rng(24)
+    x = rng.normal(size=40_000) + np.repeat(np.arange(8) * 0.1, 5_000)
+    score = lambda X: X["x"].to_numpy()  # noqa: E731
+    fixed = PredictionDriftMonitor(reference=5_000, window=5_000).update(pd.DataFrame({"x": x}), score)
+    sliding = PredictionDriftMonitor(reference=5_000, window=5_000, sliding_reference=True)
+    rows = sliding.update(pd.DataFrame({"x": x}), score).rows
+    assert any(r["alarm"] for r in fixed.rows) and not any(r["alarm"] for r in rows)
+    assert len(rows) == 7 and sliding._ref_pos.min() >= 30_000  # the last 5,000 events
+
+
+def test_class_labels_are_tested_as_categories():
+    rng = np.random.default_rng(25)
+    x = np.r_[rng.normal(size=3_000), rng.normal(2, 1, size=1_000)]
+    labels = lambda X: (X["x"].to_numpy() > 1).astype("int64")  # noqa: E731
+    rows = PredictionDriftMonitor(reference=2_000, window=1_000).update(
+        pd.DataFrame({"x": x}), labels).rows
+    assert [(r["test"], r["alarm"]) for r in rows] == [("chi2", False), ("chi2", True)]
+
+
+def test_a_prediction_sample_too_small_is_refused():
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        PredictionDriftMonitor(sample=1)
 
 
 # concept drift -----------------------------------------------------------------------------

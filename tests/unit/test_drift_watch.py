@@ -76,6 +76,7 @@ def test_error_stream_of_a_regressor_and_bad_lengths():
     ({"reference": "last 10 events"}, "reference must be 'first N events'"),
     ({"concept": "adwn"}, "Did you mean 'adwin'"),
     ({"concept": "adwin", "concept_params": {"nope": 1}}, "bad parameter"),
+    ({"prediction_sample": 1}, "prediction sample must be at least 2 rows"),
 ])  # fmt: skip
 def test_bad_settings_are_clear_errors(kwargs, message):
     with pytest.raises(FusionError, match=message):
