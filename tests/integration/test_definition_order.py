@@ -11,6 +11,8 @@ source actor and operator actors) and for a real redis-server's stream.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 
 import numpy as np
@@ -143,6 +145,31 @@ def test_a_stream_waits_again_when_its_last_consumer_is_stopped(fk):
     fk.train("b", on="clicks", label="y", model=OffsetCounter(n), publish_every=None)
     wait_for(lambda: events_seen(fk, "b") >= 1_000, timeout=60, what="events learned by b")
     assert status_of(fk, "clicks") == "running"
+
+
+def test_waiting_outlives_a_controller_restart_and_a_killed_stream_actor(fk):
+    """The waiting is part of the stage's definition: the controller Ray restarts reads it
+    back, and a stream actor Ray restarts (its pipeline rolled back to a checkpoint) waits
+    again; the train stage defined afterwards still learns every event once."""
+    n = 5_000
+    fk.stream("rows", source=fk.sources.replay(frame(n)), batch_size=250)
+    wait_waiting(fk, "rows")
+    assert fk.checkpoint() is not None
+    restarts = fk.api.call("ping")["restarts"]
+    os.kill(fk.api.call("pid"), signal.SIGKILL)
+    assert fk.api.call("ping")["restarts"] == restarts + 1  # waits through the restart
+    assert status_of(fk, "rows") == "waiting" and fk.status().loc["rows", "events"] == 0
+    recoveries = len(fk.recoveries())
+    pid = fk.api.call("infos", "rows")[0]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: len(fk.recoveries()) > recoveries, timeout=90, what="the recovery")
+    wait_waiting(fk, "rows")
+    assert fk.api.call("infos", "rows")[0]["pid"] != pid
+    assert fk.status().loc["rows", "events"] == 0
+    fk.train("count", on="rows", label="y", model=OffsetCounter(n), publish_every=None)
+    wait_for(lambda: events_seen(fk, "count") >= n, timeout=90, what=f"{n} events learned")
+    counts = learned_counts(fk, "count")
+    assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
 
 
 def test_a_stream_with_a_sink_runs_at_once(fk, tmp_path):
