@@ -303,7 +303,8 @@ def dead_letters(name: str, limit: int | None = None) -> pd.DataFrame:
 
 
 def peek(name: str, n: int = 5) -> pd.DataFrame | None:
-    """The last ``n`` events a stream stage emitted."""
+    """The last ``n`` events a stream stage emitted; before its first (a stage waiting for a
+    consumer), the first ``n`` of the sample its definition ran through its chain."""
     return call("peek", name, n)
 
 
