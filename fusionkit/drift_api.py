@@ -24,7 +24,8 @@ def watch_drift(name: str, features: Sequence[str] | None = None,
                 psi_alarm: float = 0.2, ks_alpha: float = 0.01, concept: str | Any | None = "adwin",
                 policy: str | None = None, *, categorical: Sequence[str] | None = None,
                 sliding_reference: bool = False, predictions: bool = True,
-                concept_params: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+                concept_params: dict[str, Any] | None = None,
+                prediction_sample: int = 500) -> dict[str, Any]:  # fmt: skip
     """Watch train stage ``name`` for drift, from its next batch on; replaces an earlier watch.
 
     - Feature drift: each tumbling ``window`` of events against the ``reference`` (``"first N
@@ -33,7 +34,14 @@ def watch_drift(name: str, features: Sequence[str] | None = None,
       ``categorical`` and non-numeric columns). A window alarms when PSI reaches
       ``psi_alarm`` (raised to the noise level of small windows) and the test's p-value is
       below ``ks_alpha``. With the defaults, 0 false alarms in 1,000 stationary window tests.
-    - Prediction drift (``predictions``): the same on the model's output.
+    - Prediction drift (``predictions``): the model's output (a binary classifier's
+      probability, else its prediction), compared like with like. The model keeps learning,
+      so its answers move even on a stream that does not: when a window completes,
+      ``prediction_sample`` rows of the reference's inputs and as many of the window's are
+      both scored by the model as it is then, and the two sets of answers are tested as a
+      column is. Learning, a reset or a rollback changes both sides alike and cannot raise
+      this alarm; inputs that change the model's answers do. It costs ``2 *
+      prediction_sample`` predictions per window (with the defaults, 0.2 per event).
     - Concept drift: the River detector ``concept`` (``"adwin"``, ``"ddm"``, ``"hddm_a"``,
       ``"pagehinkley"``, ``"kswin"``, ...; ``None``: off) on the prequential error, with a
       check that the error went up, plus a windowed error-rate test.
@@ -51,7 +59,8 @@ def watch_drift(name: str, features: Sequence[str] | None = None,
                      concept=concept, policy=policy,
                      categorical=tuple(categorical) if categorical is not None else None,
                      sliding_reference=sliding_reference, predictions=predictions,
-                     concept_params=concept_params)  # fmt: skip
+                     concept_params=concept_params,
+                     prediction_sample=prediction_sample)  # fmt: skip
     return call("watch_drift", name, spec)
 
 

@@ -1,13 +1,18 @@
 """Drift monitors: feature and prediction drift by windows, concept drift on the error stream.
 
 A train stage keeps one :class:`DriftMonitor` and hands it every micro-batch after the
-prequential step: the batch's features, the model's predictions and the per-event error
-(0/1 or absolute). It returns the rows to plot and the :class:`Alarm` records raised.
+prequential step: the batch's features, the model (to score samples of inputs with) and the
+per-event error (0/1 or absolute). It returns the rows to plot and the :class:`Alarm`
+records raised.
 
-- Feature and prediction drift (:class:`FeatureDriftMonitor`): each tumbling window of
-  ``window`` events is compared to a reference window, per column: PSI plus KS for numbers,
-  PSI plus chi-squared for categories. A window alarms only when the shift is both large
-  (PSI) and significant (test), see the class for the calibration.
+- Feature drift (:class:`FeatureDriftMonitor`): each tumbling window of ``window`` events
+  is compared to a reference window, per column: PSI plus KS for numbers, PSI plus
+  chi-squared for categories. A window alarms only when the shift is both large (PSI) and
+  significant (test), see the class for the calibration.
+- Prediction drift (:class:`~fusionkit.monitor.prediction_drift.PredictionDriftMonitor`):
+  the same windows and test on the model's answers, with the model held fixed: samples of
+  the reference's and of the window's inputs are both scored by the model as it is at the
+  test, so a model that is learning does not look like drift.
 - Concept drift (:class:`ConceptDriftMonitor`): a River detector on the error stream, with
   a direction check, plus a windowed test on the error rate. An alarm means "the model got
   worse", never "the model got better".
@@ -42,7 +47,9 @@ class FeatureDriftMonitor:
     reference-quantile bins and the two-sample KS test, categorical ones (by dtype, or named
     in ``categorical``) by PSI over categories and chi-squared. Predictions passed to
     ``update`` are watched as the pseudo-feature ``"prediction"`` (integer or non-numeric
-    predictions are class labels, tested as categories).
+    predictions are class labels, tested as categories): right for a model that does not
+    change; a learning model's are watched by
+    :class:`~fusionkit.monitor.prediction_drift.PredictionDriftMonitor` instead.
 
     A window alarms when ``psi >= threshold`` and ``p_value < ks_alpha``, where
     ``threshold = max(psi_alarm, psi_threshold(n_ref, window, bins, ks_alpha))``: the PSI
