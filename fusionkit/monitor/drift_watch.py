@@ -377,8 +377,8 @@ class DriftWatch:
     def get_state(self) -> bytes:
         """The watch as bytes, for the train actor's checkpoints."""
         return pickle.dumps({"spec": self.spec, "monitor": self.monitor, "features": self.features,
-                             "model_features": self.model_features, "alarms": self.alarms, "actions": self.actions,
-                             "unreported": self.unreported()},
+                             "model_features": self.model_features, "alarms": self.alarms,
+                             "actions": self.actions, "unreported": self.unreported()},
                             protocol=pickle.HIGHEST_PROTOCOL)  # fmt: skip
 
     def fresh(self) -> DriftWatch:
