@@ -23,11 +23,12 @@ Decisions, so the actor around it (and a reader) can rely on them:
   does an outcome that comes after its window for a left event already positive.
 - **Late and orphan outcomes**: a right event that matched nothing is judged when it
   leaves the buffer: if a left event of its key at ``t <= t' <= t + within + late_horizon``
-  was seen (the latest such), it is late (``late`` side output, with the reason; with
+  is remembered (the latest such), it is late (``late`` side output, with the reason; with
   ``late="emit"`` the first one for a left event is emitted as a correction example with
   its label instead), else an orphan (``orphan`` side output). Left events are remembered
   (after their window closes) until the watermark passes ``t + within + late_horizon +
-  allowed_lateness`` for this.
+  allowed_lateness`` for this, so an outcome later than its own allowed lateness may find
+  its left event forgotten, and be an orphan.
 - **Overflow**: ``max_pending`` bounds the left events waiting for their label (window open,
   no match). Beyond it the earliest deadlines are emitted at once as negatives with
   ``default`` and counted in ``overflow``; an outcome that comes for one later is late (a
@@ -282,6 +283,7 @@ class IntervalJoin:
         if key_type not in (None, int, str):
             raise ValueError(f"key_type must be int, str or None, not {key_type!r}")
         self._reach = self.within + self.late_horizon
+        self._keep = self.within + self.late_horizon + self.allowed_lateness  # remembered
         self._reset()
 
     def _reset(self) -> None:
@@ -535,6 +537,7 @@ class IntervalJoin:
     def _settle(self, now: float) -> pd.DataFrame:
         """After a call: move the watermark, close windows, enforce ``max_pending``, judge
         the outcomes leaving the buffer, forget what no longer matters; the examples."""
+        before = self.watermark  # left events with t + keep below it are forgotten
         self._move_watermark(now)
         wm, L, R = self.watermark, self._L, self._R
         if self._open_lo < L.end:  # timeouts
@@ -566,7 +569,7 @@ class IntervalJoin:
             if len(gone):
                 R.set("expired", gone, True)
                 gone = gone[np.lexsort((gone, R.at("t", gone)))]
-                self._judge(gone[~R.at("matched", gone)])
+                self._judge(gone[~R.at("matched", gone)], before)
             expired = R.live("expired", lo)
             self._exp_lo = lo + (int(np.argmin(expired)) if not expired.all() else len(expired))
         if self._exp_lo > R.base:
@@ -576,8 +579,9 @@ class IntervalJoin:
         self._forget_lefts(wm)
         return examples
 
-    def _judge(self, un: np.ndarray) -> None:
-        """Outcomes that matched nothing, in (t', arrival) order: late, duplicate or orphan."""
+    def _judge(self, un: np.ndarray, before: float) -> None:
+        """Outcomes that matched nothing, in (t', arrival) order: late, duplicate or orphan.
+        Left events forgotten by the calls before (``t + keep < before``) are not seen."""
         if not len(un):
             return
         L, R = self._L, self._R
@@ -586,7 +590,7 @@ class IntervalJoin:
         q, s = _walk(self._lheads, R.at("key", un).tolist(), L)
         if len(q):
             lt = L.at("t", s)
-            ok = (lt <= rt[q]) & (rt[q] <= lt + self._reach)
+            ok = (lt <= rt[q]) & (rt[q] <= lt + self._reach) & ~(lt + self._keep < before)
             q, s, lt = q[ok], s[ok], lt[ok]
             o = np.lexsort((s, lt, q))
             q, s = q[o], s[o]
@@ -621,8 +625,8 @@ class IntervalJoin:
 
     def _forget_lefts(self, wm: float) -> None:
         L = self._L
-        # a margin over what a late outcome may need: forgetting later changes no result
-        keep = (self.within + self.late_horizon + self.allowed_lateness) * (1 + 1e-9) + 1e-6
+        # rows go a little later than the rule forgets them (``_judge`` applies the rule)
+        keep = self._keep * (1 + 1e-9) + 1e-6
         upto = L.base
         while upto < min(self._open_lo, L.end):
             hi = min(upto + 4096, self._open_lo, L.end)
