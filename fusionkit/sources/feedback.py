@@ -24,7 +24,10 @@ last offset read plus one replays exactly.
 
 With a ``rate``, the outcomes source releases an outcome only once the wall clock has
 reached its event time (``read`` returns an empty frame until then), as outcomes of a
-live system would come; without one, it reads as fast as taken (replay).
+live system would come; without one, it reads as fast as taken (replay). Impression times
+start at ``start_time`` (default: when the sources are made) and advance ``1 / rate`` per
+event, so impressions read later than the clock (a stage started late, a slow reader)
+can meet outcomes that came first: a join keeps those until their impression arrives.
 """
 
 from __future__ import annotations
@@ -166,7 +169,8 @@ class FeedbackOutcomes(Source):
         self._pages.clear()
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "FeedbackOutcomes", "name": self.name, "seed": self.truth.seed,
+        return {"kind": "FeedbackOutcomes", "name": self.name, "rate": None,
+                "seed": self.truth.seed,
                 "delay": self.delay, "late_fraction": self.late_fraction,
                 "horizon": self.horizon, "page": self._page}
 
@@ -195,8 +199,12 @@ class FeedbackOutcomes(Source):
             clicked = rows["clicked"] == 1
             if self.truth.max_events is not None:
                 clicked &= rows[OFFSET] < self.truth.max_events
-            d, _ = self.delays(block)
-            t = rows[EVENT_TIME][clicked] + d[clicked]
+            d, late = self.delays(block)
+            imp = rows[EVENT_TIME][clicked]
+            t = imp + d[clicked]
+            # a late outcome stays after the horizon once added to its impression's time
+            t = np.where(late[clicked], np.maximum(t, np.nextafter(imp + self.horizon, np.inf)),
+                         t)
             start = self.truth.start_time
             page = np.floor((t - start) * self._event_rate / BLOCK)
             page = np.clip(np.nan_to_num(page), block, block + self.span).astype(np.int64)

@@ -13,6 +13,7 @@ from scipy import stats
 import fusionkit as fk
 from fusionkit.sources.feedback import PAGE, synthetic_feedback
 from fusionkit.sources.synthetic import Synthetic
+from fusionkit.streaming.join import IntervalJoin
 
 N = 60_000
 
@@ -139,3 +140,36 @@ def test_bad_parameters_are_refused():
         synthetic_feedback(delay="-1s")
     with pytest.raises(ValueError, match="horizon"):
         synthetic_feedback(horizon=0)
+
+
+def test_a_join_within_the_horizon_takes_exactly_the_on_time_outcomes():
+    """The two streams through IntervalJoin (within = horizon): every impression becomes
+    one example, the positives are the outcomes within the horizon, the rest are late."""
+    ads, clicks = synthetic_feedback("j", rate=None, seed=4, max_events=30_000,
+                                     start_time=1.7e9, delay="1s", late_fraction=0.1,
+                                     horizon="3s")
+    j = IntervalJoin(on="request_id", within="3s", label="clicked", default=0)
+    examples, now = [], 0.0
+    imp, out = ads.read(1000), clicks.read(150)
+    while imp is not None or out is not None:  # the one further behind in event time first
+        left_first = out is None or (imp is not None and imp["_event_time"].iloc[-1]
+                                     <= out["_event_time"].iloc[-1])
+        if left_first:
+            examples.append(j.process_left(imp, now=now))
+            imp = ads.read(1000)
+        else:
+            examples.append(j.process_right(out, now=now))
+            out = clicks.read(150)
+        now += 1
+    examples.append(j.flush())
+    ex = pd.concat(examples, ignore_index=True)
+    assert len(ex) == 30_000 and ex["request_id"].is_unique
+    ads.seek(0)
+    clicks.seek(0)
+    imp, out = read_all(ads, 30_000), read_all(clicks, 30_000)
+    m = out.merge(imp[["request_id", "_event_time"]], on="request_id", suffixes=("", "_imp"))
+    on_time = set(m.loc[m["_event_time"] - m["_event_time_imp"] <= 3.0, "request_id"])
+    assert set(ex.loc[ex["clicked"] == 1, "request_id"]) == on_time
+    s = j.stats()
+    assert s["late"] == len(out) - len(on_time) > 0 and s["orphans"] == 0
+    assert j.side_outputs()["late"]["_reason"].str.startswith("late: more than 3s").all()
