@@ -36,7 +36,9 @@ Decisions, so the actor around it (and a reader) can rely on them:
   one example (``joined + timed_out + overflow``), plus at most one correction.
 - **Bad input** (no key column, a null key, a key of another type than the first key seen
   or ``key_type``, an event time that is not a finite time) goes to the ``dead`` side
-  output, one ``_reason`` per row. Side outputs carry the rows with a ``_reason`` column.
+  output, one ``_reason`` per row. Side outputs carry the rows with a ``_reason`` column;
+  they are drained by ``side_outputs()`` and are not part of ``get_state()`` (drain them
+  before a snapshot).
 
 Order of a call's examples: those completed by its own events in arrival order (for a
 right event, its left events in arrival order), then timeouts by ``(t, arrival)``, then
@@ -44,7 +46,9 @@ overflow by ``(t, arrival)``, then corrections by the outcome's ``(t', arrival)`
 
 Rows are kept by arrival number in numpy arrays; equal keys are chained (each row points to
 the previous row of its key), and one dict maps a key to its newest row, so a batch costs a
-few dict look-ups per event and numpy work, never a scan of the keys held. Measured on a
+few dict look-ups per event and numpy work over the open windows, no Python loop per row
+held. A key with many rows held (a user id rather than a request id) costs a step per row
+of its chain when an event of it comes. Measured on a
 loaded 2-core machine, one process, 200k impressions of ``synthetic_feedback`` (51.5k
 outcomes, ``within="30s"``) at batch 1000: 289k left events/s with int keys, 259k with
 string keys; a single bulk pandas merge of the same data does 2.3-4.3M/s (it is one
