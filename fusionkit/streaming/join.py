@@ -411,8 +411,8 @@ class IntervalJoin:
             reasons[reasons == None] = f"{side} event has no key column {self.on!r}"  # noqa: E711
             keys = np.full(n, None, dtype=object)
         else:
-            keys, why = self._keys(batch[self.on], side)
             free = reasons == None  # noqa: E711
+            keys, why = self._keys(batch[self.on], side, free)
             reasons[free] = why[free]
         bad = reasons != None  # noqa: E711
         if not bad.any():
@@ -423,15 +423,17 @@ class IntervalJoin:
         ok = ~bad
         return batch[ok], keys[ok], t[ok]
 
-    def _keys(self, s: pd.Series, side: str) -> tuple[np.ndarray, np.ndarray]:
-        """Keys as Python objects, and a reason per row for the bad ones (else None)."""
+    def _keys(self, s: pd.Series, side: str, usable: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Keys as Python objects, and a reason per row for the bad ones (else None). The
+        first good key of a ``usable`` row (its time is good) fixes the type of keys."""
         n = len(s)
         why = np.full(n, None, dtype=object)
         dt = s.dtype
         if isinstance(dt, np.dtype) and dt.kind in "iu":
             keys, kinds, kind = np.empty(n, dtype=object), None, int
             keys[:] = s.tolist()
-        elif pd.api.types.is_string_dtype(dt) and not isinstance(dt, np.dtype):
+        elif isinstance(dt, pd.StringDtype):
             keys = s.to_numpy(dtype=object, na_value=None)
             kind, kinds = str, None
             null = pd.isna(s).to_numpy()
@@ -444,15 +446,15 @@ class IntervalJoin:
         expected = self._kind
         if kinds is None:  # one type for the column
             good = why == None  # noqa: E711
-            if expected is None and good.any():
+            if expected is None and (good & usable).any():
                 expected = self._kind = kind
             if expected is not None and kind is not expected:
                 why[good] = f"{side} event key {self.on!r} is {kind.__name__}, expected " \
                             f"{expected.__name__}"
         else:
             good = why == None  # noqa: E711
-            if expected is None and good.any():
-                expected = self._kind = kinds[np.argmax(good)]
+            if expected is None and (good & usable).any():
+                expected = self._kind = kinds[np.argmax(good & usable)]
             wrong = good & (kinds != expected)
             if wrong.any():
                 why[wrong] = [f"{side} event key {self.on!r} is {type(k).__name__} {k!r}, "

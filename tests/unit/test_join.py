@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from fusionkit.streaming.join import IntervalJoin
 
-PROPS = settings(max_examples=250, deadline=None, derandomize=True, database=None,
+PROPS = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -317,6 +317,13 @@ def test_key_type_is_fixed_by_the_first_key_or_the_argument():
     assert j.side_outputs()["dead"]["_reason"].tolist() == ["left event has a null key"]
     out = j.process_right(pd.DataFrame({"k": [1], "_event_time": [2.0]}), now=0)
     assert out["k"].tolist() == [1.0] and out["label"].tolist() == [1]
+    # a key on a row dead for its time does not decide the type of keys
+    j = IntervalJoin(on="k", within=5)
+    j.process_left(pd.DataFrame({"k": [1, "a"], "_event_time": [np.nan, 1.0]}, dtype=object),
+                   now=0)
+    assert j.side_outputs()["dead"]["_reason"].tolist() == [
+        "left event time is not a finite time: nan"]
+    assert j.flush()["k"].tolist() == ["a"]
 
 
 def test_max_pending_emits_the_earliest_as_negatives_and_counts_them():
