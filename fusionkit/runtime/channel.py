@@ -274,31 +274,47 @@ class Inbox:
         self._passed = max(self._passed, k)
         self._cond.notify_all()
 
-    def barrier(self, sender: str, seq: int, key: int, expected: int, action) -> bool:
+    def barrier(self, sender: str, seq: int, key: int, expected: int, action,
+                refuse=None) -> bool:
         """A barrier of checkpoint ``key`` from ``sender``: once it has come from ``expected``
         senders, run ``action`` (holding the processing slot). Until then this sender's later
         pushes wait, so the state ``action`` captures reflects exactly what came before the
         barrier on every channel. Checkpoints before ``key`` that are still aligning are
         abandoned, and a barrier of one aligned or abandoned already is passed over (see the
-        module's docstring). Returns whether the barrier aligned."""
+        module's docstring). Returns whether the barrier aligned.
+
+        A barrier never goes past a missing batch: a push, unlike a barrier, goes on after
+        ``gap_timeout`` without the batches before it, but a snapshot taken then would miss
+        them while the sender's checkpointed position is past them. If the sender's earlier
+        batches have not all come within ``align_timeout`` (they went with a process that
+        died), the checkpoint is abandoned here and ``refuse(reason)`` is called."""
         with self._cond:
-            self._wait_turn(sender, lambda: self._next.setdefault(sender, 0) >= seq
-                            and not self._busy)
-            for k in [k for k in self._aligning if k < key]:
-                self._abandon(k)  # this sender has gone past them
-            if key <= self._passed:
+            in_turn = self._cond.wait_for(lambda: self._next.setdefault(sender, 0) >= seq
+                                          and not self._busy, timeout=self.align_timeout)
+            if not in_turn:
+                self._abandon(key)
                 self._next[sender] = max(self._next[sender], seq + 1)
-                self._cond.notify_all()
-                return False
-            self._passed = max(self._passed, key - 1)  # ones this sender skipped, unseen yet
-            align = self._aligning.setdefault(key, _Alignment())
-            align.senders.add(sender)
-            last = len(align.senders) >= expected
-            if last:
-                del self._aligning[key]
-                self._passed = key
-                self._cond.wait_for(lambda: not self._busy)
-                self._busy = True
+                last = align = None
+            else:
+                for k in [k for k in self._aligning if k < key]:
+                    self._abandon(k)  # this sender has gone past them
+                if key <= self._passed:
+                    self._next[sender] = max(self._next[sender], seq + 1)
+                    self._cond.notify_all()
+                    return False
+                self._passed = max(self._passed, key - 1)  # ones this sender skipped, unseen
+                align = self._aligning.setdefault(key, _Alignment())
+                align.senders.add(sender)
+                last = len(align.senders) >= expected
+                if last:
+                    del self._aligning[key]
+                    self._passed = key
+                    self._cond.wait_for(lambda: not self._busy)
+                    self._busy = True
+        if align is None:
+            if refuse is not None:
+                refuse(f"a batch sent before the barrier of checkpoint {key} never came")
+            return False
         if last:
             try:
                 action()

@@ -94,6 +94,12 @@ class StageActor:
         self._resume.set()
         ctx = ray.get_runtime_context()
         self.restarted = ctx.was_current_actor_reconstructed
+        # Ray restarted this process: until the controller rolls the pipeline back
+        # (``restore``) it takes no batch and refuses every checkpoint. What reaches it
+        # meanwhile was sent to the process that died, and what that process had taken in
+        # or queued to send went with it: a checkpoint passing through here would cover
+        # events nobody processed. The rollback replays all of it.
+        self.awaiting_rollback = self.restarted
 
     def _fail(self, exc: BaseException, where: str = "") -> None:
         self.status = "failed"
@@ -114,6 +120,10 @@ class StageActor:
 
             self._controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
         return self._controller
+
+    def _refuse(self, k: int, why: str) -> None:
+        """Checkpoint ``k`` cannot complete here (``why``): the controller abandons it."""
+        self._get_controller().refuse.remote(k, self.name, why)
 
     def ready(self) -> bool:
         return True

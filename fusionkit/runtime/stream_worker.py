@@ -199,13 +199,17 @@ class StreamWorker(StageActor):
     # -- data -----------------------------------------------------------------------------
     def push(self, sender: str, seq: int, batch: pd.DataFrame, epoch: int = 0) -> None:
         """A batch from this stage's source actor (parallel stages only)."""
-        if epoch < self.epoch:
+        if epoch < self.epoch or self.awaiting_rollback:
             return  # sent before a recovery: the source replays it
         if isinstance(batch, Barrier):
-            self.inbox.barrier(sender, seq, batch.checkpoint, 1,
-                               lambda: self._snapshot(batch.checkpoint))
+            k = batch.checkpoint
+            self.inbox.barrier(sender, seq, k, 1, lambda: self._snapshot(k, epoch),
+                               refuse=lambda why: self._refuse(k, why))
             return
-        with self.inbox.admit(sender, seq):
+        inbox = self.inbox
+        with inbox.admit(sender, seq):
+            if epoch < self.epoch or inbox is not self.inbox:
+                return  # a recovery came while it waited: the source replays it
             if self.status in ("failed", "stopped"):
                 return
             t0 = monotonic()
@@ -263,6 +267,8 @@ class StreamWorker(StageActor):
                     self.reporter.count(events_in=got, shed=got)
                 elif not self._ingest(batch, t0):
                     return  # failed: the position stays before this batch
+                if self._stop is not stop:
+                    return  # restored meanwhile: the position is the checkpoint's now
                 # only now, the batch processed (or shed on purpose): a checkpoint taken
                 # from here on covers it, and a failure above leaves it to be read again
                 self._advance(src, batch, dead)
@@ -272,10 +278,11 @@ class StreamWorker(StageActor):
             self._fail(exc, "reading the source")
         finally:
             with self._ckpt_lock:  # a request that came as the loop ended is served here
-                self._reading = False
-                due = self._checkpoint_due.take()
-                for k in due if not self._stop.is_set() else ():
-                    self._snapshot(k)  # under the lock: before any request served directly
+                if self._stop is stop:  # not a loop that a restore has replaced
+                    self._reading = False
+                    due = self._checkpoint_due.take()
+                    for k in due if not stop.is_set() else ():
+                        self._snapshot(k)  # under the lock: before any request served directly
             try:
                 src.close()
             except Exception:
@@ -351,11 +358,16 @@ class StreamWorker(StageActor):
             self.reporter.count(commit_errors=1)
             self.last_commit_error = f"offset {offset}: {type(exc).__name__}: {exc}"
 
-    def _snapshot(self, k: int) -> None:
+    def _snapshot(self, k: int, epoch: int | None = None) -> None:
         """Record this actor's state for checkpoint ``k`` and pass the barrier downstream
-        (a failed actor refuses it: the checkpoint would cover what it never processed)."""
-        if self.status == "failed":
-            self._get_controller().refuse.remote(k, self.name, self.error or "failed")
+        (a failed actor, or one Ray restarted that awaits the rollback, refuses it: the
+        checkpoint would cover what it never processed). A barrier of an earlier epoch
+        (``epoch``) that waited through a recovery takes nothing."""
+        if epoch is not None and epoch < self.epoch:
+            return
+        if self.status == "failed" or self.awaiting_rollback:
+            self._refuse(k, (self.error or "failed") if self.status == "failed"
+                         else "restarted, awaiting the rollback")
             return
         state = self.get_state()
         self._get_controller().ack.remote(self.name, f"{self.role}{self.index}", k, state)
@@ -369,6 +381,14 @@ class StreamWorker(StageActor):
         self.outbox.abandon()  # the reading loop may be waiting on a receiver that died
         if self._thread is not None:
             self._thread.join(timeout=10)
+        # holding the processing slot: no push of the old epoch is half-way through the
+        # chain (it would send its output on, stamped with the new epoch, and be learned
+        # again when the source replays it)
+        with self.inbox.exclusive():
+            return self._reset(state, epoch, running)
+
+    def _reset(self, state: dict[str, Any] | None, epoch: int, running: bool) -> str:
+        self.awaiting_rollback = False
         self._thread = None
         self._stop = threading.Event()
         self.epoch = epoch

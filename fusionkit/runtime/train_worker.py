@@ -149,15 +149,21 @@ class TrainWorker(StageActor):
         """How many upstream actors send to this one (barriers align over all of them)."""
         self.upstream = max(1, int(n))
 
-    def _snapshot(self, k: int) -> None:
+    def _snapshot(self, k: int, epoch: int | None = None) -> None:
+        if epoch is not None and epoch < self.epoch:
+            return  # a barrier that waited through a recovery
         if self.status == "failed":  # it dropped batches since: the checkpoint would skip them
-            self._get_controller().refuse.remote(k, self.name, self.error or "failed")
+            self._refuse(k, self.error or "failed")
+            return
+        if self.awaiting_rollback:  # a fresh learner after Ray restarted the process
+            self._refuse(k, "restarted, awaiting the rollback")
             return
         self._get_controller().ack.remote(self.name, f"train{self.index}", k, self.get_state())
 
     def restore(self, state: dict[str, Any] | None, epoch: int) -> str:
         """Go back to a checkpoint's state (or a fresh learner) and take the replay."""
         with self.inbox.exclusive():
+            self.awaiting_rollback = False
             self.epoch = epoch
             self.inbox = Inbox()
             if state:
@@ -197,15 +203,16 @@ class TrainWorker(StageActor):
 
     # -- data -----------------------------------------------------------------------------
     def push(self, sender: str, seq: int, batch: pd.DataFrame, epoch: int = 0) -> None:
-        if epoch < self.epoch:
+        if epoch < self.epoch or self.awaiting_rollback:
             return  # sent before a recovery: the source replays it
         # paused: wait before taking the processing slot, so upstream backs up (barriers
         # too, keeping checkpoints aligned) while publish_now and the timer still get it
         while not self._resume.is_set() and not self._stop.is_set():
             self._resume.wait(0.2)
         if isinstance(batch, Barrier):
-            self.inbox.barrier(sender, seq, batch.checkpoint, self.upstream,
-                               lambda: self._snapshot(batch.checkpoint))
+            k = batch.checkpoint
+            self.inbox.barrier(sender, seq, k, self.upstream, lambda: self._snapshot(k, epoch),
+                               refuse=lambda why: self._refuse(k, why))
             return
         inbox = self.inbox
         with inbox.admit(sender, seq, batch) as mine:

@@ -153,3 +153,20 @@ def test_checkpoint_requests_are_taken_in_order_and_never_go_back():
     assert due.take() == [6, 7]
     due.add(7)  # asked again: taken once
     assert due.take() == []
+
+
+def test_a_barrier_never_goes_past_a_batch_that_did_not_come():
+    """The sender's batch 0 went with a process that died; its barrier (1) came. A push
+    goes on after the gap timeout, but the barrier must not snapshot without batch 0 (the
+    sender's checkpointed position is past it): after the align timeout the checkpoint is
+    abandoned and refused, and the sender's later pushes go on."""
+    inbox = Inbox(gap_timeout=0.01, align_timeout=0.2)
+    snapshots, refused = [], []
+    ok = inbox.barrier("a", 1, 5, 1, lambda: snapshots.append(5), refuse=refused.append)
+    assert ok is False
+    assert snapshots == []
+    assert len(refused) == 1 and "checkpoint 5" in refused[0]
+    assert inbox.barrier("b", 0, 5, 1, lambda: snapshots.append(5)) is False  # abandoned
+    with inbox.admit("a", 2):
+        pass
+    assert snapshots == []
