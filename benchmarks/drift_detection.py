@@ -37,7 +37,8 @@ Three parts, one run:
    shift (price or dwell up by one standard deviation at event 25,000 of 40,000): how often
    and how late the feature alarm and the prediction alarm come, before and after.
 
-Run ``python benchmarks/drift_detection.py`` (about 4 minutes on 2 cores) or with
+Run ``python benchmarks/drift_detection.py`` (about 8 minutes on 2 cores, half of it part 5)
+or with
 ``--quick`` for a smoke run; ``--only stage`` (or ``concept``, ``features``, ``cost``,
 ``stationary``) runs one part and merges it into the results file. Prints tables and writes
 benchmarks/results/drift_detection.json.

@@ -3,10 +3,10 @@
 A train stage's model learns from every batch, so its answers change on a stream that does
 not: comparing a window's predictions with the reference's predictions, made by the model
 of back then, measures the model's learning as much as the inputs. On stationary synthetic
-clicks, River's ``StandardScaler | LogisticRegression`` gave a prediction PSI of 0.04-0.13
+clicks, River's ``StandardScaler | LogisticRegression`` gave a prediction PSI of up to 0.11
 between the first 10,000 events and later windows when learned event by event (a constant
-learning rate never settles), and 1.4-3.9 when learned once per 500-event batch: a
-"prediction drift" alarm where nothing drifted.
+learning rate never settles), and 1.2-4.0 when learned once per 500-event batch: a
+"prediction drift" alarm in every one of 20 streams where nothing drifted.
 
 So both sides of a test are scored by one model: this monitor keeps a uniform sample of the
 reference's inputs and of each window's inputs, and when a window completes it scores both
@@ -22,6 +22,16 @@ Scoring is the cost: ``2 * sample`` predictions per window (the default 500 + 50
 5,000-event window is 0.2 predictions per event; a River model predicts a row in about a
 third of the time it takes to predict and learn it). With samples of 500 the PSI that noise
 alone exceeds with probability 1% is 0.09, under the default alarm threshold of 0.2.
+
+Measured (benchmarks/drift_detection.py, part 5: 20 seeds of 60,000 stationary events,
+``fk.watch_drift``'s defaults): no prediction alarm with any of three learning models (20
+before, with the mini-batch one), the largest prediction PSI 0.11; false alarms of every
+kind 0.08-0.25 per 100k events, all concept alarms. A shift of an input the model leans on
+(dwell time, +1 sd) is flagged in its first window in 20 of 20 streams, as before; a price
+shift of +1 sd moves this model's answers by a PSI of about 0.15-0.23, so it is flagged in
+the first window in 14 of 20 and within three windows in all (comparing with the model of
+back then, which added its learning to the shift, flagged it in the first window in all).
+The cost is about 5% more of the learning time (River's models, per-event).
 """
 
 from __future__ import annotations
