@@ -38,10 +38,9 @@ Three parts, one run:
    and how late the feature alarm and the prediction alarm come, before and after.
 
 Run ``python benchmarks/drift_detection.py`` (about 8 minutes on 2 cores, half of it part 5)
-or with
-``--quick`` for a smoke run; ``--only stage`` (or ``concept``, ``features``, ``cost``,
-``stationary``) runs one part and merges it into the results file. Prints tables and writes
-benchmarks/results/drift_detection.json.
+or with ``--quick`` for a smoke run; ``--only stage`` (or ``concept``, ``features``,
+``cost``, ``stationary``) runs one part and merges it into the results file. Prints tables
+and writes benchmarks/results/drift_detection.json.
 """
 
 from __future__ import annotations
