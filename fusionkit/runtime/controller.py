@@ -38,6 +38,7 @@ from fusionkit._files import write_atomic
 from fusionkit.errors import FusionError, StageFailedError, StageNotFoundError, StorageKeyError
 from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY, Host, MonitorActor, Registry
 from fusionkit.runtime.checkpoint import CheckpointStore
+from fusionkit.runtime.dead_letters import DeadLetters
 from fusionkit.runtime.specs import StreamSpec, TrainSpec
 from fusionkit.runtime.stream_worker import OPS
 from fusionkit.sources.base import later
@@ -437,7 +438,8 @@ class Controller:
                 f"fk.resume({spec.name!r}) to run it alone")
 
     # -- defining stages ------------------------------------------------------------------
-    def define_stream(self, spec: StreamSpec, state: dict | None = None) -> dict[str, Any]:
+    def define_stream(self, spec: StreamSpec, state: dict | None = None,
+                      dead: dict | None = None) -> dict[str, Any]:
         with self._lock:
             old = self.stages.get(spec.name)
             if old is not None and old.kind != "stream":
@@ -449,6 +451,9 @@ class Controller:
                 # ``state`` (a scaled stage's position) goes to every actor that reads: a
                 # ``{partition: offset}`` position gives each share its own partitions' offsets
                 states = {slot: state for slot in spec.reading_slots()}
+            if dead is not None:  # the dead letters of the actors it replaces: kept by one
+                first = spec.slots()[0]
+                states[first] = {**(states.get(first) or {}), "dead": dead}
             self._generation += 1
             gen = self._generation
             spec.waiting = self._wait_reason(spec)  # its actors read it: held until a consumer
@@ -600,10 +605,12 @@ class Controller:
             raise FusionError(f"parallelism must be at least 1, got {n}")
         rec = self._record(name)
         if rec.kind == "stream":
-            states = ray.get([a.get_state.remote() for a in rec.readers])
-            position = functools.reduce(later, [st["offset"] for st in states], None)
+            states = ray.get([a.get_state.remote() for a in rec.all_actors])  # readers first
+            read = states[:len(rec.readers)]
+            position = functools.reduce(later, [st["offset"] for st in read], None)
             spec = dataclasses.replace(rec.spec, parallelism=n)
-            return self.define_stream(spec, {"offset": position or 0})
+            dead = DeadLetters.merge([st.get("dead") for st in states])
+            return self.define_stream(spec, {"offset": position or 0}, dead=dead)
         if rec.kind == "serve":
             from fusionkit.serving.deploy import scale as serve_scale
 

@@ -134,6 +134,17 @@ class DeadLetters:
         items = [letter for letter, _ in self._items]
         return items[-limit:] if limit else items
 
+    @staticmethod
+    def merge(states: list[dict[str, Any] | None]) -> dict[str, Any]:
+        """One state holding the letters of several (a stage's actors, when the stage is
+        scaled to another number of them), oldest first; counts add up. ``set_state`` keeps
+        the newest that fit."""
+        states = [s for s in states if s]
+        items = sorted((it for s in states for it in s.get("items", ())),
+                       key=lambda it: it[0]["time"])
+        return {"items": items, "count": sum(int(s.get("count", 0)) for s in states),
+                "dropped": sum(int(s.get("dropped", 0)) for s in states)}
+
     # -- checkpoints ----------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         """The letters and counters, for the actor's checkpoint (letters are not changed

@@ -47,6 +47,28 @@ def test_dead_letters_survive_a_killed_stream_actor(fk, redis_server):
     assert (counts == good).all(), f"{(counts < good).sum()} lost, {(counts > good).sum()} twice"
 
 
+
+@pytest.mark.redis
+def test_dead_letters_kept_when_a_stage_is_scaled(fk, redis_server):
+    """A stream stage scaled from one actor to a source actor and two operator actors keeps
+    the dead letters its old actor held, and files the new ones beside them, each once."""
+    n, every = 4_000, 100
+    client = redis_server.client()
+    src = fk.sources.redis(redis_server.url, stream="scaled", schema=fk.Schema(SCHEMA))
+    produce(client, "scaled", 0, n // 2, bad_every=every)
+    fk.stream("scaled", source=src, batch_size=500)
+    fk.train("count", on="scaled", label="y", model=EventCounter(n), publish_every=None)
+    wait_for(lambda: len(fk.dead_letters("scaled")) >= n // 2 // every, timeout=60,
+             what="the first dead letters")
+    fk.scale("scaled", 2)
+    assert fk.status().loc["scaled", "parallelism"] == 2
+    produce(client, "scaled", n // 2, n // 2, bad_every=every)
+    wait_for(lambda: len(fk.dead_letters("scaled")) >= n // every, timeout=60,
+             what="the dead letters from before and after the scaling")
+    letters = fk.dead_letters("scaled")
+    assert len(letters) == n // every and letters["offset"].is_unique, "each malformed entry once"
+    assert fk.status().loc["scaled", "dead_letters"] == n // every
+
 def test_200k_distinct_keys_keep_the_keys_held_bounded(fk):
     """200,000 users, each seen once, through a keyed 100 ms window: the keys the stream
     actor holds stay in the thousands, not 200,000 (keyed state with a ttl holds the keys of
