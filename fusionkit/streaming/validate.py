@@ -26,7 +26,15 @@ def _kind_of(series: pd.Series) -> str:
         return "number"
     if pd.api.types.is_datetime64_any_dtype(series):
         return "time"
+    if pd.api.types.is_object_dtype(series):  # one bad value makes a number column object:
+        return _OBJECT_KINDS.get(pd.api.types.infer_dtype(series, skipna=True), "string")
     return "string"
+
+
+# what the values of an object column are, by pandas' inference (missing values skipped)
+_OBJECT_KINDS = {"floating": "number", "mixed-integer-float": "number", "decimal": "number",
+                 "integer": "integer", "boolean": "bool", "datetime": "time",
+                 "datetime64": "time"}
 
 
 @dataclass(frozen=True)
@@ -97,8 +105,8 @@ class Schema:
         if not len(good):
             return good
         return good.astype({c: _dtype(k) for c, k in self.columns.items()
-                            if c in good.columns and _kind_of(good[c]) != k
-                            and _dtype(k) is not None})
+                            if c in good.columns and _dtype(k) is not None
+                            and (good[c].dtype == object or _kind_of(good[c]) != k)})
 
     def _split(self, batch: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
         if self._conforms(batch):  # the usual batch: typed columns, nothing missing
