@@ -14,6 +14,7 @@ import pandas as pd
 import ray
 
 from fusionkit._names import check_name
+from fusionkit._rpc import cause_of
 from fusionkit.connect import connection
 from fusionkit.errors import FusionError, StageFailedError
 from fusionkit.handles import StageHandle
@@ -50,10 +51,7 @@ def call(method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -
         try:
             return ray.get(ref, timeout=timeout)
         except ray.exceptions.RayTaskError as err:
-            cause = getattr(err, "cause", None)
-            if isinstance(cause, BaseException):
-                raise cause from None
-            raise
+            raise cause_of(err) from None
         except ray.exceptions.RayActorError:
             if time.monotonic() > deadline or not _controller_exists():
                 raise

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import ray
 
+from fusionkit._suggest import did_you_mean
 from fusionkit.api import call, handles
 from fusionkit.errors import StageNotFoundError
 from fusionkit.monitor.drift_store import ALARM_COLUMNS, ROW_COLUMNS
@@ -76,8 +77,6 @@ def _monitor() -> Any:
 def _check_stage(name: str) -> None:
     names = call("stage_names")
     if name not in names:
-        from fusionkit.runtime.controller import did_you_mean
-
         listing = ", ".join(sorted(names)) or "none"
         raise StageNotFoundError(f"there is no stage named {name!r} (defined: {listing})."
                                  f"{did_you_mean(name, names)}")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pandas as pd
 import ray
 
+from fusionkit._rpc import get, through_restart
 from fusionkit.api import call, handles
 
 
@@ -17,19 +17,7 @@ def _registry() -> Any:
 
 def _ask(method: str, *args: Any, timeout: float = 60.0) -> Any:
     """Call the registry; wait through a restart of its process (it reloads from disk)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return ray.get(getattr(_registry(), method).remote(*args))
-        except ray.exceptions.ActorUnavailableError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-        except ray.exceptions.RayTaskError as err:
-            cause = getattr(err, "cause", None)
-            if isinstance(cause, BaseException):
-                raise cause from None
-            raise
+    return through_restart(lambda: get(getattr(_registry(), method).remote(*args)), timeout)
 
 
 def models(name: str) -> pd.DataFrame:

@@ -13,7 +13,6 @@ drift detectors are River's, made by name with :func:`make_detector`.
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import Any
 
@@ -22,6 +21,8 @@ import pandas as pd
 from river import base as river_base
 from river import drift as river_drift
 from scipy import special, stats
+
+from fusionkit._suggest import closest
 
 OTHER = "__other__"
 
@@ -509,8 +510,8 @@ def make_detector(detector: str | Any = "adwin", **params: Any) -> Any:
     if isinstance(detector, str):
         name = _BY_KEY.get(_key(detector))
         if name is None:
-            close = difflib.get_close_matches(_key(detector), list(_BY_KEY), n=1, cutoff=0.6)
-            hint = f" Did you mean {_BY_KEY[close[0]]!r}?" if close else ""
+            close = closest(_key(detector), _BY_KEY)
+            hint = f" Did you mean {_BY_KEY[close]!r}?" if close is not None else ""
             raise ValueError(
                 f"unknown drift detector {detector!r}: choose one of {', '.join(DETECTORS)}.{hint}"
             )

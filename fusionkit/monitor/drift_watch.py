@@ -23,8 +23,6 @@ Its state (the monitor's windows and detectors) travels with the train actor's c
 
 from __future__ import annotations
 
-import copy
-import difflib
 import functools
 import math
 import pickle
@@ -39,11 +37,12 @@ import numpy as np
 import pandas as pd
 
 from fusionkit._clock import now
+from fusionkit._suggest import did_you_mean
 from fusionkit.batch import feature_columns
 from fusionkit.errors import FusionError
 from fusionkit.monitor.drift import Alarm, DriftMonitor, DriftResult
 
-__all__ = ["DriftSpec", "DriftWatch", "POLICIES", "attach", "error_stream", "fresh_learner",
+__all__ = ["DriftSpec", "DriftWatch", "POLICIES", "attach", "error_stream",
            "model_output"]
 
 POLICIES = ("reset", "rollback")
@@ -87,8 +86,7 @@ class DriftSpec:
 
     def __post_init__(self) -> None:
         if self.policy is not None and self.policy not in POLICIES:
-            close = difflib.get_close_matches(str(self.policy), POLICIES, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(self.policy, POLICIES)
             raise FusionError(f"unknown drift policy {self.policy!r}: choose None, 'reset' or "
                               f"'rollback'.{hint}")
         for name in ("features", "categorical"):
@@ -158,13 +156,6 @@ def model_output(learner: Any, X: pd.DataFrame) -> Any:
     probability for a binary classifier, else the prediction."""
     prediction = learner.predict(X)
     return prediction.proba if prediction.proba is not None else prediction.y_pred
-
-
-def fresh_learner(spec: Any) -> Any:
-    """A learner built from a train stage's spec, as when the stage was defined."""
-    from fusionkit.training.learners import adapt
-
-    return adapt(copy.deepcopy(spec.model), features=spec.features, **spec.learner_options)
 
 
 class DriftWatch:
@@ -331,6 +322,8 @@ class DriftWatch:
         version = None
         try:
             if self.spec.policy == "reset":
+                from fusionkit.training.learners import fresh_learner
+
                 worker.learner = fresh_learner(worker.spec)
                 status, detail = "reset", f"learner reset to a fresh model after {why}"
             else:
@@ -440,8 +433,7 @@ def attach(worker: Any, spec: DriftSpec | None, sample: pd.DataFrame | None = No
         columns = [c for c in sample.columns if not str(c).startswith("_")]
         for name in [*watched, *(spec.categorical or ())]:
             if name not in sample.columns:
-                close = difflib.get_close_matches(str(name), map(str, columns), n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(name, columns)
                 return {"ok": False, "error": f"cannot watch {name!r}: stream "
                         f"{worker.spec.on!r} has no such column; its columns are {columns}.{hint}"}
     worker.drift = DriftWatch(spec, worker.name, worker.learner.task, features, worker.monitor)

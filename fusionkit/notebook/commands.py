@@ -20,10 +20,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 from IPython.core.magic_arguments import MagicHelpFormatter, argument, magic_arguments
 
+from fusionkit._suggest import did_you_mean
 from fusionkit.errors import FusionError, StageNotFoundError
 from fusionkit.notebook import parsing as p
 from fusionkit.notebook.namespace import is_source_data, pick_function, pick_model, run_body
-from fusionkit.notebook.parsing import FusionUsageError, did_you_mean
+from fusionkit.notebook.parsing import HINT, FusionUsageError
 from fusionkit.notebook.results import (
     Help,
     LiveStage,
@@ -215,7 +216,7 @@ def make_source(magics: Any, args: argparse.Namespace) -> Any:
     candidates = ["synthetic"] + [k for k, v in ns.items()
                                   if not k.startswith("_") and is_source_data(v)]
     raise FusionUsageError(f"--source {spec!r} is not {SOURCE_KINDS} "
-                           f"(no such variable or file){did_you_mean(spec, candidates)}")
+                           f"(no such variable or file){did_you_mean(spec, candidates, HINT)}")
 
 
 def connector(url: str) -> Any:
@@ -504,7 +505,7 @@ def find(name: str) -> Command:
     cmd = COMMANDS.get(name)
     if cmd is None:
         raise FusionUsageError(f"%fusion has no sub-command {name!r}"
-                               f"{did_you_mean(name, COMMANDS)} "
+                               f"{did_you_mean(name, COMMANDS, HINT)} "
                                f"(sub-commands: {', '.join(COMMANDS)})")
     return cmd
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import ray
-
 from fusionkit._clock import monotonic
+from fusionkit._rpc import get
 from fusionkit.connect import connection
 
 log = logging.getLogger("fusionkit")
@@ -22,13 +21,7 @@ CALL_TIMEOUT = 10.0
 
 
 def _get(refs: Any, timeout: float = CALL_TIMEOUT) -> Any:
-    try:
-        return ray.get(refs, timeout=timeout)
-    except ray.exceptions.RayTaskError as err:
-        cause = getattr(err, "cause", None)
-        if isinstance(cause, BaseException):
-            raise cause from None
-        raise
+    return get(refs, timeout)
 
 
 class Feed:

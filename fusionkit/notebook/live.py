@@ -19,6 +19,7 @@ from typing import Any
 
 import ray
 
+from fusionkit._rpc import get
 from fusionkit.errors import NotConnectedError, StageNotFoundError
 
 STATUS_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "waiting": "#9a6700",
@@ -44,11 +45,7 @@ def _monitor_registry() -> dict[str, Any]:
 
 
 def _get(ref: Any, timeout: float) -> Any:
-    try:
-        return ray.get(ref, timeout=timeout)
-    except ray.exceptions.RayTaskError as err:
-        cause = getattr(err, "cause", None)
-        raise (cause if isinstance(cause, BaseException) else err) from None
+    return get(ref, timeout)
 
 
 def snapshot(names: tuple[str, ...] | None = None,

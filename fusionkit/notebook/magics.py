@@ -177,14 +177,15 @@ def project_settings(path: Path | None) -> dict[str, Any]:
 def apply_settings(magics: FusionMagics, settings: dict[str, Any], where: str) -> None:
     """Set traits from ``settings``; a bad value is an error naming the file, an unknown key
     a warning (other fusionkit tools may read the same table)."""
-    from fusionkit.notebook.parsing import did_you_mean
+    from fusionkit._suggest import did_you_mean
+    from fusionkit.notebook.parsing import HINT
 
     traits = magics.class_traits(config=True)
     for key, value in settings.items():
         name = key.replace("-", "_")
         if name not in traits:
             warnings.warn(f"{where}: [tool.fusionkit] {key} is not a FusionMagics setting"
-                          f"{did_you_mean(name, traits)}", stacklevel=2)
+                          f"{did_you_mean(name, traits, HINT)}", stacklevel=2)
             continue
         try:
             setattr(magics, name, value)

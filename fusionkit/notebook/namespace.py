@@ -13,7 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from fusionkit.notebook.parsing import CellError, FusionUsageError, did_you_mean
+from fusionkit._suggest import did_you_mean
+from fusionkit.notebook.parsing import HINT, CellError, FusionUsageError
 
 LEARNER_METHODS = ("learn_one", "learn_many", "learn", "partial_fit")
 
@@ -64,7 +65,7 @@ def lookup(ns: dict[str, Any], name: str, flag: str, accept: Callable[[Any], boo
         fits = [k for k, v in ns.items() if not k.startswith("_") and accept(v)]
         raise FusionUsageError(
             f"{flag} {name}: there is no variable {name!r} in the notebook"
-            f"{did_you_mean(name, fits)}")
+            f"{did_you_mean(name, fits, HINT)}")
     value = ns[name]
     if not accept(value):
         raise FusionUsageError(f"{flag} {name}: {name!r} is a {type(value).__name__}, not {what}")

@@ -14,15 +14,15 @@ without marking the cell as failed, it reaches the notebook as an error output, 
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import parse_argstring
 from IPython.utils.process import arg_split
 
+from fusionkit._suggest import did_you_mean
 from fusionkit.errors import FusionError
 from fusionkit.streaming.windows import parse_duration
 
@@ -41,10 +41,7 @@ class CellError(FusionUsageError):
         return [f"CellError: {self}"]
 
 
-def did_you_mean(word: str, choices: Iterable[str], prefix: str = "; did you mean ") -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``choices``, or an empty string."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"{prefix}{close[0]}?" if close else ""
+HINT = "; did you mean {}?"  # how a usage error suggests a name (``_suggest.did_you_mean``)
 
 
 def split(argstring: str) -> list[str]:
@@ -76,7 +73,7 @@ def explain(message: str, parser: argparse.ArgumentParser) -> str:
         words = split(m.group(1))
         word = words[0] if words else m.group(1)
         if word.startswith("-"):
-            return f"unknown option {word}{did_you_mean(word, _options(parser))}"
+            return f"unknown option {word}{did_you_mean(word, _options(parser), HINT)}"
         return f"unexpected argument {word!r} (quote a value that contains spaces)"
     m = re.match(r"the following arguments are required: (.*)", message)
     if m:
@@ -87,7 +84,7 @@ def explain(message: str, parser: argparse.ArgumentParser) -> str:
         flag, value, options = m.groups()
         choices = re.findall(r"'([^']*)'", options) or [c.strip() for c in options.split(",")]
         return (f"{_flag(flag)} cannot be {value!r}, it is one of {', '.join(choices)}"
-                f"{did_you_mean(value, choices)}")
+                f"{did_you_mean(value, choices, HINT)}")
     m = re.match(r"argument ([^:]+): invalid (\w+) value: '([^']*)'", message)
     if m:
         flag, kind, value = m.groups()

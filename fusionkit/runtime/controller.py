@@ -17,7 +17,6 @@ this cluster or in a new one.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import logging
 import threading
@@ -35,6 +34,8 @@ import ray.cloudpickle
 from fusionkit import _signing
 from fusionkit._clock import now
 from fusionkit._files import write_atomic
+from fusionkit._rpc import cause_of, through_restart
+from fusionkit._suggest import did_you_mean
 from fusionkit.errors import FusionError, StageFailedError, StageNotFoundError, StorageKeyError
 from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY, Host, MonitorActor, Registry
 from fusionkit.runtime.checkpoint import CheckpointStore
@@ -88,14 +89,8 @@ class StageRecord:
 def _wait_ready(actor: Any, timeout: float = 120.0) -> None:
     """Wait for an actor that Ray may still be restarting."""
     deadline = now() + timeout
-    while True:
-        try:
-            ray.get(actor.ready.remote(), timeout=max(1.0, deadline - now()))
-            return
-        except ray.exceptions.ActorUnavailableError:
-            if now() > deadline:
-                raise
-            threading.Event().wait(0.2)
+    through_restart(lambda: ray.get(actor.ready.remote(), timeout=max(1.0, deadline - now())),
+                    timeout)
 
 
 def _new_host(options: dict[str, Any] | None = None) -> tuple[Any, str]:
@@ -199,11 +194,6 @@ def _stream_calls(spec: StreamSpec, monitor: Any, states: dict[str, Any] | None 
     states = states or {}
     return [("stream", spec, role, i, monitor, states.get(f"{role}{i}"))
             for role, i in spec.roles()]
-
-
-def did_you_mean(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
 
 
 def _preload() -> None:
@@ -348,8 +338,7 @@ class Controller:
         except ray.exceptions.RayTaskError as err:
             for h in taken:
                 ray.kill(h, no_restart=True)
-            cause = getattr(err, "cause", None)
-            raise (cause if isinstance(cause, BaseException) else err) from None
+            raise cause_of(err) from None
         return taken
 
     def wait_warm(self, timeout: float = 60.0) -> int:
@@ -903,14 +892,7 @@ class Controller:
 
     def _registry_state(self, wait: float = 30.0) -> Any:
         """The registry's state for a checkpoint, waiting through a restart of its process."""
-        deadline = now() + wait
-        while True:
-            try:
-                return ray.get(self.registry.get_state.remote())
-            except ray.exceptions.ActorUnavailableError:
-                if now() > deadline:
-                    raise
-                threading.Event().wait(0.2)
+        return through_restart(lambda: ray.get(self.registry.get_state.remote()), wait)
 
     def _checkpoint_loop(self) -> None:
         while True:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import difflib
 import threading
 import traceback
 from time import thread_time
@@ -14,6 +13,8 @@ import pandas as pd
 import ray
 
 from fusionkit._clock import monotonic
+from fusionkit._rpc import cause_of
+from fusionkit._suggest import did_you_mean
 from fusionkit.batch import INGEST_TS, coalesce, model_features
 from fusionkit.errors import FusionError, ModelDivergedError
 from fusionkit.runtime.channel import Inbox
@@ -22,7 +23,7 @@ from fusionkit.runtime.specs import TrainSpec
 from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.validate import Schema
 from fusionkit.training.explain import needs_numbers
-from fusionkit.training.learners import adapt, divergence
+from fusionkit.training.learners import divergence, fresh_learner
 from fusionkit.training.prequential import Prequential
 
 FRESHNESS_SAMPLE = 20_000  # ingest times kept per version for freshness quantiles
@@ -37,8 +38,7 @@ class TrainWorker(StageActor):
         super().__init__(spec.name, index, monitor)
         self.spec = spec
         self.registry = registry
-        self.learner = adapt(copy.deepcopy(spec.model), features=spec.features,
-                             **spec.learner_options)
+        self.learner = fresh_learner(spec)
         self.prequential = Prequential(self.learner.task)
         self.inbox = Inbox()
         self.epoch = 0
@@ -75,8 +75,7 @@ class TrainWorker(StageActor):
                 return {"ok": True}
             if self.spec.label not in sample.columns:
                 cols = [c for c in sample.columns if not str(c).startswith("_")]
-                close = difflib.get_close_matches(str(self.spec.label), map(str, cols), n=1)
-                hint = f". Did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(self.spec.label, cols, ". Did you mean {!r}?")
                 return {"ok": False, "kind": "usage",
                         "error": f"label column {self.spec.label!r} is not in the output of stream "
                                  f"{self.spec.on!r}; its columns are {cols}{hint}"}
@@ -169,8 +168,7 @@ class TrainWorker(StageActor):
             if state:
                 self.set_state(state)
             else:
-                self.learner = adapt(copy.deepcopy(self.spec.model), features=self.spec.features,
-                                     **self.spec.learner_options)
+                self.learner = fresh_learner(self.spec)
                 self.prequential = Prequential(self.learner.task)
                 self.events_seen = 0
                 self.versions = []
@@ -374,8 +372,7 @@ class TrainWorker(StageActor):
             self.reporter.count(publish_errors=1)  # registry restarting: the next one counts
             return None
         except ray.exceptions.RayTaskError as err:
-            cause = getattr(err, "cause", None)
-            self._publish_failed(cause if isinstance(cause, BaseException) else err)
+            self._publish_failed(cause_of(err))
             return None
         if self.publish_error is not None:
             self.publish_error = None

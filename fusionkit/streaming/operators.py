@@ -8,13 +8,13 @@ hash, so a key lands on the same parallel actor in every process.
 from __future__ import annotations
 
 import copy
-import difflib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fusionkit._suggest import did_you_mean
 from fusionkit.batch import EVENT_TIME, RESERVED
 from fusionkit.streaming.base import Operator
 from fusionkit.streaming.expiry import Expiry
@@ -151,8 +151,7 @@ class KeyBy(Operator):
     def process(self, batch: pd.DataFrame) -> pd.DataFrame:
         if isinstance(self.key, str):
             if self.key not in batch.columns:
-                close = difflib.get_close_matches(self.key, map(str, batch.columns), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = did_you_mean(self.key, batch.columns, "; did you mean {!r}?")
                 raise KeyError(f"key_by column {self.key!r} is not in the batch; columns are "
                                f"{_user_columns(batch)}{hint}")
             return batch.assign(**{KEY: batch[self.key].to_numpy()})

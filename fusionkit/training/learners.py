@@ -451,6 +451,14 @@ def _resolve(task: str | None, found: str | None, what: str) -> str:
     return task or found
 
 
+def fresh_learner(spec: Any) -> Learner:
+    """The learner a train stage's spec builds (a copy of its model, adapted with its
+    options), as when the stage was defined: for a start, a reset or a rollback to nothing."""
+    import copy
+
+    return adapt(copy.deepcopy(spec.model), features=spec.features, **spec.learner_options)
+
+
 def adapt(model: Any, task: str | None = None, *, features: list[str] | None = None,
           label: str | None = None, classes: list | None = None, pos_label: Any = True,
           mini_batch: bool = False) -> Learner:
