@@ -855,12 +855,13 @@ class Controller:
         failed one stopped (its readers' positions stay before the batch that failed, their
         operators' state as before it), so its train stages, which learned everything
         before, take every event once. Empty (the definition starts as new) unless the old
-        stage failed, and for a stage of a source actor and operator actors (its reader
-        handed batches on to an operator actor that dropped them once failed: ``restore()``
-        takes such a pipeline back to its last checkpoint). The operators' state goes
-        along only to a chain of the same kinds of operators, read by as many actors."""
-        if old.name not in self._failed_stages() or old.source is not None or not old.readers:
+        stage failed. A stage of a source actor and operator actors goes back to its last
+        checkpoint instead, with its train stages (``_rolled_back``). The operators' state
+        goes along only to a chain of the same kinds of operators, read by as many actors."""
+        if old.name not in self._failed_stages() or not old.readers:
             return {}
+        if old.source is not None:
+            return self._rolled_back(old, spec)
         try:
             olds = ray.get([a.get_state.remote() for a in old.readers], timeout=INFO_TIMEOUT)
         except Exception:
@@ -872,6 +873,36 @@ class Controller:
             return dict(zip(slots, olds, strict=True))
         position = functools.reduce(later, [st["offset"] for st in olds], None)
         return {slot: {"offset": position or 0} for slot in slots}
+
+    def _rolled_back(self, old: StageRecord, spec: StreamSpec) -> dict[str, Any]:
+        """A failed stage of a source actor and operator actors, defined again: its source
+        actor handed batches on to an operator actor that dropped them once failed, so the
+        reader's position is past events nobody processed. The pipeline goes back to its last
+        checkpoint (none completes while a stage of it is failed): its train stages are
+        restored to it here, in a new epoch (what the old actors still send is dropped), and
+        the returned states start the new definition where the checkpoint left the source, so
+        every event after it is read again and learned once. Without a checkpoint, both start
+        from the beginning."""
+        trains = [t for t in self.stages.values() if t.kind == "train" and t.upstream == old.name]
+        k, states = self._usable_checkpoint([old, *trains])
+        self.epoch += 1
+        with self._ckpt_done:
+            self._ckpt_pending.clear()
+        for t in trains:
+            ray.get(t.actors[0].restore.remote(states.get((t.name, "train0")), self.epoch))
+        self.monitor.event.remote({
+            "stage": old.name, "kind": "rolled back",
+            "detail": f"defined again after a failure: back to "
+                      f"{f'checkpoint {k}' if k is not None else 'the start'} with "
+                      f"{', '.join(t.name for t in trains) or 'no train stage'}"})
+        olds = {slot: states.get((old.name, slot)) for slot in old.spec.slots()}
+        same = (old.spec.slots() == spec.slots()
+                and [type(op) for op in old.spec.operators] == [type(op) for op in spec.operators])
+        if same:
+            return {slot: st for slot, st in olds.items() if st is not None}
+        read = [olds.get(slot) or {} for slot in old.spec.reading_slots()]
+        position = functools.reduce(later, [st.get("offset") for st in read], None)
+        return {slot: {"offset": position or 0} for slot in spec.reading_slots()}
 
     def _carried(self, held: list[StageRecord]) -> dict[tuple[str, str], Any]:
         """The states of pipelines with a failed stage, from the last checkpoint that covers

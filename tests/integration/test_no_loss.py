@@ -48,40 +48,46 @@ def fixed(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(x2=df["x"] * 2)
 
 
-def produce(client, start: int, n: int) -> None:
+def produce(client, start: int, n: int, stream: str = "events") -> None:
     pipe = client.pipeline(transaction=False)
     for i in range(start, start + n):
-        pipe.xadd("events", {"data": json.dumps({"i": i, "x": float(i % 7), "y": i % 2})})
+        pipe.xadd(stream, {"data": json.dumps({"i": i, "x": float(i % 7), "y": i % 2})})
     pipe.execute()
 
 
 @pytest.mark.redis
-def test_failed_stream_function_keeps_its_events_and_learns_each_once(fk, redis_server):
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_failed_stream_function_keeps_its_events_and_learns_each_once(fk, redis_server,
+                                                                        parallelism):
+    """One actor reads and runs the function (it takes up where it stopped), or a source
+    actor hands batches to two operator actors, one of which fails (the pipeline goes back
+    to its last checkpoint, its train stage with it)."""
     n = 6000
     client = redis_server.client()
-    produce(client, 0, n // 2)
+    stream = f"events{parallelism}"
+    produce(client, 0, n // 2, stream)
     schema = fk.Schema(SCHEMA)
-    src = fk.sources.redis(redis_server.url, stream="events", group="learners", schema=schema)
-    fk.stream("events", source=src, fn=breaks_on_poison, batch_size=200)
+    src = fk.sources.redis(redis_server.url, stream=stream, group="learners", schema=schema)
+    fk.stream("events", source=src, fn=breaks_on_poison, batch_size=200,
+              parallelism=parallelism)
     fk.train("count", on="events", label="y", model=EventCounter(n), publish_every=None)
     wait_for(lambda: events_seen(fk, "count") >= n // 2, timeout=90,
              what="the first half learned")
     assert fk.checkpoint() is not None  # a sound pipeline checkpoints
-    produce(client, n // 2, n // 2)
+    produce(client, n // 2, n // 2, stream)
     wait_for(lambda: fk.status().loc["events", "status"] == "failed", timeout=90,
              what="the stream stage to fail on the poison event")
     assert f"cannot handle event {POISON}" in fk.status().loc["events", "error"]
     # no checkpoint of the failed pipeline completes, so nothing it has not processed is
     # acknowledged to Redis: the poison event's entry is still pending in the group
     assert fk.checkpoint(timeout=10) is None
-    poison_id = next(eid for eid, f in client.xrange("events")
+    poison_id = next(eid for eid, f in client.xrange(stream)
                      if json.loads(f[b"data"])["i"] == POISON)
-    pending = {r["message_id"] for r in client.xpending_range("events", "learners", "-", "+",
-                                                              n)}
+    pending = {r["message_id"] for r in client.xpending_range(stream, "learners", "-", "+", n)}
     assert poison_id in pending
     # the user fixes the function and defines the stage again: it takes up where the
     # failed one stopped, and every event is learned once
-    fk.stream("events", source=src, fn=fixed, batch_size=200)
+    fk.stream("events", source=src, fn=fixed, batch_size=200, parallelism=parallelism)
     wait_for(lambda: events_seen(fk, "count") >= n, timeout=90, what="every event learned")
     counts = learned_counts(fk, "count")
     assert (counts == 1).all(), f"{(counts == 0).sum()} lost, {(counts > 1).sum()} twice"
@@ -89,7 +95,7 @@ def test_failed_stream_function_keeps_its_events_and_learns_each_once(fk, redis_
     # checkpoints again, and acknowledges everything (what a checkpoint covers is
     # acknowledged once the next one completes)
     assert fk.checkpoint() is not None and fk.checkpoint() is not None
-    wait_for(lambda: client.xpending("events", "learners")["pending"] == 0, timeout=30,
+    wait_for(lambda: client.xpending(stream, "learners")["pending"] == 0, timeout=30,
              what="every entry acknowledged")
 
 
