@@ -6,6 +6,7 @@ these functions.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -132,8 +133,7 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     """
     check_name(name)
     if not isinstance(source, Source):
-        raise TypeError(f"source must be a fusionkit source (fk.sources.synthetic(...), "
-                        f"fk.sources.replay(...)), got {type(source).__name__}")
+        raise TypeError(_not_a_source(source))
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if parallelism < 1:
@@ -162,6 +162,18 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
                       placement=placement)
     call("define_stream", spec)
     return StageHandle(name, "stream")
+
+
+def _not_a_source(source: Any) -> str:
+    """What to write instead of a DataFrame, a file name or anything else given as source."""
+    if isinstance(source, pd.DataFrame):
+        how = "to stream a DataFrame, replay it: fk.sources.replay(df, label=..., rate=...)"
+    elif isinstance(source, (str, os.PathLike)):
+        how = (f"to stream a .csv or .parquet file, replay it: "
+               f"fk.sources.replay({str(source)!r}, label=...)")
+    else:
+        how = "e.g. fk.sources.synthetic(...), fk.sources.replay(df), fk.sources.redis(...)"
+    return f"source must be a fusionkit source, got {type(source).__name__}: {how}"
 
 
 def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str] | None = None,
