@@ -8,6 +8,7 @@ have the right dtypes and no missing values costs one ``isna`` per column.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
@@ -26,8 +27,15 @@ def _kind_of(series: pd.Series) -> str:
         return "number"
     if pd.api.types.is_datetime64_any_dtype(series):
         return "time"
-    if pd.api.types.is_object_dtype(series):  # one bad value makes a number column object:
-        return _OBJECT_KINDS.get(pd.api.types.infer_dtype(series, skipna=True), "string")
+    if pd.api.types.is_object_dtype(series):  # one bad value makes a number column object
+        inferred = pd.api.types.infer_dtype(series, skipna=True)
+        if inferred in ("mixed", "mixed-integer"):  # numbers and a few bad values: numbers
+            values = series.dropna()
+            is_num = values.map(lambda v: isinstance(v, Real) and not isinstance(v, bool))
+            if len(values) and is_num.mean() > 0.5:
+                ints = values[is_num].map(lambda v: isinstance(v, Integral)).all()
+                return "integer" if ints else "number"
+        return _OBJECT_KINDS.get(inferred, "string")
     return "string"
 
 
