@@ -326,6 +326,11 @@ class Dashboard:
 
     # -- display ----------------------------------------------------------------------------
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        if self.updates == 0 and not self.closed:  # shown before the updater's first tick:
+            try:  # fetch once, so the snapshot a saved notebook keeps is not "no stages yet"
+                self.update()
+            except Exception as exc:
+                log.debug("dashboard first update: %s", exc)
         bundle = self.widget._repr_mimebundle_() or {}
         if isinstance(bundle, tuple):
             bundle = bundle[0]

@@ -73,6 +73,17 @@ def test_traces_fill_as_the_pipeline_runs(fk, dashboard):
     assert "clicks" in html["text/html"] and "<table>" in html["text/html"]
 
 
+def test_the_first_display_shows_the_stages_already_running(pipeline):
+    # displayed before its updater's first tick (a saved notebook keeps this snapshot)
+    d = Dashboard(interval=0.25, window=60, start=False)
+    try:
+        bundle = d._repr_mimebundle_()
+        assert bundle["text/plain"] == "<fusionkit dashboard: 2 stages, live>"
+        assert "no stages yet" not in bundle["text/html"] and "clicks" in bundle["text/html"]
+    finally:
+        d.close()
+
+
 def test_the_drift_panel_says_whether_a_watch_runs(fk, dashboard):
     d = dashboard
     wait_for(lambda: d.charts.note("drift") == "no drift watch running: start one with "
