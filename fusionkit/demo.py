@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -80,7 +81,13 @@ def run_demo(args: Any) -> int:
         print(f"starting Ray Serve (HTTP on 127.0.0.1:{port})...", flush=True)
         from fusionkit.serving.deploy import start
 
-        start(port=port)
+        # Serve's driver-side logger says "Started Serve in namespace ..." at INFO, whatever
+        # level it was given before: not news here, the line above said it
+        logging.disable(logging.INFO)
+        try:
+            start(port=port)
+        finally:
+            logging.disable(logging.NOTSET)
     seconds = float(args.seconds)
     drift_at = f"{seconds / 2:.0f}s"
     src = fk.sources.synthetic("clicks", rate=args.rate, seed=7,
@@ -98,7 +105,12 @@ def run_demo(args: Any) -> int:
                                     if c.startswith("_") or c == "clicked"]).to_dict("records")
         load = LoadGenerator(api.info()["url"], rows, args.qps)
         load.start()
+    # the clock of the progress lines starts with the stream, as the drift's time does
+    drift_offset = src.drift_points()[0].offset
+    print(f"the stream started; its concept drifts at {drift_at} (event {drift_offset:,}): "
+          f"watch the accuracy dip, then recover", flush=True)
     t0 = monotonic()
+    drift_told = False
     try:
         while monotonic() - t0 < seconds:
             time.sleep(1.0)
@@ -108,7 +120,10 @@ def run_demo(args: Any) -> int:
             acc_txt = ""
             if len(acc) and "accuracy_recent" in acc:
                 acc_txt = f" | accuracy {acc['accuracy_recent'].dropna().iloc[-1]:.3f}"
-            print(_progress(monotonic() - t0, st, acc_txt), flush=True)
+            if not drift_told and st.loc["clicks", "events"] >= drift_offset:
+                drift_told = True
+                print(f"-- concept drift at event {drift_offset:,} --", flush=True)
+            print(_progress(time.time() - t_start, st, acc_txt), flush=True)
     except KeyboardInterrupt:
         print("interrupted: summarizing what ran", flush=True)
     finally:

@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 NOISE = ("graceful_shutdown", "listen_for_change", "killed by `ray.kill`", "(raylet)",
-         "Traceback", "UserWarning")
+         "Traceback", "UserWarning", "Started Serve", "INFO")
 
 
 def free_port() -> int:
@@ -39,4 +39,6 @@ def test_demo_ends_with_the_summary_and_the_report_path(tmp_path):
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert lines[-1] == f"report: {report}", both
     assert any(line.startswith("events learned") for line in lines), both
+    # the progress lines' clock starts with the stream, and the drift is marked among them
+    assert any(line.startswith("-- concept drift at event ") for line in lines), both
     assert report.is_file()
