@@ -240,7 +240,8 @@ def connector(url: str) -> Any:
     return factory(parts._replace(query="").geturl(), **options)
 
 
-@command("train", "%%fusion train ctr --on clicks --label clicked --publish-every 1s\n"
+@command("train", "%%fusion train ctr --on clicks --label clicked --publish-every 1s "
+         "--features price,dwell,age,hour,position,evening\n"
          "from river import linear_model, preprocessing\n"
          "model = preprocessing.StandardScaler() | linear_model.LogisticRegression()", cell=True)
 @magic_arguments("fusion train")

@@ -103,6 +103,14 @@ def test_help_explains_every_sub_command_with_an_example(ip, capsys):
     assert "%%fusion train NAME --on STREAM" in capsys.readouterr().out
 
 
+def test_the_help_examples_of_stream_and_train_run_as_given(ip):
+    from fusionkit.notebook.commands import COMMANDS
+
+    run(ip, COMMANDS["stream"].example)
+    run(ip, COMMANDS["train"].example)  # a numbers-only model: the example names its features
+    assert fk.status().loc["ctr", "kind"] == "train"
+
+
 def test_config_round_trip(ip, capsys, caplog):
     run(ip, "%config FusionMagics")
     listing = capsys.readouterr().out
