@@ -7,56 +7,32 @@ these functions.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
-import ray
 
 from fusionkit._names import check_name
-from fusionkit._rpc import cause_of
-from fusionkit.connect import connection
-from fusionkit.errors import FusionError, StageFailedError
+from fusionkit.connect import call, connection, handles  # noqa: F401 (fk.api.call, ...)
+from fusionkit.errors import FusionError
 from fusionkit.handles import StageHandle
 from fusionkit.runtime.specs import ServeSpec, StreamSpec, TrainSpec
 from fusionkit.serving.limits import MAX_BODY_BYTES, warn_if_exposed
 from fusionkit.sources.base import Source
+from fusionkit.stages import (
+    check,
+    dead_letters,
+    metrics,
+    pause,
+    peek,
+    resume,
+    scale,
+    status,
+    stop,
+)
 from fusionkit.streaming.base import Operator
 from fusionkit.streaming.operators import Filter, KeyBy, Map
 from fusionkit.streaming.windows import parse_duration
-
-RESTART_WAIT = 120.0  # how long a call waits for a controller that Ray is restarting
-
-
-def _controller_exists() -> bool:
-    """Whether the named controller is alive or being restarted (not gone for good)."""
-    from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
-
-    try:
-        ray.get_actor(CONTROLLER, namespace=NAMESPACE)
-        return True
-    except ValueError:
-        return False
-
-
-def call(method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
-    """Call a controller method; re-raise its own error (not Ray's wrapper) in the caller.
-
-    If the controller's process dies, Ray restarts it and it reads its stage table back;
-    the call is sent again once it answers (every controller method may be repeated).
-    """
-    deadline = time.monotonic() + (timeout if timeout is not None else RESTART_WAIT)
-    while True:
-        ref = getattr(connection().controller, method).remote(*args, **kwargs)
-        try:
-            return ray.get(ref, timeout=timeout)
-        except ray.exceptions.RayTaskError as err:
-            raise cause_of(err) from None
-        except ray.exceptions.RayActorError:
-            if time.monotonic() > deadline or not _controller_exists():
-                raise
-            time.sleep(0.2)
 
 
 def _duration(value: float | str | None, what: str) -> float | None:
@@ -247,77 +223,6 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
     return StageHandle(name, "serve")
 
 
-def status() -> pd.DataFrame:
-    """One row per stage: name, kind, status, parallelism, events, rate, dead letters, late
-    events (routed aside by a window), events shed under overload, restarts, the last
-    checkpoint's age, error, and ``reason``: why a ``waiting`` or ``paused`` stage reads
-    nothing (a stream stage waits until something takes its events; see ``stream``)."""
-    rows = call("status")
-    cols = ["name", "kind", "status", "parallelism", "events", "rate", "dead_letters", "late",
-            "shed", "on", "restarts", "checkpoint_age_s", "error", "reason"]
-    if not rows:
-        return pd.DataFrame(columns=cols).set_index("name")
-    monitor = handles()["monitor"]
-    rates = ray.get(monitor.recent_rates.remote())
-    df = pd.DataFrame(rows)
-    df["rate"] = df["name"].map(rates).fillna(0.0).round(1)
-    info = call("checkpoint_info")
-    df["checkpoint_age_s"] = round(info["age_s"], 1) if info["age_s"] is not None else None
-    return df[cols + [c for c in ("traceback", "url") if c in df]].set_index("name")
-
-
-def handles() -> dict[str, Any]:
-    return call("handles")
-
-
-def metrics(name: str, since: float | None = None) -> pd.DataFrame:
-    """A stage's time series: events in and out, rates, latency p50/p95/p99, its gauges."""
-    call("infos", name)  # raises a clear error for an unknown stage
-    return ray.get(handles()["monitor"].metrics.remote(name, since))
-
-
-def stop(name: str | None = None) -> list[str]:
-    """Stop one stage, or every stage with no name."""
-    return call("stop", name)
-
-
-def pause(name: str) -> str:
-    """Pause stage ``name``: a stream stops reading (upstream backs up); a train stage stops
-    taking batches and publishing versions (``fk.publish`` still does), and the version it
-    had on its way to the registry has landed when this returns. Serve stages cannot be
-    paused."""
-    return call("pause", name)
-
-
-def resume(name: str) -> str:
-    """Resume a paused stage where it stopped. A stream stage waiting for a consumer (or
-    paused with none) runs alone from then on, as with ``start=True``."""
-    return call("resume", name)
-
-
-def scale(name: str, n: int) -> dict[str, Any]:
-    """Change a stream stage's parallelism or a serve stage's replicas."""
-    return call("scale", name, n)
-
-
-def dead_letters(name: str, limit: int | None = None) -> pd.DataFrame:
-    """The events a stage could not take, each with the reason and the raw payload.
-
-    ``size`` is the payload's size in bytes; a payload over 1 KiB is kept as a preview of
-    its start (``truncated``). Each actor keeps its newest 4 MiB of dead letters, with its
-    checkpoints, so they outlive a recovery; an actor's info counts the older ones dropped
-    (``dead_letters_dropped``)."""
-    items = call("dead_letters", name, limit)
-    return pd.DataFrame(items, columns=["time", "stage", "offset", "reason", "payload", "size",
-                                        "truncated"])
-
-
-def peek(name: str, n: int = 5) -> pd.DataFrame | None:
-    """The last ``n`` events a stream stage emitted; before its first (a stage waiting for a
-    consumer), the first ``n`` of the sample its definition ran through its chain."""
-    return call("peek", name, n)
-
-
 def checkpoint(timeout: float = 30.0) -> int | None:
     """Take a consistent checkpoint of every pipeline now; return its id (None if nothing ran).
 
@@ -367,14 +272,6 @@ def actors(name: str | None = None) -> pd.DataFrame:
                          "events": int(i.get("totals", {}).get("events_in", 0)),
                          "restarted": i.get("restarted")})
     return pd.DataFrame(rows, columns=cols)
-
-
-def check(name: str | None = None) -> None:
-    """Raise ``StageFailedError`` (with the remote traceback) if a stage has failed."""
-    rows = call("status")
-    for row in rows:
-        if (name is None or row["name"] == name) and row["status"] == "failed":
-            raise StageFailedError(row["name"], row["error"] or "failed", row["traceback"] or "")
 
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pandas as pd
 
 EVENT_TIME = "_event_time"
@@ -58,17 +57,6 @@ def model_features(batch: pd.DataFrame, label: str | None = None) -> list[str]:
     """
     exclude = (label,) if label is not None else ()
     return [c for c in feature_columns(batch, exclude=exclude) if not is_id_column(c)]
-
-
-def empty_like(batch: pd.DataFrame) -> pd.DataFrame:
-    """A batch with the same columns and no rows."""
-    return batch.iloc[0:0]
-
-
-def stamp(batch: pd.DataFrame, ingest_ts: float) -> pd.DataFrame:
-    """Set ``_ingest_ts`` on every row (the source does this when it emits)."""
-    batch[INGEST_TS] = np.full(len(batch), ingest_ts, dtype="float64")
-    return batch
 
 
 def coalesce(batches: list[pd.DataFrame]) -> list[pd.DataFrame]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Any
 
 import ray
 
+from fusionkit._rpc import cause_of
 from fusionkit.errors import NotConnectedError, StorageKeyError
-from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
+from fusionkit.runtime.names import CONTROLLER, NAMESPACE
 
 log = logging.getLogger("fusionkit")
 
@@ -274,3 +276,39 @@ def shutdown() -> None:
             from fusionkit.serving.deploy import shutdown as serve_shutdown
 
             serve_shutdown()
+
+
+RESTART_WAIT = 120.0  # how long a call waits for a controller that Ray is restarting
+
+
+def _controller_exists() -> bool:
+    """Whether the named controller is alive or being restarted (not gone for good)."""
+    try:
+        ray.get_actor(CONTROLLER, namespace=NAMESPACE)
+        return True
+    except ValueError:
+        return False
+
+
+def call(method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+    """Call a controller method; re-raise its own error (not Ray's wrapper) in the caller.
+
+    If the controller's process dies, Ray restarts it and it reads its stage table back;
+    the call is sent again once it answers (every controller method may be repeated).
+    """
+    deadline = time.monotonic() + (timeout if timeout is not None else RESTART_WAIT)
+    while True:
+        ref = getattr(connection().controller, method).remote(*args, **kwargs)
+        try:
+            return ray.get(ref, timeout=timeout)
+        except ray.exceptions.RayTaskError as err:
+            raise cause_of(err) from None
+        except ray.exceptions.RayActorError:
+            if time.monotonic() > deadline or not _controller_exists():
+                raise
+            time.sleep(0.2)
+
+
+def handles() -> dict[str, Any]:
+    """The handles of the pipeline's shared actors (``monitor``, ``registry``)."""
+    return call("handles")

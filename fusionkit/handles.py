@@ -20,7 +20,7 @@ class StageHandle:
 
     # -- looking ---------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
-        from fusionkit.api import status
+        from fusionkit.stages import status
 
         return status().loc[self.name].to_dict()
 
@@ -29,43 +29,43 @@ class StageHandle:
         return self.info()["status"]
 
     def metrics(self, since: float | None = None) -> pd.DataFrame:
-        from fusionkit.api import metrics
+        from fusionkit.stages import metrics
 
         return metrics(self.name, since)
 
     def dead_letters(self, limit: int | None = None) -> pd.DataFrame:
-        from fusionkit.api import dead_letters
+        from fusionkit.stages import dead_letters
 
         return dead_letters(self.name, limit)
 
     def peek(self, n: int = 5) -> pd.DataFrame | None:
-        from fusionkit.api import peek
+        from fusionkit.stages import peek
 
         return peek(self.name, n)
 
     def check(self) -> None:
-        from fusionkit.api import check
+        from fusionkit.stages import check
 
         check(self.name)
 
     # -- operating -------------------------------------------------------------------------
     def stop(self) -> None:
-        from fusionkit.api import stop
+        from fusionkit.stages import stop
 
         stop(self.name)
 
     def pause(self) -> str:
-        from fusionkit.api import pause
+        from fusionkit.stages import pause
 
         return pause(self.name)
 
     def resume(self) -> str:
-        from fusionkit.api import resume
+        from fusionkit.stages import resume
 
         return resume(self.name)
 
     def scale(self, n: int) -> None:
-        from fusionkit.api import scale
+        from fusionkit.stages import scale
 
         scale(self.name, n)
 

@@ -8,7 +8,7 @@ import pandas as pd
 import ray
 
 from fusionkit._rpc import get, through_restart
-from fusionkit.api import call, handles
+from fusionkit.connect import call, handles
 
 
 def _registry() -> Any:

@@ -9,15 +9,12 @@ reported into them), so a view never sees a bucket twice or half-filled.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from fusionkit._clock import now
 from fusionkit.monitor.series import LatencyHistogram
-
-if TYPE_CHECKING:
-    from fusionkit.monitor.monitor import Monitor
 
 COUNTERS = ("events_in", "events_out", "dead_letters", "late", "shed", "requests", "errors")
 RATES = {"events_in": "rate_in", "events_out": "rate_out", "requests": "rate_requests"}
@@ -78,9 +75,10 @@ def _number(v: Any) -> bool:
     return isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
 
 
-def snapshot(monitor: Monitor, since: float | None = None,
+def snapshot(monitor: Any, since: float | None = None,
              settle: float = SETTLE) -> dict[str, Any]:
-    """What is new since ``since`` (the ``until`` of the previous snapshot).
+    """What is new since ``since`` (the ``until`` of the previous snapshot) in ``monitor``
+    (a ``Monitor``: this module is below it and reads its series, freshness and events).
 
     Returns ``{"until", "now", "series", "kinds", "freshness", "events", "rates", "totals"}``:
     ``series`` maps each stage to float64 columns of its complete time buckets in

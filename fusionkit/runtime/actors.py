@@ -10,12 +10,10 @@ import ray
 
 from fusionkit.monitor.monitor import Monitor
 from fusionkit.runtime.host import StageHost
+from fusionkit.runtime.names import CONTROLLER, MONITOR, NAMESPACE, REGISTRY
 from fusionkit.runtime.registry_actor import RegistryActor
 
-NAMESPACE = "fusionkit"
-CONTROLLER = "fusionkit-controller"
-MONITOR = "fusionkit-monitor"
-REGISTRY = "fusionkit-registry"
+__all__ = ["CONTROLLER", "MONITOR", "NAMESPACE", "REGISTRY", "Host", "MonitorActor", "Registry"]
 
 # restarted by Ray if their process dies: the registry reloads its models from disk, the
 # monitor starts new series; every handle to them stays valid

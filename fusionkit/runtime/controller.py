@@ -365,10 +365,6 @@ class Controller:
                 f"there is no {what} named {name!r} (defined: {listing}).{did_you_mean(name, names)}")
         return rec
 
-    def _emitters(self, rec: StageRecord) -> list[Any]:
-        """The actors of a stream stage that send its output downstream."""
-        return rec.actors
-
     def _downstream_targets(self, stream: str) -> dict[str, list[Any]]:
         return {r.name: r.actors for r in self.stages.values()
                 if r.kind == "train" and r.upstream == stream and r.actors}
@@ -378,9 +374,9 @@ class Controller:
         if rec is None:
             return
         targets = self._downstream_targets(stream)
-        n = len(self._emitters(rec))
+        n = len(rec.actors)
         ray.get([a.set_upstream.remote(n) for hs in targets.values() for a in hs])
-        ray.get([a.set_targets.remote(targets) for a in self._emitters(rec)])
+        ray.get([a.set_targets.remote(targets) for a in rec.actors])
 
     def _teardown(self, rec: StageRecord) -> None:
         actors = rec.all_actors

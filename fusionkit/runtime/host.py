@@ -39,7 +39,7 @@ class StageHost:
             warnings.simplefilter("ignore", DeprecationWarning)
             if not ctx.was_current_actor_reconstructed:
                 return
-        from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
+        from fusionkit.runtime.names import CONTROLLER, NAMESPACE
 
         controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
         again = ray.get(controller.host_restarted.remote(ctx.get_actor_id()))

@@ -83,9 +83,6 @@ class RegistryActor:
     def pid(self) -> int:
         return os.getpid()
 
-    def models(self) -> list[str]:
-        return sorted(self._models)
-
     def publish(self, model: str, state: bytes, meta: dict[str, Any],
                 ingest_sample: np.ndarray | None = None) -> dict[str, Any]:
         reg = self._reg(model)
@@ -134,9 +131,6 @@ class RegistryActor:
             write_atomic(Path(self.storage) / "models" / model / "schema.pkl",
                          _signing.dumps(schema))
 
-    def schema(self, model: str) -> Any:
-        return self._schemas.get(model)
-
     def state(self, model: str, version: int) -> bytes:
         return self._reg(model).state(version)
 
@@ -164,9 +158,6 @@ class RegistryActor:
 
     def table(self, model: str) -> pd.DataFrame:
         return self._reg(model).table()
-
-    def history(self, model: str) -> list[dict[str, Any]]:
-        return self._reg(model).history()
 
     def rollback(self, model: str, version: int) -> dict[str, Any]:
         rec = self._reg(model).rollback(version)

@@ -116,7 +116,7 @@ class StageActor:
 
     def _get_controller(self) -> Any:
         if getattr(self, "_controller", None) is None:
-            from fusionkit.runtime.actors import CONTROLLER, NAMESPACE
+            from fusionkit.runtime.names import CONTROLLER, NAMESPACE
 
             self._controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
         return self._controller

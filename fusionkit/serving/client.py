@@ -11,10 +11,10 @@ import pandas as pd
 
 from fusionkit.errors import FusionError
 from fusionkit.serving.deploy import handle
+from fusionkit.serving.limits import RETRIES
 
 T = TypeVar("T")
 _caller: ThreadPoolExecutor | None = None
-RETRIES = 3  # a prediction changes nothing, so one lost with its replica is asked again
 
 
 def off_loop(fn: Callable[[], T]) -> T:

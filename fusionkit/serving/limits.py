@@ -19,6 +19,8 @@ from typing import Any
 
 from fusionkit.serving.inputs import BadRequest
 
+RETRIES = 3  # a prediction changes nothing, so one lost with its replica is asked again
+
 MAX_BODY_BYTES = 8 * 2**20
 """Default cap on a request body: 8 MiB.
 

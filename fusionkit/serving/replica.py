@@ -15,16 +15,14 @@ import threading
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import ray
 
 from fusionkit._clock import monotonic, now
-from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY
+from fusionkit.runtime.names import MONITOR, NAMESPACE, REGISTRY
 from fusionkit.runtime.specs import ServeSpec
 from fusionkit.runtime.stage import Reporter
-from fusionkit.serving.client import RETRIES
 from fusionkit.serving.inputs import BadRequest, check_records, check_rows, parse_rows
-from fusionkit.serving.limits import read_request, token_ok
+from fusionkit.serving.limits import RETRIES, read_request, token_ok
 from fusionkit.training.learners import load_state
 
 log = logging.getLogger("fusionkit")
@@ -227,7 +225,3 @@ def _jsonable(values: Any) -> list[Any]:
     if arr.dtype.kind in "iub":
         return arr.tolist()
     return [v.item() if hasattr(v, "item") else v for v in arr.tolist()]
-
-
-def frame_of(rows: Any) -> pd.DataFrame:
-    return pd.DataFrame(rows)

@@ -107,10 +107,17 @@ def test_tampered_schema_is_not_unpickled_by_a_restarted_registry(tmp_path):
     registry = RegistryActor(str(storage), monitor=None)
     registry.register("ctr")
     registry.set_schema("ctr", {"x": "numeric"})
-    assert RegistryActor(str(storage), monitor=None).schema("ctr") == {"x": "numeric"}
+    meta = dict(events_seen=1, new_events=1, newest_ingest_ts=1.0, oldest_new_ingest_ts=1.0,
+                metrics={})
+    registry.publish("ctr", pickle.dumps([1]), meta)
+
+    def served_schema():  # what a restarted registry hands a serve replica with the version
+        return RegistryActor(str(storage), monitor=None).follow("ctr", -1, timeout=0)[3]
+
+    assert served_schema() == {"x": "numeric"}
     marker = tmp_path / "ran"
     (storage / "models" / "ctr" / "schema.pkl").write_bytes(evil(marker))
-    assert RegistryActor(str(storage), monitor=None).schema("ctr") is None
+    assert served_schema() is None
     assert not marker.exists()
 
 
