@@ -74,7 +74,8 @@ def _progress(t: float, status: pd.DataFrame, extra: str) -> str:
 
 
 def run_demo(args: Any) -> int:
-    print("fusionkit demo: starting an embedded Ray (about 10 s)...", flush=True)
+    print("fusionkit demo: starting an embedded Ray (about 10 s, longer on a busy machine)...",
+          flush=True)
     fk.connect()
     if not args.no_serve:
         port = getattr(args, "port", 8000)
