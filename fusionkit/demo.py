@@ -131,6 +131,7 @@ def run_demo(args: Any) -> int:
         if load is not None:
             load.stop_event.set()
             load.join(timeout=5)
+    _settle()
     summary = summarize(t_start, src, load)
     print()
     print(summary.to_string(header=False))
@@ -142,6 +143,18 @@ def run_demo(args: Any) -> int:
         print(f"\nreport: {path}")
     fk.shutdown()
     return 0
+
+
+def _settle(timeout: float = 15.0) -> None:
+    """Pause the stream and let the trainer learn what is in flight, so the summary's
+    "events learned" is every event streamed (a batch or two still on their way otherwise)."""
+    fk.pause("clicks")
+    deadline = monotonic() + timeout
+    while monotonic() < deadline:
+        st = fk.status()
+        if st.loc["ctr", "events"] >= st.loc["clicks", "events"]:
+            return
+        time.sleep(0.2)
 
 
 def summarize(t_start: float, src: Any, load: LoadGenerator | None) -> pd.Series:

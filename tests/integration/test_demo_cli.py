@@ -41,4 +41,7 @@ def test_demo_ends_with_the_summary_and_the_report_path(tmp_path):
     assert any(line.startswith("events learned") for line in lines), both
     # the progress lines' clock starts with the stream, and the drift is marked among them
     assert any(line.startswith("-- concept drift at event ") for line in lines), both
+    counts = {line.rsplit(None, 1)[0].strip(): line.rsplit(None, 1)[1] for line in lines
+              if line.startswith(("events streamed", "events learned"))}
+    assert counts["events learned"] == counts["events streamed"], both
     assert report.is_file()
