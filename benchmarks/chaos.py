@@ -222,7 +222,7 @@ def learned_counts(timeout: float = 300.0) -> np.ndarray:
 
 
 def events_seen() -> int:
-    return int(fk.api.call("infos", "count")[0].get("events_seen", 0))
+    return int(fk.infos("count")[0].get("events_seen", 0))
 
 
 def wait(predicate, timeout: float) -> bool:

@@ -63,7 +63,7 @@ def wait(predicate, timeout=120.0):
 
 
 def learned(name="count") -> int:
-    return fk.api.call("infos", name)[0].get("events_seen", 0)
+    return fk.infos(name)[0].get("events_seen", 0)
 
 
 def kill_once(kind: str, seed: int) -> float:
@@ -96,7 +96,7 @@ def kill_once(kind: str, seed: int) -> float:
         seconds = time.time() - t0
     else:
         stage = "count" if kind == "train" else "clicks"
-        info = next(i for i in fk.api.call("infos", stage) if i.get("role", "train") == kind)
+        info = next(i for i in fk.infos(stage) if i.get("role", "train") == kind)
         t0 = time.time()
         os.kill(info["pid"], signal.SIGKILL)
         wait(lambda: len(fk.recoveries()) > before)

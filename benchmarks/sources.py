@@ -131,7 +131,7 @@ def loop_kafka(bootstrap: str, topic: str, n: int, batch: int, group: str,
 
 # -- fusionkit -----------------------------------------------------------------------------
 def stage_total(fk: Any, name: str) -> int:
-    return int(sum(i.get("totals", {}).get("events_in", 0) for i in fk.api.call("infos", name)))
+    return int(sum(i.get("totals", {}).get("events_in", 0) for i in fk.infos(name)))
 
 
 def stage_throughput(fk: Any, source: Any, n: int, batch: int, parallelism: int = 1) -> float:

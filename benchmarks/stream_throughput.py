@@ -91,7 +91,7 @@ def pandas_loop(batch_size: int, seconds: float) -> dict[str, Any]:
 
 
 def _events(name: str) -> int:
-    return int(sum(i.get("totals", {}).get("events_in", 0) for i in fk.api.call("infos", name)))
+    return int(sum(i.get("totals", {}).get("events_in", 0) for i in fk.infos(name)))
 
 
 def _latency(name: str) -> dict[str, float]:

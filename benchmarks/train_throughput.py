@@ -115,7 +115,7 @@ def in_process(df: pd.DataFrame, batch_size: int) -> dict[str, Any]:
 
 
 def _info(name: str) -> dict[str, Any]:
-    return fk.api.call("infos", name)[0]
+    return fk.infos(name)[0]
 
 
 def train_stage(df: pd.DataFrame, learner: str, batch_size: int, publish: float,

@@ -11,6 +11,7 @@ from fusionkit.api import (
     check,
     checkpoint,
     dead_letters,
+    infos,
     metrics,
     pause,
     peek,
@@ -30,6 +31,7 @@ from fusionkit.errors import (
     CorruptCheckpointError,
     FusionError,
     InvalidNameError,
+    ModelDivergedError,
     ModelNotFoundError,
     NotConnectedError,
     SchemaError,
@@ -37,6 +39,7 @@ from fusionkit.errors import (
     StageNotFoundError,
     StorageKeyError,
 )
+from fusionkit.handles import StageHandle
 from fusionkit.models import (
     events,
     freshness,
@@ -49,10 +52,13 @@ from fusionkit.models import (
     rollback,
     unpin,
 )
-from fusionkit.serving.client import predict
+from fusionkit.serving.client import PredictionError, predict
+from fusionkit.serving.limits import ExposedServeWarning
+from fusionkit.streaming.base import Operator
 from fusionkit.streaming.validate import Schema
 from fusionkit.streaming.windows import SlidingWindow, TumblingWindow
-from fusionkit.training.registry import Guard
+from fusionkit.training.learners import Learner, Prediction
+from fusionkit.training.registry import Guard, RegistryError
 
 __version__ = "0.1.0"
 
@@ -65,11 +71,13 @@ __all__ = [
     "NotConnectedError", "Schema", "SchemaError", "SlidingWindow", "StageFailedError",
     "StageNotFoundError", "StorageKeyError", "InvalidNameError",
     "TumblingWindow", "alarms", "check", "checkpoint", "connect",
-    "dead_letters", "drift", "events", "freshness", "freshness_series", "live_version",
+    "dead_letters", "drift", "events", "infos", "freshness", "freshness_series", "live_version",
     "metrics", "model", "models", "pause", "peek", "pin", "predict", "publish", "recoveries", "restore",
     "resume", "rollback",
     "scale", "serve", "shutdown", "sinks", "sliding", "sources", "status", "stop", "stream", "train",
     "tumbling", "unpin", "unwatch_drift", "watch_drift", "dashboard",
+    "ExposedServeWarning", "Learner", "ModelDivergedError", "Operator", "Prediction",
+    "PredictionError", "RegistryError", "StageHandle",
 ]
 
 

@@ -22,6 +22,7 @@ from fusionkit.sources.base import Source
 from fusionkit.stages import (
     check,
     dead_letters,
+    infos,
     metrics,
     pause,
     peek,
@@ -276,4 +277,4 @@ def actors(name: str | None = None) -> pd.DataFrame:
 
 
 __all__ = ["stream", "train", "serve", "status", "metrics", "stop", "pause", "resume", "scale",
-           "dead_letters", "peek", "check", "restore", "actors", "FusionError"]
+           "dead_letters", "peek", "check", "restore", "actors", "infos", "FusionError"]

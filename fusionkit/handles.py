@@ -33,6 +33,12 @@ class StageHandle:
 
         return metrics(self.name, since)
 
+    def infos(self) -> list[dict[str, Any]]:
+        """What each of the stage's actors reports about itself (``fusionkit.infos``)."""
+        from fusionkit.stages import infos
+
+        return infos(self.name)
+
     def dead_letters(self, limit: int | None = None) -> pd.DataFrame:
         from fusionkit.stages import dead_letters
 

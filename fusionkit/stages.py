@@ -33,9 +33,17 @@ def status() -> pd.DataFrame:
     return df[cols + [c for c in ("traceback", "url") if c in df]].set_index("name")
 
 
+def infos(name: str) -> list[dict[str, Any]]:
+    """What each actor (or replica) of stage ``name`` reports about itself, one dict each:
+    its role and index, process id, node, status, totals, error, and what its kind adds (a
+    reader's ``partitions`` and position, a train actor's versions). ``actors`` is the table
+    of the same for every stage."""
+    return call("infos", name)
+
+
 def metrics(name: str, since: float | None = None) -> pd.DataFrame:
     """A stage's time series: events in and out, rates, latency p50/p95/p99, its gauges."""
-    call("infos", name)  # raises a clear error for an unknown stage
+    infos(name)  # raises a clear error for an unknown stage
     return ray.get(handles()["monitor"].metrics.remote(name, since))
 
 

@@ -55,7 +55,7 @@ def learn_through_a_kill(fk, produce, starts, victim, learned, n: int) -> None:
         wait_for(lambda: learned() >= 3000, timeout=90, what="events learned")
         assert fk.checkpoint() is not None
         wait_for(lambda: learned() >= 6000, timeout=90, what="more learned")
-        os.kill(victim(fk.api.call("infos", "events"))["pid"], signal.SIGKILL)
+        os.kill(victim(fk.infos("events"))["pid"], signal.SIGKILL)
         wait_for(lambda: len(fk.recoveries()) > 0, timeout=90, what="a recovery")
         thread.join(timeout=120)
         wait_for(lambda: learned() >= n, timeout=120, what="every event learned after recovery")

@@ -68,7 +68,7 @@ class OffsetCounter(_Counts):
 # -- a stage's progress and state ----------------------------------------------------------------
 def events_seen(fk, name: str) -> int:
     """How many events the (first) actor of stage ``name`` has processed."""
-    return int(fk.api.call("infos", name)[0].get("events_seen", 0))
+    return int(fk.infos(name)[0].get("events_seen", 0))
 
 
 def model_state(fk, name: str, version: int):

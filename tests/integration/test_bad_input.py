@@ -94,7 +94,7 @@ def test_fuzz_malformed_events_go_to_dead_letters(fk_session, data, seed):
                   batch_size=1000, paused=True)
         fk.train("learn", on="pay", label="label", model=CountingLearner(), publish_every=None)
         fk.resume("pay")
-        wait_for(lambda: fk.api.call("infos", "learn")[0].get("events_seen", 0) >= N_GOOD,
+        wait_for(lambda: fk.infos("learn")[0].get("events_seen", 0) >= N_GOOD,
                  timeout=120, what="every good event learned")
         wait_for(lambda: fk.status().loc["pay", "dead_letters"] >= N_BAD, timeout=60,
                  what="every bad event dead-lettered")
@@ -130,17 +130,17 @@ def test_overload_keeps_memory_and_inflight_bounded(fk):
     src = fk.sources.synthetic("clicks", rate=400_000, seed=3)
     fk.stream("clicks", source=src, batch_size=500, max_inflight=4)
     fk.train("slow", on="clicks", label="clicked", model=SlowLearner(), publish_every=None)
-    wait_for(lambda: fk.api.call("infos", "slow")[0].get("events_seen", 0) > 5_000,
+    wait_for(lambda: fk.infos("slow")[0].get("events_seen", 0) > 5_000,
              what="the slow trainer learning")
-    pids = [i["pid"] for i in fk.api.call("infos", "clicks") + fk.api.call("infos", "slow")]
+    pids = [i["pid"] for i in fk.infos("clicks") + fk.infos("slow")]
     me = psutil.Process()
     rss0, driver0 = _rss(pids), me.memory_info().rss
     inflight, waiting, lags = [], [], []
     deadline = time.monotonic() + 12
     while time.monotonic() < deadline:
-        inflight.append(fk.api.call("infos", "clicks")[0]["inflight"])
-        waiting.append(fk.api.call("infos", "slow")[0]["waiting"])
-        lags.append(fk.api.call("infos", "clicks")[0]["lag"])
+        inflight.append(fk.infos("clicks")[0]["inflight"])
+        waiting.append(fk.infos("slow")[0]["waiting"])
+        lags.append(fk.infos("clicks")[0]["lag"])
         time.sleep(0.2)
     assert max(inflight) <= 4, f"in-flight batches went to {max(inflight)}"
     assert max(waiting) <= 4, f"queued pushes at the trainer went to {max(waiting)}"
@@ -170,7 +170,7 @@ def test_shedding_drops_counted_batches_instead_of_lagging(fk):
     lags = []
 
     def shed_enough():
-        lags.append((time.monotonic() - t0, fk.api.call("infos", "clicks")[0]["lag"]))
+        lags.append((time.monotonic() - t0, fk.infos("clicks")[0]["lag"]))
         return fk.status().loc["clicks", "shed"] >= 40_000
 
     wait_for(shed_enough, timeout=120, what="40k events shed")
@@ -181,8 +181,8 @@ def test_shedding_drops_counted_batches_instead_of_lagging(fk):
         assert lag < 0.25 * elapsed, f"the source lagged {lag:.2f}s after {elapsed:.2f}s"
 
     def settled():
-        sent = fk.api.call("infos", "clicks")[0]["totals"].get("events_out", 0)
-        return sent > 0 and fk.api.call("infos", "slow")[0].get("events_seen", 0) == sent
+        sent = fk.infos("clicks")[0]["totals"].get("events_out", 0)
+        return sent > 0 and fk.infos("slow")[0].get("events_seen", 0) == sent
 
     wait_for(settled, timeout=60, what="the trainer to take every batch sent")
     row = fk.status().loc["clicks"]

@@ -81,7 +81,7 @@ def test_200k_distinct_keys_keep_the_keys_held_bounded(fk):
     held = []
 
     def done() -> bool:
-        info = fk.api.call("infos", "users")[0]
+        info = fk.infos("users")[0]
         held.append(info.get("held_keys"))
         assert info["status"] != "failed", info["error"]
         return info["status"] == "finished"
@@ -91,6 +91,6 @@ def test_200k_distinct_keys_keep_the_keys_held_bounded(fk):
     assert None not in held, "the actor reports the keys it holds"
     # 2 x the ~1,000 keys of its open windows + a batch of new ones, or the 1,024 floor
     assert max(held) <= 4000, f"held up to {max(held)} keys"
-    info = fk.api.call("infos", "users")[0]
+    info = fk.infos("users")[0]
     # every window fired in stream but the last, which the end of the stream flushes
     assert info["totals"]["events_out"] >= n - 1000

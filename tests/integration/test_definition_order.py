@@ -160,11 +160,11 @@ def test_waiting_outlives_a_controller_restart_and_a_killed_stream_actor(fk):
     assert fk.api.call("ping")["restarts"] == restarts + 1  # waits through the restart
     assert status_of(fk, "rows") == "waiting" and fk.status().loc["rows", "events"] == 0
     recoveries = len(fk.recoveries())
-    pid = fk.api.call("infos", "rows")[0]["pid"]
+    pid = fk.infos("rows")[0]["pid"]
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: len(fk.recoveries()) > recoveries, timeout=90, what="the recovery")
     wait_waiting(fk, "rows")
-    assert fk.api.call("infos", "rows")[0]["pid"] != pid
+    assert fk.infos("rows")[0]["pid"] != pid
     assert fk.status().loc["rows", "events"] == 0
     fk.train("count", on="rows", label="y", model=OffsetCounter(n), publish_every=None)
     wait_for(lambda: events_seen(fk, "count") >= n, timeout=90, what=f"{n} events learned")

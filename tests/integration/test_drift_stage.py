@@ -15,7 +15,7 @@ FEATURES = ["price", "hour", "device"]
 
 
 def events_seen(fk, name: str) -> int:
-    return fk.api.call("infos", name)[0].get("events_seen", 0)
+    return fk.infos(name)[0].get("events_seen", 0)
 
 
 def pipeline(fk, n: int, drift=(), seed: int = 0, rate: float | None = None, **watch) -> float:
@@ -121,7 +121,7 @@ def test_a_restarted_trainer_keeps_its_drift_watch_and_state(fk):
     wait_for(lambda: events_seen(fk, "ctr") >= 12_000, timeout=120, what="the reference")
     assert fk.checkpoint() is not None
     wait_for(lambda: events_seen(fk, "ctr") >= 17_000, timeout=120, what="17k events learned")
-    os.kill(fk.api.call("infos", "ctr")[0]["pid"], signal.SIGKILL)
+    os.kill(fk.infos("ctr")[0]["pid"], signal.SIGKILL)
     wait_for(lambda: len(fk.recoveries()) > 0, timeout=120, what="a recovery")
     d = windows_done(fk, n)
     price = d[d["feature"] == "price"].sort_values("offset")

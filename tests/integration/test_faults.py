@@ -14,7 +14,7 @@ N_EVENTS = 40_000
 
 
 def infos(fk, name):
-    return fk.api.call("infos", name)
+    return fk.infos(name)
 
 
 def kill(pid: int) -> None:
@@ -29,17 +29,17 @@ def run_and_kill(fk, victim: str, parallelism: int, seed: int) -> None:
     fk.train("count", on="clicks", label="clicked", model=OffsetCounter(N_EVENTS),
              publish_every=None)
     kill_at = rng.randint(N_EVENTS // 5, N_EVENTS // 2)
-    wait_for(lambda: fk.api.call("infos", "count")[0].get("events_seen", 0) >= kill_at // 2,
+    wait_for(lambda: fk.infos("count")[0].get("events_seen", 0) >= kill_at // 2,
              timeout=60, what="first events learned")
     assert fk.checkpoint() is not None
-    wait_for(lambda: fk.api.call("infos", "count")[0].get("events_seen", 0) >= kill_at, timeout=60,
+    wait_for(lambda: fk.infos("count")[0].get("events_seen", 0) >= kill_at, timeout=60,
              what=f"{kill_at} events learned")
     stage, role = victim.split(":")
     target = next(i for i in infos(fk, stage) if i.get("role", "train") == role)
     kill(target["pid"])
     wait_for(lambda: len(fk.recoveries()) > 0, timeout=90, what="a recovery")
     try:
-        wait_for(lambda: fk.api.call("infos", "count")[0].get("events_seen", 0) >= N_EVENTS,
+        wait_for(lambda: fk.infos("count")[0].get("events_seen", 0) >= N_EVENTS,
                  timeout=120, what="every event learned after recovery")
     except AssertionError:
         print("RECOVERIES", fk.recoveries().to_dict("records"))
@@ -121,7 +121,7 @@ def test_controller_killed(fk, also):
     fk.stream("clicks", source=src, batch_size=500)
     fk.train("count", on="clicks", label="clicked", model=OffsetCounter(N_EVENTS),
              publish_every=None)
-    seen = lambda: fk.api.call("infos", "count")[0].get("events_seen", 0)  # noqa: E731
+    seen = lambda: fk.infos("count")[0].get("events_seen", 0)  # noqa: E731
     wait_for(lambda: seen() >= N_EVENTS // 8, timeout=60, what="first events learned")
     assert fk.checkpoint() is not None
     before = fk.api.call("actors")

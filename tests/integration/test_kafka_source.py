@@ -303,7 +303,7 @@ def test_partitions_spread_over_the_stage_actors_kill_and_scale(fk, broker):
     fk.train("count", on="events", label="y", model=EventCounter(n + more), publish_every=None)
 
     def partitions() -> list:  # each actor's, once its reading loop has connected
-        return [(r["role"], r["partitions"]) for r in fk.api.call("infos", "events")]
+        return [(r["role"], r["partitions"]) for r in fk.infos("events")]
 
     wait_for(lambda: partitions() == [("fused", [0]), ("fused", [1])], timeout=30,
              what="each actor reading one partition")
@@ -326,7 +326,7 @@ def test_partitions_spread_over_the_stage_actors_kill_and_scale(fk, broker):
     fk.scale("events", 1)
     wait_for(lambda: partitions() == [("fused", [0, 1])], timeout=30,
              what="one actor reading both partitions")
-    assert fk.api.call("infos", "events")[0]["offset"] == {0: half, 1: half}
+    assert fk.infos("events")[0]["offset"] == {0: half, 1: half}
     produce(broker, n, more // 2, partition=0)
     produce(broker, n + more // 2, more // 2, partition=1)
     wait_for(lambda: events_seen(fk, "count") >= n + more, timeout=90, what="the last events")

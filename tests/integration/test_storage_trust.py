@@ -49,7 +49,7 @@ def damage_latest_and_kill_the_trainer(fk, storage: Path, older: int, newer: int
     data = bytearray(state.read_bytes())
     data[len(data) // 2] ^= 0xFF
     state.write_bytes(bytes(data))
-    os.kill(fk.api.call("infos", "count")[0]["pid"], signal.SIGKILL)
+    os.kill(fk.infos("count")[0]["pid"], signal.SIGKILL)
 
     wait_for(lambda: len(fk.recoveries()) > n_recoveries, timeout=90, what="a recovery")
     assert fk.recoveries().iloc[-1]["checkpoint"] == older

@@ -46,7 +46,7 @@ def collected(folder: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
 
 
 def infos(fk, name: str) -> list[dict]:
-    return fk.api.call("infos", name)
+    return fk.infos(name)
 
 
 def test_keyed_windows_are_the_same_with_parallelism_1_and_3(fk, tmp_path):

@@ -29,7 +29,7 @@ SCALED = ["z_price", "z_dwell", "z_age", "position"]
 
 # -- helpers --------------------------------------------------------------------------------
 def info(fk, name: str) -> dict:
-    return fk.api.call("infos", name)[0]
+    return fk.infos(name)[0]
 
 
 def seen(fk, name: str) -> int:

@@ -134,3 +134,16 @@ def test_no_import_circles() -> None:
 @pytest.mark.parametrize("name", sorted(set(MODULES) - {"fusionkit.__main__"}))  # runs the CLI
 def test_every_module_imports(name: str) -> None:
     importlib.import_module(name)
+
+
+def test_the_tutorials_use_only_the_public_api() -> None:
+    """Notebooks, docs and README import from ``fusionkit`` itself (its ``__all__``), never
+    from a module inside it; every name of ``__all__`` is there."""
+    import re
+
+    repo = ROOT.parent
+    texts = [*repo.glob("notebooks/*.ipynb"), *repo.glob("docs/*.md"), repo / "README.md"]
+    private = [f"{p.name}: {m}" for p in texts
+               for m in re.findall(r"from fusionkit\.[\w.]+ import [\w, ]+", p.read_text())]
+    assert not private, "imported from inside fusionkit:\n" + "\n".join(private)
+    assert [n for n in fusionkit.__all__ if not hasattr(fusionkit, n)] == []
