@@ -6,6 +6,7 @@ import os
 import time
 
 import pytest
+from hypothesis import settings
 
 from fusionkit.connect import worker_pythonpath
 
@@ -15,6 +16,12 @@ os.environ.setdefault("FUSIONKIT_HOME", os.path.join(os.getcwd(), ".pytest-fusio
 # ray.cluster_utils clusters) get fusionkit's worker path, as docs/cluster.md tells users to
 # start their nodes; fk.connect() gives it to the local Rays it starts by itself.
 os.environ["PYTHONPATH"] = worker_pythonpath()
+
+# CI runs the same examples of every property test each time (a run is green or red for the
+# code, not for the draw); locally hypothesis explores new ones and keeps what failed
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # notebooks the tests drive themselves (the deliberately failing one, the browser test's
 # demo) are not tutorials for nbval to collect

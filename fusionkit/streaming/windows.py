@@ -20,9 +20,11 @@ Keys are held only while they have an open window. The table of keys (a key's co
 position in it) drops the keys that no open window holds whenever it has doubled since it
 was last pruned (and holds more than ``COMPACT_MIN``): a key whose windows have all fired
 has no partial left, so dropping it changes no result, and a key that comes back gets a
-code again. So the keys held stay below ``max(COMPACT_MIN, 2 x the keys with open
-windows)`` plus a batch's new keys, however many distinct keys pass (``held_keys``). No
-time-to-live is needed here: what a window keeps ends when the window fires.
+code again. So the keys held stay below ``max(COMPACT_MIN, 2 x the keys held after the last
+pruning)`` plus one batch's new keys, and a pruning leaves only the keys of open windows:
+memory follows the peak number of keys with open windows, however many distinct keys pass
+(``held_keys``). No time-to-live is needed here: what a window keeps ends when the window
+fires.
 """
 
 from __future__ import annotations

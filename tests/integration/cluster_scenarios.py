@@ -130,7 +130,7 @@ def placement(cluster, workers) -> dict:
     assert spec.resources == {"w2": 1.0} and spec.placement == "pack", spec
 
     fk.stream("wide", source=fk.sources.synthetic("wide", rate=2_000, seed=2),
-              batch_size=200, parallelism=3, key_by="user_id", placement="spread")
+              batch_size=200, parallelism=3, key_by="user_id", placement="spread", start=True)
     wait_for(lambda: all(i["status"] == "running" for i in fk.infos("wide")),
              60, "the spread stream running")
     spread = nodes_of("wide")  # fusionkit gives each actor the next node in turn

@@ -129,7 +129,7 @@ class Pipeline:
                   schema=fk.Schema(SCHEMA))
         fk.train("count", on="events", label="y", model=EventCounter(CAPACITY),
                  publish_every=None)
-        fk.stream("windows", source=copy.deepcopy(source), batch_size=100,
+        fk.stream("windows", source=copy.deepcopy(source), batch_size=100, start=True,
                   schema=fk.Schema(SCHEMA), window=fk.tumbling("50ms", agg={"n": ("x", "count")}))
         fk.resume("events")
 
