@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fusionkit.errors import FusionError
@@ -96,11 +97,22 @@ def handle(name: str):
     one), through a live Serve controller."""
     import ray
 
+    quiet_driver()
+
     try:
         return _serve().get_deployment_handle(name, app_name=name)
     except ray.exceptions.RayActorError:  # Serve was restarted by another process
         forget_client()
         return _serve().get_deployment_handle(name, app_name=name)
+
+
+def quiet_driver() -> None:
+    """Serve's logger in this process at WARNING, as fusionkit runs Serve's own processes
+    (``QUIET``): a handle's first request logs "Started <...SharedRouterLongPollClient...>"
+    at INFO, noise under a notebook cell. Left alone if the user set another level."""
+    logger = logging.getLogger("ray.serve")
+    if logger.level in (logging.NOTSET, logging.INFO):
+        logger.setLevel(logging.WARNING)
 
 
 def shutdown(timeout: float = 30.0) -> None:

@@ -218,6 +218,24 @@ def test_predict_from_inside_a_running_event_loop(fk_session, pipeline):
     assert {"prediction", "proba", "version"} <= set(out.columns)
 
 
+def test_predict_leaves_serve_quiet_in_the_driver(fk_session, pipeline):
+    """fusionkit runs Serve's own processes at WARNING; a driver's Serve logger follows, so
+    a handle's first request no longer logs "Started <...SharedRouterLongPollClient...>" at
+    INFO under a notebook cell (a level the user chose is left alone)."""
+    import logging
+
+    import fusionkit as fk
+
+    logger = logging.getLogger("ray.serve")
+    logger.setLevel(logging.INFO)  # Ray's default in a driver
+    fk.predict(API, pipeline.rows)
+    assert logger.level == logging.WARNING
+    logger.setLevel(logging.ERROR)
+    fk.predict(API, pipeline.rows)
+    assert logger.level == logging.ERROR
+    logger.setLevel(logging.WARNING)
+
+
 def test_bad_rows_tokens_and_sizes_get_4xx_and_leave_the_replica_healthy(fk_session, pipeline):
     import fusionkit as fk
 
