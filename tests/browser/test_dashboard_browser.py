@@ -106,7 +106,9 @@ def test_dashboard_in_jupyterlab(browser_tools):
                      what="the charts gaining points")
             n1, t1 = page.evaluate(POINTS)
             assert t1 > t0, "the newest point is later than before"
-            page.locator(".fk-dashboard").scroll_into_view_if_needed()
+            # a live dashboard re-draws its charts: on a busy machine its box takes longer to
+            # hold still for two frames than the page's default timeout
+            page.locator(".fk-dashboard").scroll_into_view_if_needed(timeout=120_000)
             box = page.locator(".fk-dashboard").bounding_box()
             shot = OUTPUT / "dashboard.png"
             page.screenshot(path=str(shot), clip=box, timeout=120_000)
