@@ -363,7 +363,7 @@ def _learning_model(name: str):
 
 
 class _Stage:
-    """What a train stage does with a batch (fusionkit.runtime.train_worker._learn), without
+    """What a train stage does with a batch (fusionkit.training.worker._learn), without
     Ray: predict then learn, the prequential step, then each drift watch. The "before" watch
     is handed no stage, so it watches the predictions given (as every watch did before);
     the "after" one is handed the stage, whose learner scores its prediction samples."""

@@ -52,13 +52,13 @@ from fusionkit.models import (
     rollback,
     unpin,
 )
+from fusionkit.registry.store import Guard, RegistryError
 from fusionkit.serving.client import PredictionError, predict
 from fusionkit.serving.limits import ExposedServeWarning
 from fusionkit.streaming.base import Operator
 from fusionkit.streaming.validate import Schema
 from fusionkit.streaming.windows import SlidingWindow, TumblingWindow
 from fusionkit.training.learners import Learner, Prediction
-from fusionkit.training.registry import Guard, RegistryError
 
 __version__ = "0.1.0"
 

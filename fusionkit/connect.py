@@ -202,7 +202,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
                 kwargs["address"] = address
             _init(kwargs, local=started)
         storage = storage or default_storage()
-        from fusionkit.runtime.controller import Controller, on_head
+        from fusionkit.control.controller import Controller, on_head
 
         controller = (ray.remote(Controller)
                       .options(name=CONTROLLER, namespace=NAMESPACE, lifetime="detached",

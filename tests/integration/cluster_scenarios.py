@@ -189,7 +189,7 @@ def infra_nodes() -> dict[str, str]:
     """The nodes of the controller, the registry and the monitor (from Ray's actor table)."""
     import ray
 
-    from fusionkit.runtime.actors import CONTROLLER, MONITOR, REGISTRY
+    from fusionkit.control.actors import CONTROLLER, MONITOR, REGISTRY
 
     out = {}
     for a in ray._private.state.actors().values():

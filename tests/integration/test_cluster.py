@@ -145,7 +145,7 @@ def test_placement_hints_are_checked_before_anything_runs():
 
 
 def test_hints_become_ray_options():
-    from fusionkit.runtime.controller import _placement
+    from fusionkit.control.controller import _placement
     from fusionkit.runtime.specs import StreamSpec, TrainSpec
 
     assert _placement(StreamSpec("s", source=None)) == {}

@@ -96,8 +96,8 @@ def host_handle(actor_id: str):
     """The named stage host with this actor id (hosts are detached, named actors)."""
     import ray
 
-    from fusionkit.runtime.actors import NAMESPACE
-    from fusionkit.runtime.controller import HOST_PREFIX
+    from fusionkit.control.actors import NAMESPACE
+    from fusionkit.control.controller import HOST_PREFIX
 
     for entry in ray.util.list_named_actors(all_namespaces=True):
         if entry["namespace"] == NAMESPACE and entry["name"].startswith(HOST_PREFIX):

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 
 from fusionkit.monitor.monitor import Monitor
 from fusionkit.monitor.series import LatencyHistogram
+from fusionkit.registry.actor import RegistryActor
+from fusionkit.registry.store import RETAIN
 from fusionkit.runtime.dead_letters import OVERHEAD, DeadLetters
-from fusionkit.runtime.registry_actor import RegistryActor
 from fusionkit.streaming import windows
 from fusionkit.streaming.operators import Chain, KeyedState, Map
 from fusionkit.streaming.windows import SlidingWindow, TumblingWindow
-from fusionkit.training.registry import RETAIN
 
 AGG = {"n": ("v", "count"), "total": ("v", "sum"), "kinds": ("v", "nunique")}
 

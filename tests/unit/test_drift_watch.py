@@ -155,7 +155,7 @@ NUMERIC = ["price", "dwell", "age", "hour", "position"]
 
 
 class Stage:
-    """What a train stage does with each batch (fusionkit.runtime.train_worker), without
+    """What a train stage does with each batch (fusionkit.training.worker), without
     Ray: predict then learn the batch, the prequential step, then the drift watch, handed
     the stage itself (whose learner scores prediction drift)."""
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fusionkit.runtime.stream_worker import probe_operators
 from fusionkit.streaming.base import Operator
 from fusionkit.streaming.operators import Filter, KeyBy, KeyedState, Map
 from fusionkit.streaming.windows import SlidingWindow, TumblingWindow
+from fusionkit.streaming.worker import probe_operators
 
 
 class Write(Operator):

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from fusionkit import _clock
 from fusionkit.errors import CorruptCheckpointError, FusionError, ModelNotFoundError
-from fusionkit.training.registry import INDEX, Guard, ModelRegistry, RegistryError, VersionRecord
+from fusionkit.registry.store import INDEX, Guard, ModelRegistry, RegistryError, VersionRecord
 
 
 def publish(reg: ModelRegistry, n: int, accuracy: float = 0.9, **extra) -> VersionRecord:

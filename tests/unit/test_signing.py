@@ -21,9 +21,9 @@ import pytest
 from fusionkit import _signing
 from fusionkit._names import check_name
 from fusionkit.errors import CorruptCheckpointError, InvalidNameError, StorageKeyError
+from fusionkit.registry.actor import RegistryActor
+from fusionkit.registry.store import ModelRegistry
 from fusionkit.runtime.checkpoint import CheckpointStore
-from fusionkit.runtime.registry_actor import RegistryActor
-from fusionkit.training.registry import ModelRegistry
 
 
 @pytest.fixture(autouse=True)

@@ -23,7 +23,8 @@ class StageHost:
 
     def __init__(self) -> None:
         # import what every stage needs while nobody waits
-        from fusionkit.runtime import stream_worker, train_worker  # noqa: F401
+        from fusionkit.streaming import worker as _stream  # noqa: F401
+        from fusionkit.training import worker as _train  # noqa: F401
 
         self.impl: Any = None
         self.role = "spare"
@@ -50,8 +51,8 @@ class StageHost:
         return True
 
     def become(self, worker: str, *args: Any) -> bool:
-        from fusionkit.runtime.stream_worker import StreamWorker
-        from fusionkit.runtime.train_worker import TrainWorker
+        from fusionkit.streaming.worker import StreamWorker
+        from fusionkit.training.worker import TrainWorker
 
         cls = {"stream": StreamWorker, "train": TrainWorker}[worker]
         with warnings.catch_warnings():

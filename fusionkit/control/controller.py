@@ -36,13 +36,13 @@ from fusionkit._clock import now
 from fusionkit._files import write_atomic
 from fusionkit._rpc import cause_of, through_restart
 from fusionkit._suggest import did_you_mean
+from fusionkit.control.actors import MONITOR, NAMESPACE, REGISTRY, Host, MonitorActor, Registry
 from fusionkit.errors import FusionError, StageFailedError, StageNotFoundError, StorageKeyError
-from fusionkit.runtime.actors import MONITOR, NAMESPACE, REGISTRY, Host, MonitorActor, Registry
 from fusionkit.runtime.checkpoint import CheckpointStore
 from fusionkit.runtime.dead_letters import DeadLetters
 from fusionkit.runtime.specs import StreamSpec, TrainSpec
-from fusionkit.runtime.stream_worker import OPS
 from fusionkit.sources.base import later
+from fusionkit.streaming.worker import OPS
 
 STOP_TIMEOUT = 5.0
 SPARE_HOSTS = 3  # warm processes kept ready, so defining a stage does not wait for one
@@ -203,7 +203,7 @@ def _preload() -> None:
     import river.linear_model  # noqa: F401
     import river.preprocessing  # noqa: F401
 
-    import fusionkit.runtime.train_worker  # noqa: F401
+    import fusionkit.training.worker  # noqa: F401
 
 
 class Controller:

@@ -17,8 +17,8 @@ import pandas as pd
 from fusionkit import _signing
 from fusionkit._clock import now
 from fusionkit.errors import FusionError
+from fusionkit.registry.store import RETAIN, Guard, ModelRegistry
 from fusionkit.runtime.checkpoint import write_atomic
-from fusionkit.training.registry import RETAIN, Guard, ModelRegistry
 
 
 class RegistryActor:

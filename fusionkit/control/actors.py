@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import ray
 
+from fusionkit.control.host import StageHost
 from fusionkit.monitor.monitor import Monitor
-from fusionkit.runtime.host import StageHost
+from fusionkit.registry.actor import RegistryActor
 from fusionkit.runtime.names import CONTROLLER, MONITOR, NAMESPACE, REGISTRY
-from fusionkit.runtime.registry_actor import RegistryActor
 
 __all__ = ["CONTROLLER", "MONITOR", "NAMESPACE", "REGISTRY", "Host", "MonitorActor", "Registry"]
 
