@@ -43,7 +43,7 @@ from _common import free_port, machine, table, write_result  # noqa: E402
 from serve_latency import Load  # noqa: E402
 
 import fusionkit as fk  # noqa: E402
-from fusionkit.training.learners import Learner, Prediction, load_state  # noqa: E402
+from fusionkit.training.protocol import Learner, Prediction, load_state  # noqa: E402
 
 KINDS = ("stream", "train", "registry", "replica", "controller")
 

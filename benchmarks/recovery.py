@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, summary_ms, table, write_result  # noqa: E402
 
 import fusionkit as fk  # noqa: E402
-from fusionkit.training.learners import Prediction  # noqa: E402
+from fusionkit.training.protocol import Prediction  # noqa: E402
 
 
 class Counter:

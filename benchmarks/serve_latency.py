@@ -52,7 +52,7 @@ from _common import free_port, machine, summary_ms, table, write_result  # noqa:
 import fusionkit as fk  # noqa: E402
 from fusionkit.demo import ctr_model  # noqa: E402
 from fusionkit.serving.deploy import MAX_ONGOING, QUIET, handle  # noqa: E402
-from fusionkit.training.learners import load_state  # noqa: E402
+from fusionkit.training.protocol import load_state  # noqa: E402
 
 STREAM, MODEL, API, BARE = "sl-clicks", "sl-ctr", "sl-api", "sl-bare"
 FRONTED = "sl-api-retry"  # the same model behind the retrying HTTP front (retry=True)

@@ -58,7 +58,7 @@ from fusionkit.serving.limits import ExposedServeWarning
 from fusionkit.streaming.base import Operator
 from fusionkit.streaming.validate import Schema
 from fusionkit.streaming.windows import SlidingWindow, TumblingWindow
-from fusionkit.training.learners import Learner, Prediction
+from fusionkit.training.protocol import Learner, Prediction
 
 __version__ = "0.1.0"
 

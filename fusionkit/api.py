@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from fusionkit._duration import parse_duration
 from fusionkit._names import check_name
 from fusionkit.connect import call, connection, handles  # noqa: F401 (fk.api.call, ...)
 from fusionkit.errors import FusionError
@@ -33,7 +34,6 @@ from fusionkit.stages import (
 )
 from fusionkit.streaming.base import Operator
 from fusionkit.streaming.operators import Filter, KeyBy, Map
-from fusionkit.streaming.windows import parse_duration
 
 
 def _duration(value: float | str | None, what: str) -> float | None:

@@ -54,7 +54,7 @@ def model(name: str, version: int | None = None, *, into: Any = None) -> Any:
     with ``set_state`` into ``into``, a fresh object of the same class, which is returned.
     """
     from fusionkit.errors import ModelNotFoundError
-    from fusionkit.training.learners import load_state
+    from fusionkit.training.protocol import load_state
 
     if version is None:
         version = live_version(name)

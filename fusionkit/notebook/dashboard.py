@@ -30,13 +30,13 @@ from typing import Any
 import ipywidgets as w
 
 from fusionkit._clock import monotonic, now
+from fusionkit._duration import parse_duration
 from fusionkit.errors import NotConnectedError
 from fusionkit.notebook.cards import Cards, close_tree
 from fusionkit.notebook.charts import Charts
 from fusionkit.notebook.feed import Feed
 from fusionkit.notebook.pipeline_view import PipelineView
 from fusionkit.notebook.state import DashboardState
-from fusionkit.streaming.windows import parse_duration
 
 log = logging.getLogger("fusionkit")
 

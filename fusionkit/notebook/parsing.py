@@ -22,9 +22,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import parse_argstring
 from IPython.utils.process import arg_split
 
+from fusionkit._duration import parse_duration
 from fusionkit._suggest import did_you_mean
 from fusionkit.errors import FusionError
-from fusionkit.streaming.windows import parse_duration
 
 
 class FusionUsageError(UsageError, FusionError):

@@ -23,7 +23,7 @@ from fusionkit.runtime.specs import ServeSpec
 from fusionkit.runtime.stage import Reporter
 from fusionkit.serving.inputs import BadRequest, check_records, check_rows, parse_rows
 from fusionkit.serving.limits import RETRIES, read_request, token_ok
-from fusionkit.training.learners import load_state
+from fusionkit.training.protocol import load_state
 
 log = logging.getLogger("fusionkit")
 FIRST_VERSION_WAIT = 30.0

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from fusionkit._clock import now
+from fusionkit._duration import parse_duration
 from fusionkit.batch import EVENT_TIME, OFFSET, RESERVED
-from fusionkit.streaming.windows import parse_duration
 
 DECODES = ("json", "fields")
 MAX_BYTES = 1 << 20  # default cap of one payload: 1 MiB

@@ -66,8 +66,8 @@ import numpy as np
 import pandas as pd
 
 from fusionkit._clock import now as wall_clock
+from fusionkit._duration import parse_duration
 from fusionkit.batch import EVENT_TIME
-from fusionkit.streaming.windows import parse_duration
 
 __all__ = ["IntervalJoin"]
 

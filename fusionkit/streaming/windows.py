@@ -8,13 +8,11 @@ aggregated, it is counted in ``late_count`` and routed to the ``late`` side outp
 event sees the watermark left by the events before it, so where a stream is cut into
 batches does not change the result.
 
-Open windows hold partial aggregates, not events: counts, sums, extremes, first and last
-values with their arrival position, and for ``var``/``std`` a count, mean and sum of
-squared deviations merged with the parallel-variance formula. A batch is reduced with
-numpy (one sort, then ``reduceat``) to one row per (first window, last window, key), spread
-over its windows and merged into the open windows it touches. Aggregations that cannot be
-merged from parts (``nunique``, ``median``, a callable) keep the values of open windows and
-are computed by pandas when the window fires.
+Open windows hold partial aggregates, not events (:mod:`fusionkit.streaming.partials`).
+A batch is reduced to one row per (first window, last window, key), spread over its
+windows and merged into the open windows it touches. Aggregations that cannot be merged
+from parts (``nunique``, ``median``, a callable) keep the values of open windows and are
+computed by pandas when the window fires.
 
 Keys are held only while they have an open window. The table of keys (a key's code is its
 position in it) drops the keys that no open window holds whenever it has doubled since it
@@ -29,54 +27,21 @@ fires.
 
 from __future__ import annotations
 
-import datetime
-import numbers
-import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from fusionkit._duration import parse_duration
 from fusionkit.batch import EVENT_TIME, INGEST_TS, OFFSET
+from fusionkit.streaming import partials
 from fusionkit.streaming.base import Operator
 
-__all__ = ["SlidingWindow", "TumblingWindow", "parse_duration"]
+__all__ = ["SlidingWindow", "TumblingWindow"]
 
 WIN, KC = "_win", "_kc"  # window index, key code (position in the table of keys seen)
 _BIG = 2**62
 COMPACT_MIN = 1024  # the table of keys is not pruned below this many keys
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0,
-          "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[-+]?[0-9]+)?)\s*([a-z]*)\s*$")
-# aggregation -> the partial columns it is computed from
-_NEEDS = {"sum": ("s",), "count": ("n",), "mean": ("s", "n"), "var": ("n", "mu", "m2"),
-          "std": ("n", "mu", "m2"), "min": ("min",), "max": ("max",),
-          "first": ("f", "fp"), "last": ("l", "lp"), "size": ("size",)}
-_NUMERIC = ("s", "mu")  # partials that only numbers have
-_PART_OF = {"sum": "s", "count": "n", "first": "f", "last": "l"}  # partial giving the result
-
-
-def parse_duration(value: float | int | str | datetime.timedelta) -> float:
-    """Seconds from a number, a timedelta, or a string such as ``"10s"``, ``"500ms"``, ``"1min"``.
-
-    Units: ``us``, ``ms``, ``s``/``sec``, ``m``/``min``, ``h``, ``d``; a bare number is seconds.
-
-    Examples
-    --------
-    >>> parse_duration("500ms"), parse_duration("1min"), parse_duration(2), parse_duration("1.5 h")
-    (0.5, 60.0, 2.0, 5400.0)
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, datetime.timedelta):  # pandas.Timedelta too
-        return value.total_seconds()
-    m = _DURATION.match(str(value).lower())
-    if not m or m.group(2) not in ("", *_UNITS):
-        raise ValueError(f"not a duration: {value!r} (use seconds, or e.g. '10s', '500ms', "
-                         f"'1min'; units are {', '.join(_UNITS)})")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
 
 
 def _index(x: np.ndarray) -> np.ndarray:
@@ -148,27 +113,8 @@ class SlidingWindow(Operator):
         self._compact_at = COMPACT_MIN  # prune the table of keys when it holds more
 
     def _plan(self) -> tuple[dict[str, tuple[str, str | None]], list, dict]:
-        if not self.agg:
-            raise ValueError("agg must name at least one aggregation, e.g. "
-                             "{'n': ('clicked', 'count')}")
         taken = {"window_start", "window_end", EVENT_TIME, INGEST_TS, OFFSET, self.key}
-        parts: dict[str, tuple[str, str | None]] = {"ing": ("ing", None), "off": ("off", None)}
-        finals, holistic = [], {}
-        for out, spec in self.agg.items():
-            if out in taken:
-                raise ValueError(f"aggregation name {out!r} clashes with an output column")
-            if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)):
-                raise ValueError(f"agg[{out!r}] must be a (column, function) pair, "
-                                 f"e.g. ('price', 'mean'); got {spec!r}")
-            col, fn = spec
-            if isinstance(fn, str) and fn in _NEEDS:
-                parts.update({f"{kind}:{col}": (kind, col) for kind in _NEEDS[fn]})
-                finals.append((out, fn, col))
-            elif callable(fn) or isinstance(fn, str):
-                holistic[out] = pd.NamedAgg(column=col, aggfunc=fn)
-            else:
-                raise ValueError(f"agg[{out!r}]: unknown function {fn!r}")
-        return parts, finals, holistic
+        return partials.plan(self.agg, taken)
 
     def _first_window(self, t: np.ndarray) -> np.ndarray:
         """Index of the first window whose end is after ``t``."""
@@ -240,9 +186,9 @@ class SlidingWindow(Operator):
     def _add(self, batch: pd.DataFrame, on: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
         kc = self._key_codes(batch, on)
         pos = (self._seq + on).astype("float64")
-        columns = {col: _column(batch, col, on) for col in
+        columns = {col: partials.column(batch, col, on) for col in
                    {col for kind, col in self._parts.values() if col is not None}}
-        units = {name: _unit(kind, batch, columns.get(col), on, pos)
+        units = {name: partials.unit(kind, batch, columns.get(col), on, pos)
                  for name, (kind, col) in self._parts.items()}
         if self._holistic:
             self._keep_values(batch, on, lo, hi, kc)
@@ -268,42 +214,7 @@ class SlidingWindow(Operator):
 
     def _reduce(self, keys: list[np.ndarray], parts: dict[str, np.ndarray]):
         """Merge the partial rows that share ``keys`` (sorted by ``keys``)."""
-        order = np.lexsort(keys[::-1])
-        keys = [k[order] for k in keys]
-        change = np.zeros(len(order), dtype=bool)
-        change[0] = True
-        for k in keys:
-            change[1:] |= k[1:] != k[:-1]
-        starts = np.flatnonzero(change)
-        gid = np.cumsum(change) - 1
-        out: dict[str, np.ndarray] = {}
-        sorted_ = {name: v[order] for name, v in parts.items()}
-        for name, (kind, col) in self._parts.items():
-            v = sorted_[name]
-            if kind in ("n", "s", "size"):
-                out[name] = np.add.reduceat(v, starts)
-            elif kind in ("min", "max", "ing", "off"):
-                if v.dtype.kind in "biuf":
-                    ufunc = np.fmin if kind == "min" else np.fmax
-                    out[name] = ufunc.reduceat(v, starts)
-                else:
-                    out[name] = getattr(pd.Series(v).groupby(gid), kind)().to_numpy()
-            elif kind == "mu":  # merge (count, mean, M2) triples: Chan et al.'s formula
-                n, m2 = sorted_[f"n:{col}"].astype("float64"), sorted_[f"m2:{col}"]
-                total = np.add.reduceat(n, starts)
-                mean = np.divide(np.add.reduceat(n * v, starts), total,
-                                 out=np.zeros(len(starts)), where=total > 0)
-                out[name] = mean
-                out[f"m2:{col}"] = np.add.reduceat(m2 + n * (v - mean[gid]) ** 2, starts)
-            elif kind in ("fp", "lp"):  # the value at the earliest / latest position
-                reduce = np.minimum if kind == "fp" else np.maximum
-                best = reduce.reduceat(v, starts)
-                hit = np.flatnonzero((v == best[gid]) & np.isfinite(v))
-                values = sorted_[f"{kind[0]}:{col}"]
-                picked = _blank(len(starts), values.dtype)
-                picked[gid[hit]] = values[hit]
-                out[name], out[f"{kind[0]}:{col}"] = best, picked
-        return [k[starts] for k in keys], out
+        return partials.reduce(self._parts, keys, parts)
 
     def _keep_values(self, batch: pd.DataFrame, on: np.ndarray, lo: np.ndarray,
                      hi: np.ndarray, kc: np.ndarray) -> None:
@@ -349,7 +260,7 @@ class SlidingWindow(Operator):
         start = done[WIN] * self.slide
         out["window_start"], out["window_end"] = start, start + self.size
         for name, fn, col in self._finals:
-            out[name] = _final(fn, col, done)
+            out[name] = partials.final(fn, col, done)
         if self._holistic:
             values = pd.concat(self._values, ignore_index=True)
             due = values[WIN].to_numpy() < self._closed
@@ -418,71 +329,9 @@ class SlidingWindow(Operator):
         self._closed = int(state["closed"])
         self._keys, self._rank = state["keys"].copy(), None
         self._compact_at = max(COMPACT_MIN, 2 * len(self._keys))
-        partials, values = state["partials"], state["values"]
-        self._state = None if partials is None else {n: v.copy() for n, v in partials.items()}
+        parts, values = state["partials"], state["values"]
+        self._state = None if parts is None else {n: v.copy() for n, v in parts.items()}
         self._values = [] if values is None else [values.copy()]
-
-
-def _column(batch: pd.DataFrame, col: str, on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The values of ``col`` for the rows ``on``, as numpy, and where they are not missing."""
-    s = batch[col]
-    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "biuf":
-        x = s.to_numpy()[on]
-        return x, ~np.isnan(x) if x.dtype.kind == "f" else np.ones(len(on), dtype=bool)
-    if pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
-        x = s.to_numpy("float64", na_value=np.nan)[on]  # nullable integers, floats, booleans
-        return x, ~np.isnan(x)
-    x = s.to_numpy()[on]
-    return x, ~pd.isna(x)
-
-
-def _unit(kind: str, batch: pd.DataFrame, column: tuple | None, on: np.ndarray,
-          pos: np.ndarray) -> np.ndarray:
-    """The partial column ``kind`` of single events (each event its own group)."""
-    if kind == "ing":
-        if INGEST_TS not in batch.columns:
-            return np.full(len(on), np.nan)
-        return batch[INGEST_TS].to_numpy("float64", na_value=np.nan)[on]
-    if kind == "off":
-        if OFFSET not in batch.columns:
-            return np.full(len(on), -1, dtype=np.int64)
-        return batch[OFFSET].to_numpy()[on]
-    if kind == "size":
-        return np.ones(len(on), dtype=np.int64)
-    x, valid = column
-    if kind in _NUMERIC and x.dtype.kind not in "biuf":
-        raise TypeError(f"cannot sum or average a column of {x.dtype} values; aggregate it "
-                        "with count, min, max, first, last or nunique")
-    if kind == "n":
-        return valid.astype(np.int64)
-    if kind == "s":
-        return np.where(valid, x, 0) if x.dtype.kind == "f" else x.astype(np.int64)
-    if kind == "mu":
-        return np.where(valid, x, 0.0).astype("float64")
-    if kind == "m2":
-        return np.zeros(len(on))
-    if kind in ("fp", "lp"):
-        return np.where(valid, pos, np.inf if kind == "fp" else -np.inf)
-    return x  # min, max, f, l
-
-
-def _blank(n: int, dtype: np.dtype) -> np.ndarray:
-    if dtype.kind == "f":
-        return np.full(n, np.nan, dtype=dtype)
-    if dtype.kind in "mM":
-        return np.full(n, np.datetime64("NaT"), dtype=dtype)
-    return np.full(n, np.nan, dtype=object) if dtype.kind == "O" else np.zeros(n, dtype=dtype)
-
-
-def _final(fn: str, col: str, done: dict[str, np.ndarray]) -> np.ndarray:
-    """The aggregate ``fn`` of column ``col`` from merged partials."""
-    if fn in ("sum", "count", "min", "max", "first", "last", "size"):
-        return done[f"{_PART_OF.get(fn, fn)}:{col}"]
-    n = done[f"n:{col}"].astype("float64")
-    if fn == "mean":
-        return np.divide(done[f"s:{col}"], n, out=np.full(len(n), np.nan), where=n > 0)
-    var = np.divide(done[f"m2:{col}"], n - 1, out=np.full(len(n), np.nan), where=n > 1)
-    return np.sqrt(var) if fn == "std" else var
 
 
 class TumblingWindow(SlidingWindow):

@@ -26,7 +26,9 @@ from fusionkit.runtime.pacer import Pacer
 from fusionkit.runtime.specs import StreamSpec
 from fusionkit.runtime.stage import StageActor
 from fusionkit.sources.base import later
-from fusionkit.streaming.operators import Chain, Filter, KeyBy, KeyedState, Map, partition
+from fusionkit.streaming.chain import Chain
+from fusionkit.streaming.keyed import KeyedState
+from fusionkit.streaming.operators import Filter, KeyBy, Map, partition
 from fusionkit.streaming.validate import Schema
 from fusionkit.streaming.windows import SlidingWindow
 

@@ -14,7 +14,8 @@ import copy
 
 import pandas as pd
 
-from fusionkit.training.learners import Learner, _RiverLearner
+from fusionkit.training.protocol import Learner
+from fusionkit.training.river_learner import _RiverLearner
 
 
 def text_columns(X: pd.DataFrame, columns: list[str]) -> list[str]:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from river import metrics, utils
 
-from fusionkit.training.learners import TASKS, Prediction
+from fusionkit.training.protocol import TASKS, Prediction
 
 
 class _Recent:
@@ -139,7 +139,7 @@ class Prequential:
     Examples
     --------
     >>> import numpy as np
-    >>> from fusionkit.training.learners import Prediction
+    >>> from fusionkit.training.protocol import Prediction
     >>> pq = Prequential("classification", window=2)
     >>> pq.update([True, False, True], Prediction(np.array([True, True, True]),
     ...                                           np.array([0.9, 0.6, 0.8])))

@@ -23,7 +23,8 @@ from fusionkit.runtime.specs import TrainSpec
 from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.validate import Schema
 from fusionkit.training.explain import needs_numbers
-from fusionkit.training.learners import divergence, fresh_learner
+from fusionkit.training.learners import fresh_learner
+from fusionkit.training.divergence import divergence
 from fusionkit.training.prequential import Prequential
 
 FRESHNESS_SAMPLE = 20_000  # ingest times kept per version for freshness quantiles

@@ -22,7 +22,7 @@ import pandas as pd
 import psutil
 import ray.cloudpickle
 
-from fusionkit.training.learners import Prediction
+from fusionkit.training.protocol import Prediction
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 

@@ -14,7 +14,7 @@ from conftest import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusionkit.training.learners import Prediction
+from fusionkit.training.protocol import Prediction
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the learners travel by value
 

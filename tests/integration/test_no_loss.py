@@ -18,7 +18,7 @@ import ray
 from _pipelines import SCHEMA, EventCounter, OffsetCounter, events_seen, model_state
 from conftest import wait_for
 
-from fusionkit.training.learners import Prediction
+from fusionkit.training.protocol import Prediction
 
 
 # -- helpers --------------------------------------------------------------------------------

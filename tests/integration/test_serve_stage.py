@@ -25,7 +25,7 @@ from conftest import wait_for
 from fusionkit.demo import ctr_model
 from fusionkit.serving.client import PredictionError
 from fusionkit.serving.deploy import handle
-from fusionkit.training.learners import Learner, Prediction
+from fusionkit.training.protocol import Learner, Prediction
 
 STREAM, MODEL, API = "sv-clicks", "sv-ctr", "sv-api"
 FRONT = f"{API}-http"  # the retrying HTTP front's deployment, once the stage has 2 replicas

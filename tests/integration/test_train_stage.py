@@ -21,7 +21,7 @@ from conftest import wait_for
 from river import datasets, evaluate, linear_model, metrics, preprocessing
 
 from fusionkit.demo import ctr_model
-from fusionkit.training.learners import Prediction, load_state
+from fusionkit.training.protocol import Prediction, load_state
 
 NUMERIC = ["price", "dwell", "age", "hour", "position"]
 SCALED = ["z_price", "z_dwell", "z_age", "position"]

@@ -19,7 +19,9 @@ from fusionkit.registry.actor import RegistryActor
 from fusionkit.registry.store import RETAIN
 from fusionkit.runtime.dead_letters import OVERHEAD, DeadLetters
 from fusionkit.streaming import windows
-from fusionkit.streaming.operators import Chain, KeyedState, Map
+from fusionkit.streaming.chain import Chain
+from fusionkit.streaming.keyed import KeyedState
+from fusionkit.streaming.operators import Map
 from fusionkit.streaming.windows import SlidingWindow, TumblingWindow
 
 AGG = {"n": ("v", "count"), "total": ("v", "sum"), "kinds": ("v", "nunique")}

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from fusionkit.streaming.operators import Chain, KeyedState, Map
+from fusionkit.streaming.chain import Chain
+from fusionkit.streaming.keyed import KeyedState
+from fusionkit.streaming.operators import Map
 from fusionkit.streaming.windows import TumblingWindow
 
 

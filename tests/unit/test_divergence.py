@@ -9,7 +9,9 @@ import pandas as pd
 from river import linear_model, optim
 from sklearn.linear_model import SGDRegressor
 
-from fusionkit.training.learners import Prediction, adapt, divergence
+from fusionkit.training.divergence import divergence
+from fusionkit.training.learners import adapt
+from fusionkit.training.protocol import Prediction
 
 
 def frame(n: int, scale: float, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:

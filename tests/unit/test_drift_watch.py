@@ -18,9 +18,10 @@ from fusionkit.monitor.drift_watch import DriftSpec, DriftWatch, error_stream
 from fusionkit.monitor.monitor import Monitor
 from fusionkit.sources.drift import ConceptDrift, FeatureDrift
 from fusionkit.sources.synthetic import Synthetic
-from fusionkit.training.learners import Prediction, adapt
+from fusionkit.training.learners import adapt
 from fusionkit.training.prequential import Prequential
 
+from fusionkit.training.protocol import Prediction
 
 def batches(n: int, drift=(), seed: int = 0, size: int = 500):
     src = Synthetic(rate=None, seed=seed, max_events=n, start_time=0.0, drift=drift)

@@ -15,8 +15,10 @@ from sklearn.linear_model import SGDClassifier, SGDRegressor
 
 from fusionkit.batch import EVENT_TIME, INGEST_TS, OFFSET
 from fusionkit.errors import SchemaError
-from fusionkit.training.learners import SMALL_REQUEST, Learner, Prediction, adapt, load_state
+from fusionkit.training.learners import adapt
 from fusionkit.training.prequential import Prequential
+from fusionkit.training.protocol import Learner, Prediction, load_state
+from fusionkit.training.river_learner import SMALL_REQUEST
 
 
 def river_pipeline():

@@ -16,16 +16,9 @@ from hypothesis import strategies as st
 
 import fusionkit.streaming
 from fusionkit.streaming.base import Operator
-from fusionkit.streaming.operators import (
-    KEY,
-    Chain,
-    Filter,
-    KeyBy,
-    KeyedState,
-    Map,
-    key_hash,
-    partition,
-)
+from fusionkit.streaming.chain import Chain
+from fusionkit.streaming.keyed import KeyedState
+from fusionkit.streaming.operators import KEY, Filter, KeyBy, Map, key_hash, partition
 from fusionkit.streaming.windows import TumblingWindow
 
 RESERVED = ["_event_time", "_ingest_ts", "_offset"]

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from river import metrics, utils
 
-from fusionkit.training.learners import Prediction
 from fusionkit.training.prequential import Prequential, PrimaryMetric
+from fusionkit.training.protocol import Prediction
 
 
 def classification_stream(n: int = 3000, seed: int = 0):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from fusionkit.streaming.base import Operator
-from fusionkit.streaming.operators import Filter, KeyBy, KeyedState, Map
+from fusionkit.streaming.keyed import KeyedState
+from fusionkit.streaming.operators import Filter, KeyBy, Map
 from fusionkit.streaming.windows import SlidingWindow, TumblingWindow
 from fusionkit.streaming.worker import probe_operators
 

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fusionkit._duration import parse_duration
 from fusionkit.streaming.operators import KeyBy, partition
-from fusionkit.streaming.windows import SlidingWindow, TumblingWindow, parse_duration
+from fusionkit.streaming.windows import SlidingWindow, TumblingWindow
 
 AGG = {"total": ("v", "sum"), "n": ("x", "count"), "avg": ("x", "mean"), "top": ("v", "max"),
        "low": ("x", "min"), "sd": ("x", "std"), "var": ("x", "var"), "first": ("x", "first"),
