@@ -25,11 +25,9 @@ def free_port() -> int:
 def wait_for_warm_hosts() -> None:
     """Defining stages takes warm hosts, and the controller starts new spares (processes
     importing pandas and River on the same cores): wait for them before timing anything."""
-    import ray
+    import fusionkit as fk
 
-    from fusionkit.connect import controller
-
-    ray.get(controller().wait_warm.remote())
+    fk.wait_warm()
 
 
 def summary_ms(seconds: list[float] | np.ndarray) -> dict[str, float]:

@@ -177,7 +177,7 @@ def pids_by_kind() -> dict[str, list[int]]:
         out["stream"] = [int(p) for p in actors[actors["stage"] == "events"]["pid"].dropna()]
         out["train"] = [int(p) for p in actors[actors["stage"] == "count"]["pid"].dropna()]
         out["registry"] = [ray.get(fk.api.handles()["registry"].pid.remote(), timeout=10)]
-        out["controller"] = [fk.api.call("pid")]
+        out["controller"] = [fk.controller_info().pid]
     except Exception:
         pass  # mid-recovery: take what the next sample finds
     out["replica"] = replica_pids("count-api")

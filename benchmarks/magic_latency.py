@@ -74,7 +74,7 @@ def main() -> None:
     shell.run_cell("%fusion wait ctr-api --timeout 3min").raise_error()
     serve_again = cell(f"%fusion serve ctr-api --model ctr --port {port}")
     def warm() -> None:  # as after a user's pause: the controller's spare hosts are ready
-        fk.api.call("wait_warm", 120.0, timeout=130)
+        fk.wait_warm(120.0)
 
     for _ in range(opts.rounds):
         src = fk.sources.synthetic("clicks", rate=2000)

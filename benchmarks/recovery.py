@@ -76,10 +76,10 @@ def kill_once(kind: str, seed: int) -> float:
     assert fk.checkpoint() is not None
     before = len(fk.recoveries())
     if kind == "controller":  # from SIGKILL to the restarted controller running the pipeline
-        pid = fk.api.call("pid")
+        pid = fk.controller_info().pid
         t0 = time.time()
         os.kill(pid, signal.SIGKILL)
-        fk.api.call("ping")  # waits through the restart
+        fk.controller_info()  # waits through the restart
         wait(lambda: len(fk.recoveries()) > before)
         seconds = time.time() - t0
         n = learned()

@@ -20,12 +20,20 @@ from fusionkit.api import (
     resume,
     scale,
     serve,
+    stage,
     status,
     stop,
     stream,
     train,
 )
-from fusionkit.connect import Connection, connect, shutdown
+from fusionkit.connect import (
+    Connection,
+    ControllerInfo,
+    connect,
+    controller_info,
+    shutdown,
+    wait_warm,
+)
 from fusionkit.drift_api import alarms, drift, unwatch_drift, watch_drift
 from fusionkit.errors import (
     CorruptCheckpointError,
@@ -78,6 +86,7 @@ __all__ = [
     "tumbling", "unpin", "unwatch_drift", "watch_drift", "dashboard",
     "ExposedServeWarning", "Learner", "ModelDivergedError", "Operator", "Prediction",
     "PredictionError", "RegistryError", "StageHandle",
+    "ControllerInfo", "controller_info", "stage", "wait_warm",
 ]
 
 

@@ -14,7 +14,14 @@ import pandas as pd
 
 from fusionkit._duration import parse_duration
 from fusionkit._names import check_name
-from fusionkit.connect import call, connection, handles  # noqa: F401 (fk.api.call, ...)
+from fusionkit.connect import (  # noqa: F401 (call, connection, handles: the notebook layer's)
+    ControllerInfo,
+    call,
+    connection,
+    controller_info,
+    handles,
+    wait_warm,
+)
 from fusionkit.errors import FusionError
 from fusionkit.handles import StageHandle
 from fusionkit.runtime.specs import ServeSpec, StreamSpec, TrainSpec
@@ -32,6 +39,7 @@ from fusionkit.stages import (
     status,
     stop,
 )
+from fusionkit.stages import spec as stage_spec
 from fusionkit.streaming.base import Operator
 from fusionkit.streaming.operators import Filter, KeyBy, Map
 
@@ -257,6 +265,18 @@ def restore(path: str | None = None) -> dict[str, Any]:
     return call("restore", None if path is None else str(path))
 
 
+def stage(name: str) -> StageHandle:
+    """The handle of stage ``name``, as defining it returned: for a stage defined in another
+    cell, notebook or process connected to the same cluster. An unknown name raises
+    ``StageNotFoundError`` (with "did you mean").
+
+    >>> import fusionkit as fk                                          # doctest: +SKIP
+    >>> fk.stage("clicks")                                              # doctest: +SKIP
+    <fusionkit stream stage 'clicks'>
+    """
+    return StageHandle(name, stage_spec(name).kind)
+
+
 def actors(name: str | None = None) -> pd.DataFrame:
     """The actors of stage ``name`` (default: every stream and train stage): one row each
     with its role, process id, node, status, events taken and whether Ray restarted it."""
@@ -277,4 +297,5 @@ def actors(name: str | None = None) -> pd.DataFrame:
 
 
 __all__ = ["stream", "train", "serve", "status", "metrics", "stop", "pause", "resume", "scale",
-           "dead_letters", "peek", "check", "restore", "actors", "infos", "FusionError"]
+           "dead_letters", "peek", "check", "restore", "actors", "infos", "stage",
+           "controller_info", "wait_warm", "ControllerInfo", "FusionError"]

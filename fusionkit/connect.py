@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -230,10 +230,6 @@ def connection() -> Connection:
     return _conn
 
 
-def controller() -> Any:
-    return connection().controller
-
-
 def _serve_running() -> bool:
     try:
         from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
@@ -312,3 +308,65 @@ def call(method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -
 def handles() -> dict[str, Any]:
     """The handles of the pipeline's shared actors (``monitor``, ``registry``)."""
     return call("handles")
+
+
+@dataclass(frozen=True)
+class ControllerInfo:
+    """What the pipeline's controller reports about itself, at one moment.
+
+    The controller is the named actor that owns every stage; Ray restarts it when its
+    process dies and it reads its stage table back, so ``restarts`` counts those restarts
+    and ``pid`` changes with each. ``stages`` maps each stage's name, in the order they were
+    defined, to the Ray actor ids of its actors (a stream stage's reader first), the ids
+    Ray's own tools show; ``warm_hosts`` are the ids of the spare processes kept ready so
+    that defining a stage is quick. ``storage`` is the folder of checkpoints and model
+    versions, ``started`` the time (``time.time()``) its current process started.
+
+    >>> info = ControllerInfo(pid=4242, restarts=0, started=0.0, storage="/tmp/fk",
+    ...                       stages={"clicks": ("a1", "a2")}, warm_hosts=("h1",))
+    >>> info.stages["clicks"]
+    ('a1', 'a2')
+    >>> info.restarts = 1
+    Traceback (most recent call last):
+    ...
+    dataclasses.FrozenInstanceError: cannot assign to field 'restarts'
+    """
+
+    pid: int
+    restarts: int
+    started: float
+    storage: str
+    stages: dict[str, tuple[str, ...]] = field(hash=False)
+    warm_hosts: tuple[str, ...] = ()
+
+
+def controller_info() -> ControllerInfo:
+    """What the pipeline's controller reports about itself (``ControllerInfo``).
+
+    A call made while Ray restarts the controller waits for it to answer again, so after
+    killing its process this returns the restarted one's report.
+
+    >>> import fusionkit as fk                                          # doctest: +SKIP
+    >>> fk.controller_info().restarts                                   # doctest: +SKIP
+    0
+    """
+    ping = call("ping")
+    table = call("actors")  # per stage, and "(spare)": no stage name has parentheses
+    return ControllerInfo(pid=call("pid"), restarts=int(ping["restarts"]),
+                          started=ping["started"], storage=ping["storage"],
+                          stages={k: tuple(v) for k, v in table.items() if k != "(spare)"},
+                          warm_hosts=tuple(table.get("(spare)", ())))
+
+
+def wait_warm(timeout: float = 60.0) -> int:
+    """Wait until the controller's pool of warm processes is full again; return its size.
+
+    ``connect()`` waits once, so the first stage is quick; each stage defined since took
+    warm processes, and the new ones start beside the running stages (importing pandas and
+    River on the same cores). Wait before timing anything that should not pay for that.
+
+    >>> import fusionkit as fk                                          # doctest: +SKIP
+    >>> fk.wait_warm()                                                  # doctest: +SKIP
+    3
+    """
+    return call("wait_warm", timeout, timeout=timeout + 10)

@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+if TYPE_CHECKING:
+    from fusionkit.runtime.specs import ServeSpec, StreamSpec, TrainSpec
+
 
 class StageHandle:
-    """A stage of the pipeline, by name. Cheap: every call asks the controller."""
+    """A stage of the pipeline, by name. Cheap: every call asks the controller.
+
+    Defining a stage returns one; ``fusionkit.stage(name)`` gives one for a stage defined
+    elsewhere (another cell, notebook or process connected to the same cluster).
+
+    >>> h = StageHandle("clicks", "stream")
+    >>> h
+    <fusionkit stream stage 'clicks'>
+    >>> h.spec.batch_size                                               # doctest: +SKIP
+    500
+    >>> len(h.actor_ids())                                              # doctest: +SKIP
+    1
+    """
 
     def __init__(self, name: str, kind: str):
         self.name = name
@@ -38,6 +53,19 @@ class StageHandle:
         from fusionkit.stages import infos
 
         return infos(self.name)
+
+    @property
+    def spec(self) -> StreamSpec | TrainSpec | ServeSpec:
+        """The stage's definition as the controller holds it (``fusionkit.stages.spec``)."""
+        from fusionkit.stages import spec
+
+        return spec(self.name)
+
+    def actor_ids(self) -> list[str]:
+        """The Ray actor ids of the stage's actors (``fusionkit.stages.actor_ids``)."""
+        from fusionkit.stages import actor_ids
+
+        return actor_ids(self.name)
 
     def dead_letters(self, limit: int | None = None) -> pd.DataFrame:
         from fusionkit.stages import dead_letters

@@ -1,5 +1,5 @@
 """Look at and operate a pipeline's stages by name: status, metrics, dead letters, peek,
-check, stop, pause, resume, scale. ``fusionkit.api`` offers these functions and a
+check, a stage's definition and actor ids, stop, pause, resume, scale. ``fusionkit.api`` offers these functions and a
 ``StageHandle`` offers them as methods; both stand on this module, which stands on the
 controller call of ``fusionkit.connect``."""
 
@@ -12,6 +12,7 @@ import ray
 
 from fusionkit.connect import call, handles
 from fusionkit.errors import StageFailedError
+from fusionkit.runtime.specs import ServeSpec, StreamSpec, TrainSpec
 
 
 def status() -> pd.DataFrame:
@@ -39,6 +40,24 @@ def infos(name: str) -> list[dict[str, Any]]:
     reader's ``partitions`` and position, a train actor's versions). ``actors`` is the table
     of the same for every stage."""
     return call("infos", name)
+
+
+def spec(name: str) -> StreamSpec | TrainSpec | ServeSpec:
+    """Stage ``name``'s definition as the controller holds it: what ``fk.stream``,
+    ``fk.train`` or ``fk.serve`` was given (after the defaults and checks), and what a
+    restarted actor, a restarted controller and ``fk.restore`` start it from again."""
+    return call("spec", name)
+
+
+def actor_ids(name: str) -> list[str]:
+    """The Ray actor ids of stage ``name``'s actors (a stream stage's reader first), as Ray's
+    own tools show them. A stage defined again gets new actors, so new ids; a serve stage's
+    replicas are Ray Serve's and not listed (``infos`` reports on them)."""
+    ids = call("actors").get(name)
+    if ids is None:
+        spec(name)  # an unknown stage: the controller's error, with "did you mean"
+        ids = call("actors").get(name, [])
+    return list(ids)
 
 
 def metrics(name: str, since: float | None = None) -> pd.DataFrame:

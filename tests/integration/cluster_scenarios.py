@@ -126,7 +126,7 @@ def placement(cluster, workers) -> dict:
     assert stream_nodes == [w1.node_id], (stream_nodes, w1.node_id)
     assert train_nodes == [w2.node_id], (train_nodes, w2.node_id)
     # the hints travel with the spec (the controller's stage table)
-    spec = fk.api.call("spec", "count")
+    spec = fk.stage("count").spec
     assert spec.resources == {"w2": 1.0} and spec.placement == "pack", spec
 
     fk.stream("wide", source=fk.sources.synthetic("wide", rate=2_000, seed=2),
@@ -143,7 +143,7 @@ def placement(cluster, workers) -> dict:
     else:
         raise AssertionError("a resource no node offers was accepted")
     assert "gpu9" in refused and "w1" in refused, refused
-    assert "nowhere" not in fk.api.call("stage_names")
+    assert "nowhere" not in fk.controller_info().stages
     return {"stream": stream_nodes, "train": train_nodes, "spread": spread, "head": head,
             "w1": w1.node_id, "w2": w2.node_id, "refused": refused}
 

@@ -93,11 +93,11 @@ def test_status_says_waiting_and_why(fk):
     reason = fk.status().loc["clicks", "reason"]
     assert reason.startswith("no stage reads 'clicks' yet: define one on it")
     assert "fk.resume('clicks') to run it alone" in reason
-    (row,) = [r for r in fk.api.call("status") if r["name"] == "clicks"]
-    assert row["status"] == "waiting" and row["reason"] == reason
-    from fusionkit.notebook.live import row_html
+    from fusionkit.notebook.live import row_html, snapshot
 
-    assert "no stage reads" in row_html({**row, "rate": 0.0, "version": None})
+    row = snapshot(("clicks",))["clicks"]  # the rows the stage card and the dashboard read
+    assert row["status"] == "waiting" and row["reason"] == reason
+    assert "no stage reads" in row_html(row)
     head = fk.peek("clicks", 3)  # the sample the definition read: the source did not move on
     assert len(head) == 3 and "clicked" in head.columns
     assert fk.status().loc["clicks", "events"] == 0
@@ -155,9 +155,9 @@ def test_waiting_outlives_a_controller_restart_and_a_killed_stream_actor(fk):
     fk.stream("rows", source=fk.sources.replay(frame(n)), batch_size=250)
     wait_waiting(fk, "rows")
     assert fk.checkpoint() is not None
-    restarts = fk.api.call("ping")["restarts"]
-    os.kill(fk.api.call("pid"), signal.SIGKILL)
-    assert fk.api.call("ping")["restarts"] == restarts + 1  # waits through the restart
+    before = fk.controller_info()
+    os.kill(before.pid, signal.SIGKILL)
+    assert fk.controller_info().restarts == before.restarts + 1  # waits through the restart
     assert status_of(fk, "rows") == "waiting" and fk.status().loc["rows", "events"] == 0
     recoveries = len(fk.recoveries())
     pid = fk.infos("rows")[0]["pid"]

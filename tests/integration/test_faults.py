@@ -124,26 +124,25 @@ def test_controller_killed(fk, also):
     seen = lambda: fk.infos("count")[0].get("events_seen", 0)  # noqa: E731
     wait_for(lambda: seen() >= N_EVENTS // 8, timeout=60, what="first events learned")
     assert fk.checkpoint() is not None
-    before = fk.api.call("actors")
-    pid = fk.api.call("pid")
-    restarts = fk.api.call("ping")["restarts"]
+    controller = fk.controller_info()
+    before, pid, restarts = controller.stages, controller.pid, controller.restarts
     n_recoveries = len(fk.recoveries())
     trainer = host_handle(before["count"][0]) if also == "trainer gone" else None
     kill(pid)
     t0 = time.monotonic()
     if trainer is not None:  # gone for good while the controller is down
         ray.kill(trainer, no_restart=True)
-    info = fk.api.call("ping")  # waits through the restart
+    info = fk.controller_info()  # waits through the restart
     print(f"controller answered again {time.monotonic() - t0:.2f}s after SIGKILL")
-    assert info["restarts"] == restarts + 1
-    assert fk.api.call("pid") != pid
-    assert set(info["stages"]) == {"clicks", "count"}
+    assert info.restarts == restarts + 1
+    assert info.pid != pid
+    assert set(info.stages) == {"clicks", "count"}
     wait_for(lambda: len(fk.recoveries()) > n_recoveries, timeout=90, what="the restart recorded")
     rec = fk.recoveries().iloc[-1]
     print(f"controller recovery: {rec.to_dict()}")
     assert rec["stage"] == "(controller)"
     wait_for(lambda: seen() >= N_EVENTS, timeout=120, what="every event learned after the restart")
-    after = fk.api.call("actors")
+    after = fk.controller_info().stages
     if also == "nothing":  # the very same stage actors, adopted
         assert after["clicks"] == before["clicks"] and after["count"] == before["count"]
     else:  # started again on fresh hosts from the checkpoint

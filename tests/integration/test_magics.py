@@ -72,8 +72,7 @@ def timed(shell, code: str) -> tuple[object, float]:
 
 
 def actor_counts() -> tuple[int, int]:
-    table = fk.api.call("actors")
-    stages = {k: v for k, v in table.items() if k != "(spare)"}
+    stages = fk.controller_info().stages
     return len(stages), sum(len(v) for v in stages.values())
 
 
@@ -121,7 +120,7 @@ def test_config_round_trip(ip, capsys, caplog):
         run(ip, "%config FusionMagics.batch_size = 123")
         assert run(ip, "%config FusionMagics.batch_size") == 123
         run(ip, "%fusion stream cfg --rate 1000")
-        assert fk.api.call("spec", "cfg").batch_size == 123
+        assert fk.stage("cfg").spec.batch_size == 123
         run(ip, "%config FusionMagics.batch_size = 0")  # refused: %config logs the error
         assert "batch_size must be at least 1" in caplog.text
         assert run(ip, "%config FusionMagics.batch_size") == 123
@@ -209,14 +208,14 @@ def test_rerunning_cells_replaces_stages_in_place(ip):
     run(ip, STREAM_CELL)
     run(ip, TRAIN_CELL)
     counts = actor_counts()
-    ids = fk.api.call("actors")
+    ids = fk.stage("clicks").actor_ids()
     assert counts == (2, 2)
     for _ in range(3):
         run(ip, STREAM_CELL)
         run(ip, TRAIN_CELL)
         assert actor_counts() == counts
     assert list(fk.status().index) == ["clicks", "ctr"]
-    assert set(fk.api.call("actors")["clicks"]).isdisjoint(ids["clicks"])  # new code, new actor
+    assert set(fk.stage("clicks").actor_ids()).isdisjoint(ids)  # new code, new actor
     # only the newest displayed view of a stage keeps updating
     old, new = ip.user_ns["ctr_stage"], run(ip, TRAIN_CELL)
     old._repr_mimebundle_()

@@ -192,7 +192,7 @@ def test_publishing_to_an_unwritable_folder_keeps_learning_and_resumes(fk):
     # write of root's). So the model's folder is moved away and a regular file put in its
     # place: every write below that path raises NotADirectoryError, for root too, as a full
     # or read-only disk would raise OSError. Put back as it was, it is writable again.
-    folder = Path(fk.api.call("ping")["storage"]) / "models" / "unwritable"
+    folder = Path(fk.controller_info().storage) / "models" / "unwritable"
     away = folder.with_name("unwritable.away")
     folder.rename(away)
     folder.write_text("not a folder")

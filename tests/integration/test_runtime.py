@@ -12,11 +12,12 @@ from fusionkit.errors import StageFailedError, StageNotFoundError
 
 
 def stage_actors(stage: str | None = None) -> list[str]:
-    """Actor ids the controller has for a stage (or, with no name, every actor it holds)."""
-    table = fk.api.call("actors")
+    """Actor ids the controller has for a stage (or, with no name, every actor it holds:
+    the stages' and the warm spares')."""
+    info = fk.controller_info()
     if stage is not None:
-        return table.get(stage, [])
-    return sorted(a for ids in table.values() for a in ids)
+        return list(info.stages.get(stage, ()))
+    return sorted([*(a for ids in info.stages.values() for a in ids), *info.warm_hosts])
 
 
 def alive_hosts() -> list[str]:
@@ -87,6 +88,32 @@ def test_unknown_stage_is_a_clear_error(fk):
     fk.stream("clicks", source=fk.sources.synthetic(rate=1_000))
     with pytest.raises(StageNotFoundError, match="Did you mean 'clicks'"):
         fk.stop("clickz")
+
+
+def test_the_controller_and_a_stage_report_through_the_public_api(fk):
+    """What tests and benchmarks asked the controller by name is public: its process,
+    restarts, storage, stages' actor ids and warm pool; a stage's definition and actors."""
+    import os
+
+    fk.stream("clicks", source=fk.sources.synthetic("clicks", rate=1_000, seed=3),
+              parallelism=2, key_by="user_id", batch_size=123)
+    full = fk.wait_warm()
+    info = fk.controller_info()
+    assert isinstance(info, fk.ControllerInfo)
+    os.kill(info.pid, 0)  # a live process of this machine
+    assert info.pid != os.getpid() and isinstance(info.restarts, int)
+    assert info.storage == fk.connect().storage
+    assert list(info.stages) == ["clicks"] and len(info.stages["clicks"]) == 3  # reader + 2
+    assert len(info.warm_hosts) == full > 0
+    assert set(info.warm_hosts).isdisjoint(info.stages["clicks"])
+    stage = fk.stage("clicks")
+    assert isinstance(stage, fk.StageHandle) and stage.kind == "stream"
+    assert stage.actor_ids() == list(info.stages["clicks"])
+    assert stage.spec.batch_size == 123 and stage.spec.parallelism == 2
+    with pytest.raises(StageNotFoundError, match="Did you mean 'clicks'"):
+        fk.stage("clickz")
+    with pytest.raises(StageNotFoundError, match="Did you mean 'clicks'"):
+        fk.StageHandle("clickz", "stream").actor_ids()
 
 
 def test_failing_function_at_definition_raises_with_remote_traceback(fk):
