@@ -42,6 +42,7 @@ from fusionkit.errors import (
     ModelDivergedError,
     ModelNotFoundError,
     NotConnectedError,
+    RegistryError,
     SchemaError,
     StageFailedError,
     StageNotFoundError,
@@ -60,7 +61,7 @@ from fusionkit.models import (
     rollback,
     unpin,
 )
-from fusionkit.registry.store import Guard, RegistryError
+from fusionkit.registry.guard import Guard
 from fusionkit.serving.client import PredictionError, predict
 from fusionkit.serving.limits import ExposedServeWarning
 from fusionkit.streaming.base import Operator

@@ -54,6 +54,10 @@ class CorruptCheckpointError(FusionError):
     """A file on disk does not match its recorded checksum; it is refused, not loaded."""
 
 
+class RegistryError(FusionError, ValueError):
+    """An operation the registry's current state does not allow (e.g. rollback while pinned)."""
+
+
 class SchemaError(FusionError, ValueError):
     """Data does not have the columns or types a stage needs."""
 

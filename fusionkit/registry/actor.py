@@ -17,7 +17,8 @@ import pandas as pd
 from fusionkit import _signing
 from fusionkit._clock import now
 from fusionkit.errors import FusionError
-from fusionkit.registry.store import RETAIN, Guard, ModelRegistry
+from fusionkit.registry.guard import Guard
+from fusionkit.registry.store import RETAIN, ModelRegistry
 from fusionkit.runtime.checkpoint import write_atomic
 
 

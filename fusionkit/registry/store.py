@@ -1,25 +1,12 @@
 """The model registry: the versions a train stage publishes, with lineage, and which one is live.
 
 Each version carries where it came from (events seen, the newest ``_ingest_ts`` learned, the
-prequential metrics at publish time, a sha256 of its state). The bytes of the last ``keep``
+prequential metrics at publish time, a sha256 of its state): a ``VersionRecord``
+(``registry/records.py``, which lists the statuses). The bytes of the last ``keep``
 versions, plus the live and the pinned one, stay in memory; with a ``folder`` every version
-is also written to disk (``v000001.bin`` and a ``v000001.json`` sidecar, each written to a
-temporary file and renamed into place), so older versions stay loadable and a restarted
-registry resumes from the folder. A file whose sha256 does not match its record is refused,
-and so is one whose signature does not: each sidecar carries an HMAC of the state bytes
-under fusionkit's key (``fusionkit._signing``), since the bytes are unpickled by whoever
-loads the model and a checksum next to them would stop no one who can write the folder.
-
-A version's ``status`` is one of
-
-=============== ===========================================================================
-``live``        the version serve stages answer with now (exactly one, once any is live)
-``published``   accepted, not live now: superseded by a newer version, or stored while a pin
-                held another version live (its ``reason`` then names the pin)
-``held``        refused by the publish guard; ``reason`` says why; goes live only by an
-                explicit ``rollback``/``pin``
-``rolled-back`` newer than the target of a rollback; does not come back on its own
-=============== ===========================================================================
+is also written to disk (``registry/folder.py``), so older versions stay loadable and a
+restarted registry resumes from the folder. A file whose sha256 or signature does not match
+is refused. The ``Guard`` (``registry/guard.py``) may hold a worse version back.
 
 ``generation`` counts the changes of the live version, so followers can wait for a change.
 """
@@ -28,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import math
 import os
 import threading
 from collections import deque
@@ -40,104 +25,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusionkit import _clock, _signing
-from fusionkit._files import make_private_dir
-from fusionkit._files import write_atomic as _write_atomic
-from fusionkit.errors import CorruptCheckpointError, FusionError, ModelNotFoundError
+from fusionkit import _clock
+from fusionkit.errors import ModelNotFoundError, RegistryError
+from fusionkit.registry.folder import CheckpointFolder, index_of, resume
+from fusionkit.registry.guard import Guard
+from fusionkit.registry.records import VersionRecord, ranges
+from fusionkit.registry.records import table as records_table
+from fusionkit.registry.retention import forgotten, in_memory
 
-STATUSES = ("live", "published", "held", "rolled-back")
-INDEX = "registry.json"
+__all__ = ["RETAIN", "Guard", "ModelRegistry", "RegistryError", "VersionRecord"]
+
 _HISTORY_LIMIT = 1000
 RETAIN = 1000  # versions a registry remembers (records and files), besides live and pinned
-
-
-class RegistryError(FusionError, ValueError):
-    """An operation the registry's current state does not allow (e.g. rollback while pinned)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class VersionRecord:
-    """One published version of a model and its lineage.
-
-    ``oldest_new_ingest_ts`` and ``new_events`` describe the events learned since the previous
-    version (``parent``), so freshness can be computed per version.
-    """
-
-    model: str
-    version: int
-    parent: int | None
-    created: float
-    events_seen: int
-    new_events: int
-    newest_ingest_ts: float
-    oldest_new_ingest_ts: float
-    metrics: dict[str, float]
-    checksum: str
-    size_bytes: int
-    status: str
-    reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        """The record as plain JSON-able values (a registry's checkpoint holds a thousand of
-        them: field by field, 20x faster than ``dataclasses.asdict``'s deep copy)."""
-        out = {name: getattr(self, name) for name in _RECORD_FIELDS}
-        out["metrics"] = dict(self.metrics)
-        return out
-
-
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(VersionRecord))
-
-
-@dataclasses.dataclass
-class Guard:
-    """Champion/challenger rule: a challenger may replace the live version unless worse by > margin.
-
-    A challenger that has seen fewer than ``min_events`` events is not judged: prequential
-    metrics of a young model are warm-up noise. A challenger without the metric is held (the
-    guard cannot vouch for it); a champion without it is not a bar to clear.
-
-    Examples
-    --------
-    >>> guard = Guard(metric="accuracy_recent", margin=0.02, min_events=0)
-    >>> guard.judge({"accuracy_recent": 0.85}, {"accuracy_recent": 0.86}, events_seen=500)
-    (True, '')
-    >>> guard.judge({"accuracy_recent": 0.81}, {"accuracy_recent": 0.86}, events_seen=500)
-    (False, 'accuracy_recent 0.81 < live 0.86 - margin 0.02')
-    """
-
-    metric: str = "accuracy_recent"
-    margin: float = 0.02
-    higher_is_better: bool = True
-    min_events: int = 1000
-
-    def judge(
-        self,
-        challenger: Mapping[str, float],
-        champion: Mapping[str, float] | None,
-        events_seen: int,
-    ) -> tuple[bool, str]:
-        """``(allowed, reason)``: may a version with ``challenger`` metrics replace ``champion``?"""
-        if champion is None or events_seen < self.min_events:
-            return True, ""
-        best = _finite(champion.get(self.metric))
-        if best is None:
-            return True, ""
-        value = _finite(challenger.get(self.metric))
-        if value is None:
-            return False, f"no finite {self.metric} in the metrics (live has {best:.4g})"
-        if self.higher_is_better and value < best - self.margin:
-            return False, f"{self.metric} {value:.4g} < live {best:.4g} - margin {self.margin:g}"
-        if not self.higher_is_better and value > best + self.margin:
-            return False, f"{self.metric} {value:.4g} > live {best:.4g} + margin {self.margin:g}"
-        return True, ""
-
-
-def _finite(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 class ModelRegistry:
@@ -165,14 +64,8 @@ class ModelRegistry:
     b'model-1'
     """
 
-    def __init__(
-        self,
-        model: str,
-        folder: str | os.PathLike[str] | None = None,
-        keep: int = 5,
-        guard: Guard | None = None,
-        retain: int = RETAIN,
-    ):
+    def __init__(self, model: str, folder: str | os.PathLike[str] | None = None, keep: int = 5,
+                 guard: Guard | None = None, retain: int = RETAIN):
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
         if retain < keep:
@@ -183,9 +76,8 @@ class ModelRegistry:
         self.retain = retain
         self.guard = guard
         self._lock = threading.Condition(threading.RLock())
-        self._disk_lock = threading.Lock()  # index writes, in the order of their snapshots
-        self._index_seq = self._index_written = 0
-        self._disk = _CheckpointFolder(self.folder) if self.folder is not None else None
+        self._index_seq = 0  # numbers the index snapshots, so the folder writes the newest
+        self._disk = CheckpointFolder(self.folder) if self.folder is not None else None
         self._reset()
         if self._disk is not None:
             self._resume(*self._disk.read())
@@ -200,13 +92,12 @@ class ModelRegistry:
         self._history: deque[dict[str, Any]] = deque(maxlen=_HISTORY_LIMIT)
 
     @classmethod
-    def from_folder(
-        cls, folder: str | os.PathLike[str], keep: int = 5, guard: Guard | None = None
-    ) -> ModelRegistry:
+    def from_folder(cls, folder: str | os.PathLike[str], keep: int = 5,
+                    guard: Guard | None = None) -> ModelRegistry:
         """Rebuild a registry from its checkpoint folder; checksums are verified on ``state()``."""
         if not Path(folder).is_dir():
             raise ModelNotFoundError(f"no checkpoint folder {folder}")
-        index, records = _CheckpointFolder(Path(folder)).read()
+        index, records = CheckpointFolder(Path(folder)).read()
         model = index.get("model") or (records[0].model if records else None)
         if model is None:
             raise ModelNotFoundError(f"no model versions in {folder}")
@@ -253,20 +144,12 @@ class ModelRegistry:
             else:
                 status = "live"
             record = VersionRecord(
-                model=self.model,
-                version=version,
-                parent=parent,
-                created=_clock.now(),
-                events_seen=int(events_seen),
-                new_events=int(new_events),
+                model=self.model, version=version, parent=parent, created=_clock.now(),
+                events_seen=int(events_seen), new_events=int(new_events),
                 newest_ingest_ts=float(newest_ingest_ts),
-                oldest_new_ingest_ts=float(oldest_new_ingest_ts),
-                metrics=metrics,
-                checksum=hashlib.sha256(state).hexdigest(),
-                size_bytes=len(state),
-                status=status,
-                reason=reason,
-            )
+                oldest_new_ingest_ts=float(oldest_new_ingest_ts), metrics=metrics,
+                checksum=hashlib.sha256(state).hexdigest(), size_bytes=len(state),
+                status=status, reason=reason)
             if self._disk is not None:
                 self._disk.write_version(record, state)
             self._records[version] = record
@@ -358,21 +241,9 @@ class ModelRegistry:
     def table(self) -> pd.DataFrame:
         """One row per version: lineage, flattened metrics, short checksum, status, live, pinned."""
         with self._lock:
-            records = [self._records[v].to_dict() for v in sorted(self._records)]
-            flags = {"live": self._live, "pinned": self._pinned}
-            in_memory = set(self._states)
-        base = [f.name for f in dataclasses.fields(VersionRecord) if f.name != "metrics"]
-        frame = pd.DataFrame(records, columns=[*base, "metrics"])
-        metrics = pd.DataFrame(list(frame.pop("metrics")), index=frame.index)
-        created_at = pd.to_datetime(frame["created"].astype("float64"), unit="s", utc=True)
-        frame.insert(base.index("created") + 1, "created_at", created_at)
-        frame["checksum"] = frame["checksum"].str[:12]
-        frame["parent"] = frame["parent"].astype("Int64")
-        for name, version in flags.items():
-            frame[name] = frame["version"] == version
-        frame["in_memory"] = frame["version"].isin(in_memory)
-        metrics.columns = [f"metric_{c}" if c in frame.columns else c for c in metrics.columns]
-        return pd.concat([frame, metrics], axis=1)
+            records = [self._records[v] for v in sorted(self._records)]
+            live, pinned, in_memory = self._live, self._pinned, set(self._states)
+        return records_table(records, live, pinned, in_memory)
 
     # ----------------------------------------------------------------- control
     def rollback(self, version: int) -> VersionRecord:
@@ -467,8 +338,7 @@ class ModelRegistry:
         self._lock.notify_all()
 
     def _retained(self) -> set[int]:
-        keep = set(sorted(self._records)[-self.keep :])
-        return keep | {v for v in (self._live, self._pinned) if v is not None}
+        return in_memory(sorted(self._records), self.keep, self._live, self._pinned)
 
     def _evict(self) -> None:
         retained = self._retained()
@@ -477,13 +347,9 @@ class ModelRegistry:
                 del store[v]
 
     def _forget_old(self) -> list[VersionRecord]:
-        """Drop the records beyond the last ``retain`` versions (never the live or pinned
-        one); returns them, for ``_remove_files`` once the lock is released."""
-        extra = len(self._records) - self.retain
-        if extra <= 0:
-            return []
-        protected = {self._live, self._pinned}  # states and samples: _evict dropped them
-        old = [v for v in sorted(self._records) if v not in protected][:extra]
+        """Drop the records ``retain`` no longer covers (their states and samples: ``_evict``
+        dropped them); returns them, for ``_remove_files`` once the lock is released."""
+        old = forgotten(sorted(self._records), self.retain, self._live, self._pinned)
         return [self._records.pop(v) for v in old]
 
     def _remove_files(self, records: list[VersionRecord]) -> None:
@@ -496,7 +362,7 @@ class ModelRegistry:
         self._history.append({**entry, "live": self._live})
 
     def _not_found(self, version: int) -> ModelNotFoundError:
-        known = _ranges(sorted(self._records)) or "none yet"
+        known = ranges(sorted(self._records)) or "none yet"
         return ModelNotFoundError(
             f"model {self.model!r} has no version {version}; known versions: {known}"
         )
@@ -506,142 +372,23 @@ class ModelRegistry:
 
     def _write_index(self, snapshot: tuple[int, dict[str, Any]] | None) -> None:
         """Write an index snapshot unless a newer one is on disk already."""
-        if snapshot is None:
-            return
-        seq, index = snapshot
-        with self._disk_lock:
-            if seq > self._index_written:
-                self._disk.write_index(index)
-                self._index_written = seq
+        if snapshot is not None:
+            self._disk.write_index(*snapshot)
 
     def _index(self) -> tuple[int, dict[str, Any]] | None:
         """The index as it is now, numbered (call with the lock held); None without a folder."""
         if self._disk is None:
             return None
         self._index_seq += 1
-        by_status = {s: [v for v, r in self._records.items() if r.status == s] for s in STATUSES}
-        return self._index_seq, (
-            {
-                "model": self.model,
-                "last_version": max(self._records, default=0),
-                "live": self._live,
-                "pinned": self._pinned,
-                "generation": self._generation,
-                "held": by_status["held"],
-                "rolled_back": by_status["rolled-back"],
-                "history": list(self._history),
-            }
-        )
+        return self._index_seq, index_of(self.model, self._records, self._live, self._pinned,
+                                         self._generation, self._history)
 
     def _resume(self, index: dict[str, Any], records: list[VersionRecord]) -> None:
-        """Take up a folder's content: records from sidecars, statuses and pointers from the index.
-
-        A version newer than the index (its publish was interrupted) keeps ``held`` or
-        becomes ``published``; the live version stays what the index says.
-        """
-        if index.get("model", self.model) != self.model:
-            raise RegistryError(f"{self.folder} holds model {index['model']!r}, not {self.model!r}")
-        last = index.get("last_version", 0)
-        self._live, self._pinned = index.get("live"), index.get("pinned")
-        self._generation = index.get("generation", 0)
-        self._history.extend(index.get("history", []))
-        special = {v: "held" for v in index.get("held", [])}
-        special.update({v: "rolled-back" for v in index.get("rolled_back", [])})
-        for record in records:
-            if record.model != self.model:
-                raise RegistryError(f"{self.folder} holds v{record.version} of {record.model!r}")
-            v = record.version
-            held = v > last and record.status == "held"
-            status = "live" if v == self._live else special.get(v, "held" if held else "published")
-            self._records[v] = dataclasses.replace(record, status=status)
-        if self._live is not None and self._live not in self._records:
-            raise CorruptCheckpointError(f"{self.folder}: live v{self._live} has no files")
+        """Take up a folder's content (``folder.resume``), then forget what ``retain`` drops."""
+        found = resume(self.folder, self.model, index, records)
+        self._records, self._live, self._pinned = found.records, found.live, found.pinned
+        self._generation = found.generation
+        self._history.extend(found.history)
         forgotten = self._forget_old()  # a folder written before retain, or with a larger one
         self._save_index()
         self._remove_files(forgotten)
-
-
-class _CheckpointFolder:
-    """One model's folder: ``v000001.bin`` + ``v000001.json`` per version, ``registry.json``.
-
-    Every file is written to a temporary file and renamed into place, so a reader (or a
-    restart) sees the old file or the whole new one, never part of one.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        make_private_dir(path)
-
-    def write_version(self, record: VersionRecord, state: bytes) -> None:
-        _write_atomic(self._file(record, ".bin"), state, sync_dir=False)  # synced with:
-        sidecar = {**record.to_dict(), "signature": _signing.sign(state)}
-        _write_atomic(self._file(record, ".json"), _dumps(sidecar))
-
-    def remove_version(self, record: VersionRecord) -> None:
-        for suffix in (".bin", ".json"):
-            self._file(record, suffix).unlink(missing_ok=True)
-
-    def _file(self, record: VersionRecord, suffix: str) -> Path:
-        return self.path / f"v{record.version:06d}{suffix}"
-
-    def read_state(self, record: VersionRecord) -> bytes:
-        """The state bytes of ``record``, refused if their sha256 differs from the record's."""
-        path = self._file(record, ".bin")
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise CorruptCheckpointError(
-                f"{path} is missing; expected a file with sha256 {record.checksum}"
-            ) from None
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != record.checksum:
-            raise CorruptCheckpointError(
-                f"{path} is corrupt and was refused: expected sha256 {record.checksum}, "
-                f"found {actual}"
-            )
-        sidecar = self._file(record, ".json")
-        try:
-            signature = json.loads(sidecar.read_text()).get("signature")
-        except (OSError, ValueError):
-            signature = None
-        _signing.verify(data, signature, str(path))
-        return data
-
-    def write_index(self, index: dict[str, Any]) -> None:
-        # compact: json's C encoder, ~10x faster than indented output for a long history
-        _write_atomic(self.path / INDEX, json.dumps(index, sort_keys=True,
-                                                    separators=(",", ":")).encode())
-
-    def read(self) -> tuple[dict[str, Any], list[VersionRecord]]:
-        """The index (``{}`` if none) and every version's record, oldest first."""
-        index_path = self.path / INDEX
-        index = json.loads(index_path.read_text()) if index_path.exists() else {}
-        sidecars = sorted(self.path.glob("v[0-9]*.json"))
-        return index, [_record(json.loads(p.read_text())) for p in sidecars]
-
-
-_FIELDS = {f.name for f in dataclasses.fields(VersionRecord)}
-
-
-def _record(sidecar: dict[str, Any]) -> VersionRecord:
-    """A version's record from its sidecar (which also holds the state's signature)."""
-    return VersionRecord(**{k: v for k, v in sidecar.items() if k in _FIELDS})
-
-
-def _ranges(versions: list[int]) -> str:
-    """Sorted version numbers as runs: ``[1, 2, 3, 5]`` -> ``"1-3, 5"``.
-
-    >>> _ranges([1, 2, 3, 5, 7, 8])
-    '1-3, 5, 7-8'
-    """
-    runs: list[list[int]] = []
-    for v in versions:
-        if runs and v == runs[-1][1] + 1:
-            runs[-1][1] = v
-        else:
-            runs.append([v, v])
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, indent=1, sort_keys=True).encode()

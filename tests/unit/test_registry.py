@@ -15,8 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fusionkit import _clock
-from fusionkit.errors import CorruptCheckpointError, FusionError, ModelNotFoundError
-from fusionkit.registry.store import INDEX, Guard, ModelRegistry, RegistryError, VersionRecord
+from fusionkit.errors import CorruptCheckpointError, FusionError, ModelNotFoundError, RegistryError
+from fusionkit.registry.folder import INDEX
+from fusionkit.registry.guard import Guard
+from fusionkit.registry.records import VersionRecord
+from fusionkit.registry.store import ModelRegistry
 
 
 def publish(reg: ModelRegistry, n: int, accuracy: float = 0.9, **extra) -> VersionRecord:
