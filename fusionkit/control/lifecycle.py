@@ -1,0 +1,253 @@
+"""Defining and operating stages: what ``fk.stream``, ``fk.train``, ``fk.serve``,
+``fk.pause``, ``fk.resume``, ``fk.scale``, ``fk.stop`` and ``fk.watch_drift`` do.
+
+Defining a stage whose name exists replaces it in place: the new actors are started and
+probed (the source opens, the model takes a sample) before the old ones are torn down, so a
+definition that fails leaves the running stage alone. A stream stage with nothing to take
+its events waits (its source does not move) until a train stage or a sink is defined on it,
+or it is told to run alone. Specs are frozen: a change (paused, waiting, a drift watch) is a
+new spec, kept in the stage's record and in what its hosts become after a restart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from fusionkit.control import status as _status
+from fusionkit.control.checkpoints import CheckpointCoordinator
+from fusionkit.control.placement import check_feasible, placement
+from fusionkit.control.pool import HostPool
+from fusionkit.control.recovery import Recovery
+from fusionkit.control.table import KIND_ORDER, StageRecord, StageTable, stream_calls, teardown
+from fusionkit.errors import FusionError, StageFailedError
+from fusionkit.runtime.dead_letters import DeadLetters
+from fusionkit.runtime.specs import StreamSpec, TrainSpec
+from fusionkit.sources.base import later
+from fusionkit.streaming.worker import OPS
+
+
+def _check_kind(old: StageRecord | None, kind: str) -> None:
+    if old is not None and old.kind != kind:
+        raise FusionError(f"{old.name!r} is already a {old.kind} stage; stop it first "
+                          f"or choose another name")
+
+
+def _check_probe(name: str, result: dict[str, Any], actors: list[Any]) -> None:
+    if result.get("ok"):
+        return
+    for a in actors:
+        ray.kill(a, no_restart=True)
+    if result.get("kind") == "usage":
+        raise FusionError(result["error"])
+    raise StageFailedError(name, result["error"], result.get("traceback", ""), "probe")
+
+
+class Lifecycle:
+    """Defines, replaces, pauses, resumes, scales and stops stages, under the controller's
+    ``lock``, with its parts; ``persist()`` writes the controller's table after each."""
+
+    def __init__(self, stages: StageTable, pool: HostPool, checkpoints: CheckpointCoordinator,
+                 recovery: Recovery, monitor: Any, registry: Any, lock: threading.RLock,
+                 persist: Callable[[], None]):
+        self.stages, self.pool, self.checkpoints, self.recovery = stages, pool, checkpoints, recovery
+        self.monitor, self.registry, self.lock, self.persist = monitor, registry, lock, persist
+
+    def respec(self, rec: StageRecord, **changes: Any) -> None:
+        """A stage's spec with ``changes`` (specs are frozen): kept in its record and in what
+        its hosts become again after a restart (a paused stream comes back paused)."""
+        rec.spec = dataclasses.replace(rec.spec, **changes)
+        self.pool.respec(rec.all_actors, rec.spec)
+
+    # -- defining stages ------------------------------------------------------------------
+    def define_stream(self, spec: StreamSpec, state: dict | None = None,
+                      dead: dict | None = None) -> dict[str, Any]:
+        with self.lock:
+            old = self.stages.get(spec.name)
+            _check_kind(old, "stream")
+            if old is not None and state is None:
+                states = self.recovery.taken_up(old, spec)
+            else:
+                # ``state`` (a scaled stage's position) goes to every actor that reads: a
+                # ``{partition: offset}`` position gives each share its own partitions' offsets
+                states = {slot: state for slot in spec.reading_slots()}
+            if dead is not None:  # the dead letters of the actors it replaces: kept by one
+                first = spec.slots()[0]
+                states[first] = {**(states.get(first) or {}), "dead": dead}
+            gen = self.stages.next_generation()
+            # its actors read it: held until a consumer
+            spec = dataclasses.replace(spec, waiting=self.stages.wait_reason(spec))
+            calls = [c[1:] for c in stream_calls(spec, self.monitor, states)]
+            options = placement(spec)
+            check_feasible(spec.name, options)
+            if spec.fused:
+                source = None
+                actors = self.pool.hosts("stream", calls, options)
+            else:
+                source, *actors = self.pool.hosts("stream", calls, options)
+            new = [a for a in [source, *actors] if a is not None]
+            readers = [source] if source is not None else actors
+            probes = ray.get([r.probe.remote() for r in readers])  # each share opens
+            for probe in probes:
+                _check_probe(spec.name, probe, new)
+            probe = probes[0]
+            if old is not None:
+                teardown(old)
+                self.checkpoints.clear_failed([old])
+            rec = StageRecord(spec.name, "stream", spec, actors, source, gen,
+                              sample=probe.get("sample"))
+            self.stages[spec.name] = rec
+            targets = self.stages.downstream_targets(spec.name)
+            ray.get([a.start.remote(targets, self.checkpoints.epoch) for a in actors])
+            if source is not None:
+                ray.get(source.start.remote({OPS: actors}, self.checkpoints.epoch))
+            self.stages.rewire(spec.name)
+            self.persist()
+            return _status.summary(rec)
+
+    def define_train(self, spec: TrainSpec) -> dict[str, Any]:
+        with self.lock:
+            up = self.stages.record(spec.on, "stream")
+            old = self.stages.get(spec.name)
+            _check_kind(old, "train")
+            gen = self.stages.next_generation()
+            options = placement(spec)
+            check_feasible(spec.name, options)
+            (actor,) = self.pool.hosts("train", [(spec, 0, self.monitor, self.registry)], options)
+            sample = up.sample
+            if sample is None:
+                peeks = ray.get([a.peek.remote(200) for a in up.actors])
+                sample = next((p for p in peeks if p is not None), None)
+            probe = ray.get(actor.probe.remote(sample))
+            _check_probe(spec.name, probe, [actor])
+            if old is not None:
+                teardown(old)
+                self.checkpoints.clear_failed([old])
+            ray.get(self.registry.register.remote(spec.name, spec.keep, spec.guard))
+            rec = StageRecord(spec.name, "train", spec, [actor], None, gen)
+            self.stages[spec.name] = rec
+            ray.get(actor.start.remote())
+            self.stages.rewire(spec.on)
+            if up.spec.waiting is not None:  # its first consumer: the stream reads now
+                self.respec(up, waiting=None)
+                ray.get([a.wake.remote() for a in up.all_actors])
+            self.persist()
+            return _status.summary(rec)
+
+    def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
+        """Deploy a serve stage. Starting Ray Serve takes seconds the first time; with
+        ``wait=False`` this returns at once and the stage shows ``starting`` until ready."""
+        from fusionkit.serving.deploy import deploy
+
+        with self.lock:
+            self.stages.record(spec.model, "train")
+            _check_kind(self.stages.get(spec.name), "serve")
+            rec = StageRecord(spec.name, "serve", spec, [], None, 0,
+                              extra={"url": f"http://{spec.host}:{spec.port}{spec.route}",
+                                     "route": spec.route, "deploying": True})
+            self.stages[spec.name] = rec
+            self.persist()
+
+        def run() -> None:
+            try:
+                rec.extra.update(deploy(spec))
+            except Exception as exc:
+                rec.extra["error"] = f"{type(exc).__name__}: {exc}"
+                rec.extra["traceback"] = "".join(traceback.format_exception(exc))
+            finally:
+                rec.extra["deploying"] = False
+
+        if wait:
+            run()
+            if "error" in rec.extra:
+                raise StageFailedError(spec.name, rec.extra["error"], rec.extra["traceback"],
+                                       "serve deployment")
+        else:
+            threading.Thread(target=run, daemon=True, name=f"fk-deploy-{spec.name}").start()
+        return _status.summary(rec)
+
+    # -- operating stages -----------------------------------------------------------------
+    def stop(self, name: str | None = None) -> list[str]:
+        with self.lock:
+            names = [name] if name is not None else list(self.stages)
+            recs = [self.stages.record(n) for n in names]
+            # downstream first, so nothing pushes into a stopped stage
+            for rec in sorted(recs, key=lambda r: KIND_ORDER.get(r.kind, 3)):
+                teardown(rec)
+                del self.stages[rec.name]
+                if rec.kind == "train":
+                    self.stages.rewire(rec.upstream)
+                    self._hold_if_unread(rec.upstream, rec.name, names)
+                self.monitor.forget.remote(rec.name)
+            self.persist()
+            return names
+
+    def _hold_if_unread(self, stream: str | None, stopped: str, stopping: list[str]) -> None:
+        """``stopped`` was a consumer of ``stream``: if it was the last, the stream waits."""
+        up = self.stages.get(stream) if stream is not None else None
+        if up is None or up.name in stopping or up.spec.waiting is not None:
+            return
+        waiting = self.stages.wait_reason(up.spec, stopped)
+        if waiting is not None:
+            self.respec(up, waiting=waiting)
+            ray.get([a.hold.remote() for a in up.all_actors])
+
+    def pause(self, name: str) -> str:
+        rec = self.stages.record(name)
+        if rec.kind == "serve":
+            raise FusionError(f"{name!r} is a serve stage; serve stages cannot be paused")
+        ray.get([a.pause.remote() for a in rec.all_actors])
+        if rec.kind == "stream":  # a restored pipeline comes back paused too
+            self.respec(rec, paused=True)
+            self.persist()
+        self.monitor.event.remote({"stage": name, "kind": "pause", "detail": ""})
+        return "paused"
+
+    def resume(self, name: str) -> str:
+        rec = self.stages.record(name)
+        ray.get([a.resume.remote() for a in rec.all_actors])
+        if rec.kind == "stream" and (rec.spec.paused or rec.spec.waiting is not None):
+            # told to run with nothing downstream: it runs alone
+            alone = {"start": True} if not self.stages.takers(rec.spec) else {}
+            self.respec(rec, paused=False, waiting=None, **alone)
+            self.persist()
+        self.monitor.event.remote({"stage": name, "kind": "resume", "detail": ""})
+        return "running"
+
+    def scale(self, name: str, n: int) -> dict[str, Any]:
+        if n < 1:
+            raise FusionError(f"parallelism must be at least 1, got {n}")
+        rec = self.stages.record(name)
+        if rec.kind == "stream":
+            states = ray.get([a.get_state.remote() for a in rec.all_actors])  # readers first
+            read = states[:len(rec.readers)]
+            position = functools.reduce(later, [st["offset"] for st in read], None)
+            spec = dataclasses.replace(rec.spec, parallelism=n)
+            dead = DeadLetters.merge([st.get("dead") for st in states])
+            return self.define_stream(spec, {"offset": position or 0}, dead=dead)
+        if rec.kind == "serve":
+            from fusionkit.serving.deploy import scale as serve_scale
+
+            self.respec(rec, replicas=n)
+            serve_scale(rec.spec)
+            return _status.summary(rec)
+        raise FusionError(f"{name!r} is a train stage: a train stage runs one learner and "
+                          "cannot be scaled; scale its stream or its serve stage instead")
+
+    def watch_drift(self, name: str, spec: Any) -> dict[str, Any] | None:
+        """Attach a drift watch to a train stage (``None`` removes it); kept in its spec, so
+        a restarted actor watches again."""
+        rec = self.stages.record(name, "train")
+        up = self.stages.get(rec.upstream)
+        out = ray.get(rec.actors[0].watch_drift.remote(spec, up.sample if up else None))
+        if not out["ok"]:
+            raise FusionError(out["error"])
+        self.respec(rec, drift=spec)
+        self.persist()
+        return out["watch"]

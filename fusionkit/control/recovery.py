@@ -1,0 +1,199 @@
+"""Recovery: a pipeline that lost or failed an actor goes back to its last checkpoint.
+
+Three ways back, one rule (every event learned once):
+
+- a stage host Ray restarted (``host_restarted``) becomes its stage actor again, and its
+  whole pipeline is restored to the last checkpoint in a new epoch (``recover``);
+- a failed stream stage defined again starts where the failed one stopped, or, for a stage
+  of a source actor and operator actors, goes back to the last checkpoint with its train
+  stages (``taken_up``);
+- a restarted controller whose adopted pipeline lost an actor starts it again on fresh hosts
+  from its last checkpoint (``after_restart``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from fusionkit._clock import now
+from fusionkit.control.checkpoints import CheckpointCoordinator
+from fusionkit.control.persistence import entry
+from fusionkit.control.pool import HostPool, wait_ready
+from fusionkit.control.status import INFO_TIMEOUT
+from fusionkit.control.table import StageRecord, StageTable, slots, teardown
+from fusionkit.runtime.specs import StreamSpec
+from fusionkit.sources.base import later
+from fusionkit.streaming.worker import OPS
+
+log = logging.getLogger("fusionkit")
+
+
+class Recovery:
+    """Brings pipelines back to their last checkpoint, and keeps the log of it
+    (``recoveries``: what ``fk.checkpoint_info()`` shows).
+
+    ``launch(entries, states)`` starts stages on fresh hosts from their table entries (what
+    a restarted controller does with a pipeline that lost an actor); ``persist()`` writes the
+    controller's table."""
+
+    def __init__(self, stages: StageTable, pool: HostPool, checkpoints: CheckpointCoordinator,
+                 monitor: Any, lock: threading.RLock, persist: Callable[[], None],
+                 launch: Callable[[list[dict[str, Any]], dict], None]):
+        self.stages, self.pool, self.checkpoints = stages, pool, checkpoints
+        self.monitor, self.lock, self.persist, self.launch = monitor, lock, persist, launch
+        self.recoveries: list[dict[str, Any]] = []
+
+    # -- a stage host restarted by Ray --------------------------------------------------------
+    def host_restarted(self, actor_id: str) -> tuple | None:
+        """A stage host was restarted by Ray: tell it what it was, then roll its pipeline back."""
+        again = self.pool.calls.get(actor_id)
+        if again is None:
+            return None
+        t0 = now()
+        stage = again[1].name
+        threading.Thread(target=self.recover, args=(stage, t0), daemon=True,
+                         name=f"fk-recover-{stage}").start()
+        worker, spec, *rest = again
+        return (worker, spec, *rest)
+
+    def recover(self, stage: str, t0: float) -> None:
+        """Restore the pipeline of ``stage`` to its last checkpoint, in a new epoch, on the
+        same actors (Ray restarted the one that died), and start its readers again."""
+        with self.lock:
+            rec = self.stages.get(stage)
+            if rec is None:
+                return
+            stream = self.stages.get(rec.upstream) if rec.kind == "train" else rec
+            if stream is None:
+                return
+            trains = self.stages.trains_of(stream.name)
+            epoch = self.checkpoints.new_epoch(restored=[stream, *trains])
+            self.persist()
+            k, states = self.checkpoints.usable([stream, *trains])
+            steps: dict[str, float] = {"checkpoint": now() - t0}  # where the time went
+            members = [*trains, stream]  # downstream first: ready before the replay starts
+            for member in members:
+                for slot, actor in slots(member):
+                    t = now()
+                    wait_ready(actor)
+                    steps[f"{member.name}/{slot} ready"] = now() - t
+                    t = now()
+                    ray.get(actor.restore.remote(states.get((member.name, slot)), epoch))
+                    steps[f"{member.name}/{slot} restore"] = now() - t
+            self.stages.rewire(stream.name)
+            if stream.source is not None:
+                ray.get(stream.source.set_targets.remote({OPS: stream.actors}))
+            targets = self.stages.downstream_targets(stream.name)
+            for slot, actor in slots(stream):
+                if slot.startswith(("fused", "source")):
+                    extra = {OPS: stream.actors} if stream.source is not None else targets
+                    ray.get(actor.start.remote(extra))
+            for member in members:
+                member.extra["restarts"] = member.extra.get("restarts", 0) + (member.name == stage)
+            done = now()
+            self.recoveries.append({"stage": stage, "checkpoint": k, "detected": t0,
+                                    "recovered": done, "seconds": done - t0,
+                                    "steps": {n: round(v, 3) for n, v in steps.items()}})
+            self.monitor.event.remote({"stage": stage, "kind": "recovered", "time": done,
+                                       "detail": f"restored checkpoint {k} in {done - t0:.2f}s"})
+            self.persist()
+
+    # -- a failed stream stage defined again -------------------------------------------------
+    def taken_up(self, old: StageRecord, spec: StreamSpec) -> dict[str, Any]:
+        """The states a stream stage defined again over a failed one starts from: where the
+        failed one stopped (its readers' positions stay before the batch that failed, their
+        operators' state as before it), so its train stages, which learned everything
+        before, take every event once. Empty (the definition starts as new) unless the old
+        stage failed. A stage of a source actor and operator actors goes back to its last
+        checkpoint instead, with its train stages (``_rolled_back``). The operators' state
+        goes along only to a chain of the same kinds of operators, read by as many actors."""
+        if old.name not in self.checkpoints.failed_stages() or not old.readers:
+            return {}
+        if old.source is not None:
+            return self._rolled_back(old, spec)
+        try:
+            olds = ray.get([a.get_state.remote() for a in old.readers], timeout=INFO_TIMEOUT)
+        except Exception:
+            return {}
+        reading = spec.reading_slots()
+        same = (spec.fused and len(olds) == len(reading)
+                and [type(op) for op in old.spec.operators] == [type(op) for op in spec.operators])
+        if same:
+            return dict(zip(reading, olds, strict=True))
+        position = functools.reduce(later, [st["offset"] for st in olds], None)
+        return {slot: {"offset": position or 0} for slot in reading}
+
+    def _rolled_back(self, old: StageRecord, spec: StreamSpec) -> dict[str, Any]:
+        """A failed stage of a source actor and operator actors, defined again: its source
+        actor handed batches on to an operator actor that dropped them once failed, so the
+        reader's position is past events nobody processed. The pipeline goes back to its last
+        checkpoint (none completes while a stage of it is failed): its train stages are
+        restored to it here, in a new epoch (what the old actors still send is dropped), and
+        the returned states start the new definition where the checkpoint left the source, so
+        every event after it is read again and learned once. Without a checkpoint, both start
+        from the beginning."""
+        trains = self.stages.trains_of(old.name)
+        k, states = self.checkpoints.usable([old, *trains])
+        epoch = self.checkpoints.new_epoch()
+        for t in trains:
+            ray.get(t.actors[0].restore.remote(states.get((t.name, "train0")), epoch))
+        self.monitor.event.remote({
+            "stage": old.name, "kind": "rolled back",
+            "detail": f"defined again after a failure: back to "
+                      f"{f'checkpoint {k}' if k is not None else 'the start'} with "
+                      f"{', '.join(t.name for t in trains) or 'no train stage'}"})
+        olds = {slot: states.get((old.name, slot)) for slot in old.spec.slots()}
+        same = (old.spec.slots() == spec.slots()
+                and [type(op) for op in old.spec.operators] == [type(op) for op in spec.operators])
+        if same:
+            return {slot: st for slot, st in olds.items() if st is not None}
+        read = [olds.get(slot) or {} for slot in old.spec.reading_slots()]
+        position = functools.reduce(later, [st.get("offset") for st in read], None)
+        return {slot: {"offset": position or 0} for slot in spec.reading_slots()}
+
+    # -- after a controller restart ------------------------------------------------------------
+    def after_restart(self, lost: list[str], t0: float) -> None:
+        """Check the adopted actors; start a pipeline that lost one again from its checkpoint."""
+        with self.lock:
+            broken = {self.stages.stream_of(self.stages.get(n)) for n in lost} - {None}
+            for rec in list(self.stages.values()):
+                stream = self.stages.stream_of(rec)
+                if stream is None or stream in broken:
+                    continue
+                try:
+                    ray.get([a.ready.remote() for a in rec.all_actors], timeout=60)
+                except Exception:
+                    broken.add(stream)
+            for stream in sorted(broken):
+                try:
+                    self._relaunch(stream)
+                except Exception as exc:
+                    log.warning("fusionkit: stream %r could not be started again: %s", stream, exc)
+            done = now()
+            last = self.checkpoints.last
+            k = last[0] if last else None
+            self.recoveries.append({"stage": "(controller)", "checkpoint": k if broken else None,
+                                    "detected": t0, "recovered": done, "seconds": done - t0})
+            self.monitor.event.remote({"stage": "(controller)", "kind": "recovered", "time": done,
+                                       "detail": f"controller restarted; "
+                                                 f"{len(self.stages)} stages adopted, "
+                                                 f"{len(broken)} pipelines restarted"})
+            self.persist()
+
+    def _relaunch(self, stream: str) -> None:
+        """Start a stream and its train stages on fresh hosts from their last checkpoint."""
+        rec = self.stages[stream]
+        trains = self.stages.trains_of(stream)
+        k, states = self.checkpoints.usable([rec, *trains])
+        for member in [*trains, rec]:
+            if member.all_actors:
+                teardown(member)
+        self.launch([entry(r, self.pool) for r in [rec, *trains]], states)
+        for member in [rec, *trains]:
+            self.stages[member.name].extra["restarts"] = member.extra.get("restarts", 0) + 1

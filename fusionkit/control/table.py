@@ -1,0 +1,164 @@
+"""The stage table: every stage the controller holds, and how their actors are wired.
+
+A ``StageRecord`` is one stage: its spec, its actors (a stream's reading ``source`` apart
+from the ``actors`` that run its chain), the generation of its definition (a checkpoint
+covers a stage only if taken of the same generation) and what it showed at its definition.
+The ``StageTable`` maps names to records and answers what the controller asks of them:
+which train stages a stream feeds, what each actor is asked to become, why a stream waits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import ray
+
+from fusionkit._clock import now
+from fusionkit._suggest import did_you_mean
+from fusionkit.errors import StageNotFoundError
+from fusionkit.runtime.specs import StreamSpec
+
+STOP_TIMEOUT = 5.0
+KIND_ORDER = {"serve": 0, "train": 1, "stream": 2}  # downstream first
+
+
+@dataclass
+class StageRecord:
+    name: str
+    kind: str
+    spec: Any
+    actors: list[Any] = field(default_factory=list)   # actors that receive or run the chain
+    source: Any = None                                 # the reading actor of source + ops
+    generation: int = 0
+    created: float = field(default_factory=now)
+    sample: pd.DataFrame | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_actors(self) -> list[Any]:
+        return ([self.source] if self.source is not None else []) + list(self.actors)
+
+    @property
+    def readers(self) -> list[Any]:
+        """The actors of a stream stage that read its source."""
+        return [self.source] if self.source is not None else list(self.actors)
+
+    @property
+    def upstream(self) -> str | None:
+        return getattr(self.spec, "on", None) if self.kind == "train" else None
+
+
+def stream_calls(spec: StreamSpec, monitor: Any, states: dict[str, Any] | None = None
+                 ) -> list[tuple]:
+    """``become`` arguments of a stream stage's actors: the fused ones (one, or one per
+    share of a split source), or source + operators."""
+    states = states or {}
+    return [("stream", spec, role, i, monitor, states.get(f"{role}{i}"))
+            for role, i in spec.roles()]
+
+
+def calls_of(rec: StageRecord, monitor: Any, registry: Any) -> list[tuple]:
+    """What each of a stage's actors was asked to become (without its starting state)."""
+    if rec.kind == "stream":
+        return stream_calls(rec.spec, monitor)
+    if rec.kind == "train":
+        return [("train", rec.spec, 0, monitor, registry)]
+    return []
+
+
+def slots(rec: StageRecord) -> list[tuple[str, Any]]:
+    """Each actor of a stream or train stage with its checkpoint slot."""
+    if rec.kind == "train":
+        return [("train0", rec.actors[0])]
+    if rec.source is None:
+        return [(f"fused{i}", a) for i, a in enumerate(rec.actors)]
+    return [("source0", rec.source)] + [(f"ops{i}", a) for i, a in enumerate(rec.actors)]
+
+
+def teardown(rec: StageRecord) -> None:
+    """Stop a stage's actors (briefly waited for) and end them; undeploy a serve stage."""
+    actors = rec.all_actors
+    refs = [a.stop.remote() for a in actors]
+    try:
+        ray.get(refs, timeout=STOP_TIMEOUT)
+    except Exception:
+        pass
+    for a in actors:
+        try:
+            ray.kill(a, no_restart=True)
+        except Exception:
+            pass
+    if rec.kind == "serve":
+        from fusionkit.serving.deploy import undeploy
+
+        undeploy(rec.spec)
+
+
+class StageTable(dict[str, StageRecord]):
+    """The stages by name, and the generation the next definition gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.generation = 0
+
+    def next_generation(self) -> int:
+        self.generation += 1
+        return self.generation
+
+    def record(self, name: str, kind: str | None = None) -> StageRecord:
+        """The stage of that name (and kind); else an error listing the ones there are."""
+        rec = self.get(name)
+        if rec is None or (kind is not None and rec.kind != kind):
+            names = [n for n, r in self.items() if kind is None or r.kind == kind]
+            what = f"{kind} stage" if kind else "stage"
+            listing = ", ".join(sorted(names)) or "none"
+            raise StageNotFoundError(
+                f"there is no {what} named {name!r} (defined: {listing}).{did_you_mean(name, names)}")
+        return rec
+
+    def trains_of(self, stream: str | None) -> list[StageRecord]:
+        """The train stages defined on a stream."""
+        return [r for r in self.values() if r.kind == "train" and r.upstream == stream]
+
+    def pipelines(self) -> list[tuple[StageRecord, list[StageRecord]]]:
+        """Each stream stage with the train stages it feeds."""
+        return [(r, self.trains_of(r.name)) for r in self.values() if r.kind == "stream"]
+
+    def stream_of(self, rec: StageRecord | None) -> str | None:
+        """The stream whose pipeline a stage belongs to (None: a serve stage's own)."""
+        if rec is None or rec.kind == "serve":
+            return None
+        return rec.upstream if rec.kind == "train" else rec.name
+
+    def downstream_targets(self, stream: str) -> dict[str, list[Any]]:
+        return {r.name: r.actors for r in self.trains_of(stream) if r.actors}
+
+    def rewire(self, stream: str | None) -> None:
+        """Tell a stream's actors where its events go now, and its train stages how many
+        actors send to them."""
+        rec = self.get(stream) if stream is not None else None
+        if rec is None:
+            return
+        targets = self.downstream_targets(rec.name)
+        n = len(rec.actors)
+        ray.get([a.set_upstream.remote(n) for hs in targets.values() for a in hs])
+        ray.get([a.set_targets.remote(targets) for a in rec.actors])
+
+    def takers(self, spec: StreamSpec) -> list[str]:
+        """What takes a stream stage's events: the train stages defined on it, a sink in its
+        chain."""
+        trains = [r.name for r in self.trains_of(spec.name)]
+        return trains + [type(op).__name__ for op in spec.operators if getattr(op, "sink", False)]
+
+    def wait_reason(self, spec: StreamSpec, stopped: str | None = None) -> str | None:
+        """Why a stream stage reads nothing (None: it reads). It reads once something takes
+        its events, or when told to run alone (``start=True``, ``fk.resume``): a stream that
+        read for nobody would move its source (and acknowledge a broker) past events no
+        stage used. A stage whose last consumer is stopped waits again (the same rule)."""
+        if spec.start or self.takers(spec):
+            return None
+        since = f"since {stopped!r} was stopped" if stopped else "yet"
+        return (f"no stage reads {spec.name!r} {since}: define one on it, or "
+                f"fk.resume({spec.name!r}) to run it alone")
