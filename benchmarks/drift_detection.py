@@ -59,8 +59,11 @@ from river import drift as river_drift
 from river import linear_model, preprocessing, tree
 from river.datasets import synth
 
-from fusionkit.monitor.drift import ConceptDriftMonitor, DriftMonitor, FeatureDriftMonitor
-from fusionkit.monitor.drift_watch import DriftSpec, DriftWatch
+from fusionkit.drift.concept import ConceptDriftMonitor
+from fusionkit.drift.feature import FeatureDriftMonitor
+from fusionkit.drift.monitor import DriftMonitor
+from fusionkit.drift.spec import DriftSpec
+from fusionkit.drift.watch import DriftWatch
 from fusionkit.sources.drift import FeatureDrift
 from fusionkit.sources.synthetic import Synthetic
 from fusionkit.training.learners import adapt
@@ -387,7 +390,7 @@ class _Stage:
         self.learning += time.perf_counter() - t
         for w, watch in self.watches.items():
             t = time.perf_counter()
-            watch.observe(self if w == "after" else None, batch, y, pred)
+            watch.observe(batch, y, pred, self.learner if w == "after" else None)
             self.seconds[w] += time.perf_counter() - t
             rows, alarms = watch.take()
             self.alarms[w] += alarms

@@ -125,6 +125,20 @@ class StageActor:
         """Checkpoint ``k`` cannot complete here (``why``): the controller abandons it."""
         self._get_controller().refuse.remote(k, self.name, why)
 
+    def _refuses(self, k: int) -> bool:
+        """Refuse checkpoint ``k`` if this actor cannot take part in it, and say so: a failed
+        actor dropped batches since it failed, and one Ray restarted that awaits the
+        rollback lost what the process before it had taken in; either way the checkpoint
+        would cover events it never processed."""
+        if self.status == "failed":
+            why = self.error or "failed"
+        elif self.awaiting_rollback:
+            why = "restarted, awaiting the rollback"
+        else:
+            return False
+        self._refuse(k, why)
+        return True
+
     def ready(self) -> bool:
         return True
 

@@ -367,9 +367,7 @@ class StreamWorker(StageActor):
         (``epoch``) that waited through a recovery takes nothing."""
         if epoch is not None and epoch < self.epoch:
             return
-        if self.status == "failed" or self.awaiting_rollback:
-            self._refuse(k, (self.error or "failed") if self.status == "failed"
-                         else "restarted, awaiting the rollback")
+        if self._refuses(k):
             return
         state = self.get_state()
         self._get_controller().ack.remote(self.name, f"{self.role}{self.index}", k, state)

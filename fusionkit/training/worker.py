@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import traceback
 from time import thread_time
@@ -15,16 +16,17 @@ import ray
 from fusionkit._clock import monotonic
 from fusionkit._rpc import cause_of
 from fusionkit._suggest import did_you_mean
-from fusionkit.batch import INGEST_TS, coalesce, model_features
+from fusionkit.batch import INGEST_TS, coalesce, feature_columns, model_features
+from fusionkit.drift.policy import Decision, Outcome, rollback_choice
 from fusionkit.errors import FusionError, ModelDivergedError
 from fusionkit.runtime.channel import Inbox
 from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.specs import TrainSpec
 from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.validate import Schema
+from fusionkit.training.divergence import divergence
 from fusionkit.training.explain import needs_numbers
 from fusionkit.training.learners import fresh_learner
-from fusionkit.training.divergence import divergence
 from fusionkit.training.prequential import Prequential
 
 FRESHNESS_SAMPLE = 20_000  # ingest times kept per version for freshness quantiles
@@ -152,11 +154,7 @@ class TrainWorker(StageActor):
     def _snapshot(self, k: int, epoch: int | None = None) -> None:
         if epoch is not None and epoch < self.epoch:
             return  # a barrier that waited through a recovery
-        if self.status == "failed":  # it dropped batches since: the checkpoint would skip them
-            self._refuse(k, self.error or "failed")
-            return
-        if self.awaiting_rollback:  # a fresh learner after Ray restarted the process
-            self._refuse(k, "restarted, awaiting the rollback")
+        if self._refuses(k):  # failed, or restarted and awaiting the rollback
             return
         self._get_controller().ack.remote(self.name, f"train{self.index}", k, self.get_state())
 
@@ -184,12 +182,54 @@ class TrainWorker(StageActor):
         return self.status
 
     def watch_drift(self, spec: Any, sample: pd.DataFrame | None = None) -> dict[str, Any]:
-        """Attach a drift watch (a ``DriftSpec``; ``None`` removes it), checked on ``sample``
-        (fusionkit.monitor.drift_watch)."""
-        from fusionkit.monitor.drift_watch import attach
+        """Attach a drift watch (a ``DriftSpec``; ``None`` removes it), its columns checked
+        on ``sample`` of the input: ``{"ok": False, "error": ...}`` names a column the
+        stream does not have (fusionkit.drift.watch)."""
+        from fusionkit.drift.watch import DriftWatch  # River and SciPy load on first use
 
         with self.inbox.exclusive():
-            return attach(self, spec, sample)
+            if spec is None:
+                self.drift = None
+                return {"ok": True, "watch": None}
+            features = self.spec.features
+            if features is None and sample is not None:
+                features = feature_columns(sample, exclude=(self.spec.label,))
+            error = spec.unknown_column(features, sample, self.spec.on)
+            if error is not None:
+                return {"ok": False, "error": error}
+            self.drift = DriftWatch(spec, self.name, self.learner.task, features, self.monitor)
+            return {"ok": True, "watch": self.drift.info()}
+
+    def _apply(self, decision: Decision) -> None:
+        """Carry out what the drift watch decided on a concept-drift alarm, and tell it."""
+        try:
+            if decision.action == "reset":
+                self.learner = fresh_learner(self.spec)
+                outcome = Outcome("reset", f"learner reset to a fresh model after {decision.reason}")
+            else:
+                outcome = self._roll_back(decision)
+        except Exception as exc:
+            outcome = Outcome("error", f"{decision.action} failed: {type(exc).__name__}: {exc}")
+        self.drift.record(outcome)
+
+    def _roll_back(self, decision: Decision) -> Outcome:
+        """Roll back to the best recent version of this stage's own, if it scored better
+        than the live model does now."""
+        primary = self.prequential.primary
+        error = decision.error_now  # the error the detector sees now, in metric units:
+        if error == error:
+            current = 1.0 - error if self.learner.task == "classification" else error
+        else:
+            current = self.prequential.values().get(primary.recent, math.nan)
+        self.settle_publish()  # a version in flight must not go live after this
+        table = ray.get(self.registry.table.remote(self.name))
+        choice = rollback_choice(table, self.versions, primary.recent, primary.higher_is_better,
+                                 current)  # fmt: skip
+        if choice.version is not None:
+            state = ray.get(self.registry.state.remote(self.name, choice.version))
+            ray.get(self.registry.rollback.remote(self.name, choice.version))
+            self.learner.set_state(state)
+        return Outcome(choice.status, f"{choice.detail}, after {decision.reason}", choice.version)
 
     def publish_now(self) -> int:
         """Publish a version now (if anything was learned since the last one)."""
@@ -285,7 +325,9 @@ class TrainWorker(StageActor):
         self.prequential.update(y, pred)
         if self.drift is not None:
             cpu0 = thread_time()
-            self.drift.observe(self, good, y, pred)
+            decision = self.drift.observe(good, y, pred, self.learner)
+            if decision.action != "none":
+                self._apply(decision)
             self.cpu_drift += thread_time() - cpu0
         self.events_seen += len(good)
         self.reporter.count(events_out=len(good))

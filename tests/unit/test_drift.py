@@ -9,21 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from river import drift as river_drift
 
-from fusionkit.monitor.drift import Alarm, ConceptDriftMonitor, DriftMonitor, FeatureDriftMonitor
-from fusionkit.monitor.drift_stats import (
-    OTHER,
-    ColumnWindow,
-    category_counts,
-    chi2,
-    increase_z,
-    ks,
-    make_detector,
-    psi,
-    psi_categorical,
-    psi_threshold,
-    reference_size,
-)
-from fusionkit.monitor.prediction_drift import PredictionDriftMonitor
+from fusionkit.drift.categories import OTHER, category_counts, psi_categorical
+from fusionkit.drift.chi2 import chi2
+from fusionkit.drift.concept import ConceptDriftMonitor
+from fusionkit.drift.detectors import make_detector
+from fusionkit.drift.feature import FeatureDriftMonitor
+from fusionkit.drift.ks import ks
+from fusionkit.drift.monitor import DriftMonitor
+from fusionkit.drift.prediction import PredictionDriftMonitor
+from fusionkit.drift.psi import psi, psi_threshold
+from fusionkit.drift.records import Alarm
+from fusionkit.drift.reference import ColumnWindow, reference_size
+from fusionkit.drift.ztest import increase_z
 
 CATS = np.array(["a", "b", "c", "d"], dtype=object)
 

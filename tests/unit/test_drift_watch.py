@@ -11,17 +11,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from river import linear_model, preprocessing
 
+from fusionkit.drift.psi import psi
+from fusionkit.drift.spec import DriftSpec
+from fusionkit.drift.store import DriftStore, describe
+from fusionkit.drift.watch import DriftWatch, error_stream
 from fusionkit.errors import FusionError
-from fusionkit.monitor import drift_stats as ds
-from fusionkit.monitor.drift_store import DriftStore, describe
-from fusionkit.monitor.drift_watch import DriftSpec, DriftWatch, error_stream
 from fusionkit.monitor.monitor import Monitor
 from fusionkit.sources.drift import ConceptDrift, FeatureDrift
 from fusionkit.sources.synthetic import Synthetic
 from fusionkit.training.learners import adapt
 from fusionkit.training.prequential import Prequential
-
 from fusionkit.training.protocol import Prediction
+
 
 def batches(n: int, drift=(), seed: int = 0, size: int = 500):
     src = Synthetic(rate=None, seed=seed, max_events=n, start_time=0.0, drift=drift)
@@ -40,7 +41,7 @@ def rule_prediction(batch: pd.DataFrame) -> Prediction:
 def run(watch: DriftWatch, frames) -> tuple[list[dict], list[dict]]:
     rows, alarms = [], []
     for b in frames:
-        watch.observe(None, b, b["clicked"], rule_prediction(b))
+        watch.observe(b, b["clicked"], rule_prediction(b))
         r, a = watch.take()
         rows += r
         alarms += a
@@ -135,7 +136,7 @@ def test_windows_not_yet_reported_are_in_the_checkpoint():
     spec = DriftSpec(features=("price",), reference=5000, window=2500)
     watch = DriftWatch(spec, "ctr", "classification")
     for b in batches(8000):
-        watch.observe(None, b, b["clicked"], rule_prediction(b))
+        watch.observe(b, b["clicked"], rule_prediction(b))
     resumed = watch.fresh().resume(watch.get_state())  # nothing taken: both windows pending
     rows, _ = resumed.take()
     windows = [(r["feature"], r["offset"]) for r in rows if r["kind"] != "concept"]
@@ -158,7 +159,7 @@ NUMERIC = ["price", "dwell", "age", "hour", "position"]
 class Stage:
     """What a train stage does with each batch (fusionkit.training.worker), without
     Ray: predict then learn the batch, the prequential step, then the drift watch, handed
-    the stage itself (whose learner scores prediction drift)."""
+    the stage's learner (which scores prediction drift)."""
 
     def __init__(self, spec: DriftSpec, **options):
         model = preprocessing.StandardScaler() | linear_model.LogisticRegression()
@@ -171,7 +172,7 @@ class Stage:
         y = batch["clicked"]
         pred = self.learner.predict_learn(batch, y)
         self.prequential.update(y, pred)
-        self.drift.observe(self, batch, y, pred)
+        self.drift.observe(batch, y, pred, self.learner)
         self.predictions.append(pred.proba)
 
 
@@ -196,7 +197,7 @@ def test_a_learning_model_raises_no_prediction_drift_on_a_stationary_stream():
     assert list(pred["offset"]) == [14_999, 19_999, 24_999, 29_999, 34_999]
     assert (pred["psi"] < 0.1).all() and not pred["alarm"].any()
     seen = np.concatenate(stage.predictions)
-    assert ds.psi(seen[:10_000], seen[-5_000:]) > 1.0  # what the model's learning looked like
+    assert psi(seen[:10_000], seen[-5_000:]) > 1.0  # what the model's learning looked like
 
 
 @pytest.mark.parametrize("mini_batch", [False, True])

@@ -44,8 +44,9 @@ import pandas as pd
 
 from fusionkit._clock import now
 from fusionkit.batch import EVENT_TIME, OFFSET
-from fusionkit.monitor import drift_stats as ds
-from fusionkit.monitor.drift_records import Alarm, DriftResult
+from fusionkit.drift import reference as ds
+from fusionkit.drift.psi import psi_threshold
+from fusionkit.drift.records import Alarm, DriftResult
 
 __all__ = ["PredictionDriftMonitor", "Scorer"]
 
@@ -61,7 +62,7 @@ class PredictionDriftMonitor:
     scored by the same model when the window completes.
 
     ``reference``, ``window``, ``psi_alarm``, ``ks_alpha`` and ``sliding_reference`` mean what
-    they mean for :class:`~fusionkit.monitor.drift.FeatureDriftMonitor`, so the windows are
+    they mean for :class:`~fusionkit.drift.feature.FeatureDriftMonitor`, so the windows are
     the feature monitor's. A reference DataFrame is scored itself when the model can score
     it (it holds the model's inputs); otherwise the first ``len(reference)`` events are the
     reference. ``sample`` rows of each are kept (uniformly, by a generator seeded with
@@ -223,7 +224,7 @@ class PredictionDriftMonitor:
         c = reference.compare(ds.column_values(cur_values, categorical), self.floor)
         value, p_value = c["psi"], c["p_value"]
         threshold = max(
-            self.psi_alarm, ds.psi_threshold(len(reference), len(current), c["n_bins"],
+            self.psi_alarm, psi_threshold(len(reference), len(current), c["n_bins"],
                                              self.ks_alpha)
         )  # fmt: skip
         alarm = bool(value >= threshold and p_value < self.ks_alpha)

@@ -1,22 +1,23 @@
 """The drift watch of a train stage: what ``fk.watch_drift`` attaches to its actor.
 
 After each micro-batch is predicted and learned, the train actor hands the batch, the
-labels and the predictions to its :class:`DriftWatch`, which
+labels, the predictions and its learner to its :class:`DriftWatch`, which
 
 - turns predictions into per-event errors (vectorized: 0/1 misclassification, or the
-  absolute error of a regressor) and feeds a :class:`~fusionkit.monitor.drift.DriftMonitor`
-  with the watched features, the errors, and the stage's learner to score samples of the
+  absolute error of a regressor) and feeds a :class:`~fusionkit.drift.monitor.DriftMonitor`
+  with the watched features, the errors, and the learner to score samples of the
   reference's and each window's inputs with (prediction drift compares the model's answers
   to both with the model held fixed, so its own learning cannot raise an alarm; see
-  :mod:`fusionkit.monitor.prediction_drift`);
+  :mod:`fusionkit.drift.prediction`);
 - sends what it produced to the monitor actor: window rows as they complete, the error
   rate and concept statistic summed over half a second, and every alarm at once (the
   monitor logs each as a ``kind="alarm"`` event, which dashboards draw as a marker);
-- applies the stage's policy on a concept-drift alarm (the model got worse), off by
-  default: ``"reset"`` replaces the learner by a fresh copy of the stage's model,
-  ``"rollback"`` goes back to the best of the registry's recent versions when one scored
-  better than the live model does now (the learner continues from it and it goes live).
-  What the policy did is logged as a ``kind="policy"`` event.
+- returns what the stage's policy asks on a concept-drift alarm (the model got worse), a
+  :class:`~fusionkit.drift.policy.Decision`: nothing by default, ``"reset"`` (a fresh copy
+  of the stage's model) or ``"rollback"`` (the best of the registry's recent versions, when
+  one scored better than the live model does now). The stage carries it out and hands the
+  watch the :class:`~fusionkit.drift.policy.Outcome`, logged as a ``kind="policy"`` event.
+  The watch never touches the stage.
 
 Its state (the monitor's windows and detectors) travels with the train actor's checkpoints.
 """
@@ -24,108 +25,27 @@ Its state (the monitor's windows and detectors) travels with the train actor's c
 from __future__ import annotations
 
 import functools
+import importlib
+import io
 import math
 import pickle
 import threading
 import time
-import uuid
 import weakref
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fusionkit._clock import now
-from fusionkit._suggest import did_you_mean
 from fusionkit.batch import feature_columns
-from fusionkit.errors import FusionError
-from fusionkit.monitor.drift import Alarm, DriftMonitor, DriftResult
+from fusionkit.drift.policy import NOTHING, Decision, Outcome, decide
+from fusionkit.drift.records import DriftResult
+from fusionkit.drift.spec import DriftSpec
 
-__all__ = ["DriftSpec", "DriftWatch", "POLICIES", "attach", "error_stream",
-           "model_output"]
+__all__ = ["DriftWatch", "error_stream", "model_output"]
 
-POLICIES = ("reset", "rollback")
 FLUSH_EVERY = 0.5  # seconds between reports of the error-rate series to the monitor
-
-
-@dataclass(frozen=True)
-class DriftSpec:
-    """What to watch on a train stage, and what to do on a concept-drift alarm.
-
-    The parameters are those of :class:`~fusionkit.monitor.drift.DriftMonitor` (see it for
-    the calibration of ``psi_alarm`` and ``ks_alpha`` to the window size), plus ``policy``
-    (``None``, ``"reset"`` or ``"rollback"``) and ``predictions`` (watch the model's output
-    as the pseudo-feature ``"prediction"``: ``prediction_sample`` rows of the reference and
-    of each window scored by the model as it is at the test). ``features=None`` watches
-    every feature the model learns from. Bad values are refused here, before anything runs.
-
-    Examples
-    --------
-    >>> DriftSpec(features=("price",), window=2000).window
-    2000
-    >>> DriftSpec(policy="rest")
-    Traceback (most recent call last):
-    ...
-    fusionkit.errors.FusionError: unknown drift policy 'rest': choose None, 'reset' or 'rollback'. Did you mean 'reset'?
-    """
-
-    features: tuple[str, ...] | None = None
-    reference: str | int | pd.DataFrame = "first 10000 events"
-    window: int = 5000
-    psi_alarm: float = 0.2
-    ks_alpha: float = 0.01
-    concept: str | Any | None = "adwin"
-    policy: str | None = None
-    categorical: tuple[str, ...] | None = None
-    sliding_reference: bool = False
-    predictions: bool = True
-    concept_params: dict[str, Any] | None = None
-    prediction_sample: int = 500
-    token: str = field(default_factory=lambda: uuid.uuid4().hex, compare=False)
-
-    def __post_init__(self) -> None:
-        if self.policy is not None and self.policy not in POLICIES:
-            hint = did_you_mean(self.policy, POLICIES)
-            raise FusionError(f"unknown drift policy {self.policy!r}: choose None, 'reset' or "
-                              f"'rollback'.{hint}")
-        for name in ("features", "categorical"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                raise FusionError(f"{name} must be a list of column names, not the string "
-                                  f"{value!r}; write [{value!r}]")
-            if value is not None:
-                object.__setattr__(self, name, tuple(value))
-        if isinstance(self.window, bool) or not isinstance(self.window, int | np.integer):
-            raise FusionError(f"window must be a number of events (int), not {self.window!r}")
-        if not (isinstance(self.psi_alarm, int | float) and 0 < self.psi_alarm < math.inf):
-            raise FusionError(f"psi_alarm must be a positive number, not {self.psi_alarm!r}")
-        if not (isinstance(self.ks_alpha, int | float) and 0 < self.ks_alpha < 1):
-            raise FusionError(f"ks_alpha must be a probability in (0, 1), not {self.ks_alpha!r}")
-        try:
-            self.monitor("")  # checks window, reference and the detector with its parameters
-        except (TypeError, ValueError) as exc:
-            raise FusionError(f"watch_drift: {exc}") from None
-
-    def monitor(self, stage: str, features: list[str] | None = None) -> DriftMonitor:
-        """A fresh :class:`DriftMonitor` for this spec."""
-        feats = list(self.features) if self.features is not None else features
-        return DriftMonitor(
-            feats, self.reference, int(self.window), self.psi_alarm, self.ks_alpha,
-            self.concept, self.sliding_reference,
-            list(self.categorical) if self.categorical is not None else None,
-            stage=stage, concept_params=self.concept_params,
-            prediction_sample=int(self.prediction_sample),
-        )  # fmt: skip
-
-    def describe(self) -> dict[str, Any]:
-        """The settings as plain values (a DataFrame reference as its length)."""
-        ref = self.reference
-        return {"features": list(self.features) if self.features is not None else None,
-                "reference": f"DataFrame of {len(ref)} events" if isinstance(ref, pd.DataFrame)
-                else ref, "window": self.window, "psi_alarm": self.psi_alarm,
-                "ks_alpha": self.ks_alpha, "concept": self.concept, "policy": self.policy,
-                "prediction_sample": self.prediction_sample if self.predictions else None}
 
 
 def error_stream(task: str, y_true: Any, y_pred: Any) -> np.ndarray:
@@ -159,7 +79,7 @@ def model_output(learner: Any, X: pd.DataFrame) -> Any:
 
 
 class DriftWatch:
-    """Feeds a train stage's batches to a drift monitor, reports, and applies the policy.
+    """Feeds a train stage's batches to a drift monitor, reports, and decides by the policy.
 
     ``sink`` is the monitor actor (``None``: keep rows here, for tests and benchmarks:
     ``take()`` returns them). ``features`` are the stage's model features, watched when
@@ -190,27 +110,36 @@ class DriftWatch:
         self.events: list[dict[str, Any]] = []  # the last policy and error events
 
     # -- the per-batch step ----------------------------------------------------------------
-    def observe(self, worker: Any, batch: pd.DataFrame, y: pd.Series, prediction: Any) -> None:
-        """One predicted-then-learned batch: update the monitor, report, apply the policy."""
+    def observe(self, batch: pd.DataFrame, y: pd.Series, prediction: Any,
+                learner: Any = None) -> Decision:  # fmt: skip
+        """One predicted-then-learned batch (its labels ``y`` and the ``prediction`` made
+        before learning it): update the monitor, report, and return what the policy asks.
+
+        ``learner`` is the stage's model as it is now, after learning the batch: the one
+        that scores both sides of a prediction drift test. Without one (a watch fed by
+        hand), the predictions given are watched as those of a model that does not change.
+        """
         if self.error is not None:
-            return
+            return NOTHING
         try:
-            result, scored = self._update(batch, y, prediction, getattr(worker, "learner", None))
+            result, scored = self._update(batch, y, prediction, learner)
         except Exception as exc:  # the stage keeps learning; the watch says why it stopped
             self.error = f"{type(exc).__name__}: {exc}"
             self._event({"kind": "drift", "status": "stopped",
                          "detail": f"drift watch stopped: {self.error}"})
-            return
+            return NOTHING
         self._collect(result, scored)
         concept = [a for a in result.alarms if a.kind == "concept"]
-        if concept and self.spec.policy is not None and worker is not None:
-            self._act(worker, concept[-1])
+        return decide(self.spec.policy, concept[-1] if concept else None)
+
+    def record(self, outcome: Outcome) -> None:
+        """What the stage did about a decision: logged as a ``kind="policy"`` event."""
+        self.actions += outcome.acted
+        self._event({"kind": "policy", "status": outcome.status, "version": outcome.version,
+                     "detail": outcome.detail})
 
     def _update(self, batch: pd.DataFrame, y: pd.Series, prediction: Any, learner: Any
                 ) -> tuple[DriftResult, int]:  # fmt: skip
-        """``learner`` is the stage's model as it is now (after learning this batch): the
-        one that scores both sides of a prediction drift test. Without one (a watch fed by
-        hand), the predictions given are watched as those of a model that does not change."""
         if self.features is None:
             self.features = feature_columns(batch, exclude=(str(y.name),))
             self.monitor.feature_monitor.features = self.features
@@ -314,58 +243,6 @@ class DriftWatch:
         if self.sink is not None:
             self.sink.event.remote(record)
 
-    # -- the policy --------------------------------------------------------------------------
-    def _act(self, worker: Any, alarm: Alarm) -> None:
-        change = f"error {alarm.before:.3g} -> {alarm.after:.3g}" if alarm.after == alarm.after \
-            else f"{alarm.statistic} {alarm.value:.3g}"  # fmt: skip
-        why = f"concept drift at offset {alarm.offset} ({change})"
-        version = None
-        try:
-            if self.spec.policy == "reset":
-                from fusionkit.training.learners import fresh_learner
-
-                worker.learner = fresh_learner(worker.spec)
-                status, detail = "reset", f"learner reset to a fresh model after {why}"
-            else:
-                status, version, detail = self._rollback(worker, alarm)
-                detail = f"{detail}, after {why}"
-        except Exception as exc:
-            status, detail = "error", f"{self.spec.policy} failed: {type(exc).__name__}: {exc}"
-        self.actions += status in ("reset", "rollback")
-        self._event({"kind": "policy", "status": status, "version": version, "detail": detail})
-
-    def _rollback(self, worker: Any, alarm: Alarm) -> tuple[str, int | None, str]:
-        """Roll back to the best recent version if it scored better than the live model now."""
-        import ray
-
-        primary = worker.prequential.primary
-        if alarm.after == alarm.after:  # the error the detector sees now, in metric units
-            current = 1.0 - alarm.after if worker.learner.task == "classification" else alarm.after
-        else:
-            current = worker.prequential.values().get(primary.recent, math.nan)
-        worker.settle_publish()  # a version in flight must not go live after this
-        table = ray.get(worker.registry.table.remote(worker.name))
-        metric = primary.recent
-        if metric not in table.columns:
-            return "kept", None, "no published version has a recent metric yet"
-        # only this stage's own versions: an earlier definition of the same name (another
-        # model, or the same one before a restart from scratch) left versions it never learned
-        mine = table["version"].isin(worker.versions)
-        ok = table[mine & table["in_memory"] & (table["status"] != "held")].dropna(subset=[metric])
-        if ok.empty:
-            return "kept", None, "no recent version to roll back to"
-        best = ok.loc[ok[metric].idxmax() if primary.higher_is_better else ok[metric].idxmin()]
-        value, version = float(best[metric]), int(best["version"])
-        better = value > current if primary.higher_is_better else value < current
-        if not better:
-            return "kept", None, (f"kept the model: no recent version beats it ({metric} of "
-                                  f"v{version} {value:.3f}, now {current:.3f})")
-        state = ray.get(worker.registry.state.remote(worker.name, version))
-        ray.get(worker.registry.rollback.remote(worker.name, version))
-        worker.learner.set_state(state)
-        return "rollback", version, (f"rolled back to v{version} ({metric} {value:.3f}, "
-                                     f"now {current:.3f})")
-
     # -- state ----------------------------------------------------------------------------
     def get_state(self) -> bytes:
         """The watch as bytes, for the train actor's checkpoints."""
@@ -381,7 +258,7 @@ class DriftWatch:
     def resume(self, state: bytes | None) -> DriftWatch:
         """This watch as a checkpoint left it; started over if the checkpoint holds no
         state of this very watch (taken before it was attached, or of another one)."""
-        saved = pickle.loads(state) if state is not None else None
+        saved = _load(state) if state is not None else None
         if saved is None or saved["spec"].token != self.spec.token:
             return self.fresh()
         watch = DriftWatch.__new__(DriftWatch)
@@ -417,24 +294,22 @@ def _flush_loop(ref: weakref.ref) -> None:
         del watch
 
 
+# where the watch's classes lived before fusionkit.drift: a checkpoint taken then names them
+_MOVED = {f"fusionkit.monitor.{name}" for name in
+          ("drift", "drift_watch", "drift_stats", "drift_records", "prediction_drift")}
+_HOMES = ("spec", "monitor", "feature", "concept", "prediction", "reference", "ks", "records")
 
-def attach(worker: Any, spec: DriftSpec | None, sample: pd.DataFrame | None = None
-           ) -> dict[str, Any]:  # fmt: skip
-    """Give a train actor a drift watch (or none), checking the columns on a sample of its
-    input; ``{"ok": False, "error": ...}`` names a column the stream does not have."""
-    if spec is None:
-        worker.drift = None
-        return {"ok": True, "watch": None}
-    features = worker.spec.features
-    if features is None and sample is not None:
-        features = feature_columns(sample, exclude=(worker.spec.label,))
-    watched = list(spec.features) if spec.features is not None else features
-    if sample is not None and watched is not None:
-        columns = [c for c in sample.columns if not str(c).startswith("_")]
-        for name in [*watched, *(spec.categorical or ())]:
-            if name not in sample.columns:
-                hint = did_you_mean(name, columns)
-                return {"ok": False, "error": f"cannot watch {name!r}: stream "
-                        f"{worker.spec.on!r} has no such column; its columns are {columns}.{hint}"}
-    worker.drift = DriftWatch(spec, worker.name, worker.learner.task, features, worker.monitor)
-    return {"ok": True, "watch": worker.drift.info()}
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module in _MOVED:
+            for home in _HOMES:
+                found = getattr(importlib.import_module(f"fusionkit.drift.{home}"), name, None)
+                if found is not None:
+                    return found
+        return super().find_class(module, name)
+
+
+def _load(state: bytes) -> dict[str, Any]:
+    """A watch's saved state, also one saved before its classes moved to fusionkit.drift."""
+    return _Unpickler(io.BytesIO(state)).load()
