@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from fusionkit.batch import INGEST_TS
-from fusionkit.sources.kafka import kafka_module
+from fusionkit.sources._kafka import kafka_module
 from fusionkit.streaming.base import Operator
 
 __all__ = ["Kafka"]

@@ -30,22 +30,13 @@ import pandas as pd
 
 from fusionkit._clock import monotonic, now
 from fusionkit.batch import INGEST_TS
+from fusionkit.sources._kafka import choose_partitions, kafka_module, nth, parse_partitions
 from fusionkit.sources.base import Backoff, Source
 from fusionkit.sources.decode import DECODES, MAX_BYTES, decode_batch, empty_batch, limits
 
 __all__ = ["Kafka"]
 
 LAG_EVERY = 1.0  # seconds between two looks at the partition's high watermark
-
-
-def kafka_module():
-    """``confluent_kafka``, imported on first use with a clear error if it is missing."""
-    try:
-        import confluent_kafka
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the Kafka source and sink need the 'confluent-kafka' package: "
-                          "pip install 'fusionkit[kafka]'") from exc
-    return confluent_kafka
 
 
 class Kafka(Source):
@@ -137,7 +128,7 @@ class Kafka(Source):
         self.bootstrap = bootstrap
         self.topic = topic
         self.partition = int(partition)
-        self.partitions = _partitions(partitions)
+        self.partitions = parse_partitions(partitions)
         self.group = group
         self.decode = decode
         self.time_field = time_field
@@ -247,21 +238,10 @@ class Kafka(Source):
 
     def _choose(self, have: list[int]) -> list[int]:
         """This source's partitions out of the topic's ``have``."""
-        where = f"Kafka at {self.bootstrap}"
         wanted = ([self.partition] if self.partitions is None else
                   have if self.partitions == "all" else list(self.partitions))
-        missing = [p for p in wanted if p not in have]
-        if missing or not wanted:
-            which = ", ".join(map(str, missing)) if missing else "any"
-            raise ValueError(f"{where} has no partition {which} of topic {self.topic!r} "
-                             f"(partitions: {have or 'none'})")
-        index, count = self._share
-        mine = wanted[index::count]
-        if not mine:
-            raise ValueError(f"topic {self.topic!r} at {where} has {len(wanted)} partitions to "
-                             f"read: actor {index + 1} of {count} would read none; use a "
-                             f"parallelism of at most {len(wanted)}")
-        return mine
+        return choose_partitions(wanted, have, self._share, self.topic,
+                                 f"Kafka at {self.bootstrap}")
 
     def seek(self, offset: int | dict[int, int]) -> None:
         """Resume at a position (replay from a checkpoint): the next read starts there. A
@@ -355,7 +335,7 @@ class Kafka(Source):
         index, count = self._share
         spec = "all" if self.partitions == "all" else ",".join(map(str, self.partitions))
         if count > 1:
-            spec += f", every {_nth(count)} from the {_nth(index + 1)}"
+            spec += f", every {nth(count)} from the {nth(index + 1)}"
         return {**out, "partitions": self._mine or spec}
 
     # -- what the stage collects after each read ------------------------------------------
@@ -406,24 +386,3 @@ class Kafka(Source):
             self._outage.ok()
         except ck.KafkaException:
             self._backlog = float("nan")
-
-
-def _partitions(value: Sequence[int] | str | None) -> tuple[int, ...] | str | None:
-    """``partitions=`` as ``None``, ``"all"`` or a tuple of partition numbers."""
-    if value is None or value == "all":
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = [value]
-    elif isinstance(value, str):
-        value = [v for v in value.replace(" ", "").split(",") if v]
-    try:
-        parts = tuple(int(p) for p in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"partitions must be 'all' or partition numbers, got {value!r}") from None
-    if not parts or any(p < 0 for p in parts) or len(set(parts)) != len(parts):
-        raise ValueError(f"partitions must be distinct partition numbers, got {value!r}")
-    return parts
-
-
-def _nth(k: int) -> str:
-    return f"{k}{'th' if 10 <= k % 100 < 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
