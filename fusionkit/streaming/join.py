@@ -176,18 +176,17 @@ class IntervalJoin:
     # -- the calls ------------------------------------------------------------------------
     def process_left(self, batch: pd.DataFrame, now: float | None = None) -> pd.DataFrame:
         """Take a batch of left events; return the examples completed by this call."""
-        now = self._touch(LEFT, batch, now)
-        good, keys, t = self._validate(batch, "left")
-        if len(good):
-            self._add_left(good, keys, t)
-        return self._settle(now)
+        return self._process(LEFT, batch, now)
 
     def process_right(self, batch: pd.DataFrame, now: float | None = None) -> pd.DataFrame:
         """Take a batch of right events (outcomes); return the examples completed."""
-        now = self._touch(RIGHT, batch, now)
-        good, keys, t = self._validate(batch, "right")
+        return self._process(RIGHT, batch, now)
+
+    def _process(self, side: int, batch: pd.DataFrame, now: float | None) -> pd.DataFrame:
+        now = self._touch(side, batch, now)
+        good, keys, t = self._validate(batch, "left" if side == LEFT else "right")
         if len(good):
-            self._add_right(good, keys, t)
+            (self._add_left if side == LEFT else self._add_right)(good, keys, t)
         return self._settle(now)
 
     def advance(self, now: float | None = None) -> pd.DataFrame:
