@@ -89,6 +89,16 @@ def test_decide():
     assert decide(None, alarm) is NOTHING and decide("reset", None) is NOTHING
 
 
+def test_a_spec_names_a_column_the_stream_does_not_have():
+    sample = next(batches(500))
+    why = DriftSpec(features=("prise",)).unknown_column(None, sample, "clicks")
+    assert why.startswith("cannot watch 'prise': stream 'clicks' has no such column")
+    assert "Did you mean 'price'?" in why
+    assert DriftSpec(categorical=("devise",)).unknown_column(["price"], sample, "clicks")
+    assert DriftSpec().unknown_column(["price", "device"], sample, "clicks") is None
+    assert DriftSpec().unknown_column(None, None, "clicks") is None
+
+
 TABLE = pd.DataFrame({"version": [1, 2, 3, 4, 5], "in_memory": [True, True, True, False, True],
                       "status": ["ok", "ok", "held", "ok", "ok"],
                       "recent_mae": [0.5, 0.3, 0.1, 0.05, 0.2]})  # fmt: skip
