@@ -1,9 +1,10 @@
 """The ``%fusion`` sub-commands: one small function each, a thin layer over the Python API.
 
 Every sub-command declares its arguments with IPython's ``magic_arguments`` and an example
-for the help; :func:`command` registers it in :data:`COMMANDS`. A function receives the
-``FusionMagics`` instance (the shell and the settings), the parsed arguments and the cell
-body (``None`` for a line magic) and returns what the cell shows.
+for the help; :func:`~fusionkit.notebook.command.command` registers it in ``COMMANDS``
+(:mod:`fusionkit.notebook.command`). A function receives the ``FusionMagics`` instance
+(the shell and the settings), the parsed arguments and the cell body (``None`` for a line
+magic) and returns what the cell shows. Importing this module registers them all.
 """
 
 from __future__ import annotations
@@ -11,20 +12,24 @@ from __future__ import annotations
 import argparse
 import importlib
 import socket
-import textwrap
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
-from IPython.core.magic_arguments import MagicHelpFormatter, argument, magic_arguments
+from IPython.core.magic_arguments import argument, magic_arguments
 
-from fusionkit._suggest import did_you_mean
 from fusionkit.errors import FusionError, StageNotFoundError
 from fusionkit.notebook import parsing as p
-from fusionkit.notebook.namespace import is_source_data, pick_function, pick_model, run_body
-from fusionkit.notebook.parsing import HINT, FusionUsageError
+from fusionkit.notebook.command import (
+    COMMANDS,
+    command,
+    find,
+    has_body,
+    output,
+    overview,
+    stage_name,
+    store_output,
+)
+from fusionkit.notebook.namespace import pick_function, pick_model, run_body
+from fusionkit.notebook.parsing import FusionUsageError
 from fusionkit.notebook.results import (
     Help,
     LiveStage,
@@ -33,88 +38,10 @@ from fusionkit.notebook.results import (
     check,
     wait_for_stage,
 )
+from fusionkit.notebook.sources import SOURCE_KINDS, make_source
 
-SOURCE_KINDS = "synthetic, a DataFrame or source variable, a .csv/.parquet file, or a URL"
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    run: Callable[..., Any]
-    cell: bool          # takes a cell body
-    connected: bool     # needs %fusion connect first
-    example: str
-
-    @property
-    def summary(self) -> str:
-        return (self.run.parser.description or "").strip().splitlines()[0]
-
-    def help(self) -> str:
-        return self.run.parser.format_help()
-
-    def usage(self) -> str:
-        return self.run.parser.format_usage().removeprefix("usage: ").strip()
-
-
-class HelpFormatter(MagicHelpFormatter):
-    """IPython's magic help layout, with a plain ``usage:`` line instead of an RST block."""
-
-    def add_usage(self, usage, actions, groups, prefix="usage: "):  # noqa: ANN001
-        argparse.RawDescriptionHelpFormatter.add_usage(self, usage, actions, groups, prefix)
-
-
-COMMANDS: dict[str, Command] = {}
-
-
-def usage_line(parser: argparse.ArgumentParser, width: int = 88) -> str:
-    """``%fusion serve NAME --model TRAIN [--replicas N] ...``: positionals first, as typed."""
-    words = []
-    actions = sorted(parser._actions, key=lambda a: bool(a.option_strings))
-    for action in actions:
-        if not action.option_strings:
-            word = action.metavar or action.dest
-            words.append(f"[{word}]" if action.nargs == "?" else word)
-            continue
-        word = action.option_strings[0]
-        if action.nargs != 0:
-            word += f" {action.metavar or action.dest.upper()}"
-        words.append(word if action.required else f"[{word}]")
-    return textwrap.fill(" ".join([parser.prog, *words]), width, subsequent_indent="    ",
-                         break_on_hyphens=False, break_long_words=False)
-
-
-def command(name: str, example: str, *, cell: bool = False,
-            connected: bool = True) -> Callable[[Callable], Callable]:
-    """Register a sub-command whose ``magic_arguments`` parser is already built."""
-    def register(func: Callable) -> Callable:
-        func.parser.epilog = "Example:\n" + textwrap.indent(example.strip(), "  ")
-        func.parser.prog = ("%%" if cell else "%") + func.parser.prog
-        func.parser.formatter_class = HelpFormatter
-        func.parser.usage = usage_line(func.parser).replace("%", "%%")  # argparse %-formats it
-        func.__doc__ = func.parser.format_help()
-        COMMANDS[name] = Command(name, func, cell, connected, example.strip())
-        return func
-    return register
-
-
-# -- reusable arguments ------------------------------------------------------------------------
-
-def stage_name(what: str = "the stage") -> argument:
-    return argument("name", metavar="NAME", help=f"name of {what}")
-
-
-output = argument("-o", "--output", metavar="VAR",
-                  help="also store the returned handle in the notebook variable VAR")
-
-
-def _store(magics: Any, args: argparse.Namespace, result: Any) -> Any:
-    if getattr(args, "output", None):
-        magics.shell.user_ns[args.output] = result
-    return result
-
-
-def _has_body(cell: str | None) -> bool:
-    return cell is not None and bool(cell.strip())
+# what the magic dispatches on: importing them from here registers every sub-command first
+__all__ = ["COMMANDS", "find", "overview"]
 
 
 def _kind(name: str) -> str:
@@ -176,68 +103,12 @@ def stream(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage
 
     ns = magics.shell.user_ns
     source = make_source(magics, args)
-    bound = run_body(magics.shell, cell) if _has_body(cell) else []
-    fn = pick_function(ns, bound, args.fn) if (_has_body(cell) or args.fn) else None
+    bound = run_body(magics.shell, cell) if has_body(cell) else []
+    fn = pick_function(ns, bound, args.fn) if (has_body(cell) or args.fn) else None
     fk.stream(args.name, source=source, fn=fn, key_by=args.key_by,
               batch_size=args.batch or magics.batch_size, parallelism=args.parallelism,
               overload=args.overload, start=args.start)
-    return _store(magics, args, LiveStage(args.name, "stream"))
-
-
-def make_source(magics: Any, args: argparse.Namespace) -> Any:
-    """The source ``--source`` names, paced at ``--rate``."""
-    import fusionkit as fk
-
-    spec = args.source
-    explicit_rate = hasattr(args, "rate")
-    rate = args.rate if explicit_rate else (magics.rate or None)
-    if args.seed is not None and spec != "synthetic":
-        raise FusionUsageError("--seed applies to --source synthetic only")
-    if spec == "synthetic":
-        options = {"seed": args.seed} if args.seed is not None else {}
-        return fk.sources.synthetic(args.name, rate=rate, **options)
-    ns = magics.shell.user_ns
-    if spec.isidentifier() and spec in ns:
-        value = ns[spec]
-        if isinstance(value, fk.sources.Source):
-            if explicit_rate:
-                raise FusionUsageError(f"--rate does not apply to --source {spec}: a source "
-                                       f"object has its own rate (set it where {spec} is made)")
-            return value
-        if not is_source_data(value):
-            raise FusionUsageError(f"--source {spec}: {spec!r} is a {type(value).__name__}, "
-                                   f"not a DataFrame or a fusionkit source")
-        return fk.sources.replay(value, rate=rate)
-    if "://" in spec:
-        return connector(spec)
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return fk.sources.replay(str(path.resolve()), rate=rate)
-    candidates = ["synthetic"] + [k for k, v in ns.items()
-                                  if not k.startswith("_") and is_source_data(v)]
-    raise FusionUsageError(f"--source {spec!r} is not {SOURCE_KINDS} "
-                           f"(no such variable or file){did_you_mean(spec, candidates, HINT)}")
-
-
-def connector(url: str) -> Any:
-    """A broker source from a URL: ``redis://host:port/db?stream=events&group=g`` or
-    ``kafka://host:port/topic?group=g``; query parameters become the source's options."""
-    import fusionkit.sources as sources
-
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    options: dict[str, Any] = {k: int(v) if v.isdigit() else v
-                               for k, v in parse_qsl(parts.query)}
-    factory = getattr(sources, {"rediss": "redis"}.get(scheme, scheme), None)
-    if factory is None or scheme not in ("redis", "rediss", "kafka"):
-        raise FusionUsageError(f"--source {url}: no connector for {scheme}:// in this "
-                               f"installation of fusionkit (sources: {SOURCE_KINDS})")
-    if scheme == "kafka":
-        topic = parts.path.strip("/")
-        if topic:
-            options.setdefault("topic", topic)
-        return factory(parts.netloc, **options)
-    return factory(parts._replace(query="").geturl(), **options)
+    return store_output(magics, args, LiveStage(args.name, "stream"))
 
 
 @command("train", "%%fusion train ctr --on clicks --label clicked --publish-every 1s "
@@ -265,11 +136,11 @@ def train(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     """
     import fusionkit as fk
 
-    if not _has_body(cell) and args.model is None:
+    if not has_body(cell) and args.model is None:
         raise FusionUsageError("%fusion train needs a model: make it in the cell body "
                                "(%%fusion train ...) or name a variable with --model VAR")
     ns = magics.shell.user_ns
-    bound = run_body(magics.shell, cell) if _has_body(cell) else []
+    bound = run_body(magics.shell, cell) if has_body(cell) else []
     model = pick_model(ns, bound, args.model)
     label = args.label or _stream_label(args.on)
     publish = args.publish_every or p.publish_every(magics.publish_every)
@@ -277,7 +148,7 @@ def train(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
         if args.features else None
     fk.train(args.name, on=args.on, model=model, label=label, publish_every=publish,
              features=features)
-    return _store(magics, args, LiveStage(args.name, "train"))
+    return store_output(magics, args, LiveStage(args.name, "train"))
 
 
 def _stream_label(on: str) -> str | None:
@@ -322,7 +193,7 @@ def serve(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     fk.serve(args.name, model=args.model, replicas=args.replicas or magics.serve_replicas,
              port=serve_port(port), route=args.route,
              retry={"on": True, "off": False}.get(args.retry), wait=False)
-    return _store(magics, args, LiveStage(args.name, "serve"))
+    return store_output(magics, args, LiveStage(args.name, "serve"))
 
 
 def serve_port(port: int | str) -> int:
@@ -353,8 +224,8 @@ def serve_port(port: int | str) -> int:
 def status(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
     """The pipeline's stages with status, events, rate and errors, kept current."""
     if args.name is None:
-        return _store(magics, args, StatusView())
-    return _store(magics, args, LiveStage(args.name, _kind(args.name)))
+        return store_output(magics, args, StatusView())
+    return store_output(magics, args, LiveStage(args.name, _kind(args.name)))
 
 
 @command("wait", "%fusion wait ctr-api --timeout 2min")
@@ -376,7 +247,7 @@ def wait(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     """
     row = wait_for_stage(args.name, status=args.status, events=args.events,
                          version=args.version, timeout=args.timeout or magics.wait_timeout)
-    return _store(magics, args, LiveStage(args.name, row["kind"]))
+    return store_output(magics, args, LiveStage(args.name, row["kind"]))
 
 
 @command("check", "%fusion check")
@@ -500,30 +371,3 @@ def help_(magics: Any, args: argparse.Namespace, cell: str | None) -> Help:
     if args.topic is None:
         return Help(overview())
     return Help(find(args.topic).help())
-
-
-def find(name: str) -> Command:
-    cmd = COMMANDS.get(name)
-    if cmd is None:
-        raise FusionUsageError(f"%fusion has no sub-command {name!r}"
-                               f"{did_you_mean(name, COMMANDS, HINT)} "
-                               f"(sub-commands: {', '.join(COMMANDS)})")
-    return cmd
-
-
-def overview() -> str:
-    """The magic's help: what it is, then each sub-command with its usage and an example."""
-    lines = [
-        "%fusion (line) and %%fusion (cell): build, run and watch a stream -> train -> serve",
-        "pipeline on Ray. The cell body of stream and train is ordinary Python run in the",
-        "notebook: stream takes the function it defines, train the `model` it makes.",
-        "Re-running a cell replaces the stage in place. Settings: %config FusionMagics.",
-        "`%fusion help COMMAND` or `%fusion COMMAND --help` shows every option.",
-        "",
-    ]
-    for cmd in COMMANDS.values():
-        usage = textwrap.indent(cmd.usage(), "    ").strip()
-        lines += [f"{cmd.name}: {cmd.summary}", f"    {usage}", "    example:"]
-        lines += [f"      {line}" for line in cmd.example.splitlines()]
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"

@@ -68,7 +68,7 @@ def test_a_split_source_makes_every_actor_a_reader():
 
 
 def test_the_magic_source_url_takes_partitions():
-    from fusionkit.notebook.commands import connector
+    from fusionkit.notebook.sources import connector
 
     src = connector("kafka://127.0.0.1:9092/events?partitions=all&group=g")
     assert (src.topic, src.group, src.partitions, src.splittable) == ("events", "g", "all", True)
