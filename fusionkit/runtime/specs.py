@@ -1,4 +1,8 @@
-"""What a stage is made of: plain records the controller keeps and hands to actors."""
+"""What a stage is made of: plain records the controller keeps and hands to actors.
+
+Frozen: a stage changed (paused, waiting, scaled, watched for drift) gets a new spec
+(``dataclasses.replace``), so a spec an actor or a checkpoint holds never changes under it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass
+@dataclass(frozen=True)
 class StreamSpec:
     name: str
     source: Any
@@ -60,7 +64,7 @@ class StreamSpec:
         return self.source.share(index, self.readers) if self.readers > 1 else self.source
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainSpec:
     name: str
     on: str
@@ -79,7 +83,7 @@ class TrainSpec:
     kind: str = "train"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ServeSpec:
     name: str
     model: str
