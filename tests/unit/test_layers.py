@@ -131,6 +131,46 @@ def test_no_import_circles() -> None:
         " -> ".join(c) for c in circles)
 
 
+# The rooms of fusionkit from the bottom up (docs/architecture.md): a module may import its
+# own room and any room ranked lower, never one ranked the same or higher.
+RANK = {
+    **dict.fromkeys(["_clock", "_duration", "_files", "errors"], 0),
+    **dict.fromkeys(["_names", "_rpc", "_signing", "_suggest", "_widgets", "batch"], 0.5),
+    "runtime": 1, "drift": 2, "sources": 2, "streaming": 3, "training": 4, "sinks": 4,
+    "registry": 5, "serving": 6, "monitor": 7, "control": 8, "connect": 9,
+    "stages": 10, "models": 10, "handles": 11, "api": 12, "drift_api": 13,
+    "fusionkit": 14, "report": 15, "demo": 15.5, "cli": 16, "__main__": 17, "notebook": 20,
+    "pytest_nbval": 21,  # the nbval plugin: runs notebooks, above everything
+}
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{a} -> {b}" for a, targets in graph.items() for b in targets
+                  if _room(a) != _room(b) and RANK[_room(b)] >= RANK[_room(a)])
+
+
+def test_the_rank_check_sees_an_arrow_up() -> None:
+    graph = {"fusionkit.runtime.stage": {"fusionkit.streaming.worker"},
+             "fusionkit.streaming.worker": {"fusionkit.runtime.stage", "fusionkit.batch"}}
+    assert _upward(graph) == ["fusionkit.runtime.stage -> fusionkit.streaming.worker"]
+
+
+def test_every_room_has_a_rank() -> None:
+    assert {_room(m) for m in MODULES} <= RANK.keys()
+
+
+def test_no_arrow_runs_up() -> None:
+    """Lower rooms never import higher ones: sources, streaming, training, the registry and
+    serving stand on runtime; the control plane on them; the API on the control plane."""
+    upward = _upward(_graph())
+    assert not upward, "imports that run up a layer:\n" + "\n".join(upward)
+
+
 @pytest.mark.parametrize("name", sorted(set(MODULES) - {"fusionkit.__main__"}))  # runs the CLI
 def test_every_module_imports(name: str) -> None:
     importlib.import_module(name)
