@@ -59,11 +59,11 @@ from river import drift as river_drift
 from river import linear_model, preprocessing, tree
 from river.datasets import synth
 
-from fusionkit.drift.concept import ConceptDriftMonitor
-from fusionkit.drift.feature import FeatureDriftMonitor
-from fusionkit.drift.monitor import DriftMonitor
-from fusionkit.drift.spec import DriftSpec
-from fusionkit.drift.watch import DriftWatch
+from fusionkit.drift_detection.concept import ConceptDriftMonitor
+from fusionkit.drift_detection.feature import FeatureDriftMonitor
+from fusionkit.drift_detection.monitor import DriftMonitor
+from fusionkit.drift_detection.spec import DriftSpec
+from fusionkit.drift_detection.watch import DriftWatch
 from fusionkit.sources.drift import FeatureDrift
 from fusionkit.sources.synthetic import Synthetic
 from fusionkit.training.learners import adapt

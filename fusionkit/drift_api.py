@@ -1,7 +1,7 @@
 """Drift from the notebook: watch a train stage, read its drift series and the alarms.
 
 ``watch_drift`` attaches a drift watch to a running train stage (see
-``fusionkit.drift.watch``); ``drift`` and ``alarms`` read what the monitor
+``fusionkit.drift_detection.watch``); ``drift`` and ``alarms`` read what the monitor
 collected. Alarms are also pipeline events (``fk.events()``, ``kind="alarm"``), which the
 dashboard draws as markers.
 """
@@ -16,11 +16,7 @@ import ray
 
 from fusionkit._suggest import did_you_mean
 from fusionkit.api import call, handles
-
-# loads the fusionkit.drift package while fusionkit/__init__ runs, before it binds the
-# function ``drift`` below to the same name (a first import of a package sets it on its
-# parent: done later, it would replace fk.drift by the package)
-from fusionkit.drift.store import ALARM_COLUMNS, ROW_COLUMNS
+from fusionkit.drift_detection.store import ALARM_COLUMNS, ROW_COLUMNS
 from fusionkit.errors import StageNotFoundError
 
 
@@ -57,7 +53,7 @@ def watch_drift(name: str, features: Sequence[str] | None = None,
     Returns the watch's settings. The watch is part of the stage's checkpoints; re-defining
     the stage removes it.
     """
-    from fusionkit.drift.spec import DriftSpec  # River and SciPy load on first use
+    from fusionkit.drift_detection.spec import DriftSpec  # River and SciPy load on first use
 
     spec = DriftSpec(features=tuple(features) if features is not None else None,
                      reference=reference, window=window, psi_alarm=psi_alarm, ks_alpha=ks_alpha,

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from fusionkit._clock import now
-from fusionkit.drift.store import DriftStore, describe
+from fusionkit.drift_detection.store import DriftStore, describe
 from fusionkit.monitor.recent import RecentSamples
 from fusionkit.monitor.series import LatencyHistogram, Reservoir, SeriesStore, quantiles_ms
 from fusionkit.monitor.snapshot import COUNTERS, bucketize
@@ -186,7 +186,7 @@ class Monitor:
 
     @_locked
     def drift(self, stage: str, since: float | None = None) -> pd.DataFrame:
-        """A train stage's drift rows over time (``fusionkit.drift.store``)."""
+        """A train stage's drift rows over time (``fusionkit.drift_detection.store``)."""
         return self._drift.frame(stage, since)
 
     @_locked

@@ -17,7 +17,7 @@ from fusionkit._clock import monotonic
 from fusionkit._rpc import cause_of
 from fusionkit._suggest import did_you_mean
 from fusionkit.batch import INGEST_TS, coalesce, feature_columns, model_features
-from fusionkit.drift.policy import Decision, Outcome, rollback_choice
+from fusionkit.drift_detection.policy import Decision, Outcome, rollback_choice
 from fusionkit.errors import FusionError, ModelDivergedError
 from fusionkit.runtime.channel import Inbox
 from fusionkit.runtime.checkpoint import Barrier
@@ -184,8 +184,8 @@ class TrainWorker(StageActor):
     def watch_drift(self, spec: Any, sample: pd.DataFrame | None = None) -> dict[str, Any]:
         """Attach a drift watch (a ``DriftSpec``; ``None`` removes it), its columns checked
         on ``sample`` of the input: ``{"ok": False, "error": ...}`` names a column the
-        stream does not have (fusionkit.drift.watch)."""
-        from fusionkit.drift.watch import DriftWatch  # River and SciPy load on first use
+        stream does not have (fusionkit.drift_detection.watch)."""
+        from fusionkit.drift_detection.watch import DriftWatch  # River and SciPy load on first use
 
         with self.inbox.exclusive():
             if spec is None:

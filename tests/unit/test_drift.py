@@ -9,18 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from river import drift as river_drift
 
-from fusionkit.drift.categories import OTHER, category_counts, psi_categorical
-from fusionkit.drift.chi2 import chi2
-from fusionkit.drift.concept import ConceptDriftMonitor
-from fusionkit.drift.detectors import make_detector
-from fusionkit.drift.feature import FeatureDriftMonitor
-from fusionkit.drift.ks import ks
-from fusionkit.drift.monitor import DriftMonitor
-from fusionkit.drift.prediction import PredictionDriftMonitor
-from fusionkit.drift.psi import psi, psi_threshold
-from fusionkit.drift.records import Alarm
-from fusionkit.drift.reference import ColumnWindow, reference_size
-from fusionkit.drift.ztest import increase_z
+from fusionkit.drift_detection.categories import OTHER, category_counts, psi_categorical
+from fusionkit.drift_detection.chi2 import chi2
+from fusionkit.drift_detection.concept import ConceptDriftMonitor
+from fusionkit.drift_detection.detectors import make_detector
+from fusionkit.drift_detection.feature import FeatureDriftMonitor
+from fusionkit.drift_detection.ks import ks
+from fusionkit.drift_detection.monitor import DriftMonitor
+from fusionkit.drift_detection.prediction import PredictionDriftMonitor
+from fusionkit.drift_detection.psi import psi, psi_threshold
+from fusionkit.drift_detection.records import Alarm
+from fusionkit.drift_detection.reference import ColumnWindow, reference_size
+from fusionkit.drift_detection.ztest import increase_z
 
 CATS = np.array(["a", "b", "c", "d"], dtype=object)
 

@@ -1,5 +1,5 @@
 """The drift package's seam (no Ray): the watch observes and decides, the train stage acts;
-``fusionkit.drift`` stands on neither the training nor the monitor layer; a drift state
+``fusionkit.drift_detection`` stands on neither the training nor the monitor layer; a drift state
 checkpointed before the package moved still resumes."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import pytest
 
 import fusionkit
 from fusionkit import Prediction
-from fusionkit.drift.policy import NOTHING, Decision, Outcome, decide, rollback_choice
-from fusionkit.drift.records import Alarm
-from fusionkit.drift.spec import DriftSpec
-from fusionkit.drift.watch import DriftWatch
+from fusionkit.drift_detection.policy import NOTHING, Decision, Outcome, decide, rollback_choice
+from fusionkit.drift_detection.records import Alarm
+from fusionkit.drift_detection.spec import DriftSpec
+from fusionkit.drift_detection.watch import DriftWatch
 from fusionkit.sources.drift import ConceptDrift
 from fusionkit.sources.synthetic import Synthetic
 
@@ -145,33 +145,33 @@ def test_training_takes_drift_from_drift_not_from_monitor():
     wrong = sorted(f"{p.name}: {m}" for p in (ROOT / "training").glob("*.py")
                    for m in _imported(p) if m.startswith("fusionkit.monitor"))  # fmt: skip
     assert wrong == []
-    assert "fusionkit.drift.policy" in _imported(ROOT / "training" / "worker.py")
+    assert "fusionkit.drift_detection.policy" in _imported(ROOT / "training" / "worker.py")
 
 
 def test_fk_drift_stays_the_function_whichever_module_comes_first():
-    """``fusionkit.drift`` is both a package and the function ``fk.drift``: importing a drift
-    module first, in a fresh interpreter, must leave the function in place."""
-    code = ("import fusionkit.drift.watch, fusionkit.drift.policy, fusionkit as fk\n"
+    """Importing a drift module first, in a fresh interpreter, leaves ``fk.drift`` the
+    function (a package named ``drift`` would replace it on first import)."""
+    code = ("import fusionkit.drift_detection.watch, fusionkit.drift_detection.policy, fusionkit as fk\n"
             "import fusionkit.drift_api as api\n"
             "assert fk.drift is api.drift, fk.drift\n")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT.parent, timeout=120)
 
 
 # -- checkpoints -----------------------------------------------------------------------------
-OLD = {  # where the classes of a watch's state lived before fusionkit.drift
-    "fusionkit.drift.spec": "fusionkit.monitor.drift_watch",
-    "fusionkit.drift.monitor": "fusionkit.monitor.drift",
-    "fusionkit.drift.feature": "fusionkit.monitor.drift",
-    "fusionkit.drift.concept": "fusionkit.monitor.drift",
-    "fusionkit.drift.prediction": "fusionkit.monitor.prediction_drift",
-    "fusionkit.drift.reference": "fusionkit.monitor.drift_stats",
-    "fusionkit.drift.ks": "fusionkit.monitor.drift_stats",
+OLD = {  # where the classes of a watch's state lived before fusionkit.drift_detection
+    "fusionkit.drift_detection.spec": "fusionkit.monitor.drift_watch",
+    "fusionkit.drift_detection.monitor": "fusionkit.monitor.drift",
+    "fusionkit.drift_detection.feature": "fusionkit.monitor.drift",
+    "fusionkit.drift_detection.concept": "fusionkit.monitor.drift",
+    "fusionkit.drift_detection.prediction": "fusionkit.monitor.prediction_drift",
+    "fusionkit.drift_detection.reference": "fusionkit.monitor.drift_stats",
+    "fusionkit.drift_detection.ks": "fusionkit.monitor.drift_stats",
 }
 
 
 def test_a_drift_state_checkpointed_before_the_move_resumes():
     """A train actor's checkpoint holds its watch's state as pickled bytes, which name the
-    classes' modules. One written before they moved to ``fusionkit.drift`` (rewritten here
+    classes' modules. One written before they moved to ``fusionkit.drift_detection`` (rewritten here
     with the old module names) resumes like one written now."""
     spec = DriftSpec(features=("price",), reference=2000, window=1000)
     watch = DriftWatch(spec, "ctr", "classification")
@@ -181,7 +181,7 @@ def test_a_drift_state_checkpointed_before_the_move_resumes():
     blob = pickle.dumps(pickle.loads(new), protocol=2)  # GLOBAL opcodes: "module\nname\n"
     for module, old in OLD.items():
         blob = blob.replace(f"c{module}\n".encode(), f"c{old}\n".encode())
-    assert b"fusionkit.drift." not in blob and b"fusionkit.monitor.drift_stats\n" in blob
+    assert b"fusionkit.drift_detection." not in blob and b"fusionkit.monitor.drift_stats\n" in blob
     a, b = watch.fresh().resume(new), watch.fresh().resume(blob)
     assert b.monitor.feature_monitor.seen == a.monitor.feature_monitor.seen > 0
     rows = [[], []]

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from fusionkit.drift.categories import category_counts
-from fusionkit.drift.concept import ConceptDriftMonitor
-from fusionkit.drift.ks import KSReference
-from fusionkit.drift.reference import Reference
+from fusionkit.drift_detection.categories import category_counts
+from fusionkit.drift_detection.concept import ConceptDriftMonitor
+from fusionkit.drift_detection.ks import KSReference
+from fusionkit.drift_detection.reference import Reference
 
 
 def _samples(rng: np.random.Generator, kind: str, n: int, m: int):
@@ -44,7 +44,7 @@ def test_psi_bins_of_the_sorted_window_are_the_plain_counts():
     ref = np.r_[rng.normal(size=2_000), np.nan, np.inf, -np.inf]
     cur = np.r_[rng.normal(0.3, 1, size=1_000), [np.nan] * 5, np.inf]
     r = Reference(ref, categorical=False)
-    from fusionkit.drift.psi import binned_counts, psi, quantile_edges
+    from fusionkit.drift_detection.psi import binned_counts, psi, quantile_edges
 
     assert np.array_equal(r.edges, quantile_edges(ref))
     assert np.array_equal(r.bin_counts, binned_counts(ref, r.edges))
@@ -113,7 +113,7 @@ def _mixed_frame(rng: np.random.Generator, n: int) -> pd.DataFrame:
 def test_feature_windows_of_batches_are_those_of_the_concatenated_stream(batch):
     """The window's columns are taken from the batches without concatenating them; what
     is compared must be what the concatenated stream holds, whatever the batching."""
-    from fusionkit.drift.feature import FeatureDriftMonitor
+    from fusionkit.drift_detection.feature import FeatureDriftMonitor
 
     rng = np.random.default_rng(batch)
     frame = _mixed_frame(rng, 12_000)
@@ -135,7 +135,7 @@ def test_feature_windows_of_batches_are_those_of_the_concatenated_stream(batch):
 def test_batches_of_other_column_types_are_compared_as_their_concatenation(change):
     """Batches whose columns differ in type (or lack the event times) are concatenated as
     pandas does it: the window holds the same values as the concatenated frame."""
-    from fusionkit.drift.feature import FeatureDriftMonitor
+    from fusionkit.drift_detection.feature import FeatureDriftMonitor
 
     rng = np.random.default_rng(3)
     frame = _mixed_frame(rng, 6_000)
@@ -156,7 +156,7 @@ def test_batches_of_other_column_types_are_compared_as_their_concatenation(chang
 
 
 def test_a_batch_without_a_watched_column_is_refused_after_good_ones():
-    from fusionkit.drift.feature import FeatureDriftMonitor
+    from fusionkit.drift_detection.feature import FeatureDriftMonitor
 
     frame = _mixed_frame(np.random.default_rng(5), 1_000)
     mon = FeatureDriftMonitor(features=["x", "k"], reference=400, window=200)
@@ -170,7 +170,7 @@ def test_a_batch_without_a_watched_column_is_refused_after_good_ones():
 
 
 def test_boolean_and_float_errors_give_the_same_concept_rows():
-    from fusionkit.drift.monitor import DriftMonitor
+    from fusionkit.drift_detection.monitor import DriftMonitor
 
     rng = np.random.default_rng(6)
     frame = _mixed_frame(rng, 20_000)
@@ -193,7 +193,7 @@ def test_boolean_and_float_errors_give_the_same_concept_rows():
 def test_the_window_test_is_the_two_proportion_z_of_the_two_windows():
     """Every ``test_every`` events, z compares the last ``test_window`` errors with the
     ``reference_window`` before them; a batch's row holds the largest (0/1 errors: exact)."""
-    from fusionkit.drift.ztest import increase_z
+    from fusionkit.drift_detection.ztest import increase_z
 
     rng = np.random.default_rng(7)
     errors = (rng.random(9_000) < 0.2).astype(float)
@@ -208,7 +208,7 @@ def test_the_window_test_is_the_two_proportion_z_of_the_two_windows():
 
 
 def test_the_z_of_the_window_test_is_that_of_increase_z_from_sums():
-    from fusionkit.drift.ztest import _increase_z, increase_z_from_sums
+    from fusionkit.drift_detection.ztest import _increase_z, increase_z_from_sums
 
     rng = np.random.default_rng(8)
     s_ref, s_cur = rng.random(50) * 900, rng.random(50) * 300

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from river import linear_model, preprocessing
 
-from fusionkit.drift.psi import psi
-from fusionkit.drift.spec import DriftSpec
-from fusionkit.drift.store import DriftStore, describe
-from fusionkit.drift.watch import DriftWatch, error_stream
+from fusionkit.drift_detection.psi import psi
+from fusionkit.drift_detection.spec import DriftSpec
+from fusionkit.drift_detection.store import DriftStore, describe
+from fusionkit.drift_detection.watch import DriftWatch, error_stream
 from fusionkit.errors import FusionError
 from fusionkit.monitor.monitor import Monitor
 from fusionkit.sources.drift import ConceptDrift, FeatureDrift

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from fusionkit.drift.records import Alarm
+from fusionkit.drift_detection.records import Alarm
 
 __all__ = ["NOTHING", "POLICIES", "Decision", "Outcome", "decide", "rollback_choice"]
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from fusionkit.drift.categories import category_counts
+from fusionkit.drift_detection.categories import category_counts
 
 __all__ = ["chi2", "chi2_counts"]
 

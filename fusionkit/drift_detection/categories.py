@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusionkit.drift.psi import psi_from_counts
+from fusionkit.drift_detection.psi import psi_from_counts
 
 __all__ = ["OTHER", "category_counts", "psi_categorical"]
 

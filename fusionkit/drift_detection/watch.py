@@ -4,19 +4,19 @@ After each micro-batch is predicted and learned, the train actor hands the batch
 labels, the predictions and its learner to its :class:`DriftWatch`, which
 
 - turns predictions into per-event errors (vectorized: 0/1 misclassification, or the
-  absolute error of a regressor) and feeds a :class:`~fusionkit.drift.monitor.DriftMonitor`
+  absolute error of a regressor) and feeds a :class:`~fusionkit.drift_detection.monitor.DriftMonitor`
   with the watched features, the errors, and the learner to score samples of the
   reference's and each window's inputs with (prediction drift compares the model's answers
   to both with the model held fixed, so its own learning cannot raise an alarm; see
-  :mod:`fusionkit.drift.prediction`);
+  :mod:`fusionkit.drift_detection.prediction`);
 - sends what it produced to the monitor actor: window rows as they complete, the error
   rate and concept statistic summed over half a second, and every alarm at once (the
   monitor logs each as a ``kind="alarm"`` event, which dashboards draw as a marker);
 - returns what the stage's policy asks on a concept-drift alarm (the model got worse), a
-  :class:`~fusionkit.drift.policy.Decision`: nothing by default, ``"reset"`` (a fresh copy
+  :class:`~fusionkit.drift_detection.policy.Decision`: nothing by default, ``"reset"`` (a fresh copy
   of the stage's model) or ``"rollback"`` (the best of the registry's recent versions, when
   one scored better than the live model does now). The stage carries it out and hands the
-  watch the :class:`~fusionkit.drift.policy.Outcome`, logged as a ``kind="policy"`` event.
+  watch the :class:`~fusionkit.drift_detection.policy.Outcome`, logged as a ``kind="policy"`` event.
   The watch never touches the stage.
 
 Its state (the monitor's windows and detectors) travels with the train actor's checkpoints.
@@ -39,9 +39,9 @@ import pandas as pd
 
 from fusionkit._clock import now
 from fusionkit.batch import feature_columns
-from fusionkit.drift.policy import NOTHING, Decision, Outcome, decide
-from fusionkit.drift.records import DriftResult
-from fusionkit.drift.spec import DriftSpec
+from fusionkit.drift_detection.policy import NOTHING, Decision, Outcome, decide
+from fusionkit.drift_detection.records import DriftResult
+from fusionkit.drift_detection.spec import DriftSpec
 
 __all__ = ["DriftWatch", "error_stream", "model_output"]
 
@@ -294,7 +294,7 @@ def _flush_loop(ref: weakref.ref) -> None:
         del watch
 
 
-# where the watch's classes lived before fusionkit.drift: a checkpoint taken then names them
+# where the watch's classes lived before fusionkit.drift_detection: a checkpoint taken then names them
 _MOVED = {f"fusionkit.monitor.{name}" for name in
           ("drift", "drift_watch", "drift_stats", "drift_records", "prediction_drift")}
 _HOMES = ("spec", "monitor", "feature", "concept", "prediction", "reference", "ks", "records")
@@ -304,12 +304,12 @@ class _Unpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module in _MOVED:
             for home in _HOMES:
-                found = getattr(importlib.import_module(f"fusionkit.drift.{home}"), name, None)
+                found = getattr(importlib.import_module(f"fusionkit.drift_detection.{home}"), name, None)
                 if found is not None:
                     return found
         return super().find_class(module, name)
 
 
 def _load(state: bytes) -> dict[str, Any]:
-    """A watch's saved state, also one saved before its classes moved to fusionkit.drift."""
+    """A watch's saved state, also one saved before its classes moved to fusionkit.drift_detection."""
     return _Unpickler(io.BytesIO(state)).load()

@@ -44,9 +44,9 @@ import pandas as pd
 
 from fusionkit._clock import now
 from fusionkit.batch import EVENT_TIME, OFFSET
-from fusionkit.drift import reference as ds
-from fusionkit.drift.psi import psi_threshold
-from fusionkit.drift.records import Alarm, DriftResult
+from fusionkit.drift_detection import reference as ds
+from fusionkit.drift_detection.psi import psi_threshold
+from fusionkit.drift_detection.records import Alarm, DriftResult
 
 __all__ = ["PredictionDriftMonitor", "Scorer"]
 
@@ -62,7 +62,7 @@ class PredictionDriftMonitor:
     scored by the same model when the window completes.
 
     ``reference``, ``window``, ``psi_alarm``, ``ks_alpha`` and ``sliding_reference`` mean what
-    they mean for :class:`~fusionkit.drift.feature.FeatureDriftMonitor`, so the windows are
+    they mean for :class:`~fusionkit.drift_detection.feature.FeatureDriftMonitor`, so the windows are
     the feature monitor's. A reference DataFrame is scored itself when the model can score
     it (it holds the model's inputs); otherwise the first ``len(reference)`` events are the
     reference. ``sample`` rows of each are kept (uniformly, by a generator seeded with

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from fusionkit._suggest import did_you_mean
-from fusionkit.drift.monitor import DriftMonitor
-from fusionkit.drift.policy import POLICIES
+from fusionkit.drift_detection.monitor import DriftMonitor
+from fusionkit.drift_detection.policy import POLICIES
 from fusionkit.errors import FusionError
 
 __all__ = ["DriftSpec"]
@@ -23,7 +23,7 @@ __all__ = ["DriftSpec"]
 class DriftSpec:
     """What to watch on a train stage, and what to do on a concept-drift alarm.
 
-    The parameters are those of :class:`~fusionkit.drift.monitor.DriftMonitor` (see it for
+    The parameters are those of :class:`~fusionkit.drift_detection.monitor.DriftMonitor` (see it for
     the calibration of ``psi_alarm`` and ``ks_alpha`` to the window size), plus ``policy``
     (``None``, ``"reset"`` or ``"rollback"``) and ``predictions`` (watch the model's output
     as the pseudo-feature ``"prediction"``: ``prediction_sample`` rows of the reference and

@@ -3,13 +3,13 @@
 A train stage keeps one :class:`DriftMonitor` and hands it every micro-batch after the
 prequential step: the batch's features, the model (to score samples of inputs with) and the
 per-event error (0/1 or absolute). It returns the rows to plot and the
-:class:`~fusionkit.drift.records.Alarm` records raised.
+:class:`~fusionkit.drift_detection.records.Alarm` records raised.
 
 - Feature drift (:class:`FeatureDriftMonitor`): each tumbling window of ``window`` events
   is compared to a reference window, per column: PSI plus KS for numbers, PSI plus
   chi-squared for categories. A window alarms only when the shift is both large (PSI) and
   significant (test), see the class for the calibration.
-- Prediction drift (:class:`~fusionkit.drift.prediction.PredictionDriftMonitor`):
+- Prediction drift (:class:`~fusionkit.drift_detection.prediction.PredictionDriftMonitor`):
   the same windows and test on the model's answers, with the model held fixed: samples of
   the reference's and of the window's inputs are both scored by the model as it is at the
   test, so a model that is learning does not look like drift.
@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 
 from fusionkit.batch import EVENT_TIME, OFFSET
-from fusionkit.drift.concept import ConceptDriftMonitor
-from fusionkit.drift.feature import FeatureDriftMonitor
-from fusionkit.drift.prediction import PredictionDriftMonitor, Scorer
-from fusionkit.drift.records import DriftResult
+from fusionkit.drift_detection.concept import ConceptDriftMonitor
+from fusionkit.drift_detection.feature import FeatureDriftMonitor
+from fusionkit.drift_detection.prediction import PredictionDriftMonitor, Scorer
+from fusionkit.drift_detection.records import DriftResult
 
 __all__ = ["DriftMonitor"]
 
@@ -55,7 +55,7 @@ class DriftMonitor:
     Parameters are those of :class:`FeatureDriftMonitor`; ``concept`` is the detector of
     :class:`ConceptDriftMonitor` (``None`` turns concept drift off) and ``concept_params``
     its other parameters; ``prediction_sample`` is the sample of
-    :class:`~fusionkit.drift.prediction.PredictionDriftMonitor`.
+    :class:`~fusionkit.drift_detection.prediction.PredictionDriftMonitor`.
 
     Prediction drift comes in two forms. Given ``score`` (the model as it is now, scoring a
     DataFrame of inputs), ``update`` compares the reference's inputs and each window's

@@ -1,9 +1,9 @@
 """The windows a column is cut into: a reference, summarized once, and tumbling windows.
 
 :class:`ColumnWindow` keeps a watched column's reference and fills its windows;
-:class:`Reference` compares a window with the reference by PSI (:mod:`fusionkit.drift.psi`)
-and a test: KS for numbers (:mod:`fusionkit.drift.ks`), chi-squared for categories
-(:mod:`fusionkit.drift.chi2`).
+:class:`Reference` compares a window with the reference by PSI (:mod:`fusionkit.drift_detection.psi`)
+and a test: KS for numbers (:mod:`fusionkit.drift_detection.ks`), chi-squared for categories
+(:mod:`fusionkit.drift_detection.chi2`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusionkit.drift.categories import _categories, _counts_on, _object_index
-from fusionkit.drift.chi2 import chi2_counts
-from fusionkit.drift.ks import KSReference
-from fusionkit.drift.psi import _binned_counts_sorted, psi_from_counts, quantile_edges
+from fusionkit.drift_detection.categories import _categories, _counts_on, _object_index
+from fusionkit.drift_detection.chi2 import chi2_counts
+from fusionkit.drift_detection.ks import KSReference
+from fusionkit.drift_detection.psi import _binned_counts_sorted, psi_from_counts, quantile_edges
 
 __all__ = ["ColumnWindow", "Reference", "column_values", "is_categorical", "reference_size"]
 

@@ -9,9 +9,9 @@ import pandas as pd
 
 from fusionkit._clock import now
 from fusionkit.batch import EVENT_TIME, OFFSET, feature_columns
-from fusionkit.drift import reference as ds
-from fusionkit.drift.psi import psi_threshold
-from fusionkit.drift.records import Alarm, DriftResult
+from fusionkit.drift_detection import reference as ds
+from fusionkit.drift_detection.psi import psi_threshold
+from fusionkit.drift_detection.records import Alarm, DriftResult
 
 __all__ = ["FeatureDriftMonitor"]
 
@@ -29,7 +29,7 @@ class FeatureDriftMonitor:
     ``update`` are watched as the pseudo-feature ``"prediction"`` (integer or non-numeric
     predictions are class labels, tested as categories): right for a model that does not
     change; a learning model's are watched by
-    :class:`~fusionkit.drift.prediction.PredictionDriftMonitor` instead.
+    :class:`~fusionkit.drift_detection.prediction.PredictionDriftMonitor` instead.
 
     A window alarms when ``psi >= threshold`` and ``p_value < ks_alpha``, where
     ``threshold = max(psi_alarm, psi_threshold(n_ref, window, bins, ks_alpha))``: the PSI
@@ -220,7 +220,7 @@ def _numpy(values: Any, dtype: str | None = None) -> np.ndarray:
 
 
 def _values(values: Any, categorical: bool) -> np.ndarray:
-    """:func:`~fusionkit.drift.reference.column_values` of a Series, an extension array
+    """:func:`~fusionkit.drift_detection.reference.column_values` of a Series, an extension array
     or a NumPy array of numbers, booleans or objects (the same values for each)."""
     if isinstance(values, np.ndarray):
         return np.asarray(values, dtype=object if categorical else "float64")

@@ -12,9 +12,9 @@ from river import base as river_base
 from river import drift as river_drift
 
 from fusionkit._clock import now
-from fusionkit.drift.detectors import make_detector
-from fusionkit.drift.records import Alarm, DriftResult
-from fusionkit.drift.ztest import _increase_z, increase_z
+from fusionkit.drift_detection.detectors import make_detector
+from fusionkit.drift_detection.records import Alarm, DriftResult
+from fusionkit.drift_detection.ztest import _increase_z, increase_z
 
 __all__ = ["ConceptDriftMonitor"]
 

@@ -1,7 +1,7 @@
 """PSI (population stability index): how large a shift of a numeric column is.
 
 PSI measures the size of a shift, not whether it is more than sampling noise; the feature
-monitor pairs it with a test (:mod:`fusionkit.drift.ks`, :mod:`fusionkit.drift.chi2`) and
+monitor pairs it with a test (:mod:`fusionkit.drift_detection.ks`, :mod:`fusionkit.drift_detection.chi2`) and
 alarms only when both agree, because on a small window a size measure alone fires on noise.
 :func:`psi_threshold` is the PSI that noise alone exceeds at given window sizes. Missing
 values (NaN) are a bin of their own, so a rise in missing values is drift too.
