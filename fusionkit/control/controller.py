@@ -69,6 +69,9 @@ def _preload() -> None:
 
 
 class Controller:
+    """The controller actor (``connect()`` starts it, named, detached, restarted by Ray):
+    every remote method here is what drivers and stage actors call by name."""
+
     def __init__(self, storage: str | None = None, checkpoint_every: float | None = 5.0):
         self.storage = storage
         self.started, self.stages, self.restarts = now(), StageTable(), 0
