@@ -11,34 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
+from _drift_data import batches, rule_prediction
 
 import fusionkit
-from fusionkit import Prediction
 from fusionkit.drift_detection.policy import NOTHING, Decision, Outcome, decide, rollback_choice
 from fusionkit.drift_detection.records import Alarm
 from fusionkit.drift_detection.spec import DriftSpec
 from fusionkit.drift_detection.watch import DriftWatch
 from fusionkit.sources.drift import ConceptDrift
-from fusionkit.sources.synthetic import Synthetic
 
 ROOT = Path(fusionkit.__file__).parent
-
-
-def batches(n: int, drift=(), seed: int = 0, size: int = 500):
-    src = Synthetic(rate=None, seed=seed, max_events=n, start_time=0.0, drift=drift)
-    src.open()
-    while (b := src.read(size)) is not None:
-        yield b
-
-
-def rule_prediction(batch: pd.DataFrame) -> Prediction:
-    """A fixed model of the synthetic clicks: click when dwell is long and price low."""
-    score = np.log(batch["dwell"].to_numpy()) - 0.5 * np.log(batch["price"].to_numpy())
-    proba = 1.0 / (1.0 + np.exp(-(score - 1.5) * 2.0))
-    return Prediction((proba > 0.5).astype("int64"), proba)
 
 
 def decisions(watch: DriftWatch, frames) -> list[Decision]:
