@@ -5,13 +5,15 @@ controller call of ``fusionkit.connect``."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 import ray
 
-from fusionkit.connect import call, handles
-from fusionkit.errors import StageFailedError
+from fusionkit._rpc import get
+from fusionkit.connect import call, connection, handles
+from fusionkit.errors import StageFailedError, StageNotFoundError
 from fusionkit.runtime.specs import ServeSpec, StreamSpec, TrainSpec
 
 
@@ -114,3 +116,20 @@ def check(name: str | None = None) -> None:
     for row in rows:
         if (name is None or row["name"] == name) and row["status"] == "failed":
             raise StageFailedError(row["name"], row["error"] or "failed", row["traceback"] or "")
+
+
+def rows(names: Iterable[str] | None = None, timeout: float | None = None
+         ) -> list[dict[str, Any]]:
+    """The rows ``status()`` is made of, as plain dicts (no rates, no checkpoint age): of
+    every stage, or of ``names`` only, each asked of its own actors alone, all at once
+    (unknown names are left out). What the magics' live views and the dashboard poll."""
+    if names is None:
+        return call("status", timeout=timeout)
+    controller = connection().controller
+    out = []
+    for ref in [controller.summary.remote(n) for n in names]:
+        try:
+            out.append(get(ref, timeout))
+        except StageNotFoundError:
+            continue
+    return out

@@ -46,9 +46,9 @@ __all__ = ["COMMANDS", "find", "overview"]
 
 def _kind(name: str) -> str:
     """The kind of stage ``name``; the controller's "did you mean" error if there is none."""
-    from fusionkit.api import call
+    from fusionkit.stages import spec
 
-    return call("spec", name).kind
+    return spec(name).kind
 
 
 # -- connecting ---------------------------------------------------------------------------------
@@ -153,10 +153,10 @@ def train(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
 
 def _stream_label(on: str) -> str | None:
     """The label column the source of stream ``on`` names (None if it names none)."""
-    from fusionkit.api import call
+    from fusionkit.stages import spec as spec_of
 
     try:
-        spec = call("spec", on)
+        spec = spec_of(on)
     except StageNotFoundError:
         return None  # fk.train reports the unknown stream with its "did you mean"
     label = getattr(getattr(spec, "source", None), "label", None)
@@ -202,11 +202,12 @@ def serve_port(port: int | str) -> int:
         return int(port)
     from urllib.parse import urlsplit as split_url
 
-    from fusionkit.api import call
+    from fusionkit.stages import status
 
-    for row in call("status"):
-        if row["kind"] == "serve" and row.get("url"):
-            found = split_url(row["url"]).port
+    rows = status()
+    if "url" in rows:
+        for url in rows.loc[rows["kind"] == "serve", "url"].dropna():
+            found = split_url(url).port
             if found:
                 return found
     with socket.socket() as s:

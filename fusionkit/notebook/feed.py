@@ -12,9 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from fusionkit import stages
 from fusionkit._clock import monotonic
 from fusionkit._rpc import get
 from fusionkit.connect import connection
+from fusionkit.connect import handles as pipeline_handles
 
 log = logging.getLogger("fusionkit")
 CALL_TIMEOUT = 10.0
@@ -28,9 +30,8 @@ class Feed:
     """Reads the pipeline for a dashboard; ``fetch`` is one tick's worth."""
 
     def __init__(self, status_every: float = 1.0):
-        conn = connection()  # NotConnectedError with a plain message if there is none
-        self.controller = conn.controller
-        handles = _get(self.controller.handles.remote())
+        connection()  # NotConnectedError with a plain message if there is none
+        handles = pipeline_handles()
         self.monitor = handles["monitor"]
         self.registry = handles["registry"]
         self.status_every = status_every
@@ -41,16 +42,13 @@ class Feed:
     def fetch(self, since: float | None, force_status: bool = False
               ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
         """(monitor snapshot since ``since``, controller status rows or ``None`` if not due)."""
-        refs = [self.monitor.snapshot.remote(since)]
+        snapshot = self.monitor.snapshot.remote(since)  # in flight while status is asked
         due = force_status or monotonic() - self._status_at >= self.status_every
-        if due:
-            refs.append(self.controller.status.remote())
-        out = _get(refs)
-        self.calls += len(refs)
+        status = stages.rows(timeout=CALL_TIMEOUT) if due else None
+        self.calls += 1 + due
         if due:
             self._status_at = monotonic()
-            return out[0], out[1]
-        return out[0], None
+        return _get(snapshot), status
 
     def versions(self, model: str, limit: int = 30) -> list[dict[str, Any]]:
         """The newest versions of a model: version, status, live, pinned, recent metric."""
@@ -69,14 +67,14 @@ class Feed:
 
     def dead_letters(self, stage: str, limit: int = 5) -> list[dict[str, Any]]:
         self.calls += 1
-        return _get(self.controller.dead_letters.remote(stage, limit))
+        return stages.dead_letters(stage, limit).to_dict("records")
 
     def source_label(self, stage: str) -> str:
         """A short name for what a stream stage reads, e.g. ``Synthetic clicks @5,000/s``."""
         if stage not in self._sources:
             try:
                 self.calls += 1
-                spec = _get(self.controller.spec.remote(stage))
+                spec = stages.spec(stage)
                 info = spec.source.describe()
                 info = info if isinstance(info, dict) else {"kind": str(info)}
                 label = str(info.get("kind") or type(spec.source).__name__)
@@ -103,9 +101,7 @@ class Feed:
     @staticmethod
     def watching(stage: str) -> bool:
         """Whether train stage ``stage`` has a drift watch (``fk.watch_drift``)."""
-        from fusionkit.api import call
-
-        return getattr(call("spec", stage), "drift", None) is not None
+        return getattr(stages.spec(stage), "drift", None) is not None
 
     @staticmethod
     def drift_available() -> bool:

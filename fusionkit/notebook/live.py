@@ -20,7 +20,7 @@ from typing import Any
 import ray
 
 from fusionkit._rpc import get
-from fusionkit.errors import NotConnectedError, StageNotFoundError
+from fusionkit.errors import NotConnectedError
 
 STATUS_COLOURS = {"running": "#1a7f37", "paused": "#9a6700", "waiting": "#9a6700",
                   "starting": "#0969da", "failed": "#cf222e", "stopped": "#6e7781", "finished": "#6e7781"}
@@ -55,23 +55,11 @@ def snapshot(names: tuple[str, ...] | None = None,
     ``names``: only these stages (asking only their actors; unknown names are left out);
     ``None``: every stage.
     """
-    from fusionkit.connect import connection
+    from fusionkit.stages import rows as status_rows
 
-    controller = connection().controller
     hs = _monitor_registry()
     rates_ref = hs["monitor"].recent_rates.remote()
-    one = getattr(controller, "summary", None)
-    if names is None or one is None:
-        rows = _get(controller.status.remote(), timeout)
-        if names is not None:
-            rows = [r for r in rows if r["name"] in names]
-    else:
-        rows = []
-        for ref in [one.remote(n) for n in names]:
-            try:
-                rows.append(_get(ref, timeout))
-            except StageNotFoundError:
-                continue
+    rows = status_rows(names, timeout)
     models = sorted({r["name"] for r in rows if r["kind"] == "train"}
                     | {r["on"] for r in rows if r["kind"] == "serve" and r.get("on")})
     live_refs = [hs["registry"].live.remote(m) for m in models]

@@ -106,9 +106,9 @@ class Help:
 
 def stage_failure(name: str) -> StageFailedError:
     """The failure of stage ``name``, headed by the actor where it happened."""
-    from fusionkit.api import call
+    from fusionkit.stages import infos as infos_of
 
-    infos = call("infos", name)
+    infos = infos_of(name)
     bad = next((i for i in infos if i.get("status") == "failed"), None) or {}
     kind, index, pid = bad.get("kind"), bad.get("index"), bad.get("pid")
     actor = " ".join(str(p) for p in (kind, "actor" if index is not None else None, index)
@@ -123,9 +123,9 @@ def check(name: str | None = None) -> list[str]:
     """Raise the failure of the first failed stage (of ``name``, or of any); else the names."""
     rows = snapshot(None if name is None else (name,))
     if name is not None and name not in rows:
-        from fusionkit.api import call
+        from fusionkit.stages import infos
 
-        call("infos", name)  # the controller's "no stage named ..., did you mean" error
+        infos(name)  # the controller's "no stage named ..., did you mean" error
     for row in rows.values():
         if (name is None or row["name"] == name) and row["status"] == "failed":
             raise stage_failure(row["name"])
@@ -156,13 +156,13 @@ def wait_for_stage(name: str, status: str | None = None, events: int | None = No
     first version). Raises ``StageFailedError`` as soon as the stage fails, and
     ``TimeoutError`` after ``timeout`` seconds.
     """
-    from fusionkit.api import call
+    from fusionkit.stages import infos
 
     deadline = time.monotonic() + timeout
     while True:
         row = snapshot((name,)).get(name)
         if row is None:
-            call("infos", name)  # raises StageNotFoundError with "did you mean"
+            infos(name)  # raises StageNotFoundError with "did you mean"
             raise StageFailedError(name, "stopped while waiting for it")
         if row["status"] == "failed":
             raise stage_failure(name)

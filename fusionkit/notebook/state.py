@@ -156,7 +156,7 @@ class DashboardState:
         return win
 
     def ingest_status(self, rows: list[dict[str, Any]]) -> None:
-        """Controller status rows (``fk.api.call("status")``): stages, status, counts."""
+        """Controller status rows (the rows ``fk.status()`` is made of): stages, status, counts."""
         seen = set()
         for row in rows:
             name = row["name"]

@@ -1,11 +1,13 @@
-"""Nothing outside ``fusionkit/`` calls the controller's methods by name.
+"""Nothing outside ``fusionkit/``, nor the notebook layer inside it, calls the controller's
+methods by name.
 
 The controller's remote methods (``ping``, ``pid``, ``actors``, ``spec``, ``wait_warm``...)
 are its own business: the control plane is being reshaped behind them. Tests, benchmarks,
 docs and notebooks use what a user has, the public API (``fk.controller_info()``,
 ``fk.wait_warm()``, ``fk.stage(name).spec``, ``StageHandle.actor_ids()``, ``fk.infos``),
 so what they show is what a user can do, and a renamed controller method breaks nothing
-outside the package.
+outside the package. The magics and the dashboard (``fusionkit/notebook``) are a user of the
+same kind: they stand on ``fusionkit.stages`` and the API, never on the controller's names.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def _callers() -> list[Path]:
     here = Path(__file__).resolve()
     files = [*REPO.glob("tests/**/*.py"), *REPO.glob("benchmarks/**/*.py"),
              *REPO.glob("docs/**/*.md"), *REPO.glob("notebooks/*.ipynb"),
-             *REPO.glob("tests/**/*.ipynb"), REPO / "README.md"]
+             *REPO.glob("tests/**/*.ipynb"), REPO / "README.md",
+             *REPO.glob("fusionkit/notebook/**/*.py")]
     return sorted(p for p in files if p.resolve() != here and ".ipynb_checkpoints" not in p.parts)
 
 
@@ -64,6 +67,7 @@ def test_the_check_sees_each_way_in() -> None:
 def test_nothing_outside_fusionkit_calls_the_controller_by_name() -> None:
     files = _callers()
     assert any(p.name == "_common.py" for p in files) and any(p.suffix == ".md" for p in files)
+    assert any(p.name == "commands.py" and p.parent.name == "notebook" for p in files)
     found = [f"{p.relative_to(REPO)} {hit}" for p in files for hit in _by_name(p.read_text())]
     assert not found, ("calls a controller method by name; use the public API "
                        "(fk.controller_info, fk.wait_warm, fk.stage(name).spec, "
