@@ -145,14 +145,14 @@ class Controller:
     def define_stream(self, spec: StreamSpec, state: dict | None = None,
                       dead: dict | None = None) -> dict[str, Any]:
         """Define (or replace) a stream stage; ``state``: where a scaled stage starts."""
-        return self.lifecycle.define_stream(spec, state, dead)
+        return self.lifecycle.define_stream(spec, state, dead).to_dict()
 
     def define_train(self, spec: TrainSpec) -> dict[str, Any]:
-        return self.lifecycle.define_train(spec)
+        return self.lifecycle.define_train(spec).to_dict()
 
     def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
         """Deploy a serve stage (``wait=False``: at once, ``starting`` until ready)."""
-        return self.lifecycle.define_serve(spec, wait)
+        return self.lifecycle.define_serve(spec, wait).to_dict()
 
     def stop(self, name: str | None = None) -> list[str]:
         return self.lifecycle.stop(name)
@@ -164,7 +164,7 @@ class Controller:
         return self.lifecycle.resume(name)
 
     def scale(self, name: str, n: int) -> dict[str, Any]:
-        return self.lifecycle.scale(name, n)
+        return self.lifecycle.scale(name, n).to_dict()
 
     def watch_drift(self, name: str, spec: Any) -> dict[str, Any] | None:
         """Attach a drift watch to a train stage (``None`` removes it)."""
@@ -175,17 +175,21 @@ class Controller:
         return ray.get(rec.actors[0].publish_now.remote())
 
     # -- looking ---------------------------------------------------------------------------
+    # The stage reports are records (``runtime.reports``) up to here; the controller's
+    # callers (the API, the notebook) get the plain dicts they always had.
     def infos(self, name: str) -> list[dict[str, Any]]:
-        return _status.infos(self.stages.record(name))
+        """What each actor (or serve replica) of stage ``name`` reports, one dict each."""
+        return [r.to_dict() for r in _status.infos(self.stages.record(name))]
 
     def status(self) -> list[dict[str, Any]]:
+        """Every stage's row of ``fk.status()``, as dicts."""
         with self._lock:
             recs = list(self.stages.values())
-        return [_status.summary(r) for r in recs]
+        return [_status.summary(r).to_dict() for r in recs]
 
     def summary(self, name: str) -> dict[str, Any]:
         """One stage's row of ``status()``, asking only that stage's actors."""
-        return _status.summary(self.stages.record(name))
+        return _status.summary(self.stages.record(name)).to_dict()
 
     def stage_names(self) -> list[str]:
         return list(self.stages)

@@ -28,6 +28,7 @@ from fusionkit.control.recovery import Recovery
 from fusionkit.control.table import KIND_ORDER, StageRecord, StageTable, stream_calls, teardown
 from fusionkit.errors import FusionError, StageFailedError
 from fusionkit.runtime.dead_letters import DeadLetters
+from fusionkit.runtime.reports import StageSummary
 from fusionkit.runtime.specs import StreamSpec, TrainSpec
 from fusionkit.sources.base import later
 from fusionkit.streaming.worker import OPS
@@ -67,7 +68,7 @@ class Lifecycle:
 
     # -- defining stages ------------------------------------------------------------------
     def define_stream(self, spec: StreamSpec, state: dict | None = None,
-                      dead: dict | None = None) -> dict[str, Any]:
+                      dead: dict | None = None) -> StageSummary:
         with self.lock:
             old = self.stages.get(spec.name)
             _check_kind(old, "stream")
@@ -111,7 +112,7 @@ class Lifecycle:
             self.persist()
             return _status.summary(rec)
 
-    def define_train(self, spec: TrainSpec) -> dict[str, Any]:
+    def define_train(self, spec: TrainSpec) -> StageSummary:
         with self.lock:
             up = self.stages.record(spec.on, "stream")
             old = self.stages.get(spec.name)
@@ -140,7 +141,7 @@ class Lifecycle:
             self.persist()
             return _status.summary(rec)
 
-    def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
+    def define_serve(self, spec: Any, wait: bool = True) -> StageSummary:
         """Deploy a serve stage. Starting Ray Serve takes seconds the first time; with
         ``wait=False`` this returns at once and the stage shows ``starting`` until ready."""
         from fusionkit.serving.deploy import deploy
@@ -220,7 +221,7 @@ class Lifecycle:
         self.monitor.event.remote({"stage": name, "kind": "resume", "detail": ""})
         return "running"
 
-    def scale(self, name: str, n: int) -> dict[str, Any]:
+    def scale(self, name: str, n: int) -> StageSummary:
         if n < 1:
             raise FusionError(f"parallelism must be at least 1, got {n}")
         rec = self.stages.record(name)

@@ -12,6 +12,7 @@ import ray
 
 from fusionkit._clock import monotonic, now
 from fusionkit.runtime.dead_letters import DeadLetters
+from fusionkit.runtime.reports import StageActorReport
 
 STATUSES = ("starting", "running", "waiting", "paused", "failed", "stopped", "finished")
 
@@ -162,14 +163,18 @@ class StageActor:
         self.reporter.flush(force=True)
         return self.status
 
-    def info(self) -> dict[str, Any]:
-        ctx = ray.get_runtime_context()
+    def _report(self) -> dict[str, Any]:
+        """The fields of ``StageActorReport``, for a kind's ``info`` to add its own to."""
         return {"stage": self.name, "index": self.index, "kind": self.kind,
                 "status": self.status, "error": self.error, "traceback": self.traceback,
                 "totals": dict(self.reporter.totals), "dead_letters": self.dead.count,
-                "dead_letters_dropped": self.dead.dropped,
-                "pid": os.getpid(), "node": ctx.get_node_id(), "started": self.started,
+                "dead_letters_dropped": self.dead.dropped, "pid": os.getpid(),
+                "node": ray.get_runtime_context().get_node_id(), "started": self.started,
                 "restarted": self.restarted}
+
+    def info(self) -> StageActorReport:
+        """What this actor reports about itself (the controller's ``infos``)."""
+        return StageActorReport(**self._report())
 
     def dead_letters(self, limit: int | None = None) -> list[dict[str, Any]]:
         return self.dead.items(limit)

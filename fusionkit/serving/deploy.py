@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from fusionkit.errors import FusionError
+from fusionkit.runtime.reports import ActorReport
 from fusionkit.runtime.specs import ServeSpec
 
 MAX_ONGOING = 64
@@ -151,31 +152,26 @@ def shutdown(timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def replica_infos(spec: ServeSpec) -> list[dict[str, Any]]:
-    """One info per replica, shaped like the stage actors' ``info()``."""
+def replica_infos(spec: ServeSpec) -> list[ActorReport]:
+    """One report per replica, shaped like the stage actors' ``info()``; the first carries
+    the totals of the replica that answered."""
     serve = _serve()
     try:
         app = serve.status().applications.get(spec.name)
     except Exception as exc:
-        return [{"stage": spec.name, "index": 0, "status": "failed", "error": str(exc),
-                 "traceback": "", "totals": {}, "dead_letters": 0}]
+        return [ActorReport(stage=spec.name, status="failed", error=str(exc))]
     if app is None:
-        return [{"stage": spec.name, "index": 0, "status": "stopped", "error": None,
-                 "traceback": "", "totals": {}, "dead_letters": 0}]
+        return [ActorReport(stage=spec.name, status="stopped")]
     state = str(app.status.value if hasattr(app.status, "value") else app.status)
     status = {"RUNNING": "running", "DEPLOYING": "starting", "DEPLOY_FAILED": "failed",
               "UNHEALTHY": "failed", "DELETING": "stopped"}.get(state, state.lower())
     error = app.message if status == "failed" else None
-    infos = []
     try:
-        h = handle(spec.name)
-        totals = h.info.remote().result(timeout_s=2)["totals"]
+        totals = handle(spec.name).report.remote().result(timeout_s=2).totals
     except Exception:
         totals = {}
-    for i in range(spec.replicas):
-        infos.append({"stage": spec.name, "index": i, "status": status, "error": error,
-                      "traceback": error or "", "totals": totals if i == 0 else {},
-                      "dead_letters": 0})
-    return infos
+    return [ActorReport(stage=spec.name, index=i, status=status, error=error,
+                        traceback=error or "", totals=totals if i == 0 else {})
+            for i in range(spec.replicas)]
 
 

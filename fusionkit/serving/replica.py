@@ -19,6 +19,7 @@ import ray
 
 from fusionkit._clock import monotonic, now
 from fusionkit.runtime.names import MONITOR, NAMESPACE, REGISTRY
+from fusionkit.runtime.reports import ReplicaReport
 from fusionkit.runtime.specs import ServeSpec
 from fusionkit.runtime.stage import Reporter
 from fusionkit.serving.inputs import BadRequest, check_records, check_rows, parse_rows
@@ -113,10 +114,15 @@ class ModelServer:
     def version(self) -> int | None:
         return self._current[0]
 
+    def report(self) -> ReplicaReport:
+        """What this replica reports about itself (the stage's ``infos`` read its totals)."""
+        return ReplicaReport(replica=self.replica, version=self._current[0], swaps=self.swaps,
+                             generation=self._generation, totals=dict(self.reporter.totals),
+                             pid=os.getpid())
+
     def info(self) -> dict[str, Any]:
-        return {"replica": self.replica, "version": self._current[0], "swaps": self.swaps,
-                "generation": self._generation, "totals": dict(self.reporter.totals),
-                "pid": os.getpid()}
+        """``report`` as a dict, for a caller holding a Serve handle."""
+        return self.report().to_dict()
 
     def http(self, method: str, authorization: str, body: bytes) -> tuple[int, dict[str, Any]]:
         """One HTTP request, as (status, JSON body): from Serve's proxy through ``__call__``,

@@ -23,6 +23,7 @@ from fusionkit.batch import INGEST_TS, OFFSET
 from fusionkit.runtime.channel import CheckpointRequests, Inbox, Outbox
 from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.pacer import Pacer
+from fusionkit.runtime.reports import StreamReport
 from fusionkit.runtime.specs import StreamSpec
 from fusionkit.runtime.stage import StageActor
 from fusionkit.sources.base import later
@@ -189,14 +190,14 @@ class StreamWorker(StageActor):
             self.chain.set_state(state["chain"])
         self.dead.set_state(state.get("dead"))
 
-    def info(self) -> dict[str, Any]:
-        out = super().info()
-        if self.source.splittable and self.role != "ops":
-            out["partitions"] = self.source.describe().get("partitions")
-        out.update(role=self.role, offset=self.offset, inflight=self.outbox.inflight(),
-                   waiting=self.inbox.waiting, held_keys=self.chain.held_keys,
-                   lag=self.pacer.lag() if self.pacer is not None else 0.0)
-        return out
+    def info(self) -> StreamReport:
+        split = self.source.splittable and self.role != "ops"
+        return StreamReport(
+            **self._report(), role=self.role, offset=self.offset,
+            partitions=self.source.describe().get("partitions") if split else None,
+            inflight=self.outbox.inflight(), waiting=self.inbox.waiting,
+            held_keys=self.chain.held_keys,
+            lag=self.pacer.lag() if self.pacer is not None else 0.0)
 
     # -- data -----------------------------------------------------------------------------
     def push(self, sender: str, seq: int, batch: pd.DataFrame, epoch: int = 0) -> None:

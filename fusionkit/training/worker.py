@@ -21,6 +21,7 @@ from fusionkit.drift_detection.policy import Decision, Outcome, rollback_choice
 from fusionkit.errors import FusionError, ModelDivergedError
 from fusionkit.runtime.channel import Inbox
 from fusionkit.runtime.checkpoint import Barrier
+from fusionkit.runtime.reports import TrainReport
 from fusionkit.runtime.specs import TrainSpec
 from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.validate import Schema
@@ -137,14 +138,13 @@ class TrainWorker(StageActor):
             self.drift = self.drift.resume(state.get("drift"))
         self.dead.set_state(state.get("dead"))
 
-    def info(self) -> dict[str, Any]:
-        out = super().info()
-        out.update(events_seen=self.events_seen, published=self.published,
-                   metrics=self.prequential.values(), waiting=self.inbox.waiting,
-                   cpu_learning=self.cpu_learning, cpu_drift=self.cpu_drift,
-                   cpu_drift_reporting=getattr(self.drift, "cpu_reporting", 0.0),
-                   publish_error=self.publish_error)  # fk.status() shows it
-        return out
+    def info(self) -> TrainReport:
+        return TrainReport(
+            **self._report(), events_seen=self.events_seen, published=self.published,
+            metrics=self.prequential.values(), waiting=self.inbox.waiting,
+            cpu_learning=self.cpu_learning, cpu_drift=self.cpu_drift,
+            cpu_drift_reporting=getattr(self.drift, "cpu_reporting", 0.0),
+            publish_error=self.publish_error)  # fk.status() shows it
 
     # -- checkpoints and recovery ---------------------------------------------------------
     def set_upstream(self, n: int) -> None:

@@ -1,0 +1,143 @@
+"""What a stage's actors report about themselves, and a stage's row of ``fk.status()``.
+
+These records cross actor boundaries: a stage actor's ``info()`` answers the controller with
+one, a serve replica answers the deployment's status with one, and the controller's status
+reads their fields by name. Frozen, so a report is what its actor said at one moment; one
+class per shape, so a field has one name and one home instead of a dict built by hand in
+each actor. They stop at the controller's face: ``fk.infos`` and ``fk.status()`` give plain
+dicts (``to_dict``) with the keys they have always had.
+
+A field that a report leaves out when it has nothing to say (a reader's ``partitions``, a
+serve stage's ``url``) is ``None`` here and absent from ``to_dict``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+
+def _to_dict(record: Any) -> dict[str, Any]:
+    """One key per field of ``record``, less its optional fields that are ``None``."""
+    optional = getattr(record, "_OPTIONAL", frozenset())
+    return {f.name: getattr(record, f.name) for f in fields(record)
+            if not (f.name in optional and getattr(record, f.name) is None)}
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActorReport:
+    """What every report of one of a stage's actors (or serve replicas) carries. Alone, it
+    stands for an actor that cannot say more: one that does not answer, a serve stage still
+    deploying or whose deployment failed.
+
+    >>> r = ActorReport(stage="clicks", status="failed", error="actor unreachable")
+    >>> r.to_dict()["status"], r.totals
+    ('failed', {})
+    """
+
+    stage: str
+    index: int = 0
+    status: str
+    error: str | None = None
+    traceback: str | None = ""
+    totals: dict[str, float] = field(default_factory=dict)
+    dead_letters: int = 0
+
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as the public API gives it (``fk.infos``): one key per field, less
+        the optional ones it has nothing for."""
+        return _to_dict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageActorReport(ActorReport):
+    """What a running stage actor adds about its process (``StageActor.info``): its kind,
+    where it runs, since when, whether Ray restarted it, the dead letters it dropped."""
+
+    kind: str
+    dead_letters_dropped: int = 0
+    pid: int
+    node: str
+    started: float
+    restarted: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamReport(StageActorReport):
+    """A stream actor's report: its role (``ops``, or a reader), its source position, the
+    batches it has in flight and waiting, the keys its operators hold, how far its reading
+    lags the source's pace, and, for a reader of a split source, its partitions."""
+
+    partitions: Any = None
+    role: str
+    offset: Any = 0
+    inflight: int = 0
+    waiting: int = 0
+    held_keys: int = 0
+    lag: float = 0.0
+
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"partitions"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainReport(StageActorReport):
+    """A train actor's report: events learnt from, versions published, its prequential
+    metrics, batches waiting, CPU seconds spent learning and on drift, and why its last
+    publishing failed (shown by ``fk.status()``, not a failure of the stage)."""
+
+    events_seen: int = 0
+    published: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    waiting: int = 0
+    cpu_learning: float = 0.0
+    cpu_drift: float = 0.0
+    cpu_drift_reporting: float = 0.0
+    publish_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaReport:
+    """A serve replica's report of itself: which replica, the version it answers with, how
+    many times it swapped versions, its generation, its totals and process."""
+
+    replica: str
+    version: int | None = None
+    swaps: int = 0
+    generation: int = 0
+    totals: dict[str, float] = field(default_factory=dict)
+    pid: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as the replica's ``info()`` gives it."""
+        return _to_dict(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StageSummary:
+    """A stage's row of ``fk.status()``: the most telling status of its actors, their counts
+    summed, the first error (or a publishing error), and where a serve stage answers."""
+
+    name: str
+    kind: str
+    status: str
+    reason: str | None = None
+    parallelism: int
+    events: int = 0
+    dead_letters: int = 0
+    late: int = 0
+    shed: int = 0
+    on: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    created: float
+    restarts: int = 0
+    actors: list[str] = field(default_factory=list)
+    url: str | None = None
+    route: str | None = None
+
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"url", "route"})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as ``fk.status()`` and the notebook receive it."""
+        return _to_dict(self)
