@@ -24,6 +24,7 @@ from fusionkit.connect import (  # noqa: F401 (call, connection, handles: the no
 )
 from fusionkit.errors import FusionError
 from fusionkit.handles import StageHandle
+from fusionkit.runtime.records import Recovery
 from fusionkit.runtime.specs import ServeSpec, StreamSpec, TrainSpec
 from fusionkit.serving.limits import MAX_BODY_BYTES, warn_if_exposed
 from fusionkit.sources.base import Source
@@ -245,8 +246,12 @@ def checkpoint(timeout: float = 30.0) -> int | None:
 def recoveries() -> pd.DataFrame:
     """Every recovery so far: which stage, from which checkpoint, how long it took, and
     ``steps``: the seconds spent waiting for each actor to be up and to restore its state."""
-    info = call("checkpoint_info")
-    return pd.DataFrame(info["recoveries"],
+    return _recoveries_frame(call("checkpoint_info")["recoveries"])
+
+
+def _recoveries_frame(recoveries: Sequence[Recovery | dict[str, Any]]) -> pd.DataFrame:
+    """``fk.recoveries()``'s table of Recovery records (dicts, from an older controller)."""
+    return pd.DataFrame([Recovery.of(r).as_dict() for r in recoveries],
                         columns=["stage", "checkpoint", "detected", "recovered", "seconds",
                                  "steps"])
 

@@ -9,6 +9,7 @@ import ray
 
 from fusionkit._rpc import get, through_restart
 from fusionkit.connect import call, handles
+from fusionkit.runtime.records import Event
 
 
 def _registry() -> Any:
@@ -88,5 +89,5 @@ def freshness_series(name: str, publish: bool = False) -> pd.DataFrame:
 
 def events(since: float | None = None) -> pd.DataFrame:
     """Pipeline events: versions published, rollbacks, pins, pauses, failures, alarms."""
-    rows = ray.get(handles()["monitor"].events.remote(since))
-    return pd.DataFrame(rows, columns=["time", "stage", "kind", "version", "status", "detail"])
+    rows = ray.get(handles()["monitor"].events.remote(since))  # Event.as_dict rows
+    return pd.DataFrame([Event.of(r).as_dict() for r in rows], columns=["time", "stage", "kind", "version", "status", "detail"])

@@ -46,6 +46,7 @@ from fusionkit.control.recovery import Recovery
 from fusionkit.control.table import KIND_ORDER, StageRecord, StageTable
 from fusionkit.errors import StorageKeyError
 from fusionkit.runtime.checkpoint import CheckpointStore
+from fusionkit.runtime.records import Assignment
 from fusionkit.runtime.specs import StreamSpec, TrainSpec
 
 __all__ = ["HOST_PREFIX", "Controller", "StageRecord", "on_head"]
@@ -234,8 +235,9 @@ class Controller:
     def checkpoint_info(self) -> dict[str, Any]:
         return {**self.checkpoints.info(), "recoveries": list(self.recovery.recoveries)}
 
-    def host_restarted(self, actor_id: str) -> tuple | None:
-        """A stage host was restarted by Ray: tell it what it was, then roll its pipeline back."""
+    def host_restarted(self, actor_id: str) -> Assignment | None:
+        """A stage host was restarted by Ray: tell it what it became (its assignment), then
+        roll its pipeline back."""
         return self.recovery.host_restarted(actor_id)
 
     def restore(self, path: str | None = None) -> dict[str, Any]:

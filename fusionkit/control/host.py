@@ -4,28 +4,39 @@ Starting a Ray actor means starting a Python process and importing pandas, River
 (about 4 s on a laptop). The controller keeps a few hosts started and warm, so defining a
 stage (re-running a notebook cell) takes a host that is ready and returns at once; a new
 spare host is started in the background.
+
+A host is told what to become by an :class:`~fusionkit.runtime.records.Assignment`, and
+forwards to the worker it became every public method the worker classes offer
+(``FORWARDED``, read from the classes, so a method added to a worker is reachable at once).
 """
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
-WORKERS = ("stream", "train")
-FORWARDED = ("probe", "start", "stop", "pause", "resume", "info", "peek", "set_targets",
-             "get_state", "set_state", "dead_letters", "publish_now", "flush_chain",
-             "request_checkpoint", "checkpoint_done", "restore", "set_upstream",
-             "watch_drift", "hold", "wake")
+from fusionkit.runtime.records import WORKERS, Assignment
+from fusionkit.runtime.stage import StageActor
+from fusionkit.streaming.worker import StreamWorker
+from fusionkit.training.worker import TrainWorker
+
+__all__ = ["FORWARDED", "WORKERS", "Assignment", "StageHost"]
+
+WORKER_CLASSES: dict[str, type[StageActor]] = {"stream": StreamWorker, "train": TrainWorker}
+
+
+def public_methods(cls: type) -> set[str]:
+    """The methods a class offers callers: its functions (own and inherited) not named
+    with a leading underscore."""
+    return {name for name, _ in inspect.getmembers(cls, inspect.isfunction)
+            if not name.startswith("_")}
 
 
 class StageHost:
     """A warm process that becomes one stage actor (``become``) and forwards calls to it."""
 
     def __init__(self) -> None:
-        # import what every stage needs while nobody waits
-        from fusionkit.streaming import worker as _stream  # noqa: F401
-        from fusionkit.training import worker as _train  # noqa: F401
-
         self.impl: Any = None
         self.role = "spare"
         self._recover()
@@ -45,24 +56,32 @@ class StageHost:
         controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
         again = ray.get(controller.host_restarted.remote(ctx.get_actor_id()))
         if again is not None:
-            self.become(*again)
+            self.become(again)
 
     def ready(self) -> bool:
         return True
 
-    def become(self, worker: str, *args: Any) -> bool:
-        from fusionkit.streaming.worker import StreamWorker
-        from fusionkit.training.worker import TrainWorker
-
-        cls = {"stream": StreamWorker, "train": TrainWorker}[worker]
+    def become(self, assignment: Assignment) -> bool:
+        """Become the stage actor ``assignment`` describes."""
+        a = assignment
+        cls = WORKER_CLASSES[a.worker]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            self.impl = cls(*args)
-        self.role = worker
+            if a.worker == "stream":
+                self.impl = cls(a.spec, a.role, a.index, a.monitor, a.state)
+            else:
+                self.impl = cls(a.spec, a.index, a.monitor, a.registry, a.state)
+        self.role = a.worker
         return True
 
     def push(self, sender: str, seq: int, batch: Any, epoch: int = 0) -> None:
         return self.impl.push(sender, seq, batch, epoch)
+
+
+# every public method of a stage actor, except what the host answers itself
+FORWARDED: tuple[str, ...] = tuple(sorted(
+    set().union(*(public_methods(c) for c in WORKER_CLASSES.values()))
+    - set(vars(StageHost))))
 
 
 def _forwarder(name: str):

@@ -18,7 +18,7 @@ from fusionkit import _signing
 from fusionkit.control.checkpoints import TABLE_FILE
 from fusionkit.control.placement import host_options, placement
 from fusionkit.control.pool import HostPool
-from fusionkit.control.table import StageRecord, StageTable, stream_calls
+from fusionkit.control.table import StageRecord, StageTable, stream_assignments, train_assignment
 from fusionkit.errors import FusionError
 from fusionkit.runtime.checkpoint import CheckpointStore
 from fusionkit.sources.base import later
@@ -42,18 +42,17 @@ def launch(entries: list[dict[str, Any]], states: dict, stages: StageTable, pool
     pool.reserve(sum(size[n] for n, opts in placed.items() if not opts))
     for e in streams:
         spec = e["spec"]
-        calls = stream_calls(spec, monitor, {s: states.get((spec.name, s)) for s in spec.slots()})
-        hosts = pool.hosts("stream", [c[1:] for c in calls], placed[spec.name],
-                           fresh.get(spec.name))
+        assignments = stream_assignments(spec, monitor,
+                                         {s: states.get((spec.name, s)) for s in spec.slots()})
+        hosts = pool.hosts(assignments, placed[spec.name], fresh.get(spec.name))
         source, actors = (None, hosts) if spec.fused else (hosts[0], hosts[1:])
         stages[spec.name] = StageRecord(
             spec.name, "stream", spec, actors, source, e["generation"], sample=e.get("sample"),
             extra={"restarts": e.get("extra", {}).get("restarts", 0)})
     for e in trains:
         spec = e["spec"]
-        (actor,) = pool.hosts("train", [(spec, 0, monitor, registry,
-                                         states.get((spec.name, "train0")))],
-                              placed[spec.name], fresh.get(spec.name))
+        assignment = train_assignment(spec, monitor, registry, states.get((spec.name, "train0")))
+        (actor,) = pool.hosts([assignment], placed[spec.name], fresh.get(spec.name))
         ray.get(registry.register.remote(spec.name, spec.keep, spec.guard))
         stages[spec.name] = StageRecord(
             spec.name, "train", spec, [actor], None, e["generation"],

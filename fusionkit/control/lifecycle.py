@@ -25,9 +25,17 @@ from fusionkit.control.checkpoints import CheckpointCoordinator
 from fusionkit.control.placement import check_feasible, placement
 from fusionkit.control.pool import HostPool
 from fusionkit.control.recovery import Recovery
-from fusionkit.control.table import KIND_ORDER, StageRecord, StageTable, stream_calls, teardown
+from fusionkit.control.table import (
+    KIND_ORDER,
+    StageRecord,
+    StageTable,
+    stream_assignments,
+    teardown,
+    train_assignment,
+)
 from fusionkit.errors import FusionError, StageFailedError
 from fusionkit.runtime.dead_letters import DeadLetters
+from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import StageSummary
 from fusionkit.runtime.specs import StreamSpec, TrainSpec
 from fusionkit.sources.base import later
@@ -84,14 +92,14 @@ class Lifecycle:
             gen = self.stages.next_generation()
             # its actors read it: held until a consumer
             spec = dataclasses.replace(spec, waiting=self.stages.wait_reason(spec))
-            calls = [c[1:] for c in stream_calls(spec, self.monitor, states)]
+            assignments = stream_assignments(spec, self.monitor, states)
             options = placement(spec)
             check_feasible(spec.name, options)
             if spec.fused:
                 source = None
-                actors = self.pool.hosts("stream", calls, options)
+                actors = self.pool.hosts(assignments, options)
             else:
-                source, *actors = self.pool.hosts("stream", calls, options)
+                source, *actors = self.pool.hosts(assignments, options)
             new = [a for a in [source, *actors] if a is not None]
             readers = [source] if source is not None else actors
             probes = ray.get([r.probe.remote() for r in readers])  # each share opens
@@ -120,7 +128,8 @@ class Lifecycle:
             gen = self.stages.next_generation()
             options = placement(spec)
             check_feasible(spec.name, options)
-            (actor,) = self.pool.hosts("train", [(spec, 0, self.monitor, self.registry)], options)
+            (actor,) = self.pool.hosts([train_assignment(spec, self.monitor, self.registry)],
+                                       options)
             sample = up.sample
             if sample is None:
                 peeks = ray.get([a.peek.remote(200) for a in up.actors])
@@ -207,7 +216,7 @@ class Lifecycle:
         if rec.kind == "stream":  # a restored pipeline comes back paused too
             self.respec(rec, paused=True)
             self.persist()
-        self.monitor.event.remote({"stage": name, "kind": "pause", "detail": ""})
+        self.monitor.event.remote(Event(name, "pause"))
         return "paused"
 
     def resume(self, name: str) -> str:
@@ -218,7 +227,7 @@ class Lifecycle:
             alone = {"start": True} if not self.stages.takers(rec.spec) else {}
             self.respec(rec, paused=False, waiting=None, **alone)
             self.persist()
-        self.monitor.event.remote({"stage": name, "kind": "resume", "detail": ""})
+        self.monitor.event.remote(Event(name, "resume"))
         return "running"
 
     def scale(self, name: str, n: int) -> StageSummary:

@@ -5,7 +5,9 @@ recoveries) is written atomically to ``<storage>/controller/stages.pkl`` on ever
 stop, pause, resume, recovery and checkpoint, pickled with cloudpickle (specs hold notebook
 classes) and signed. A controller Ray restarted reads it back and adopts its stage hosts by
 name (they are detached, so they outlived it); every checkpoint holds a copy too, so
-``restore()`` can start the pipeline from it.
+``restore()`` can start the pipeline from it. Recoveries are kept as
+:class:`~fusionkit.runtime.records.Recovery` records; a table of an older version holds them
+as dicts, read back as records.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from fusionkit import _signing
 from fusionkit._files import write_atomic
 from fusionkit.control.checkpoints import TABLE_FILE
 from fusionkit.control.pool import HostPool, aid
-from fusionkit.control.table import StageRecord, StageTable, calls_of
+from fusionkit.control.table import StageRecord, StageTable, assignments_of
+from fusionkit.runtime.records import Recovery
 
 log = logging.getLogger("fusionkit")
 KEPT_EXTRA = ("restarts", "url", "route")  # what a stage's entry keeps of its record's extra
@@ -39,7 +42,7 @@ def entry(rec: StageRecord, pool: HostPool) -> dict[str, Any]:
 
 
 def table(stages: StageTable, pool: HostPool, saved: dict[str, Any], restarts: int,
-          recoveries: list[dict[str, Any]], only: set[str] | None = None) -> dict[str, Any]:
+          recoveries: list[Recovery], only: set[str] | None = None) -> dict[str, Any]:
     """The whole table (or only the stages named in ``only``, as a checkpoint keeps it);
     ``saved``: what the checkpoint coordinator keeps (``CheckpointCoordinator.saved``)."""
     return {"version": 1, "generation": stages.generation, **saved,
@@ -79,11 +82,14 @@ class TableFile:
                 write_atomic(self.path, blob)
 
     def read(self) -> dict[str, Any] | None:
-        """The table a controller that died wrote (None: none, or unreadable)."""
+        """The table a controller that died wrote (None: none, or unreadable); its
+        recoveries as records, also those an older version saved as dicts."""
         if self.path is None or not self.path.exists():
             return None
         try:
-            return _signing.loads(self.path.read_bytes(), str(self.path))
+            saved = _signing.loads(self.path.read_bytes(), str(self.path))
+            saved["recoveries"] = [Recovery.of(r) for r in saved.get("recoveries", [])]
+            return saved
         except Exception as exc:
             log.warning("fusionkit: the stage table %s could not be read: %s", self.path, exc)
             return None
@@ -117,7 +123,7 @@ def adopt(saved: dict[str, Any] | None, stages: StageTable, pool: HostPool, moni
         if len(found) < len(names) or None in e["hosts"]:
             lost.append(rec.name)  # the survivors are torn down when it starts again
             continue
-        for actor, call in zip(rec.all_actors, calls_of(rec, monitor, registry), strict=True):
-            pool.calls[aid(actor)] = call
+        for actor, a in zip(rec.all_actors, assignments_of(rec, monitor, registry), strict=True):
+            pool.assignments[aid(actor)] = a
     pool.kill_orphans(keep)
     return lost

@@ -4,7 +4,8 @@ Starting a Ray actor costs a process and its imports (seconds), so the pool keep
 ``SPARE_HOSTS`` hosts started and ready; defining a stage takes them and a new spare is
 started in the background. Hosts are detached and named (``fk-host-<hex>``), so a restarted
 controller finds them by name, and the pool remembers what each was asked to become, so a
-host Ray restarts can be told again (``Controller.host_restarted``).
+host Ray restarts can be told again (``Controller.host_restarted``): its
+:class:`~fusionkit.runtime.records.Assignment`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import ray
 
 from fusionkit._clock import now
 from fusionkit._rpc import cause_of, through_restart
-from fusionkit.control.actors import NAMESPACE, Host
+from fusionkit.control.actors import NAMESPACE, host_class
 from fusionkit.control.placement import host_options
 from fusionkit.errors import FusionError
+from fusionkit.runtime.records import Assignment
 
 SPARE_HOSTS = 3  # warm processes kept ready, so defining a stage does not wait for one
 PLACE_TIMEOUT = 120.0  # how long a stage with placement hints waits for a node with room
@@ -42,17 +44,17 @@ def new_host(options: dict[str, Any] | None = None) -> tuple[Any, str]:
     """A detached, named stage host: it outlives a controller restart (then is adopted).
     ``options``: Ray options from a stage's placement hints (``placement.placement``)."""
     name = f"{HOST_PREFIX}{uuid.uuid4().hex[:16]}"
-    return Host.options(name=name, namespace=NAMESPACE, lifetime="detached",
+    return host_class().options(name=name, namespace=NAMESPACE, lifetime="detached",
                         **(options or {})).remote(), name
 
 
 class HostPool:
-    """The warm spares, the name of every host started or adopted, and the ``become`` call
-    each host was given (a spec and its role: what it is again after a restart)."""
+    """The warm spares, the name of every host started or adopted, and the assignment each
+    host was given (``assignments``: what it becomes again after a restart)."""
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}  # actor id -> host name
-        self.calls: dict[str, tuple] = {}  # actor id -> (worker, spec, *arguments)
+        self.assignments: dict[str, Assignment] = {}  # actor id -> what it became
         self.spares: list[Any] = []
         self.lock = threading.Lock()
         self.closing = False
@@ -94,29 +96,30 @@ class HostPool:
             with self.lock:
                 self.spares = self.spares + started
 
-    def hosts(self, worker: str, calls: list[tuple], options: dict[str, Any] | None = None,
+    def hosts(self, assignments: list[Assignment], options: dict[str, Any] | None = None,
               fresh: list[Any] | None = None) -> list[Any]:
-        """One actor per argument tuple: from the warm pool where possible, or, for a stage
+        """One actor per assignment: from the warm pool where possible, or, for a stage
         with placement hints (``options``), hosts started with them (``fresh``: started
         already). Hosts a placement hint keeps pending too long are ended with a clear error."""
+        n = len(assignments)
         if options:
             taken = list(fresh or [])
-            taken += [self.host(o) for o in host_options(options, len(calls) - len(taken))]
+            taken += [self.host(o) for o in host_options(options, n - len(taken))]
         else:
             with self.lock:
-                taken, self.spares = self.spares[:len(calls)], self.spares[len(calls):]
-            taken += [self.host() for _ in range(len(calls) - len(taken))]
+                taken, self.spares = self.spares[:n], self.spares[n:]
+            taken += [self.host() for _ in range(n - len(taken))]
             self._want.set()
-        refs = [h.become.remote(worker, *args) for h, args in zip(taken, calls, strict=True)]
-        for h, args in zip(taken, calls, strict=True):
-            self.calls[aid(h)] = (worker, *args)
+        refs = [h.become.remote(a) for h, a in zip(taken, assignments, strict=True)]
+        for h, a in zip(taken, assignments, strict=True):
+            self.assignments[aid(h)] = a
         try:
             ray.get(refs, timeout=PLACE_TIMEOUT if options else None)
         except ray.exceptions.GetTimeoutError:
             for h in taken:
                 ray.kill(h, no_restart=True)
-            raise FusionError(f"the actors of stage {calls[0][0].name!r} were not placed within "
-                              f"{PLACE_TIMEOUT:.0f}s: no node has room for {options} now "
+            raise FusionError(f"the actors of stage {assignments[0].spec.name!r} were not placed "
+                              f"within {PLACE_TIMEOUT:.0f}s: no node has room for {options} now "
                               f"(other actors hold the resources, or the node is gone)") from None
         except ray.exceptions.RayTaskError as err:
             for h in taken:
@@ -128,9 +131,9 @@ class HostPool:
         """These hosts' stage has a new spec (paused, waiting, a drift watch): a host Ray
         restarts becomes it with that one."""
         for actor in actors:
-            call = self.calls.get(aid(actor))
-            if call is not None:
-                self.calls[aid(actor)] = (call[0], spec, *call[2:])
+            a = self.assignments.get(aid(actor))
+            if a is not None:
+                self.assignments[aid(actor)] = a.but(spec=spec)
 
     def wait_warm(self, timeout: float = 60.0) -> int:
         """Wait until the warm pool is full; return how many spares it holds."""

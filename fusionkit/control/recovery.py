@@ -27,6 +27,8 @@ from fusionkit.control.persistence import entry
 from fusionkit.control.pool import HostPool, wait_ready
 from fusionkit.control.status import INFO_TIMEOUT
 from fusionkit.control.table import StageRecord, StageTable, slots, teardown
+from fusionkit.runtime import records
+from fusionkit.runtime.records import Assignment, Event
 from fusionkit.runtime.specs import StreamSpec
 from fusionkit.sources.base import later
 from fusionkit.streaming.worker import OPS
@@ -36,7 +38,8 @@ log = logging.getLogger("fusionkit")
 
 class Recovery:
     """Brings pipelines back to their last checkpoint, and keeps the log of it
-    (``recoveries``: what ``fk.checkpoint_info()`` shows).
+    (``recoveries``, :class:`fusionkit.runtime.records.Recovery` records: what
+    ``fk.recoveries()`` shows).
 
     ``launch(entries, states)`` starts stages on fresh hosts from their table entries (what
     a restarted controller does with a pipeline that lost an actor); ``persist()`` writes the
@@ -47,20 +50,19 @@ class Recovery:
                  launch: Callable[[list[dict[str, Any]], dict], None]):
         self.stages, self.pool, self.checkpoints = stages, pool, checkpoints
         self.monitor, self.lock, self.persist, self.launch = monitor, lock, persist, launch
-        self.recoveries: list[dict[str, Any]] = []
+        self.recoveries: list[records.Recovery] = []
 
     # -- a stage host restarted by Ray --------------------------------------------------------
-    def host_restarted(self, actor_id: str) -> tuple | None:
+    def host_restarted(self, actor_id: str) -> Assignment | None:
         """A stage host was restarted by Ray: tell it what it was, then roll its pipeline back."""
-        again = self.pool.calls.get(actor_id)
+        again = self.pool.assignments.get(actor_id)
         if again is None:
             return None
         t0 = now()
-        stage = again[1].name
+        stage = again.spec.name
         threading.Thread(target=self.recover, args=(stage, t0), daemon=True,
                          name=f"fk-recover-{stage}").start()
-        worker, spec, *rest = again
-        return (worker, spec, *rest)
+        return again
 
     def recover(self, stage: str, t0: float) -> None:
         """Restore the pipeline of ``stage`` to its last checkpoint, in a new epoch, on the
@@ -97,11 +99,10 @@ class Recovery:
             for member in members:
                 member.extra["restarts"] = member.extra.get("restarts", 0) + (member.name == stage)
             done = now()
-            self.recoveries.append({"stage": stage, "checkpoint": k, "detected": t0,
-                                    "recovered": done, "seconds": done - t0,
-                                    "steps": {n: round(v, 3) for n, v in steps.items()}})
-            self.monitor.event.remote({"stage": stage, "kind": "recovered", "time": done,
-                                       "detail": f"restored checkpoint {k} in {done - t0:.2f}s"})
+            self.recoveries.append(records.Recovery(
+                stage, k, t0, done, tuple((n, round(v, 3)) for n, v in steps.items())))
+            self.monitor.event.remote(Event(stage, "recovered", time=done,
+                                            detail=f"restored checkpoint {k} in {done - t0:.2f}s"))
             self.persist()
 
     # -- a failed stream stage defined again -------------------------------------------------
@@ -143,11 +144,11 @@ class Recovery:
         epoch = self.checkpoints.new_epoch()
         for t in trains:
             ray.get(t.actors[0].restore.remote(states.get((t.name, "train0")), epoch))
-        self.monitor.event.remote({
-            "stage": old.name, "kind": "rolled back",
-            "detail": f"defined again after a failure: back to "
-                      f"{f'checkpoint {k}' if k is not None else 'the start'} with "
-                      f"{', '.join(t.name for t in trains) or 'no train stage'}"})
+        self.monitor.event.remote(Event(
+            old.name, "rolled back",
+            f"defined again after a failure: back to "
+            f"{f'checkpoint {k}' if k is not None else 'the start'} with "
+            f"{', '.join(t.name for t in trains) or 'no train stage'}"))
         olds = {slot: states.get((old.name, slot)) for slot in old.spec.slots()}
         same = (old.spec.slots() == spec.slots()
                 and [type(op) for op in old.spec.operators] == [type(op) for op in spec.operators])
@@ -178,12 +179,12 @@ class Recovery:
             done = now()
             last = self.checkpoints.last
             k = last[0] if last else None
-            self.recoveries.append({"stage": "(controller)", "checkpoint": k if broken else None,
-                                    "detected": t0, "recovered": done, "seconds": done - t0})
-            self.monitor.event.remote({"stage": "(controller)", "kind": "recovered", "time": done,
-                                       "detail": f"controller restarted; "
-                                                 f"{len(self.stages)} stages adopted, "
-                                                 f"{len(broken)} pipelines restarted"})
+            self.recoveries.append(records.Recovery("(controller)", k if broken else None,
+                                                    t0, done))
+            self.monitor.event.remote(Event("(controller)", "recovered", time=done,
+                                            detail=f"controller restarted; "
+                                                   f"{len(self.stages)} stages adopted, "
+                                                   f"{len(broken)} pipelines restarted"))
             self.persist()
 
     def _relaunch(self, stream: str) -> None:

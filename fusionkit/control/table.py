@@ -4,7 +4,8 @@ A ``StageRecord`` is one stage: its spec, its actors (a stream's reading ``sourc
 from the ``actors`` that run its chain), the generation of its definition (a checkpoint
 covers a stage only if taken of the same generation) and what it showed at its definition.
 The ``StageTable`` maps names to records and answers what the controller asks of them:
-which train stages a stream feeds, what each actor is asked to become, why a stream waits.
+which train stages a stream feeds, what each actor is asked to become (its
+:class:`~fusionkit.runtime.records.Assignment`), why a stream waits.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import ray
 from fusionkit._clock import now
 from fusionkit._suggest import did_you_mean
 from fusionkit.errors import StageNotFoundError
-from fusionkit.runtime.specs import StreamSpec
+from fusionkit.runtime.records import Assignment
+from fusionkit.runtime.specs import StreamSpec, TrainSpec
 
 STOP_TIMEOUT = 5.0
 KIND_ORDER = {"serve": 0, "train": 1, "stream": 2}  # downstream first
@@ -50,21 +52,28 @@ class StageRecord:
         return getattr(self.spec, "on", None) if self.kind == "train" else None
 
 
-def stream_calls(spec: StreamSpec, monitor: Any, states: dict[str, Any] | None = None
-                 ) -> list[tuple]:
-    """``become`` arguments of a stream stage's actors: the fused ones (one, or one per
-    share of a split source), or source + operators."""
+def stream_assignments(spec: StreamSpec, monitor: Any, states: dict[str, Any] | None = None
+                       ) -> list[Assignment]:
+    """What a stream stage's actors become: the fused ones (one, or one per share of a split
+    source), or source + operators; each with its slot's state in ``states``."""
     states = states or {}
-    return [("stream", spec, role, i, monitor, states.get(f"{role}{i}"))
+    return [Assignment("stream", spec, i, monitor, role=role, state=states.get(f"{role}{i}"))
             for role, i in spec.roles()]
 
 
-def calls_of(rec: StageRecord, monitor: Any, registry: Any) -> list[tuple]:
-    """What each of a stage's actors was asked to become (without its starting state)."""
+def train_assignment(spec: TrainSpec, monitor: Any, registry: Any, state: Any = None
+                     ) -> Assignment:
+    """What a train stage's one actor becomes."""
+    return Assignment("train", spec, 0, monitor, registry=registry, state=state)
+
+
+def assignments_of(rec: StageRecord, monitor: Any, registry: Any) -> list[Assignment]:
+    """What each of a stage's actors was asked to become (without its starting state), in
+    the order of ``rec.all_actors``."""
     if rec.kind == "stream":
-        return stream_calls(rec.spec, monitor)
+        return stream_assignments(rec.spec, monitor)
     if rec.kind == "train":
-        return [("train", rec.spec, 0, monitor, registry)]
+        return [train_assignment(rec.spec, monitor, registry)]
     return []
 
 

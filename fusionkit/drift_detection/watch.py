@@ -42,6 +42,7 @@ from fusionkit.batch import feature_columns
 from fusionkit.drift_detection.policy import NOTHING, Decision, Outcome, decide
 from fusionkit.drift_detection.records import DriftResult
 from fusionkit.drift_detection.spec import DriftSpec
+from fusionkit.runtime.records import Event
 
 __all__ = ["DriftWatch", "error_stream", "model_output"]
 
@@ -107,7 +108,7 @@ class DriftWatch:
         self._sent: list[tuple[Any, list, list]] = []  # reports the monitor has not confirmed
         self._flusher: threading.Thread | None = None
         self.cpu_reporting = 0.0  # CPU seconds of the flusher thread's reports
-        self.events: list[dict[str, Any]] = []  # the last policy and error events
+        self.events: list[Event] = []  # the last policy and error events
 
     # -- the per-batch step ----------------------------------------------------------------
     def observe(self, batch: pd.DataFrame, y: pd.Series, prediction: Any,
@@ -125,8 +126,7 @@ class DriftWatch:
             result, scored = self._update(batch, y, prediction, learner)
         except Exception as exc:  # the stage keeps learning; the watch says why it stopped
             self.error = f"{type(exc).__name__}: {exc}"
-            self._event({"kind": "drift", "status": "stopped",
-                         "detail": f"drift watch stopped: {self.error}"})
+            self._event("drift", f"drift watch stopped: {self.error}", status="stopped")
             return NOTHING
         self._collect(result, scored)
         concept = [a for a in result.alarms if a.kind == "concept"]
@@ -135,8 +135,7 @@ class DriftWatch:
     def record(self, outcome: Outcome) -> None:
         """What the stage did about a decision: logged as a ``kind="policy"`` event."""
         self.actions += outcome.acted
-        self._event({"kind": "policy", "status": outcome.status, "version": outcome.version,
-                     "detail": outcome.detail})
+        self._event("policy", outcome.detail, status=outcome.status, version=outcome.version)
 
     def _update(self, batch: pd.DataFrame, y: pd.Series, prediction: Any, learner: Any
                 ) -> tuple[DriftResult, int]:  # fmt: skip
@@ -236,12 +235,13 @@ class DriftWatch:
                                          name=f"fk-drift-{self.stage}")
         self._flusher.start()
 
-    def _event(self, record: dict[str, Any]) -> None:
-        record = {"time": now(), "stage": self.stage, **record}
-        self.events.append(record)
+    def _event(self, kind: str, detail: str, status: str | None = None,
+               version: int | None = None) -> None:
+        event = Event(self.stage, kind, detail, version, status, now())
+        self.events.append(event)
         del self.events[:-100]
         if self.sink is not None:
-            self.sink.event.remote(record)
+            self.sink.event.remote(event)
 
     # -- state ----------------------------------------------------------------------------
     def get_state(self) -> bytes:

@@ -15,6 +15,7 @@ to ``DETAIL_CHARS``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import threading
 from collections import deque
@@ -29,6 +30,7 @@ from fusionkit.monitor.recent import RecentSamples
 from fusionkit.monitor.series import LatencyHistogram, Reservoir, SeriesStore, quantiles_ms
 from fusionkit.monitor.snapshot import COUNTERS, bucketize
 from fusionkit.monitor.snapshot import snapshot as _snapshot
+from fusionkit.runtime.records import Event
 
 DETAIL_CHARS = 2000  # of an event's detail (a failure's message may quote a whole payload)
 
@@ -67,7 +69,7 @@ class Monitor:
         self._freshness = SeriesStore(maxlen)
         self._freshness_all: dict[str, Reservoir] = {}
         self._freshness_recent: dict[str, RecentSamples] = {}
-        self._events: deque[dict[str, Any]] = deque(maxlen=5000)
+        self._events: deque[Event] = deque(maxlen=5000)
         self._lock = threading.RLock()  # the actor answers up to 16 calls at once
         self._drift = DriftStore()
         self.reports = 0
@@ -104,13 +106,17 @@ class Monitor:
         self._freshness.append(model, row)
 
     @_locked
-    def event(self, record: dict[str, Any]) -> None:
-        """A pipeline event: a version published, a rollback, an alarm, a failure."""
-        record = dict(record)
-        record.setdefault("time", now())
-        if isinstance(record.get("detail"), str) and len(record["detail"]) > DETAIL_CHARS:
-            record["detail"] = record["detail"][:DETAIL_CHARS] + "…"
-        self._events.append(record)
+    def event(self, record: Event | dict[str, Any]) -> None:
+        """A pipeline event: a version published, a rollback, an alarm, a failure. An
+        :class:`~fusionkit.runtime.records.Event`, or a dict of its fields; stamped with the
+        time it arrives if it has none."""
+        event = Event.of(record)
+        changes: dict[str, Any] = {}
+        if event.time is None:
+            changes["time"] = now()
+        if isinstance(event.detail, str) and len(event.detail) > DETAIL_CHARS:
+            changes["detail"] = event.detail[:DETAIL_CHARS] + "…"
+        self._events.append(dataclasses.replace(event, **changes) if changes else event)
 
     @_locked
     def drift_report(self, stage: str, rows: list[dict[str, Any]],
@@ -196,7 +202,9 @@ class Monitor:
 
     @_locked
     def events(self, since: float | None = None) -> list[dict[str, Any]]:
-        return [e for e in self._events if since is None or e["time"] > since]
+        """The events after ``since``, as rows (``Event.as_dict``: what ``fk.events()`` and
+        dashboards show)."""
+        return [e.as_dict() for e in self._events if since is None or e.time > since]
 
     @_locked
     def snapshot(self, since: float | None = None) -> dict[str, Any]:

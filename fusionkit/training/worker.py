@@ -21,6 +21,7 @@ from fusionkit.drift_detection.policy import Decision, Outcome, rollback_choice
 from fusionkit.errors import FusionError, ModelDivergedError
 from fusionkit.runtime.channel import Inbox
 from fusionkit.runtime.checkpoint import Barrier
+from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import TrainReport
 from fusionkit.runtime.specs import TrainSpec
 from fusionkit.runtime.stage import StageActor
@@ -340,8 +341,7 @@ class TrainWorker(StageActor):
         """The model diverged: say so (an event), publish nothing more, fail the stage."""
         self.diverged = why
         self._pending, self._pending_n = [], 0
-        if self.monitor is not None:
-            self.monitor.event.remote({"stage": self.name, "kind": "diverged", "detail": why})
+        self._event("diverged", why)
         raise ModelDivergedError(
             f"the model diverged after {self.events_seen} events: {why}; it is not published. "
             "Lower the learning rate or scale the features, then define the stage again (or "
@@ -432,5 +432,6 @@ class TrainWorker(StageActor):
             self._event("publish failed", self.publish_error)
 
     def _event(self, kind: str, detail: str) -> None:
+        """A pipeline event of this stage, to the monitor."""
         if self.monitor is not None:
-            self.monitor.event.remote({"stage": self.name, "kind": kind, "detail": detail})
+            self.monitor.event.remote(Event(self.name, kind, detail))

@@ -58,9 +58,9 @@ def test_the_watch_logs_what_the_stage_did():
     watch = DriftWatch(DriftSpec(features=("price",), policy="rollback"), "ctr", "classification")
     watch.record(Outcome("kept", "no recent version to roll back to, after concept drift"))
     watch.record(Outcome("rollback", "rolled back to v3 (recent_accuracy 0.900, now 0.700)", 3))
-    assert [(e["kind"], e["status"], e["version"]) for e in watch.events] == [
+    assert [(e.kind, e.status, e.version) for e in watch.events] == [
         ("policy", "kept", None), ("policy", "rollback", 3)]
-    assert watch.events[-1]["stage"] == "ctr" and "v3" in watch.events[-1]["detail"]
+    assert watch.events[-1].stage == "ctr" and "v3" in watch.events[-1].detail
     assert watch.actions == 1 and watch.info()["actions"] == 1
 
 

@@ -135,7 +135,7 @@ def test_watch_stops_itself_on_a_missing_column_and_says_why():
     rows, alarms = run(watch, batches(1000))
     assert rows == [] and alarms == []
     assert "nope" in watch.error
-    assert watch.events[-1]["kind"] == "drift" and "stopped" in watch.events[-1]["detail"]
+    assert watch.events[-1].kind == "drift" and "stopped" in watch.events[-1].detail
 
 
 # -- a learning model ------------------------------------------------------------------------
