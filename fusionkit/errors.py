@@ -74,3 +74,13 @@ class InvalidNameError(FusionError, ValueError):
 class ModelDivergedError(FusionError):
     """A train stage's model gives NaN or infinite predictions or weights (a learning rate
     too large for the data's scale, unscaled features): it is not published."""
+
+
+class SettingsError(FusionError, ValueError):
+    """A setting that cannot work (a drift window of one event, a threshold out of range):
+    refused when the object is made, with the rule it breaks."""
+
+
+class MissingDependencyError(FusionError, ImportError):
+    """An optional package a feature needs is not installed; the message says which extra of
+    fusionkit installs it."""

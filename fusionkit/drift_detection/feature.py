@@ -10,7 +10,6 @@ import pandas as pd
 from fusionkit._clock import now
 from fusionkit.batch import EVENT_TIME, OFFSET, feature_columns
 from fusionkit.drift_detection import reference as ds
-from fusionkit.drift_detection.psi import psi_threshold
 from fusionkit.drift_detection.records import Alarm, DriftResult
 
 __all__ = ["FeatureDriftMonitor"]
@@ -48,6 +47,11 @@ class FeatureDriftMonitor:
     An :class:`Alarm` is raised when a column enters the drifted state; rows keep the
     per-window outcome.
 
+    The settings are checked, and kept, as one
+    :class:`~fusionkit.drift_detection.reference.WindowSettings` (``self.settings``); given
+    ``settings``, the monitor takes that record instead of the parameters it holds (how
+    :class:`~fusionkit.drift_detection.monitor.DriftMonitor` shares one record).
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
@@ -72,20 +76,14 @@ class FeatureDriftMonitor:
         bins: int = 10,
         floor: float = 1e-4,
         stage: str = "",
+        *,
+        settings: ds.WindowSettings | None = None,
     ):
-        if window < 2:
-            raise ValueError(f"window must hold at least 2 events, got {window}")
+        self.settings = settings if settings is not None else ds.WindowSettings(
+            reference, window, psi_alarm, ks_alpha, sliding_reference, bins=bins, floor=floor)
         self.features = features
-        self.reference = reference
-        self.window = window
-        self.psi_alarm = psi_alarm
-        self.ks_alpha = ks_alpha
-        self.sliding_reference = sliding_reference
         self.categorical = categorical
-        self.bins = bins
-        self.floor = floor
         self.stage = stage
-        self.n_reference = ds.reference_size(reference)
         self.columns: dict[str, ds.ColumnWindow] = {}
         self.seen = 0
         self._pending: list[tuple[pd.DataFrame, np.ndarray | None]] = []
@@ -93,14 +91,18 @@ class FeatureDriftMonitor:
         self._due: int | None = None
         self._checked: tuple[pd.Index, tuple] | None = None
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(ds.settings_in_state(state))
+
     def _column(self, name: str, kind: str, values: pd.Series) -> ds.ColumnWindow:
         col = self.columns.get(name)
         if col is None:
             cat = name in (self.categorical or ()) or ds.is_categorical(
                 values, kind == "prediction"
             )
-            col = self.columns[name] = ds.ColumnWindow(name, kind, cat, self.n_reference, self.bins)
-            ref = self.reference
+            s = self.settings
+            col = self.columns[name] = ds.ColumnWindow(name, kind, cat, s.n_reference, s.bins)
+            ref = s.reference
             if isinstance(ref, pd.DataFrame) and name in ref.columns:
                 col.set_reference(ds.column_values(ref[name], cat))
         return col
@@ -126,7 +128,8 @@ class FeatureDriftMonitor:
         self._pending_n += len(batch)
         due = getattr(self, "_due", None)  # events the next window needs (changes in _flush)
         if due is None:
-            due = self._due = min((c.due(self.window) for c in self.columns.values()), default=1)
+            window = self.settings.window
+            due = self._due = min((c.due(window) for c in self.columns.values()), default=1)
         return self._flush(names) if self._pending_n >= due else DriftResult()
 
     def _flush(self, names: list[str]) -> DriftResult:
@@ -150,22 +153,19 @@ class FeatureDriftMonitor:
             if preds.dtype.kind not in "biuf":  # as pandas types them (strings, objects)
                 preds = pd.Series(preds)
             watched.append(("prediction", "prediction", preds, offsets[mask], etimes[mask]))
-        result = DriftResult()
+        result, s = DriftResult(), self.settings
         for name, kind, values, offs, times in watched:
             col = self._column(name, kind, values)
             values = _values(values, col.categorical)
-            for current, last, ref in col.push(values, self.window, self.sliding_reference):
+            for current, last, ref in col.push(values, s.window, s.sliding_reference):
                 self._evaluate(col, ref, current, int(offs[last]), float(times[last]), result)
         return result
 
     def _evaluate(self, col: ds.ColumnWindow, ref: ds.Reference, current: np.ndarray,
                   offset: int, event_time: float, result: DriftResult) -> None:  # fmt: skip
-        c = ref.compare(current, self.floor)
-        value, stat, p_value, test = c["psi"], c["statistic"], c["p_value"], c["test"]
-        threshold = max(
-            self.psi_alarm, psi_threshold(len(ref), len(current), c["n_bins"], self.ks_alpha)
-        )
-        alarm = bool(value >= threshold and p_value < self.ks_alpha)
+        c = self.settings.test(ref, current)
+        value, threshold, alarm = c["psi"], c["threshold"], c["alarm"]
+        stat, p_value, test = c["statistic"], c["p_value"], c["test"]
         col.windows += 1
         t = now()
         result.rows.append({

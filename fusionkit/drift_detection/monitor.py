@@ -30,6 +30,7 @@ from fusionkit.drift_detection.concept import ConceptDriftMonitor
 from fusionkit.drift_detection.feature import FeatureDriftMonitor
 from fusionkit.drift_detection.prediction import PredictionDriftMonitor, Scorer
 from fusionkit.drift_detection.records import DriftResult
+from fusionkit.drift_detection.reference import WindowSettings, settings_in_state
 
 __all__ = ["DriftMonitor"]
 
@@ -55,7 +56,9 @@ class DriftMonitor:
     Parameters are those of :class:`FeatureDriftMonitor`; ``concept`` is the detector of
     :class:`ConceptDriftMonitor` (``None`` turns concept drift off) and ``concept_params``
     its other parameters; ``prediction_sample`` is the sample of
-    :class:`~fusionkit.drift_detection.prediction.PredictionDriftMonitor`.
+    :class:`~fusionkit.drift_detection.prediction.PredictionDriftMonitor`. The window
+    settings are checked once, as one
+    :class:`~fusionkit.drift_detection.reference.WindowSettings` that both monitors share.
 
     Prediction drift comes in two forms. Given ``score`` (the model as it is now, scoring a
     DataFrame of inputs), ``update`` compares the reference's inputs and each window's
@@ -90,25 +93,16 @@ class DriftMonitor:
         concept_params: dict[str, Any] | None = None,
         prediction_sample: int = 500,
     ):
+        self.settings = WindowSettings(reference, window, psi_alarm, ks_alpha, sliding_reference,
+                                       prediction_sample)  # fmt: skip
         self.features = features
-        self.reference = reference
-        self.window = window
-        self.psi_alarm = psi_alarm
-        self.ks_alpha = ks_alpha
         self.concept = concept
-        self.sliding_reference = sliding_reference
         self.categorical = categorical
         self.stage = stage
         self.concept_params = concept_params
-        self.prediction_sample = prediction_sample
-        self.prediction_monitor = PredictionDriftMonitor(
-            reference, window, psi_alarm, ks_alpha, sliding_reference, prediction_sample,
-            stage=stage,
-        )  # fmt: skip
-        self.feature_monitor = FeatureDriftMonitor(
-            features, reference, window, psi_alarm, ks_alpha, sliding_reference, categorical,
-            stage=stage,
-        )  # fmt: skip
+        self.prediction_monitor = PredictionDriftMonitor(stage=stage, settings=self.settings)
+        self.feature_monitor = FeatureDriftMonitor(features, categorical=categorical, stage=stage,
+                                                   settings=self.settings)  # fmt: skip
         self.concept_monitor = (
             None
             if concept is None
@@ -116,12 +110,14 @@ class DriftMonitor:
         )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "settings" not in state:  # checkpointed when each monitor kept its own settings
+            state = settings_in_state(state)
+            for part in ("feature_monitor", "prediction_monitor"):
+                if part in state:  # one record for all three, as __init__ makes it
+                    state[part].settings = state["settings"]
         if "prediction_monitor" not in state:  # checkpointed before it existed
-            state["prediction_sample"] = 500
-            state["prediction_monitor"] = PredictionDriftMonitor(
-                state["reference"], state["window"], state["psi_alarm"], state["ks_alpha"],
-                state["sliding_reference"], 500, stage=state["stage"],
-            )  # fmt: skip
+            state["prediction_monitor"] = PredictionDriftMonitor(stage=state["stage"],
+                                                                 settings=state["settings"])
         self.__dict__.update(state)
 
     def update(

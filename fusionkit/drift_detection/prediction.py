@@ -45,7 +45,6 @@ import pandas as pd
 from fusionkit._clock import now
 from fusionkit.batch import EVENT_TIME, OFFSET
 from fusionkit.drift_detection import reference as ds
-from fusionkit.drift_detection.psi import psi_threshold
 from fusionkit.drift_detection.records import Alarm, DriftResult
 
 __all__ = ["PredictionDriftMonitor", "Scorer"]
@@ -67,6 +66,9 @@ class PredictionDriftMonitor:
     it (it holds the model's inputs); otherwise the first ``len(reference)`` events are the
     reference. ``sample`` rows of each are kept (uniformly, by a generator seeded with
     ``seed``, part of the monitor's state so a replay keeps the same rows).
+    As for the feature monitor, the settings are one
+    :class:`~fusionkit.drift_detection.reference.WindowSettings` (``self.settings``), built
+    from the parameters or taken as ``settings``.
 
     Examples
     --------
@@ -104,22 +106,13 @@ class PredictionDriftMonitor:
         stage: str = "",
         seed: int = 0,
         columns: list[str] | None = None,
+        *,
+        settings: ds.WindowSettings | None = None,
     ):
-        if window < 2:
-            raise ValueError(f"window must hold at least 2 events, got {window}")
-        if isinstance(sample, bool) or not isinstance(sample, int | np.integer) or sample < 2:
-            raise ValueError(f"the prediction sample must be at least 2 rows, got {sample!r}")
-        self.reference = reference
-        self.window = window
-        self.psi_alarm = psi_alarm
-        self.ks_alpha = ks_alpha
-        self.sliding_reference = sliding_reference
-        self.sample = int(sample)
-        self.bins = bins
-        self.floor = floor
+        self.settings = settings if settings is not None else ds.WindowSettings(
+            reference, window, psi_alarm, ks_alpha, sliding_reference, sample, bins, floor)
         self.stage = stage
         self.columns = columns
-        self.n_reference = ds.reference_size(reference)
         self.seen = 0  # events seen
         self.windows = 0  # windows tested
         self.alarmed = False
@@ -132,6 +125,9 @@ class PredictionDriftMonitor:
         self._picks = np.empty(0, dtype="int64")  # positions of the segment to keep
         self._parts: list[dict[str, Any]] = []  # kept rows of the segment so far, by column
         self._part_pos: list[np.ndarray] = []
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(ds.settings_in_state(state))
 
     # -- filling -----------------------------------------------------------------------------
     def update(self, batch: pd.DataFrame, score: Scorer) -> DriftResult:
@@ -156,7 +152,7 @@ class PredictionDriftMonitor:
     def _start(self, score: Scorer) -> None:
         """The first segment: the reference, unless a reference DataFrame can be scored."""
         self._started = True
-        ref = self.reference
+        ref = self.settings.reference
         if isinstance(ref, pd.DataFrame) and len(ref):
             kept = self._choose(len(ref))
             frame = ref.iloc[kept]
@@ -172,11 +168,12 @@ class PredictionDriftMonitor:
 
     def _choose(self, length: int) -> np.ndarray:
         """Sorted positions of a uniform sample of ``sample`` of ``length`` events."""
-        k = min(self.sample, length)
+        k = min(self.settings.sample, length)
         return np.sort(self._rng.choice(length, size=k, replace=False)).astype("int64")
 
     def _next_segment(self, start: int) -> None:
-        length = self.n_reference if self._in_reference else self.window
+        s = self.settings
+        length = s.n_reference if self._in_reference else s.window
         self._end = start + length
         self._picks = start + self._choose(length)
         self._parts, self._part_pos = [], []
@@ -200,11 +197,11 @@ class PredictionDriftMonitor:
             self._ref, self._ref_pos, self._in_reference = rows, pos, False
         else:
             self._test(rows, batch, last, score, result)
-            if self.sliding_reference:  # the kept rows of the last n_reference events
+            if self.settings.sliding_reference:  # the kept rows of the last n_reference events
                 frame = pd.concat([self._ref, rows]) if self._ref is not None else rows
                 positions = np.concatenate([self._ref_pos, pos])
-                keep = np.flatnonzero(positions >= end - self.n_reference)
-                if keep.size > self.sample:
+                keep = np.flatnonzero(positions >= end - self.settings.n_reference)
+                if keep.size > self.settings.sample:
                     keep = keep[self._choose(keep.size)]
                 self._ref, self._ref_pos = frame.iloc[keep], positions[keep]
         self._next_segment(end)
@@ -220,14 +217,9 @@ class PredictionDriftMonitor:
             cur_values, labels=True
         )
         reference = ds.Reference(ds.column_values(ref_values, categorical), categorical,
-                                 self.bins)  # fmt: skip
-        c = reference.compare(ds.column_values(cur_values, categorical), self.floor)
-        value, p_value = c["psi"], c["p_value"]
-        threshold = max(
-            self.psi_alarm, psi_threshold(len(reference), len(current), c["n_bins"],
-                                             self.ks_alpha)
-        )  # fmt: skip
-        alarm = bool(value >= threshold and p_value < self.ks_alpha)
+                                 self.settings.bins)  # fmt: skip
+        c = self.settings.test(reference, ds.column_values(cur_values, categorical))
+        value, threshold, alarm, p_value = c["psi"], c["threshold"], c["alarm"], c["p_value"]
         self.windows += 1
         offset = int(batch[OFFSET].iloc[last]) if OFFSET in batch.columns else self._end - 1
         etime = float(batch[EVENT_TIME].iloc[last]) if EVENT_TIME in batch.columns else NAN

@@ -1,5 +1,7 @@
 """The windows a column is cut into: a reference, summarized once, and tumbling windows.
 
+:class:`WindowSettings` holds what the feature and prediction monitors share (the
+reference, the window, the alarm thresholds, the sample), each rule and its message once;
 :class:`ColumnWindow` keeps a watched column's reference and fills its windows;
 :class:`Reference` compares a window with the reference by PSI (:mod:`fusionkit.drift_detection.psi`)
 and a test: KS for numbers (:mod:`fusionkit.drift_detection.ks`), chi-squared for categories
@@ -8,7 +10,9 @@ and a test: KS for numbers (:mod:`fusionkit.drift_detection.ks`), chi-squared fo
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,9 +21,16 @@ import pandas as pd
 from fusionkit.drift_detection.categories import _categories, _counts_on, _object_index
 from fusionkit.drift_detection.chi2 import chi2_counts
 from fusionkit.drift_detection.ks import KSReference
-from fusionkit.drift_detection.psi import _binned_counts_sorted, psi_from_counts, quantile_edges
+from fusionkit.drift_detection.psi import (
+    _binned_counts_sorted,
+    psi_from_counts,
+    psi_threshold,
+    quantile_edges,
+)
+from fusionkit.errors import SettingsError
 
-__all__ = ["ColumnWindow", "Reference", "column_values", "is_categorical", "reference_size"]
+__all__ = ["ColumnWindow", "Reference", "WindowSettings", "column_values", "is_categorical",
+           "reference_size", "settings_in_state"]
 
 
 def reference_size(reference: str | int | pd.DataFrame) -> int:
@@ -28,11 +39,11 @@ def reference_size(reference: str | int | pd.DataFrame) -> int:
         return len(reference)
     if isinstance(reference, (int, np.integer)) and not isinstance(reference, bool):
         if reference < 2:
-            raise ValueError(f"reference must hold at least 2 events, got {reference}")
+            raise SettingsError(f"reference must hold at least 2 events, got {reference}")
         return int(reference)
     m = re.fullmatch(r"\s*first\s+([\d_,]+)\s+events?\s*", str(reference), flags=re.IGNORECASE)
     if not m:
-        raise ValueError(
+        raise SettingsError(
             f"reference must be 'first N events', an int or a DataFrame, got {reference!r}"
         )
     return reference_size(int(m.group(1).replace("_", "").replace(",", "")))
@@ -161,3 +172,92 @@ class ColumnWindow:
                 kept = np.concatenate([self.reference.values, full])[-self.n_reference :]
                 self.set_reference(kept)
         return done
+
+
+def _whole(value: Any) -> bool:
+    """An int (NumPy's too), not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """The settings the feature and prediction monitors share, each checked here once.
+
+    ``reference`` is the first N events (``"first 10000 events"`` or an int) or a
+    DataFrame; every ``window`` events are tested against it (with ``sliding_reference``
+    against the N events before the window). A window alarms by :meth:`test`'s rule, with
+    ``psi_alarm`` and ``ks_alpha``. ``sample`` is the rows of each side the prediction
+    monitor scores; ``bins`` and ``floor`` are PSI's (quantile bins, smallest proportion).
+    :class:`~fusionkit.drift_detection.monitor.DriftMonitor` makes one and hands it to both
+    monitors; each makes its own when made alone. A value that cannot work is a
+    :class:`~fusionkit.errors.SettingsError` (a ``ValueError``) naming the rule.
+
+    Examples
+    --------
+    >>> WindowSettings(reference="first 2000 events", window=500).n_reference
+    2000
+    >>> WindowSettings(window=1)
+    Traceback (most recent call last):
+    ...
+    fusionkit.errors.SettingsError: window must hold at least 2 events, got 1
+    """
+
+    reference: str | int | pd.DataFrame = "first 10000 events"
+    window: int = 5000
+    psi_alarm: float = 0.2
+    ks_alpha: float = 0.01
+    sliding_reference: bool = False
+    sample: int = 500
+    bins: int = 10
+    floor: float = 1e-4
+    n_reference: int = field(init=False, repr=False, compare=False)  # events in the reference
+
+    def __post_init__(self) -> None:
+        window, sample = self.window, self.sample
+        if not _whole(window):
+            raise SettingsError(f"window must be a number of events (int), not {window!r}")
+        if window < 2:
+            raise SettingsError(f"window must hold at least 2 events, got {window}")
+        if not (isinstance(self.psi_alarm, int | float) and 0 < self.psi_alarm < math.inf):
+            raise SettingsError(f"psi_alarm must be a positive number, not {self.psi_alarm!r}")
+        if not (isinstance(self.ks_alpha, int | float) and 0 < self.ks_alpha < 1):
+            raise SettingsError(f"ks_alpha must be a probability in (0, 1), not {self.ks_alpha!r}")
+        n_reference = reference_size(self.reference)
+        if not _whole(sample) or sample < 2:
+            raise SettingsError(f"the prediction sample must be at least 2 rows, got {sample!r}")
+        object.__setattr__(self, "window", int(window))
+        object.__setattr__(self, "sample", int(sample))
+        object.__setattr__(self, "n_reference", n_reference)
+
+    def test(self, reference: Reference, current: np.ndarray) -> dict[str, Any]:
+        """:meth:`Reference.compare` of a window with the reference, with the PSI
+        ``threshold`` and whether the window alarms (``alarm``).
+
+        The threshold is ``psi_alarm``, or the PSI that noise alone exceeds with
+        probability ``ks_alpha`` at these window sizes if that is higher; a window alarms
+        when its PSI reaches the threshold and the test's p-value is below ``ks_alpha``.
+        """
+        c = reference.compare(current, self.floor)
+        threshold = max(self.psi_alarm, psi_threshold(len(reference), len(current),
+                                                      c["n_bins"], self.ks_alpha))  # fmt: skip
+        return {**c, "threshold": threshold,
+                "alarm": bool(c["psi"] >= threshold and c["p_value"] < self.ks_alpha)}
+
+
+def settings_in_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A drift monitor's pickled state with its settings as one :class:`WindowSettings`.
+
+    A state saved before the record existed holds them as attributes of their own
+    (:class:`~fusionkit.drift_detection.monitor.DriftMonitor` its sample as
+    ``prediction_sample``, or none from before prediction drift), so checkpoints taken
+    then resume.
+    """
+    if "settings" not in state:
+        names = ("reference", "window", "psi_alarm", "ks_alpha", "sliding_reference", "sample",
+                 "bins", "floor")  # fmt: skip
+        given = {name: state.pop(name) for name in names if name in state}
+        if "prediction_sample" in state:
+            given["sample"] = state.pop("prediction_sample")
+        state.pop("n_reference", None)
+        state["settings"] = WindowSettings(**given)
+    return state

@@ -3,18 +3,16 @@ before anything runs."""
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from fusionkit._suggest import did_you_mean
 from fusionkit.drift_detection.monitor import DriftMonitor
 from fusionkit.drift_detection.policy import POLICIES
-from fusionkit.errors import FusionError
+from fusionkit.errors import FusionError, SettingsError
 
 __all__ = ["DriftSpec"]
 
@@ -66,14 +64,10 @@ class DriftSpec:
                                   f"{value!r}; write [{value!r}]")
             if value is not None:
                 object.__setattr__(self, name, tuple(value))
-        if isinstance(self.window, bool) or not isinstance(self.window, int | np.integer):
-            raise FusionError(f"window must be a number of events (int), not {self.window!r}")
-        if not (isinstance(self.psi_alarm, int | float) and 0 < self.psi_alarm < math.inf):
-            raise FusionError(f"psi_alarm must be a positive number, not {self.psi_alarm!r}")
-        if not (isinstance(self.ks_alpha, int | float) and 0 < self.ks_alpha < 1):
-            raise FusionError(f"ks_alpha must be a probability in (0, 1), not {self.ks_alpha!r}")
-        try:
-            self.monitor("")  # checks window, reference and the detector with its parameters
+        try:  # the window settings (WindowSettings, whose errors are plain), the detector
+            self.monitor("")
+        except SettingsError:
+            raise
         except (TypeError, ValueError) as exc:
             raise FusionError(f"watch_drift: {exc}") from None
 
@@ -81,11 +75,11 @@ class DriftSpec:
         """A fresh :class:`DriftMonitor` for this spec."""
         feats = list(self.features) if self.features is not None else features
         return DriftMonitor(
-            feats, self.reference, int(self.window), self.psi_alarm, self.ks_alpha,
+            feats, self.reference, self.window, self.psi_alarm, self.ks_alpha,
             self.concept, self.sliding_reference,
             list(self.categorical) if self.categorical is not None else None,
             stage=stage, concept_params=self.concept_params,
-            prediction_sample=int(self.prediction_sample),
+            prediction_sample=self.prediction_sample,
         )  # fmt: skip
 
     def describe(self) -> dict[str, Any]:

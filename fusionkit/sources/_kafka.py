@@ -10,17 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fusionkit._optional import require
+
 __all__ = ["choose_partitions", "kafka_module", "nth", "parse_partitions"]
 
 
 def kafka_module():
     """``confluent_kafka``, imported on first use with a clear error if it is missing."""
-    try:
-        import confluent_kafka
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the Kafka source and sink need the 'confluent-kafka' package: "
-                          "pip install 'fusionkit[kafka]'") from exc
-    return confluent_kafka
+    return require("confluent_kafka", "kafka", "the Kafka source and sink", "confluent-kafka")
 
 
 def parse_partitions(value: Sequence[int] | str | None) -> tuple[int, ...] | str | None:

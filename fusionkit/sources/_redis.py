@@ -12,6 +12,8 @@ import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from fusionkit._optional import require
+
 SEQ_BITS = 20
 SEQ_MASK = (1 << SEQ_BITS) - 1
 MAX_MS = (1 << (63 - SEQ_BITS)) - 1
@@ -67,12 +69,7 @@ def safe_url(url: str) -> str:
 
 def redis_module():
     """The ``redis`` package, imported on first use with a clear error if it is missing."""
-    try:
-        import redis
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the Redis source and sink need the 'redis' package: "
-                          "pip install 'fusionkit[redis]'") from exc
-    return redis
+    return require("redis", "redis", "the Redis source and sink")
 
 
 def connection_errors() -> tuple[type[BaseException], ...]:
