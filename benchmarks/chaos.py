@@ -222,7 +222,10 @@ def learned_counts(timeout: float = 300.0) -> np.ndarray:
 
 
 def events_seen() -> int:
-    return int(fk.infos("count")[0].get("events_seen", 0))
+    """How many events the train stage has learned (its own count, restored with it); 0 while
+    it has no actor answering (between a kill and its recovery)."""
+    reports = fk.infos("count")
+    return int(reports[0].get("events_seen", 0)) if reports else 0
 
 
 def wait(predicate, timeout: float) -> bool:
@@ -308,10 +311,14 @@ def main() -> None:
           flush=True)
     drained = wait(lambda: events_seen() >= good, timeout=600)
     if not drained:  # say where it stands, for whoever reads the run
-        print(f"not drained: learned {events_seen()} of {good}", flush=True)
-        print(fk.status().to_string(), flush=True)
-        print(fk.recoveries().tail(10).to_string(), flush=True)
-        print(fk.events().tail(30).to_string(), flush=True)
+        for what in (lambda: f"not drained: learned {events_seen()} of {good}",
+                     lambda: fk.status().to_string(), lambda: fk.infos("count"),
+                     lambda: fk.infos("events"), lambda: fk.recoveries().tail(10).to_string(),
+                     lambda: fk.events().tail(30).to_string()):
+            try:
+                print(what(), flush=True)
+            except Exception as exc:  # whatever it is, the rest is still worth printing
+                print(f"({type(exc).__name__}: {exc})", flush=True)
     for load in loads:
         load.stop_event.set()
     for load in loads:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,7 @@ from fusionkit.sources.base import later
 from fusionkit.streaming.worker import OPS
 
 log = logging.getLogger("fusionkit")
+RECOVER_ATTEMPTS = 5  # tries of one pipeline's rollback before its stage is failed
 
 
 class Recovery:
@@ -66,7 +68,44 @@ class Recovery:
 
     def recover(self, stage: str, t0: float) -> None:
         """Restore the pipeline of ``stage`` to its last checkpoint, in a new epoch, on the
-        same actors (Ray restarted the one that died), and start its readers again."""
+        same actors (Ray restarted the one that died), and start its readers again.
+
+        A try that fails (another actor of the pipeline killed while it is restored, an actor
+        Ray is still restarting) is tried again from the start, in a new epoch: until the
+        rollback completes the pipeline's actors take nothing and no checkpoint of it
+        completes, so giving up would leave it stalled for good. After ``RECOVER_ATTEMPTS``
+        the stage is failed with the reason, which ``fk.status()`` shows (defining it again
+        or ``fk.restore()`` brings it back)."""
+        for attempt in range(1, RECOVER_ATTEMPTS + 1):
+            try:
+                self._recover(stage, t0)
+                return
+            except Exception as exc:
+                why = f"{type(exc).__name__}: {exc}"
+                log.warning("fusionkit: recovering %r, try %d of %d: %s", stage, attempt,
+                            RECOVER_ATTEMPTS, why)
+                self.monitor.event.remote(Event(stage, "recovery failed",
+                                                f"try {attempt} of {RECOVER_ATTEMPTS}: {why}"))
+                if attempt == RECOVER_ATTEMPTS:
+                    self._give_up(stage, why)
+                    return
+                time.sleep(min(2.0 ** attempt, 15.0))
+
+    def _give_up(self, stage: str, why: str) -> None:
+        """Fail every actor of ``stage``'s pipeline with why its recovery failed."""
+        with self.lock:
+            rec = self.stages.get(stage)
+            stream = self.stages.stream_of(rec) if rec is not None else None
+            members = [self.stages[stream], *self.stages.trains_of(stream)] if stream else []
+            for member in members:
+                for actor in member.all_actors:
+                    try:
+                        ray.get(actor.fail.remote(f"the recovery to the last checkpoint "
+                                                  f"failed: {why}"), timeout=INFO_TIMEOUT)
+                    except Exception:
+                        pass  # an actor that does not answer shows as failed already
+
+    def _recover(self, stage: str, t0: float) -> None:
         with self.lock:
             rec = self.stages.get(stage)
             if rec is None:
@@ -171,6 +210,19 @@ class Recovery:
                     ray.get([a.ready.remote() for a in rec.all_actors], timeout=60)
                 except Exception:
                     broken.add(stream)
+            # a pipeline whose actor Ray restarted while the controller was down (or before
+            # the controller that was told rolled it back) waits for that rollback
+            waiting = set()
+            for rec in list(self.stages.values()):
+                stream = self.stages.stream_of(rec)
+                if stream is None or stream in broken or stream in waiting:
+                    continue
+                try:
+                    asked = [a.needs_rollback.remote() for a in rec.all_actors]
+                    if any(ray.get(asked, timeout=INFO_TIMEOUT)):
+                        waiting.add(stream)
+                except Exception:
+                    broken.add(stream)
             for stream in sorted(broken):
                 try:
                     self._relaunch(stream)
@@ -186,6 +238,8 @@ class Recovery:
                                                    f"{len(self.stages)} stages adopted, "
                                                    f"{len(broken)} pipelines restarted"))
             self.persist()
+        for stream in sorted(waiting - broken):  # the lock is let go between tries
+            self.recover(stream, t0)
 
     def _relaunch(self, stream: str) -> None:
         """Start a stream and its train stages on fresh hosts from their last checkpoint."""

@@ -143,6 +143,16 @@ class StageActor:
     def ready(self) -> bool:
         return True
 
+    def needs_rollback(self) -> bool:
+        """Whether Ray restarted this actor and its pipeline has not been rolled back yet
+        (a controller restarted meanwhile asks, and rolls it back)."""
+        return self.awaiting_rollback
+
+    def fail(self, why: str) -> str:
+        """Fail this actor with ``why`` (the controller could not bring its pipeline back)."""
+        self._fail(RuntimeError(why), "")
+        return self.status
+
     def pause(self) -> str:
         if self.status in ("running", "waiting"):
             self._resume.clear()

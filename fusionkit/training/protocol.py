@@ -111,11 +111,19 @@ class Learner:
     def set_state(self, state: bytes) -> None:
         """Become the learner whose ``get_state`` returned ``state``."""
         other = pickle.loads(state)
-        if type(other) is not type(self):
-            raise TypeError(f"this state holds a {type(other).__name__}, "
-                            f"not a {type(self).__name__}")
+        if _class_name(type(other)) != _class_name(type(self)):
+            raise TypeError(f"this state holds a {_class_name(type(other))}, "
+                            f"not a {_class_name(type(self))}")
         self.__dict__.clear()
         self.__dict__.update(other.__dict__)
+
+
+def _class_name(cls: type) -> str:
+    """A class by its module and qualified name, not by identity: a class defined in a
+    notebook or a script (``__main__``) travels by value, and each process that unpickles it
+    builds a class object of its own, so the learner a restarted actor builds from its spec
+    and the one its checkpoint holds are of the same class under two identities."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def load_state(state: bytes) -> Learner:

@@ -384,3 +384,30 @@ def test_state_of_another_kind_is_refused():
         adapt(SGDClassifier()).set_state(river_state)
     with pytest.raises(TypeError, match="not a fusionkit Learner"):
         load_state(pickle.dumps({"a": 1}))
+
+
+def _counter_class() -> type:
+    """A learner class as a notebook defines it: in ``__main__``, so it travels by value and
+    each process that unpickles it builds its own class object (two calls: two processes)."""
+
+    def learn(self, X, y):
+        self.n += len(X)
+
+    def predict(self, X):
+        return Prediction(np.zeros(len(X), dtype="int64"))
+
+    return type("Counter", (Learner,), {"__module__": "__main__", "task": "classification",
+                                        "n": 0, "learn": learn, "predict": predict})
+
+
+def test_a_notebook_learner_restores_a_state_from_another_process():
+    """A restarted actor builds its learner from the spec (one class object) and restores the
+    checkpoint's state (another object of the same class): the same class by name."""
+    old, new = _counter_class()(), _counter_class()()
+    assert type(old) is not type(new)
+    old.learn(pd.DataFrame({"x": [1.0, 2.0, 3.0]}), pd.Series([0, 1, 0]))
+    new.set_state(old.get_state())
+    assert new.n == 3
+    other = type("Other", (Learner,), {"__module__": "__main__", "task": "classification"})()
+    with pytest.raises(TypeError, match="holds a __main__.Counter, not a __main__.Other"):
+        other.set_state(old.get_state())
