@@ -98,6 +98,9 @@ class RedisServer:
 BIG = {"deep nesting": 300, "oversized": 30}  # at most this many of the large kinds a run
 
 
+NUMBERED = ("invalid json", "oversized", "infinite time", "future time")
+
+
 def poison(rng: random.Random, i: int, sent: Counter[str]) -> tuple[str, bytes]:
     """One poison message, and its kind (the large kinds only up to ``BIG`` times, so the
     Redis server's memory stays that of the good events)."""
@@ -129,6 +132,8 @@ class Producer(threading.Thread):
         self.stop_event = threading.Event()
         self.good = 0
         self.bad: Counter[str] = Counter()
+        # poison that carries its event number: which ones reach the dead letters
+        self.numbered: dict[int, tuple[str, float]] = {}
 
     def run(self) -> None:
         import redis
@@ -138,11 +143,14 @@ class Producer(threading.Thread):
         while not self.stop_event.is_set():
             pipe = self.client.pipeline(transaction=False)
             bad: Counter[str] = Counter()
+            numbered: dict[int, str] = {}
             for k in range(step):
                 i = self.good + k
                 if self.rng.random() < self.share:
                     kind, raw = poison(self.rng, i, self.bad + bad)
                     bad[kind] += 1
+                    if kind in NUMBERED:
+                        numbered[i] = kind
                     pipe.xadd("events", {"data": raw})
                 now = time.time()
                 pipe.xadd("events", {"data": json.dumps({"i": i, "x": float(i % 7), "y": i % 2,
@@ -154,6 +162,8 @@ class Producer(threading.Thread):
                 continue
             self.good += step
             self.bad.update(bad)
+            self.numbered.update({i: (kind, round(time.monotonic() - t0, 1))
+                                  for i, kind in numbered.items()})
             ahead = t0 + self.good / self.rate - time.monotonic()
             if ahead > 0:
                 self.stop_event.wait(ahead)
@@ -219,6 +229,32 @@ def learned_counts(timeout: float = 300.0) -> np.ndarray:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
+
+
+def missing_poison(numbered: dict[int, tuple[str, float]], letters) -> list[dict]:
+    """The numbered poison messages found in no dead letter's payload (kind, event number,
+    seconds into the run when written), to set against the kill log."""
+    import re
+
+    found = set()
+    for payload in letters["payload"] if len(letters) else []:
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+        m = re.search(r'"i": (\d+)', text)
+        if m:
+            found.add(int(m.group(1)))
+    return [{"i": i, "kind": kind, "t": t} for i, (kind, t) in sorted(numbered.items())
+            if i not in found]
+
+
+def settled_status():
+    """``fk.status()`` once no actor is too busy to answer it (one that does not answer in
+    time shows as failed, "actor unreachable", with no counts), or the last one in a minute."""
+    for _ in range(20):
+        status = fk.status()
+        if not status["error"].fillna("").astype(str).str.contains("unreachable").any():
+            break
+        time.sleep(3.0)
+    return status
 
 
 def events_seen() -> int:
@@ -325,7 +361,7 @@ def main() -> None:
         load.join(timeout=30)
     sampler.stop_event.set()
     counts = learned_counts()[:good].astype("int64")
-    status = fk.status()
+    status = settled_status()
     dead = int(status.loc["events", "dead_letters"])
     letters = fk.dead_letters("events")
     requests = sum(len(load.records) for load in loads)
@@ -346,6 +382,8 @@ def main() -> None:
         if len(letters) else {},
         "peak_rss_mb": sampler.peak_mb,
         "stage_status": {name: row["status"] for name, row in status.iterrows()},
+        "stage_errors": {name: row["error"] for name, row in status.iterrows() if row["error"]},
+        "poison_not_dead_lettered": missing_poison(producer.numbered, letters),
         "kill_log": kills,
     }
     fk.shutdown()
