@@ -26,6 +26,7 @@ from fusionkit._clock import now
 from fusionkit._rpc import through_restart
 from fusionkit.control.table import StageRecord, StageTable, slots
 from fusionkit.runtime.checkpoint import CheckpointStore
+from fusionkit.runtime.records import Event
 
 TABLE_FILE = "stages.pkl"
 # checkpoint ids after a controller restart skip ahead, so a barrier still travelling from
@@ -269,8 +270,8 @@ class CheckpointCoordinator:
             used = f"checkpoint {k}" if k is not None else "no checkpoint (from the start)"
             detail = f"checkpoint {bad} could not be loaded ({why}); recovering from {used}"
             log.warning("fusionkit: %s", detail)
-            self.monitor.event.remote({"stage": stage, "kind": "checkpoint fallback",
-                                       "checkpoint": bad, "used": k, "detail": detail})
+            self.monitor.event.remote(Event(stage, "checkpoint fallback", detail,
+                                            extra=(("checkpoint", bad), ("used", k))))
 
     def info(self) -> dict[str, Any]:
         """The last checkpoint, its age and the folder checkpoints go to."""

@@ -46,7 +46,7 @@ from fusionkit.control.recovery import Recovery
 from fusionkit.control.table import KIND_ORDER, StageRecord, StageTable
 from fusionkit.errors import StorageKeyError
 from fusionkit.runtime.checkpoint import CheckpointStore
-from fusionkit.runtime.records import Assignment
+from fusionkit.runtime.records import Assignment, Event
 from fusionkit.runtime.specs import StreamSpec, TrainSpec
 
 __all__ = ["HOST_PREFIX", "Controller", "StageRecord", "on_head"]
@@ -266,8 +266,8 @@ class Controller:
                         serve_errors[e["name"]] = f"{type(exc).__name__}: {exc}"
             self._persist()
             for e in entries:
-                self.monitor.event.remote({"stage": e["name"], "kind": "restored",
-                                           "detail": f"from checkpoint {k} ({folder})"})
+                self.monitor.event.remote(Event(e["name"], "restored",
+                                                f"from checkpoint {k} ({folder})"))
         return {"checkpoint": k, "folder": str(store._dir(k)), "stages": [e["name"] for e in entries],
                 "offsets": offsets(states), "serve_errors": serve_errors}
 

@@ -20,6 +20,7 @@ from fusionkit.errors import FusionError
 from fusionkit.registry.guard import Guard
 from fusionkit.registry.store import RETAIN, ModelRegistry
 from fusionkit.runtime.checkpoint import write_atomic
+from fusionkit.runtime.records import Event
 
 
 class RegistryActor:
@@ -95,9 +96,8 @@ class RegistryActor:
             if ingest_sample is not None and len(ingest_sample):
                 self.monitor.report_freshness.remote(f"{model}:publish", rec.version, t,
                                                      ingest_sample)
-            self.monitor.event.remote({"time": t, "stage": model, "kind": "version",
-                                       "version": rec.version, "status": rec.status,
-                                       "detail": rec.reason or ""})
+            self.monitor.event.remote(Event(model, "version", rec.reason or "", rec.version,
+                                            rec.status, time=t))
         return {"version": rec.version, "status": rec.status, "reason": rec.reason}
 
     def live(self, model: str) -> tuple[int | None, int]:
@@ -177,8 +177,7 @@ class RegistryActor:
 
     def _note(self, model: str, action: str, version: int | None) -> None:
         if self.monitor is not None:
-            self.monitor.event.remote({"time": now(), "stage": model, "kind": action,
-                                       "version": version, "detail": ""})
+            self.monitor.event.remote(Event(model, action, version=version, time=now()))
 
     def get_state(self) -> dict[str, Any]:
         return {m: r.get_state() for m, r in self._models.items()}

@@ -12,6 +12,7 @@ import ray
 
 from fusionkit._clock import monotonic, now
 from fusionkit.runtime.dead_letters import DeadLetters
+from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import StageActorReport
 
 STATUSES = ("starting", "running", "waiting", "paused", "failed", "stopped", "finished")
@@ -107,8 +108,8 @@ class StageActor:
         self.error = f"{type(exc).__name__}: {exc}"
         self.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if self.monitor is not None:
-            self.monitor.event.remote({"stage": self.name, "kind": "failed",
-                                       "detail": (where + " " + self.error).strip()})
+            self.monitor.event.remote(Event(self.name, "failed",
+                                            (where + " " + self.error).strip()))
         try:  # no checkpoint of this pipeline completes until the stage is defined again
             self._get_controller().stage_failed.remote(
                 self.name, self.error, ray.get_runtime_context().get_actor_id())

@@ -23,6 +23,7 @@ from fusionkit.batch import INGEST_TS, OFFSET
 from fusionkit.runtime.channel import CheckpointRequests, Inbox, Outbox
 from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.pacer import Pacer
+from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import StreamReport
 from fusionkit.runtime.specs import StreamSpec
 from fusionkit.runtime.stage import StageActor
@@ -327,8 +328,8 @@ class StreamWorker(StageActor):
             self._source_retrying = retrying
             self.reporter.flush(force=True)  # the gauges reach the monitor before the event
             detail = getattr(src, "last_error", "") if retrying else "source reachable again"
-            self.monitor.event.remote({"stage": self.name, "kind": "source retrying"
-                                       if retrying else "source recovered", "detail": detail})
+            self.monitor.event.remote(Event(self.name, "source retrying" if retrying
+                                            else "source recovered", detail))
         return offsets
 
     # -- checkpoints and recovery ---------------------------------------------------------
