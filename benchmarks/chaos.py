@@ -239,7 +239,7 @@ def missing_poison(numbered: dict[int, tuple[str, float]], letters) -> list[dict
     found = set()
     for payload in letters["payload"] if len(letters) else []:
         text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
-        m = re.search(r'"i": (\d+)', text)
+        m = re.search(r'["\']i["\']: (\d+)', text)  # JSON text, or a row's repr
         if m:
             found.add(int(m.group(1)))
     return [{"i": i, "kind": kind, "t": t} for i, (kind, t) in sorted(numbered.items())
