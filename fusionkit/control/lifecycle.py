@@ -14,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 import ray
 
+from fusionkit._clock import now
 from fusionkit.control import status as _status
 from fusionkit.control.checkpoints import CheckpointCoordinator
 from fusionkit.control.placement import check_feasible, placement
@@ -235,6 +237,14 @@ class Lifecycle:
             raise FusionError(f"parallelism must be at least 1, got {n}")
         rec = self.stages.record(name)
         if rec.kind == "stream":
+            # the readers stop first, and what they sent on is taken before the states are:
+            # a reader still running would read on past the position taken (filing its dead
+            # letters and sending its events), which the new actors would take again
+            ray.get([a.stop.remote() for a in rec.readers])
+            deadline = now() + 30.0
+            while now() < deadline and any(
+                    r.inflight for r in ray.get([a.info.remote() for a in rec.readers])):
+                time.sleep(0.02)
             states = ray.get([a.get_state.remote() for a in rec.all_actors])  # readers first
             read = states[:len(rec.readers)]
             position = functools.reduce(later, [st["offset"] for st in read], None)
