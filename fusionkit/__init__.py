@@ -1,8 +1,10 @@
 """fusionkit: build, run and watch an online-learning loop from a notebook, on one Ray cluster.
 
->>> import fusionkit as fk                                          # doctest: +SKIP
->>> fk.connect()                                                    # doctest: +SKIP
->>> fk.stream("clicks", source=fk.sources.synthetic(rate=5000))     # doctest: +SKIP
+A usage sketch (not a doctest: it starts a local Ray)::
+
+    import fusionkit as fk
+    fk.connect()
+    fk.stream("clicks", source=fk.sources.synthetic(rate=5000))
 """
 
 from fusionkit import api, sinks, sources

@@ -275,9 +275,8 @@ def stage(name: str) -> StageHandle:
     cell, notebook or process connected to the same cluster. An unknown name raises
     ``StageNotFoundError`` (with "did you mean").
 
-    >>> import fusionkit as fk                                          # doctest: +SKIP
-    >>> fk.stage("clicks")                                              # doctest: +SKIP
-    <fusionkit stream stage 'clicks'>
+    On a connected cluster with a stream stage ``clicks`` (not a doctest: it needs one),
+    ``fk.stage("clicks")`` shows as ``<fusionkit stream stage 'clicks'>``.
     """
     return StageHandle(name, stage_spec(name).kind)
 

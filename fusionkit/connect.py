@@ -346,9 +346,8 @@ def controller_info() -> ControllerInfo:
     A call made while Ray restarts the controller waits for it to answer again, so after
     killing its process this returns the restarted one's report.
 
-    >>> import fusionkit as fk                                          # doctest: +SKIP
-    >>> fk.controller_info().restarts                                   # doctest: +SKIP
-    0
+    On a connected cluster (not a doctest: it needs one), ``fk.controller_info().restarts``
+    is ``0`` until the controller's process is first restarted.
     """
     ping = call("ping")
     table = call("actors")  # per stage, and "(spare)": no stage name has parentheses
@@ -365,8 +364,7 @@ def wait_warm(timeout: float = 60.0) -> int:
     warm processes, and the new ones start beside the running stages (importing pandas and
     River on the same cores). Wait before timing anything that should not pay for that.
 
-    >>> import fusionkit as fk                                          # doctest: +SKIP
-    >>> fk.wait_warm()                                                  # doctest: +SKIP
-    3
+    On a connected cluster (not a doctest: it needs one), ``fk.wait_warm()`` returns the
+    pool's size, e.g. ``3``.
     """
     return call("wait_warm", timeout, timeout=timeout + 10)

@@ -20,10 +20,9 @@ class StageHandle:
     >>> h = StageHandle("clicks", "stream")
     >>> h
     <fusionkit stream stage 'clicks'>
-    >>> h.spec.batch_size                                               # doctest: +SKIP
-    500
-    >>> len(h.actor_ids())                                              # doctest: +SKIP
-    1
+
+    Connected, ``h.spec.batch_size`` and ``h.actor_ids()`` ask the controller (``500`` and
+    one id for a stream stage defined with the defaults).
     """
 
     def __init__(self, name: str, kind: str):

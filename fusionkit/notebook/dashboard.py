@@ -13,9 +13,11 @@ closed, and pause while no view of it is on screen (a browser view reports itsel
 two seconds). A static viewer, or a notebook saved without widget state, shows an HTML
 snapshot instead.
 
->>> import fusionkit as fk                   # doctest: +SKIP
->>> fk.connect()                             # doctest: +SKIP
->>> fk.dashboard()                           # doctest: +SKIP
+In a notebook (not a doctest: it starts a local Ray and shows widgets)::
+
+    import fusionkit as fk
+    fk.connect()
+    fk.dashboard()
 """
 
 from __future__ import annotations

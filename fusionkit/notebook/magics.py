@@ -5,9 +5,11 @@ sub-command lives in :mod:`fusionkit.notebook.commands`; its settings are traitl
 :class:`FusionMagics`, listed and set with ``%config FusionMagics`` and defaulted from
 ``[tool.fusionkit]`` of the nearest ``pyproject.toml`` (from the working folder upwards).
 
->>> %load_ext fusionkit                                               # doctest: +SKIP
->>> %fusion connect                                                   # doctest: +SKIP
->>> %fusion serve ctr-api --model ctr                                 # doctest: +SKIP
+In a notebook (IPython syntax, not a doctest)::
+
+    %load_ext fusionkit
+    %fusion connect
+    %fusion serve ctr-api --model ctr
 """
 
 from __future__ import annotations

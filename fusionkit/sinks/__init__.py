@@ -3,9 +3,11 @@
 A sink is an operator placed last in a stream stage's chain: it writes every batch that
 reaches it and passes the batch on unchanged, so the stage can still feed a train stage.
 
->>> import fusionkit as fk                                                   # doctest: +SKIP
->>> fk.stream("scored", source=..., fn=score,                               # doctest: +SKIP
-...           operators=[fk.sinks.redis("redis://127.0.0.1:6379/0", stream="predictions")])
+On a connected cluster (a usage sketch, not a doctest: it needs one and a Redis server)::
+
+    import fusionkit as fk
+    fk.stream("scored", source=..., fn=score,
+              operators=[fk.sinks.redis("redis://127.0.0.1:6379/0", stream="predictions")])
 """
 
 from fusionkit.sinks.kafka import Kafka
