@@ -38,6 +38,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from fusionkit import _moved
 from fusionkit._files import fsync_dir, make_private_dir
 from fusionkit.errors import CorruptCheckpointError, StorageKeyError
 
@@ -150,7 +151,7 @@ def dumps(obj: Any, pickler: Any = pickle) -> bytes:
 
 def loads(blob: bytes, where: str) -> Any:
     """Verify a sealed pickle's signature, then (only then) unpickle it."""
-    return pickle.loads(unseal(blob, where))
+    return _moved.loads(unseal(blob, where))
 
 
 def sign_record(record: dict[str, Any]) -> dict[str, Any]:

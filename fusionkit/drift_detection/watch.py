@@ -25,8 +25,6 @@ Its state (the monitor's windows and detectors) travels with the train actor's c
 from __future__ import annotations
 
 import functools
-import importlib
-import io
 import math
 import pickle
 import threading
@@ -37,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fusionkit import _moved
 from fusionkit._clock import now
 from fusionkit.batch import feature_columns
 from fusionkit.drift_detection.policy import NOTHING, Decision, Outcome, decide
@@ -294,22 +293,6 @@ def _flush_loop(ref: weakref.ref) -> None:
         del watch
 
 
-# where the watch's classes lived before fusionkit.drift_detection: a checkpoint taken then names them
-_MOVED = {f"fusionkit.monitor.{name}" for name in
-          ("drift", "drift_watch", "drift_stats", "drift_records", "prediction_drift")}
-_HOMES = ("spec", "monitor", "feature", "concept", "prediction", "reference", "ks", "records")
-
-
-class _Unpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if module in _MOVED:
-            for home in _HOMES:
-                found = getattr(importlib.import_module(f"fusionkit.drift_detection.{home}"), name, None)
-                if found is not None:
-                    return found
-        return super().find_class(module, name)
-
-
 def _load(state: bytes) -> dict[str, Any]:
     """A watch's saved state, also one saved before its classes moved to fusionkit.drift_detection."""
-    return _Unpickler(io.BytesIO(state)).load()
+    return _moved.loads(state)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusionkit import _signing
+from fusionkit import _moved, _signing
 from fusionkit._clock import now
 from fusionkit._files import write_atomic
 from fusionkit.errors import CorruptCheckpointError
@@ -162,7 +162,7 @@ class CheckpointStore:
                 raise CorruptCheckpointError(
                     f"checkpoint file {d / name} is corrupt: sha256 {actual[:12]}… does not "
                     f"match the manifest's {entry['sha256'][:12]}…; it was not loaded")
-            out[(entry["stage"], entry["index"])] = pickle.loads(blob)
+            out[(entry["stage"], entry["index"])] = _moved.loads(blob)
         return out
 
     def load_newest(self, newest: int | None = None,

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fusionkit import _moved
+
 try:  # pickles classes defined in a notebook by value, as Ray does
     import cloudpickle as _pickler
 except ImportError:  # pragma: no cover
@@ -110,7 +112,7 @@ class Learner:
 
     def set_state(self, state: bytes) -> None:
         """Become the learner whose ``get_state`` returned ``state``."""
-        other = pickle.loads(state)
+        other = _moved.loads(state)
         if _class_name(type(other)) != _class_name(type(self)):
             raise TypeError(f"this state holds a {_class_name(type(other))}, "
                             f"not a {_class_name(type(self))}")
@@ -132,7 +134,7 @@ def load_state(state: bytes) -> Learner:
     A model with its own ``get_state`` may return bytes this cannot read: restore those with
     ``set_state`` on a learner built from the same model.
     """
-    obj = pickle.loads(state)
+    obj = _moved.loads(state)
     if isinstance(obj, Learner):
         return obj
     raise TypeError(f"these bytes hold a {type(obj).__name__}, not a fusionkit Learner: call "
