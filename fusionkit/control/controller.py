@@ -150,6 +150,10 @@ class Controller:
     def define_train(self, spec: TrainSpec) -> dict[str, Any]:
         return self.lifecycle.define_train(spec)
 
+    def define_join(self, spec: Any) -> dict[str, Any]:
+        """Define (or replace) a join stage of two stream stages."""
+        return self.lifecycle.define_join(spec)
+
     def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
         """Deploy a serve stage (``wait=False``: at once, ``starting`` until ready)."""
         return self.lifecycle.define_serve(spec, wait)
@@ -247,7 +251,8 @@ class Controller:
                 if e["name"] in self.stages:
                     self.stop(e["name"])
             self.checkpoints.abandon()
-            self._launch([e for e in entries if e["kind"] in ("stream", "train")], states)
+            self._launch([e for e in entries if e["kind"] in ("stream", "train", "join")],
+                         states)
             own = self.checkpoints.store
             same = own is not None and store.folder.resolve() == own.folder.resolve()
             self.checkpoints.last = (k, store.manifest(k)["time"]) if same else None

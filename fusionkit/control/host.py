@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-WORKERS = ("stream", "train")
+WORKERS = ("stream", "train", "join")
 FORWARDED = ("probe", "start", "stop", "pause", "resume", "info", "peek", "set_targets",
              "get_state", "set_state", "dead_letters", "publish_now", "flush_chain",
              "request_checkpoint", "checkpoint_done", "restore", "set_upstream",
@@ -54,7 +54,10 @@ class StageHost:
         from fusionkit.streaming.worker import StreamWorker
         from fusionkit.training.worker import TrainWorker
 
-        cls = {"stream": StreamWorker, "train": TrainWorker}[worker]
+        if worker == "join":
+            from fusionkit.streaming.join_worker import JoinWorker as cls
+        else:
+            cls = {"stream": StreamWorker, "train": TrainWorker}[worker]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             self.impl = cls(*args)

@@ -64,7 +64,8 @@ def summary(rec: StageRecord, reports: list[dict[str, Any]] | None = None) -> di
         "dead_letters": int(sum(i.get("dead_letters", 0) for i in reports)),
         "late": int(sum(i.get("totals", {}).get("late", 0) for i in reports)),
         "shed": int(sum(i.get("totals", {}).get("shed", 0) for i in reports)),
-        "on": rec.upstream or (rec.spec.model if rec.kind == "serve" else None),
+        "on": rec.upstream or (rec.spec.model if rec.kind == "serve"
+                               else " + ".join(rec.inputs) if rec.kind == "join" else None),
         "error": failed["error"] if failed else warned["publish_error"] if warned else None,
         "traceback": failed.get("traceback") if failed else None,
         "created": rec.created,
