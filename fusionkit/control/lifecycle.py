@@ -135,9 +135,7 @@ class Lifecycle:
             self.stages.rewire(spec.name)
             for up in ups:
                 self.stages.rewire(up.name)
-                if up.spec.waiting is not None:  # its first consumer: the stream reads now
-                    self.respec(up, waiting=None)
-                    ray.get([a.wake.remote() for a in up.all_actors])
+            self._wake_if_read(spec.name)  # (once a train stage takes its examples)
             self.persist()
             return _status.summary(rec)
 
@@ -191,11 +189,18 @@ class Lifecycle:
             self.stages[spec.name] = rec
             ray.get(actor.start.remote())
             self.stages.rewire(spec.on)
-            if getattr(up.spec, "waiting", None) is not None:  # its first consumer: it reads
-                self.respec(up, waiting=None)
-                ray.get([a.wake.remote() for a in up.all_actors])
+            self._wake_if_read(spec.on)  # its first consumer: the stream reads now
             self.persist()
             return _status.summary(rec)
+
+    def _wake_if_read(self, name: str) -> None:
+        """The stream ``name`` (or a join's input streams) waiting for a consumer: read now
+        if something takes their events."""
+        for stream in self.stages.streams_under(name):
+            up = self.stages[stream]
+            if up.spec.waiting is not None and self.stages.wait_reason(up.spec) is None:
+                self.respec(up, waiting=None)
+                ray.get([a.wake.remote() for a in up.all_actors])
 
     def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
         """Deploy a serve stage. Starting Ray Serve takes seconds the first time; with
@@ -241,7 +246,8 @@ class Lifecycle:
                 if rec.kind in ("train", "join"):
                     for up in rec.inputs:
                         self.stages.rewire(up)
-                        self._hold_if_unread(up, rec.name, names)
+                        for stream in self.stages.streams_under(up):  # a join's inputs too
+                            self._hold_if_unread(stream, rec.name, names)
                 self.monitor.forget.remote(rec.name)
             self.persist()
             return names

@@ -193,6 +193,14 @@ class StageTable(dict[str, StageRecord]):
                  for a in hs])
         ray.get([a.set_targets.remote(targets) for a in rec.actors])
 
+    def streams_under(self, name: str | None) -> list[str]:
+        """The stream stages whose reading depends on stage ``name``'s consumers: itself (a
+        stream) or its inputs (a join)."""
+        rec = self.get(name) if name is not None else None
+        if rec is None:
+            return []
+        return [name] if rec.kind == "stream" else list(rec.inputs) if rec.kind == "join" else []
+
     def senders(self, name: str, n: int) -> int | dict[str, int]:
         """What ``set_upstream`` tells the actors of stage ``name`` (``n``: the actors of the
         one stage being wired): a join hears how many actors each of its inputs has."""
@@ -204,7 +212,9 @@ class StageTable(dict[str, StageRecord]):
     def takers(self, spec: StreamSpec) -> list[str]:
         """What takes a stream stage's events: the train and join stages defined on it, a
         sink in its chain."""
-        trains = [r.name for r in self.trains_of(spec.name) + self.joins_of(spec.name)]
+        # a join takes it once something takes the join's examples (else they would be lost)
+        joins = [r.name for r in self.joins_of(spec.name) if self.trains_of(r.name)]
+        trains = [r.name for r in self.trains_of(spec.name)] + joins
         return trains + [type(op).__name__ for op in spec.operators if getattr(op, "sink", False)]
 
     def wait_reason(self, spec: StreamSpec, stopped: str | None = None) -> str | None:
@@ -215,5 +225,10 @@ class StageTable(dict[str, StageRecord]):
         if spec.start or self.takers(spec):
             return None
         since = f"since {stopped!r} was stopped" if stopped else "yet"
+        joins = [r.name for r in self.joins_of(spec.name)]
+        if joins:
+            return (f"join {joins[0]!r} takes {spec.name!r}, but no stage learns the join's "
+                    f"examples {since}: define a train stage on {joins[0]!r}, or "
+                    f"fk.resume({spec.name!r}) to run it alone")
         return (f"no stage reads {spec.name!r} {since}: define one on it, or "
                 f"fk.resume({spec.name!r}) to run it alone")

@@ -149,9 +149,16 @@ def test_join_definition_errors(fk):
         fk.join("examples", left="impressions", right="clicks", on="request_id",
                 within="30s", late="sometimes")
     assert "examples" not in fk.status().index
-    # both streams wait for a consumer until the join is defined, then read
+    # the streams wait for a consumer: a join only once a train stage takes its examples
+    # (they would be lost else)
     assert set(fk.status().loc[["impressions", "clicks"], "status"]) == {"waiting"}
     fk.join("examples", left="impressions", right="clicks", on="request_id", within="30s",
             label="clicked")
+    row = fk.status().loc["impressions"]
+    assert row["status"] == "waiting" and "join 'examples' takes" in row["reason"]
+    fk.train("ctr", on="examples", label="clicked", model=RequestLabels(N), publish_every=None)
     wait_for(lambda: set(fk.status().loc[["impressions", "clicks"], "status"])
              <= {"running", "finished"}, timeout=30, what="both inputs reading")
+    fk.stop("ctr")  # the last consumer of the join's examples: its inputs wait again
+    wait_for(lambda: set(fk.status().loc[["impressions", "clicks"], "status"])
+             <= {"waiting", "finished"}, timeout=30, what="both inputs waiting again")
