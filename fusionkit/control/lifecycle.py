@@ -198,9 +198,14 @@ class Lifecycle:
         if something takes their events."""
         for stream in self.stages.streams_under(name):
             up = self.stages[stream]
-            if up.spec.waiting is not None and self.stages.wait_reason(up.spec) is None:
+            if up.spec.waiting is None:
+                continue
+            why = self.stages.wait_reason(up.spec)
+            if why is None:
                 self.respec(up, waiting=None)
                 ray.get([a.wake.remote() for a in up.all_actors])
+            elif why != up.spec.waiting:  # still waiting, for another reason (a join's)
+                self.respec(up, waiting=why)
 
     def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
         """Deploy a serve stage. Starting Ray Serve takes seconds the first time; with
