@@ -43,16 +43,18 @@ class RequestLabels(Learner):
         self.counts, self.labels = pickle.loads(state)
 
 
-def sources(fk, seed: int):
-    return fk.sources.synthetic_feedback("ads", rate=None, seed=seed, max_events=N,
+def sources(fk, seed: int, rate: float | None = None):
+    """Impressions (paced at ``rate``, or as fast as taken) and their outcomes; the same
+    rows whatever the pace, given the rate the event times advance by."""
+    return fk.sources.synthetic_feedback("ads", rate=rate, seed=seed, max_events=N,
                                          start_time=0.0, delay="5s", late_fraction=0.02,
                                          horizon=f"{WITHIN}s")
 
 
-def oracle(fk, seed: int) -> np.ndarray:
+def oracle(fk, seed: int, rate: float | None = None) -> np.ndarray:
     """Whether each impression has an outcome within ``WITHIN`` (a pandas merge of the
     two sources' rows, read here in full)."""
-    ads, clicks = sources(fk, seed)
+    ads, clicks = sources(fk, seed, rate)
     parts = []
     while (b := ads.read(50_000)) is not None and len(b):
         parts.append(b)
@@ -78,8 +80,8 @@ def learned(fk, name: str) -> RequestLabels:
     return model
 
 
-def define(fk, seed: int) -> None:
-    ads, clicks = sources(fk, seed)
+def define(fk, seed: int, rate: float | None = None) -> None:
+    ads, clicks = sources(fk, seed, rate)
     fk.stream("impressions", source=ads, batch_size=1000)
     fk.stream("clicks", source=clicks, batch_size=1000)
     fk.join("examples", left="impressions", right="clicks", on="request_id",
@@ -92,12 +94,12 @@ def seen(fk) -> int:
     return int(fk.infos("ctr")[0].get("events_seen", 0))
 
 
-def check_exactly_once(fk, seed: int) -> None:
+def check_exactly_once(fk, seed: int, rate: float | None = None) -> None:
     wait_for(lambda: seen(fk) >= N, timeout=240, what="every impression learned")
     model = learned(fk, "ctr")
     assert (model.counts == 1).all(), \
         f"{(model.counts == 0).sum()} never learned, {(model.counts > 1).sum()} twice or more"
-    positive = oracle(fk, seed)
+    positive = oracle(fk, seed, rate)
     assert positive.sum() > 0.1 * N  # the data has clicks to find
     wrong = np.flatnonzero((model.labels == 1) != positive)
     assert len(wrong) == 0, f"{len(wrong)} labels differ from the oracle, e.g. {wrong[:5]}"
@@ -121,14 +123,16 @@ def test_every_impression_learned_once_with_its_label(fk):
 
 
 def kill_mid_run(fk, seed: int, victim: str) -> None:
-    define(fk, seed)
+    rate = 20_000.0  # impressions paced over 10 s: the kill lands while they flow
+    define(fk, seed, rate)
     wait_for(lambda: seen(fk) >= N // 10, timeout=120, what="first examples learned")
     assert fk.checkpoint(timeout=60) is not None
     wait_for(lambda: seen(fk) >= N // 4, timeout=120, what="more examples learned")
     before = len(fk.recoveries())
     os.kill(fk.infos(victim)[0]["pid"], signal.SIGKILL)
     wait_for(lambda: len(fk.recoveries()) > before, timeout=120, what="a recovery")
-    check_exactly_once(fk, seed)
+    assert fk.status().loc["impressions", "status"] == "running"  # killed mid-run
+    check_exactly_once(fk, seed, rate)
     assert fk.status().loc[victim, "restarts"] >= 1
 
 
@@ -171,3 +175,36 @@ def test_join_definition_errors(fk):
     fk.stop("ctr")  # the last consumer of the join's examples: its inputs wait again
     wait_for(lambda: set(fk.status().loc[["impressions", "clicks"], "status"])
              <= {"waiting", "finished"}, timeout=30, what="both inputs waiting again")
+
+
+# -- the magic -------------------------------------------------------------------------------
+def run_cell(shell, code: str):
+    result = shell.run_cell(code)
+    result.raise_error()
+    return result.result
+
+
+def test_join_magic(fk):
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    run_cell(shell, "%load_ext fusionkit")
+    ads, clicks = sources(fk, 7)
+    fk.stream("impressions", source=ads, batch_size=1000)
+    fk.stream("clicks", source=clicks, batch_size=1000)
+    with pytest.raises(UsageError, match="--within"):
+        run_cell(shell, "%fusion join examples --left impressions --right clicks --on request_id")
+    with pytest.raises(UsageError, match="duration"):
+        run_cell(shell, "%fusion join examples --left impressions --right clicks "
+                        "--on request_id --within soon")
+    handle = run_cell(shell, "%fusion join examples --left impressions --right clicks "
+                             "--on request_id --within 30s --label clicked --default 0")
+    assert handle.kind == "join"
+    spec = fk.stage("examples").spec
+    assert (spec.left, spec.right, spec.on, spec.within, spec.label, spec.default) == \
+        ("impressions", "clicks", "request_id", 30.0, "clicked", 0)
+    shell.user_ns["model"] = RequestLabels(N)
+    run_cell(shell, "%fusion train ctr --on examples --model model --publish-every 1s")
+    assert fk.stage("ctr").spec.label == "clicked"  # the join's label column
+    wait_for(lambda: seen(fk) > 0, timeout=60, what="examples learned")
