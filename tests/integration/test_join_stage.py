@@ -208,3 +208,17 @@ def test_join_magic(fk):
     run_cell(shell, "%fusion train ctr --on examples --model model --publish-every 1s")
     assert fk.stage("ctr").spec.label == "clicked"  # the join's label column
     wait_for(lambda: seen(fk) > 0, timeout=60, what="examples learned")
+
+
+def test_restore_a_checkpoint_of_a_join(fk):
+    """fk.restore() starts both streams, the join and its train stage from a checkpoint,
+    on fresh hosts: every impression is still learned once, with its label."""
+    rate = 20_000.0
+    define(fk, 8, rate)
+    wait_for(lambda: seen(fk) >= N // 10, timeout=120, what="first examples learned")
+    assert fk.checkpoint(timeout=60) is not None
+    before = fk.infos("examples")[0]["pid"]
+    out = fk.restore()
+    assert {"impressions", "clicks", "examples", "ctr"} <= set(out["stages"])
+    assert fk.infos("examples")[0]["pid"] != before  # a fresh join actor
+    check_exactly_once(fk, 8, rate)
