@@ -25,7 +25,7 @@ from fusionkit.connect import (  # noqa: F401 (call, connection, handles: the no
 from fusionkit.errors import FusionError
 from fusionkit.handles import StageHandle
 from fusionkit.runtime.records import Recovery
-from fusionkit.runtime.specs import ServeSpec, StreamSpec, TrainSpec
+from fusionkit.runtime.specs import JoinSpec, ServeSpec, StreamSpec, TrainSpec
 from fusionkit.serving.limits import MAX_BODY_BYTES, warn_if_exposed
 from fusionkit.sources.base import Source
 from fusionkit.stages import (
@@ -197,6 +197,55 @@ def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str]
                      learner_options=learner_options, resources=resources, placement=placement)
     call("define_train", spec)
     return StageHandle(name, "train")
+
+
+def join(name: str, left: str, right: str, on: str, within: float | str, *,
+         label: str = "label", default: Any = 0, allowed_lateness: float | str = 0.0,
+         idle: float | str | None = "5s", late: str = "side",
+         late_horizon: float | str | None = None, max_pending: int | None = None,
+         key_type: type | None = None, parallelism: int = 1, max_inflight: int = 4,
+         resources: dict[str, float] | None = None, placement: str = "pack") -> StageHandle:
+    """Define (or replace) a join stage: an event-time interval left join of stream
+    ``left`` (e.g. impressions) with stream ``right`` (their outcomes) on column ``on``.
+
+    A left event at ``t`` matches the right events of its key at ``t <= t' <= t + within``;
+    its example (the left event's columns and ``label``) goes downstream when its first
+    match arrives (the label is the right event's ``label`` column, or 1 when it has none),
+    or, with no match, once the watermark passes ``t + within`` (``default`` is the label).
+    A train stage defined ``on=name`` learns the examples. The watermark is the minimum over
+    both inputs; an input without events for ``idle`` (processing time; ``None``: never)
+    stops holding it back, and one whose bounded source has ended holds nothing back.
+    Outcomes after their window (``late``: ``"side"`` files them as dead letters,
+    ``"emit"`` sends a correction example), orphans and events without a usable key or
+    event time go to ``fk.dead_letters(name)`` with their reason; the counts (pending,
+    joined, timed out, late, orphans, overflow, label delay) are in ``fk.infos(name)``.
+    At most ``max_pending`` left events wait for a label: beyond it the earliest are
+    emitted at once with ``default`` and counted as ``overflow``. The other parameters
+    are :class:`~fusionkit.streaming.join.IntervalJoin`'s. Its state is in the checkpoints:
+    both streams, the join and its train stages roll back together.
+    """
+    from fusionkit.streaming.join_worker import make_join
+
+    check_name(name)
+    if parallelism != 1:
+        raise FusionError(f"a join runs on one actor for now: parallelism={parallelism} is not "
+                          "available yet (leave it at 1)")
+    if left == right:
+        raise FusionError(f"join {name!r} takes {left!r} as both inputs: a join needs two "
+                          "different stream stages")
+    if name in (left, right):
+        raise FusionError(f"join {name!r} cannot take itself as an input: give it its own name")
+    resources, placement = _placement(resources, placement)
+    spec = JoinSpec(name=name, left=left, right=right, on=on,
+                    within=parse_duration(within), label=label, default=default,
+                    allowed_lateness=parse_duration(allowed_lateness),
+                    idle=None if idle is None else _duration(idle, "idle"), late=late,
+                    late_horizon=None if late_horizon is None else parse_duration(late_horizon),
+                    max_pending=max_pending, key_type=key_type, parallelism=parallelism,
+                    max_inflight=max_inflight, resources=resources, placement=placement)
+    make_join(spec)  # its parameters checked here, in the caller's cell
+    call("define_join", spec)
+    return StageHandle(name, "join")
 
 
 def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,

@@ -102,13 +102,16 @@ class CheckpointCoordinator:
             readers = []
             failed = self.failed_stages()
             held = []  # pipelines with a failed stage: not checkpointed, their last kept
-            for stream, trains in self.stages.pipelines():
-                if failed & {stream.name, *(t.name for t in trains)}:
-                    held += [stream, *trains]
+            for group in self.stages.groups():  # a join's two streams are one pipeline
+                if not any(rec.kind == "stream" for rec in group):
+                    continue  # nothing reads: no barrier would reach it
+                if failed & {rec.name for rec in group}:
+                    held += group
                     continue
-                for rec in [stream, *trains]:
+                for rec in group:
                     expected |= {(rec.name, slot) for slot, _ in slots(rec)}
-                readers += stream.readers
+                    if rec.kind == "stream":
+                        readers += rec.readers
             if not expected:
                 return None
             carried = self._carried(held)

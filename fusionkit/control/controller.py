@@ -47,7 +47,7 @@ from fusionkit.control.table import KIND_ORDER, StageRecord, StageTable
 from fusionkit.errors import StorageKeyError
 from fusionkit.runtime.checkpoint import CheckpointStore
 from fusionkit.runtime.records import Assignment, Event
-from fusionkit.runtime.specs import StreamSpec, TrainSpec
+from fusionkit.runtime.specs import JoinSpec, StreamSpec, TrainSpec
 
 __all__ = ["HOST_PREFIX", "Controller", "StageRecord", "on_head"]
 _placement = placement  # the name tests and older callers know
@@ -151,6 +151,10 @@ class Controller:
     def define_train(self, spec: TrainSpec) -> dict[str, Any]:
         return self.lifecycle.define_train(spec).to_dict()
 
+    def define_join(self, spec: JoinSpec) -> dict[str, Any]:
+        """Define (or replace) a join stage of two stream stages."""
+        return self.lifecycle.define_join(spec).to_dict()
+
     def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
         """Deploy a serve stage (``wait=False``: at once, ``starting`` until ready)."""
         return self.lifecycle.define_serve(spec, wait).to_dict()
@@ -253,7 +257,8 @@ class Controller:
                 if e["name"] in self.stages:
                     self.stop(e["name"])
             self.checkpoints.abandon()
-            self._launch([e for e in entries if e["kind"] in ("stream", "train")], states)
+            self._launch([e for e in entries if e["kind"] in ("stream", "train", "join")],
+                         states)
             own = self.checkpoints.store
             same = own is not None and store.folder.resolve() == own.folder.resolve()
             self.checkpoints.last = (k, store.manifest(k)["time"]) if same else None

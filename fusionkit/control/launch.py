@@ -18,7 +18,13 @@ from fusionkit import _signing
 from fusionkit.control.checkpoints import TABLE_FILE
 from fusionkit.control.placement import host_options, placement
 from fusionkit.control.pool import HostPool
-from fusionkit.control.table import StageRecord, StageTable, stream_assignments, train_assignment
+from fusionkit.control.table import (
+    StageRecord,
+    StageTable,
+    join_assignment,
+    stream_assignments,
+    train_assignment,
+)
 from fusionkit.errors import FusionError
 from fusionkit.runtime.checkpoint import CheckpointStore
 from fusionkit.sources.base import later
@@ -32,11 +38,12 @@ def launch(entries: list[dict[str, Any]], states: dict, stages: StageTable, pool
     checkpoint stays usable for a later recovery); then start them, downstream first."""
     streams = [e for e in entries if e["kind"] == "stream"]
     trains = [e for e in entries if e["kind"] == "train"]
+    joins = [e for e in entries if e["kind"] == "join"]
     size = {e["name"]: 1 if e["kind"] == "train" else len(e["spec"].slots())
-            for e in streams + trains}
+            for e in streams + trains + joins}
     # start every missing host at once, not one stage after another: the pool's for the
     # stages without placement hints, hosts with their hints for the others
-    placed = {e["name"]: placement(e["spec"]) for e in streams + trains}
+    placed = {e["name"]: placement(e["spec"]) for e in streams + trains + joins}
     fresh = {n: [pool.host(o) for o in host_options(opts, size[n])]
              for n, opts in placed.items() if opts}
     pool.reserve(sum(size[n] for n, opts in placed.items() if not opts))
@@ -57,8 +64,19 @@ def launch(entries: list[dict[str, Any]], states: dict, stages: StageTable, pool
         stages[spec.name] = StageRecord(
             spec.name, "train", spec, [actor], None, e["generation"],
             extra={"restarts": e.get("extra", {}).get("restarts", 0)})
+    for e in joins:
+        spec = e["spec"]
+        assignment = join_assignment(spec, monitor, states.get((spec.name, "join0")))
+        (actor,) = pool.hosts([assignment], placed[spec.name], fresh.get(spec.name))
+        stages[spec.name] = StageRecord(
+            spec.name, "join", spec, [actor], None, e["generation"], sample=e.get("sample"),
+            extra={"restarts": e.get("extra", {}).get("restarts", 0)})
     stages.generation = max([stages.generation, *(e["generation"] for e in entries)])
     ray.get([stages[e["name"]].actors[0].start.remote() for e in trains])
+    for e in joins:
+        rec = stages[e["name"]]
+        stages.rewire(rec.name)
+        ray.get([a.start.remote(stages.downstream_targets(rec.name)) for a in rec.actors])
     for e in streams:
         rec = stages[e["name"]]
         targets = stages.downstream_targets(rec.name)

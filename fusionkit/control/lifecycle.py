@@ -22,6 +22,7 @@ from typing import Any
 import ray
 
 from fusionkit._clock import now
+from fusionkit._suggest import did_you_mean
 from fusionkit.control import status as _status
 from fusionkit.control.checkpoints import CheckpointCoordinator
 from fusionkit.control.placement import check_feasible, placement
@@ -31,15 +32,16 @@ from fusionkit.control.table import (
     KIND_ORDER,
     StageRecord,
     StageTable,
+    join_assignment,
     stream_assignments,
     teardown,
     train_assignment,
 )
-from fusionkit.errors import FusionError, StageFailedError
+from fusionkit.errors import FusionError, SchemaError, StageFailedError, StageNotFoundError
 from fusionkit.runtime.dead_letters import DeadLetters
 from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import StageSummary
-from fusionkit.runtime.specs import StreamSpec, TrainSpec
+from fusionkit.runtime.specs import JoinSpec, StreamSpec, TrainSpec
 from fusionkit.sources.base import later
 from fusionkit.streaming.worker import OPS
 
@@ -122,9 +124,63 @@ class Lifecycle:
             self.persist()
             return _status.summary(rec)
 
+    def define_join(self, spec: JoinSpec) -> StageSummary:
+        """Define (or replace) a join of two stream stages: both push to it, it pushes its
+        examples to the train stages defined on it; its inputs read from now on."""
+        with self.lock:
+            ups = [self._join_input(spec, side) for side in ("left", "right")]
+            old = self.stages.get(spec.name)
+            _check_kind(old, "join")
+            gen = self.stages.next_generation()
+            options = placement(spec)
+            check_feasible(spec.name, options)
+            (actor,) = self.pool.hosts([join_assignment(spec, self.monitor)], options)
+            if old is not None:
+                teardown(old)
+                self.checkpoints.clear_failed([old])
+            left = ups[0].sample
+            sample = None if left is None else left.assign(**{spec.label: spec.default})
+            rec = StageRecord(spec.name, "join", spec, [actor], None, gen, sample=sample)
+            self.stages[spec.name] = rec
+            ray.get(actor.start.remote(self.stages.downstream_targets(spec.name),
+                                       self.checkpoints.epoch))
+            self.stages.rewire(spec.name)
+            for up in ups:
+                self.stages.rewire(up.name)
+            self._wake_if_read(spec.name)  # (once a train stage takes its examples)
+            self.persist()
+            return _status.summary(rec)
+
+    def _join_input(self, spec: JoinSpec, side: str) -> StageRecord:
+        """The stream stage a join takes as its ``side`` input, checked: it exists, is a
+        stream, and its events have the key column."""
+        name = getattr(spec, side)
+        rec = self.stages.get(name)
+        if rec is None or rec.kind != "stream":
+            streams = sorted(n for n, r in self.stages.items() if r.kind == "stream")
+            known = f"(streams: {', '.join(streams) or 'none'})"
+            head = f"join {spec.name!r} cannot take {name!r} as its {side} input"
+            if rec is None:
+                raise StageNotFoundError(f"{head}: there is no stage named {name!r} {known}."
+                                         f"{did_you_mean(name, streams)}")
+            raise FusionError(f"{head}: it is a {rec.kind} stage, not a stream {known}")
+        columns = None if rec.sample is None else [str(c) for c in rec.sample.columns]
+        schema = getattr(rec.spec, "schema", None)
+        if (columns is None and schema is not None and not rec.spec.operators
+                and getattr(schema, "columns", None)):  # what it reads is what it emits
+            columns = list(schema.columns)
+        if columns is not None and spec.on not in columns:
+            shown = [c for c in columns if not c.startswith("_")]
+            raise SchemaError(f"join {spec.name!r} joins on {spec.on!r}, but the events of its "
+                              f"{side} input {name!r} have no such column (they have: "
+                              f"{', '.join(shown)})")
+        return rec
+
     def define_train(self, spec: TrainSpec) -> StageSummary:
         with self.lock:
-            up = self.stages.record(spec.on, "stream")
+            up = self.stages.get(spec.on)
+            if up is None or up.kind != "join":  # a stream's (or the error listing them)
+                up = self.stages.record(spec.on, "stream")
             old = self.stages.get(spec.name)
             _check_kind(old, "train")
             gen = self.stages.next_generation()
@@ -146,11 +202,23 @@ class Lifecycle:
             self.stages[spec.name] = rec
             ray.get(actor.start.remote())
             self.stages.rewire(spec.on)
-            if up.spec.waiting is not None:  # its first consumer: the stream reads now
-                self.respec(up, waiting=None)
-                ray.get([a.wake.remote() for a in up.all_actors])
+            self._wake_if_read(spec.on)  # its first consumer: the stream reads now
             self.persist()
             return _status.summary(rec)
+
+    def _wake_if_read(self, name: str) -> None:
+        """The stream ``name`` (or a join's input streams) waiting for a consumer: read now
+        if something takes their events."""
+        for stream in self.stages.streams_under(name):
+            up = self.stages[stream]
+            if up.spec.waiting is None:
+                continue
+            why = self.stages.wait_reason(up.spec)
+            if why is None:
+                self.respec(up, waiting=None)
+                ray.get([a.wake.remote() for a in up.all_actors])
+            elif why != up.spec.waiting:  # still waiting, for another reason (a join's)
+                self.respec(up, waiting=why)
 
     def define_serve(self, spec: Any, wait: bool = True) -> StageSummary:
         """Deploy a serve stage. Starting Ray Serve takes seconds the first time; with
@@ -193,9 +261,11 @@ class Lifecycle:
             for rec in sorted(recs, key=lambda r: KIND_ORDER.get(r.kind, 3)):
                 teardown(rec)
                 del self.stages[rec.name]
-                if rec.kind == "train":
-                    self.stages.rewire(rec.upstream)
-                    self._hold_if_unread(rec.upstream, rec.name, names)
+                if rec.kind in ("train", "join"):
+                    for up in rec.inputs:
+                        self.stages.rewire(up)
+                        for stream in self.stages.streams_under(up):  # a join's inputs too
+                            self._hold_if_unread(stream, rec.name, names)
                 self.monitor.forget.remote(rec.name)
             self.persist()
             return names
@@ -203,7 +273,8 @@ class Lifecycle:
     def _hold_if_unread(self, stream: str | None, stopped: str, stopping: list[str]) -> None:
         """``stopped`` was a consumer of ``stream``: if it was the last, the stream waits."""
         up = self.stages.get(stream) if stream is not None else None
-        if up is None or up.name in stopping or up.spec.waiting is not None:
+        if (up is None or up.kind != "stream" or up.name in stopping
+                or up.spec.waiting is not None):
             return
         waiting = self.stages.wait_reason(up.spec, stopped)
         if waiting is not None:

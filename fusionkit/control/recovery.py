@@ -27,7 +27,7 @@ from fusionkit.control.checkpoints import CheckpointCoordinator
 from fusionkit.control.persistence import entry
 from fusionkit.control.pool import HostPool, wait_ready
 from fusionkit.control.status import INFO_TIMEOUT
-from fusionkit.control.table import StageRecord, StageTable, slots, teardown
+from fusionkit.control.table import KIND_ORDER, StageRecord, StageTable, slots, teardown
 from fusionkit.runtime import records
 from fusionkit.runtime.records import Assignment, Event
 from fusionkit.runtime.specs import StreamSpec
@@ -92,12 +92,10 @@ class Recovery:
                 time.sleep(min(2.0 ** attempt, 15.0))
 
     def _give_up(self, stage: str, why: str) -> None:
-        """Fail every actor of ``stage``'s pipeline with why its recovery failed."""
+        """Fail every actor of ``stage``'s pipeline (its streams, joins and train stages)
+        with why its recovery failed."""
         with self.lock:
-            rec = self.stages.get(stage)
-            stream = self.stages.stream_of(rec) if rec is not None else None
-            members = [self.stages[stream], *self.stages.trains_of(stream)] if stream else []
-            for member in members:
+            for member in self.stages.group_of(stage):
                 for actor in member.all_actors:
                     try:
                         ray.get(actor.fail.remote(f"the recovery to the last checkpoint "
@@ -110,15 +108,16 @@ class Recovery:
             rec = self.stages.get(stage)
             if rec is None:
                 return
-            stream = self.stages.get(rec.upstream) if rec.kind == "train" else rec
-            if stream is None:
+            group = self.stages.group_of(stage)  # streams, joins and trains, as one
+            streams = [r for r in group if r.kind == "stream"]
+            if not streams:
                 return
-            trains = self.stages.trains_of(stream.name)
-            epoch = self.checkpoints.new_epoch(restored=[stream, *trains])
+            epoch = self.checkpoints.new_epoch(restored=group)
             self.persist()
-            k, states = self.checkpoints.usable([stream, *trains])
+            k, states = self.checkpoints.usable(group)
             steps: dict[str, float] = {"checkpoint": now() - t0}  # where the time went
-            members = [*trains, stream]  # downstream first: ready before the replay starts
+            # downstream first: ready before the replay starts
+            members = sorted(group, key=lambda r: KIND_ORDER.get(r.kind, 3))
             for member in members:
                 for slot, actor in slots(member):
                     t = now()
@@ -127,14 +126,17 @@ class Recovery:
                     t = now()
                     ray.get(actor.restore.remote(states.get((member.name, slot)), epoch))
                     steps[f"{member.name}/{slot} restore"] = now() - t
-            self.stages.rewire(stream.name)
-            if stream.source is not None:
-                ray.get(stream.source.set_targets.remote({OPS: stream.actors}))
-            targets = self.stages.downstream_targets(stream.name)
-            for slot, actor in slots(stream):
-                if slot.startswith(("fused", "source")):
-                    extra = {OPS: stream.actors} if stream.source is not None else targets
-                    ray.get(actor.start.remote(extra))
+            for join in [r for r in group if r.kind == "join"]:
+                self.stages.rewire(join.name)
+            for stream in streams:
+                self.stages.rewire(stream.name)
+                if stream.source is not None:
+                    ray.get(stream.source.set_targets.remote({OPS: stream.actors}))
+                targets = self.stages.downstream_targets(stream.name)
+                for slot, actor in slots(stream):
+                    if slot.startswith(("fused", "source")):
+                        extra = {OPS: stream.actors} if stream.source is not None else targets
+                        ray.get(actor.start.remote(extra))
             for member in members:
                 member.extra["restarts"] = member.extra.get("restarts", 0) + (member.name == stage)
             done = now()
@@ -242,13 +244,13 @@ class Recovery:
             self.recover(stream, t0)
 
     def _relaunch(self, stream: str) -> None:
-        """Start a stream and its train stages on fresh hosts from their last checkpoint."""
-        rec = self.stages[stream]
-        trains = self.stages.trains_of(stream)
-        k, states = self.checkpoints.usable([rec, *trains])
-        for member in [*trains, rec]:
+        """Start a stream's pipeline (its joins, train stages and the streams they join) on
+        fresh hosts from their last checkpoint."""
+        group = self.stages.group_of(stream)  # with the joins and the other streams
+        k, states = self.checkpoints.usable(group)
+        for member in group:
             if member.all_actors:
                 teardown(member)
-        self.launch([entry(r, self.pool) for r in [rec, *trains]], states)
-        for member in [rec, *trains]:
+        self.launch([entry(r, self.pool) for r in group], states)
+        for member in group:
             self.stages[member.name].extra["restarts"] = member.extra.get("restarts", 0) + 1

@@ -61,7 +61,8 @@ def summary(rec: StageRecord, reports: list[ActorReport] | None = None) -> Stage
         events=total("events_in"),
         dead_letters=int(sum(r.dead_letters for r in reports)),
         late=total("late"), shed=total("shed"),
-        on=rec.upstream or (rec.spec.model if rec.kind == "serve" else None),
+        on=rec.upstream or (rec.spec.model if rec.kind == "serve"
+                            else " + ".join(rec.inputs) if rec.kind == "join" else None),
         error=failed.error if failed else warned.publish_error if warned else None,
         traceback=failed.traceback if failed else None,
         created=rec.created,

@@ -20,10 +20,10 @@ from fusionkit._clock import now
 from fusionkit._suggest import did_you_mean
 from fusionkit.errors import StageNotFoundError
 from fusionkit.runtime.records import Assignment
-from fusionkit.runtime.specs import StreamSpec, TrainSpec
+from fusionkit.runtime.specs import JoinSpec, StreamSpec, TrainSpec
 
 STOP_TIMEOUT = 5.0
-KIND_ORDER = {"serve": 0, "train": 1, "stream": 2}  # downstream first
+KIND_ORDER = {"serve": 0, "train": 1, "join": 1.5, "stream": 2}  # downstream first
 
 
 @dataclass
@@ -51,6 +51,13 @@ class StageRecord:
     def upstream(self) -> str | None:
         return getattr(self.spec, "on", None) if self.kind == "train" else None
 
+    @property
+    def inputs(self) -> list[str]:
+        """The stages whose events it takes: a train stage's one, a join's two."""
+        if self.kind == "join":
+            return [self.spec.left, self.spec.right]
+        return [self.upstream] if self.upstream is not None else []
+
 
 def stream_assignments(spec: StreamSpec, monitor: Any, states: dict[str, Any] | None = None
                        ) -> list[Assignment]:
@@ -67,6 +74,11 @@ def train_assignment(spec: TrainSpec, monitor: Any, registry: Any, state: Any = 
     return Assignment("train", spec, 0, monitor, registry=registry, state=state)
 
 
+def join_assignment(spec: JoinSpec, monitor: Any, state: Any = None) -> Assignment:
+    """What a join stage's one actor becomes."""
+    return Assignment("join", spec, 0, monitor, state=state)
+
+
 def assignments_of(rec: StageRecord, monitor: Any, registry: Any) -> list[Assignment]:
     """What each of a stage's actors was asked to become (without its starting state), in
     the order of ``rec.all_actors``."""
@@ -74,6 +86,8 @@ def assignments_of(rec: StageRecord, monitor: Any, registry: Any) -> list[Assign
         return stream_assignments(rec.spec, monitor)
     if rec.kind == "train":
         return [train_assignment(rec.spec, monitor, registry)]
+    if rec.kind == "join":
+        return [join_assignment(rec.spec, monitor)]
     return []
 
 
@@ -81,6 +95,8 @@ def slots(rec: StageRecord) -> list[tuple[str, Any]]:
     """Each actor of a stream or train stage with its checkpoint slot."""
     if rec.kind == "train":
         return [("train0", rec.actors[0])]
+    if rec.kind == "join":
+        return [(f"join{i}", a) for i, a in enumerate(rec.actors)]
     if rec.source is None:
         return [(f"fused{i}", a) for i, a in enumerate(rec.actors)]
     return [("source0", rec.source)] + [(f"ops{i}", a) for i, a in enumerate(rec.actors)]
@@ -131,6 +147,35 @@ class StageTable(dict[str, StageRecord]):
         """The train stages defined on a stream."""
         return [r for r in self.values() if r.kind == "train" and r.upstream == stream]
 
+    def joins_of(self, stream: str | None) -> list[StageRecord]:
+        """The join stages that take a stream as one of their inputs."""
+        return [r for r in self.values() if r.kind == "join" and stream in r.inputs]
+
+    def groups(self) -> list[list[StageRecord]]:
+        """The pipelines: stream, join and train stages linked by what they take, each
+        checkpointed and rolled back as one (a join makes its two streams' one)."""
+        recs = {n: r for n, r in self.items() if r.kind in ("stream", "train", "join")}
+        parent = {n: n for n in recs}
+
+        def root(n: str) -> str:
+            while parent[n] != n:
+                parent[n] = parent[parent[n]]
+                n = parent[n]
+            return n
+
+        for n, r in recs.items():
+            for up in r.inputs:
+                if up in parent:
+                    parent[root(n)] = root(up)
+        out: dict[str, list[StageRecord]] = {}
+        for n, r in recs.items():
+            out.setdefault(root(n), []).append(r)
+        return list(out.values())
+
+    def group_of(self, name: str) -> list[StageRecord]:
+        """The pipeline of stage ``name`` (empty: none, or a serve stage)."""
+        return next((g for g in self.groups() if name in {r.name for r in g}), [])
+
     def pipelines(self) -> list[tuple[StageRecord, list[StageRecord]]]:
         """Each stream stage with the train stages it feeds."""
         return [(r, self.trains_of(r.name)) for r in self.values() if r.kind == "stream"]
@@ -139,10 +184,16 @@ class StageTable(dict[str, StageRecord]):
         """The stream whose pipeline a stage belongs to (None: a serve stage's own)."""
         if rec is None or rec.kind == "serve":
             return None
+        group = self.group_of(rec.name)  # named by its first stream
+        streams = sorted(r.name for r in group if r.kind == "stream")
+        if streams:
+            return streams[0]
         return rec.upstream if rec.kind == "train" else rec.name
 
     def downstream_targets(self, stream: str) -> dict[str, list[Any]]:
-        return {r.name: r.actors for r in self.trains_of(stream) if r.actors}
+        """Where a stream's (or a join's) actors push: the train and join stages on it."""
+        return {r.name: r.actors for r in self.trains_of(stream) + self.joins_of(stream)
+                if r.actors}
 
     def rewire(self, stream: str | None) -> None:
         """Tell a stream's actors where its events go now, and its train stages how many
@@ -152,13 +203,32 @@ class StageTable(dict[str, StageRecord]):
             return
         targets = self.downstream_targets(rec.name)
         n = len(rec.actors)
-        ray.get([a.set_upstream.remote(n) for hs in targets.values() for a in hs])
+        ray.get([a.set_upstream.remote(self.senders(name, n)) for name, hs in targets.items()
+                 for a in hs])
         ray.get([a.set_targets.remote(targets) for a in rec.actors])
 
+    def streams_under(self, name: str | None) -> list[str]:
+        """The stream stages whose reading depends on stage ``name``'s consumers: itself (a
+        stream) or its inputs (a join)."""
+        rec = self.get(name) if name is not None else None
+        if rec is None:
+            return []
+        return [name] if rec.kind == "stream" else list(rec.inputs) if rec.kind == "join" else []
+
+    def senders(self, name: str, n: int) -> int | dict[str, int]:
+        """What ``set_upstream`` tells the actors of stage ``name`` (``n``: the actors of the
+        one stage being wired): a join hears how many actors each of its inputs has."""
+        rec = self.get(name)
+        if rec is None or rec.kind != "join":
+            return n
+        return {s: len(self[s].actors) if s in self else 1 for s in rec.inputs}
+
     def takers(self, spec: StreamSpec) -> list[str]:
-        """What takes a stream stage's events: the train stages defined on it, a sink in its
-        chain."""
-        trains = [r.name for r in self.trains_of(spec.name)]
+        """What takes a stream stage's events: the train and join stages defined on it, a
+        sink in its chain."""
+        # a join takes it once something takes the join's examples (else they would be lost)
+        joins = [r.name for r in self.joins_of(spec.name) if self.trains_of(r.name)]
+        trains = [r.name for r in self.trains_of(spec.name)] + joins
         return trains + [type(op).__name__ for op in spec.operators if getattr(op, "sink", False)]
 
     def wait_reason(self, spec: StreamSpec, stopped: str | None = None) -> str | None:
@@ -169,5 +239,10 @@ class StageTable(dict[str, StageRecord]):
         if spec.start or self.takers(spec):
             return None
         since = f"since {stopped!r} was stopped" if stopped else "yet"
+        joins = [r.name for r in self.joins_of(spec.name)]
+        if joins:
+            return (f"join {joins[0]!r} takes {spec.name!r}, but no stage learns the join's "
+                    f"examples {since}: define a train stage on {joins[0]!r}, or "
+                    f"fk.resume({spec.name!r}) to run it alone")
         return (f"no stage reads {spec.name!r} {since}: define one on it, or "
                 f"fk.resume({spec.name!r}) to run it alone")

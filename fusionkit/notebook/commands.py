@@ -151,6 +151,58 @@ def train(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     return store_output(magics, args, LiveStage(args.name, "train"))
 
 
+def _value(text: str) -> Any:
+    """A label value as written: an int, else a float, else the text itself."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _idle(text: str) -> float | None:
+    """``--idle``: a duration, or ``never``."""
+    return None if text.lower() in ("never", "none", "off") else p.duration(text)
+
+
+@command("join", "%fusion join examples --left impressions --right clicks --on request_id "
+         "--within 30s --label clicked --default 0")
+@magic_arguments("fusion join")
+@stage_name("the join stage")
+@argument("--left", required=True, metavar="STREAM",
+          help="the stream of the events to label (impressions, served rows)")
+@argument("--right", required=True, metavar="STREAM",
+          help="the stream of their outcomes (clicks), matched by key")
+@argument("--on", required=True, metavar="COL", help="the key column of both streams")
+@argument("--within", required=True, type=p.duration, metavar="DURATION",
+          help="an outcome within this event time after its event labels it (30s)")
+@argument("--label", default="label", metavar="COL",
+          help="the examples' label column: the outcome's value of it, or 1 (default: label)")
+@argument("--default", type=_value, default=0, metavar="VALUE",
+          help="the label of an event with no outcome within the window (default: 0)")
+@argument("--late", choices=("side", "emit"), default="side", metavar="POLICY",
+          help="late outcomes: side (counted, dead letters) or emit (a correction example)")
+@argument("--idle", type=_idle, default="5s", metavar="DURATION",
+          help="an input quiet this long stops holding the watermark back (default: 5s; never)")
+@argument("--allowed-lateness", type=p.duration, default=0.0, metavar="DURATION",
+          help="how far behind its input's newest event time an event may come")
+@argument("--max-pending", type=p.positive_int, default=None, metavar="N",
+          help="most events waiting for their outcome; beyond it the oldest are negatives")
+@output
+def join(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
+    """Define (or replace) a join stage: events of --left labelled by the outcomes of
+    --right with the same --on key within --within; a train stage learns them ``--on`` it.
+    """
+    import fusionkit as fk
+
+    idle = p.duration(args.idle) if isinstance(args.idle, str) else args.idle
+    fk.join(args.name, left=args.left, right=args.right, on=args.on, within=args.within,
+            label=args.label, default=args.default, late=args.late, idle=idle,
+            allowed_lateness=args.allowed_lateness, max_pending=args.max_pending)
+    return store_output(magics, args, LiveStage(args.name, "join"))
+
+
 def _stream_label(on: str) -> str | None:
     """The label column the source of stream ``on`` names (None if it names none)."""
     from fusionkit.stages import spec as spec_of
@@ -159,6 +211,8 @@ def _stream_label(on: str) -> str | None:
         spec = spec_of(on)
     except StageNotFoundError:
         return None  # fk.train reports the unknown stream with its "did you mean"
+    if spec.kind == "join":  # its examples carry the join's label column
+        return spec.label
     label = getattr(getattr(spec, "source", None), "label", None)
     if spec.kind == "stream" and label is None:
         raise FusionUsageError(f"--label is missing: the source of stream {on!r} does not "

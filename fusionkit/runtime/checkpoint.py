@@ -49,6 +49,14 @@ class Barrier:
     checkpoint: int
 
 
+@dataclass(frozen=True)
+class EndOfStream:
+    """Sent after a stream stage's last batch (its bounded source is exhausted): a stage
+    with several inputs (a join) learns that this input holds nothing back any more."""
+
+    stage: str
+
+
 class CheckpointStore:
     """Checkpoints in a folder: ``ckpt-000007/`` with one file per actor and a manifest.
 

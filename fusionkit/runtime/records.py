@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fusionkit.runtime.specs import StreamSpec, TrainSpec
+from fusionkit.runtime.specs import JoinSpec, StreamSpec, TrainSpec
 
-WORKERS = ("stream", "train")
+WORKERS = ("stream", "train", "join")
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,13 @@ class Assignment:
 
     ``index`` is the actor's place among its stage's actors; a stream actor's ``role`` is
     ``fused`` (reads and runs the chain), ``source`` (reads) or ``ops`` (runs the chain); a
-    train actor has a ``registry`` to publish to. ``state`` is where it starts (from a
+    train actor has a ``registry`` to publish to; a join actor has neither. ``state`` is where it starts (from a
     checkpoint, or a stage defined again over a failed one; None: from the beginning). The
     controller's host pool keeps each host's assignment, so a host Ray restarts becomes the
     same actor again."""
 
-    worker: Literal["stream", "train"]
-    spec: StreamSpec | TrainSpec
+    worker: Literal["stream", "train", "join"]
+    spec: StreamSpec | TrainSpec | JoinSpec
     index: int
     monitor: Any
     role: str = ""

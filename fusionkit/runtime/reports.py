@@ -97,6 +97,49 @@ class TrainReport(StageActorReport):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JoinReport(StageActorReport):
+    """A join actor's report: the examples it sent on, batches in flight and waiting, the
+    inputs that have ended, and its join's counts: left and right events taken, left events
+    ``pending`` (window open, no label yet), ``joined`` (a match) or ``timed_out`` (the
+    default label), right events ``late`` (after their window), ``orphans`` (no left event),
+    ``duplicates``, ``corrections`` (late positives emitted), ``overflow`` (emitted early
+    past ``max_pending``), ``late_left`` (left events whose window had closed), ``unusable``
+    (events without a usable key or event time); the ``watermark``, the rows held and the
+    label delay percentiles (seconds of event time; NaN before the first match)."""
+
+    examples: int = 0
+    waiting: int = 0
+    inflight: int = 0
+    ended: tuple[str, ...] = ()
+    lefts: int = 0
+    rights: int = 0
+    pending: int = 0
+    joined: int = 0
+    timed_out: int = 0
+    late: int = 0
+    orphans: int = 0
+    duplicates: int = 0
+    corrections: int = 0
+    overflow: int = 0
+    late_left: int = 0
+    unusable: int = 0
+    watermark: float = float("-inf")
+    held_left: int = 0
+    held_right: int = 0
+    label_delay_p50: float = float("nan")
+    label_delay_p99: float = float("nan")
+
+    @staticmethod
+    def counts_of(stats: dict[str, Any]) -> dict[str, Any]:
+        """The report's fields from an ``IntervalJoin.stats()`` (its ``dead`` count is
+        ``unusable`` here, apart from the actor's ``dead_letters``)."""
+        names = {f.name for f in fields(JoinReport)} - {f.name for f in fields(StageActorReport)}
+        out = {k: v for k, v in stats.items() if k in names}
+        out["unusable"] = stats.get("dead", 0)
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReplicaReport:
     """A serve replica's report of itself: which replica, the version it answers with, how
     many times it swapped versions, its generation, its totals and process."""

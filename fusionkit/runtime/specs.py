@@ -101,3 +101,31 @@ class ServeSpec:
     def front(self) -> bool:
         """Whether HTTP requests go through the stage's retrying front (``HttpFront``)."""
         return self.retry if self.retry is not None else self.replicas >= 2
+
+
+@dataclass(frozen=True)
+class JoinSpec:
+    """An interval join of stream ``left`` with stream ``right`` on key ``on``; its
+    parameters are :class:`~fusionkit.streaming.join.IntervalJoin`'s, by the same names."""
+
+    name: str
+    left: str
+    right: str
+    on: str
+    within: float
+    label: str = "label"
+    default: Any = 0
+    allowed_lateness: float = 0.0
+    idle: float | None = 5.0
+    late: str = "side"  # "side": late outcomes counted and dead-lettered; "emit": corrections
+    late_horizon: float | None = None
+    max_pending: int | None = None
+    key_type: Any = None
+    parallelism: int = 1
+    max_inflight: int = 4
+    resources: dict[str, float] | None = None
+    placement: str = "pack"
+    kind: str = "join"
+
+    def slots(self) -> list[str]:
+        return ["join0"]

@@ -21,7 +21,7 @@ import ray
 from fusionkit._clock import monotonic
 from fusionkit.batch import INGEST_TS, OFFSET
 from fusionkit.runtime.channel import CheckpointRequests, Inbox, Outbox
-from fusionkit.runtime.checkpoint import Barrier
+from fusionkit.runtime.checkpoint import Barrier, EndOfStream
 from fusionkit.runtime.pacer import Pacer
 from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import StreamReport
@@ -464,9 +464,11 @@ class StreamWorker(StageActor):
             self.outbox.drain()  # the ops actors take every batch before they flush
             for h in self.outbox._targets.get(OPS, []):
                 ray.get(h.flush_chain.remote())
-        elif tail is not None and len(tail):
-            self.last_output = tail.tail(PEEK_ROWS)
-            self.outbox.send(tail)
+        else:
+            if tail is not None and len(tail):
+                self.last_output = tail.tail(PEEK_ROWS)
+                self.outbox.send(tail)
+            self.outbox.broadcast(EndOfStream(self.name))  # after its last batch, in order
         self.outbox.drain()
         self.status = "finished"
 
@@ -475,5 +477,6 @@ class StreamWorker(StageActor):
             tail = self.chain.flush()
             if tail is not None and len(tail):
                 self.outbox.send(tail)
+            self.outbox.broadcast(EndOfStream(self.name))
             self.outbox.drain()
             self.status = "finished"

@@ -20,7 +20,7 @@ from fusionkit.batch import INGEST_TS, coalesce, feature_columns, model_features
 from fusionkit.drift_detection.policy import Decision, Outcome, rollback_choice
 from fusionkit.errors import FusionError, ModelDivergedError
 from fusionkit.runtime.channel import Inbox
-from fusionkit.runtime.checkpoint import Barrier
+from fusionkit.runtime.checkpoint import Barrier, EndOfStream
 from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import TrainReport
 from fusionkit.runtime.specs import TrainSpec
@@ -254,6 +254,9 @@ class TrainWorker(StageActor):
             self.inbox.barrier(sender, seq, k, self.upstream, lambda: self._snapshot(k, epoch),
                                refuse=lambda why: self._refuse(k, why))
             return
+        if isinstance(batch, EndOfStream):  # nothing to learn: its turn in the order passes
+            with self.inbox.admit(sender, seq):
+                return
         inbox = self.inbox
         with inbox.admit(sender, seq, batch) as mine:
             if not mine:

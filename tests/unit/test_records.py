@@ -19,10 +19,18 @@ from fusionkit.control.host import FORWARDED, WORKER_CLASSES, StageHost, public_
 from fusionkit.control.persistence import TableFile
 from fusionkit.control.pool import HostPool
 from fusionkit.control.recovery import Recovery as Recoverer
-from fusionkit.control.table import StageTable, stream_assignments, train_assignment
+from fusionkit.control.table import (
+    StageRecord,
+    StageTable,
+    assignments_of,
+    join_assignment,
+    stream_assignments,
+    train_assignment,
+)
 from fusionkit.monitor.monitor import DETAIL_CHARS, Monitor
 from fusionkit.runtime.records import Assignment, Event, Recovery
-from fusionkit.runtime.specs import StreamSpec, TrainSpec
+from fusionkit.runtime.specs import JoinSpec, StreamSpec, TrainSpec
+from fusionkit.streaming.join_worker import JoinWorker
 
 ROOT = Path(fusionkit.__file__).parent
 EVENT_COLUMNS = ["time", "stage", "kind", "version", "status", "detail"]  # fk.events()
@@ -48,6 +56,12 @@ def test_assignments_name_each_actor_of_a_stage():
     assert [a.state for a in got] == [None, None, {"x": 1}]
     train = train_assignment(TrainSpec("ctr", on="clicks", model=None, label="y"), "m", "r")
     assert (train.slot, train.registry, train.state) == ("train0", "r", None)
+    spec = JoinSpec("examples", left="impressions", right="clicks", on="k", within=5.0)
+    join = join_assignment(spec, "m", {"examples": 3})
+    assert (join.worker, join.slot, join.registry, join.state) == ("join", "join0", None,
+                                                                   {"examples": 3})
+    (again,) = assignments_of(StageRecord("examples", "join", spec), "m", "r")
+    assert again == join.but(state=None)  # without its starting state, as for the others
 
 
 def test_a_restarted_host_is_told_its_assignment_with_its_stage_s_newest_spec():
@@ -70,6 +84,7 @@ def test_forwarded_is_every_public_method_of_the_workers():
     assert set(FORWARDED) == offered - own
     assert own <= offered | {"become"}
     assert all(callable(getattr(StageHost, name)) for name in offered | own)
+    assert WORKER_CLASSES["join"] is JoinWorker and "stats" in FORWARDED  # the join's own
 
 
 NOT_STAGE_ACTORS = ("monitor", "registry", "controller", "sink")
@@ -100,7 +115,7 @@ def test_every_method_called_on_a_stage_actor_is_one_its_host_has():
     """What the control plane (and a stage, on the next one) calls on a stage actor exists
     on the host that runs it."""
     paths = [*sorted((ROOT / "control").glob("*.py")), ROOT / "streaming" / "worker.py",
-             ROOT / "training" / "worker.py", ROOT / "runtime" / "stage.py",
+             ROOT / "streaming" / "join_worker.py", ROOT / "training" / "worker.py", ROOT / "runtime" / "stage.py",
              ROOT / "runtime" / "channel.py"]
     calls = set().union(*(_stage_actor_calls(p.read_text()) for p in paths))
     assert {"become", "restore", "request_checkpoint", "push"} <= calls  # the scan sees them

@@ -14,13 +14,15 @@ from fusionkit.control.status import summary
 from fusionkit.control.table import StageRecord
 from fusionkit.runtime.reports import (
     ActorReport,
+    JoinReport,
     ReplicaReport,
     StageActorReport,
     StageSummary,
     StreamReport,
     TrainReport,
 )
-from fusionkit.runtime.specs import ServeSpec, StreamSpec, TrainSpec
+from fusionkit.runtime.specs import JoinSpec, ServeSpec, StreamSpec, TrainSpec
+from fusionkit.streaming.join import IntervalJoin
 
 # The keys fk.infos / fk.status() gave before the records (read off the dicts the actors,
 # the placeholders, the serve replicas and status.summary built by hand).
@@ -30,6 +32,10 @@ ACTOR_KEYS = PLACEHOLDER_KEYS | {"kind", "dead_letters_dropped", "pid", "node", 
 STREAM_KEYS = ACTOR_KEYS | {"role", "offset", "inflight", "waiting", "held_keys", "lag"}
 TRAIN_KEYS = ACTOR_KEYS | {"events_seen", "published", "metrics", "waiting", "cpu_learning",
                            "cpu_drift", "cpu_drift_reporting", "publish_error"}
+JOIN_KEYS = ACTOR_KEYS | {"examples", "waiting", "inflight", "ended", "lefts", "rights",
+                         "pending", "joined", "timed_out", "late", "orphans", "duplicates",
+                         "corrections", "overflow", "late_left", "unusable", "watermark",
+                         "held_left", "held_right", "label_delay_p50", "label_delay_p99"}
 REPLICA_KEYS = {"replica", "version", "swaps", "generation", "totals", "pid"}
 SUMMARY_KEYS = {"name", "kind", "status", "reason", "parallelism", "events", "dead_letters",
                 "late", "shed", "on", "error", "traceback", "created", "restarts", "actors"}
@@ -55,7 +61,14 @@ def _records() -> list:
             StageSummary(name="clicks", kind="stream", status="running", parallelism=1,
                          created=1.0e9, actors=["a1"]),
             StageSummary(name="api", kind="serve", status="running", parallelism=2,
-                         created=1.0e9, url="http://127.0.0.1:8000/api", route="/api")]
+                         created=1.0e9, url="http://127.0.0.1:8000/api", route="/api"),
+            _join(joined=7, timed_out=3, ended=("impressions",))]
+
+
+def _join(status: str = "running", **fields) -> JoinReport:
+    delays = {"label_delay_p50": 1.5, "label_delay_p99": 4.0}  # (NaN is no value equal)
+    return JoinReport(stage="examples", status=status, **{**PROCESS, "kind": "join"},
+                      **{**delays, **fields})
 
 
 @pytest.mark.parametrize("record", _records(), ids=lambda r: type(r).__name__)
@@ -75,7 +88,7 @@ def test_to_dict_round_trips(record):
 
 
 def test_to_dict_gives_the_keys_the_api_gave():
-    placeholder, actor, stream, reader, train, replica, row, serve_row = _records()
+    placeholder, actor, stream, reader, train, replica, row, serve_row, join = _records()
     assert set(placeholder.to_dict()) == PLACEHOLDER_KEYS
     assert set(actor.to_dict()) == ACTOR_KEYS
     assert set(stream.to_dict()) == STREAM_KEYS  # no "partitions": not a split reader
@@ -87,6 +100,7 @@ def test_to_dict_gives_the_keys_the_api_gave():
     assert set(row.to_dict()) == SUMMARY_KEYS  # no url/route but for a serve stage
     assert set(serve_row.to_dict()) == SUMMARY_KEYS | {"url", "route"}
     assert stream.to_dict()["totals"] == {"events_in": 3.0}
+    assert set(join.to_dict()) == JOIN_KEYS
 
 
 def _record(kind: str, spec, **extra) -> StageRecord:
@@ -137,3 +151,30 @@ def test_summary_of_a_serve_stage_carries_its_url():
     assert (row.parallelism, row.on, row.events) == (2, "ctr", 4)
     assert row.to_dict()["url"] == "http://127.0.0.1:8000/api"
     assert set(row.to_dict()) == SUMMARY_KEYS | {"url", "route"}
+
+
+def test_a_join_report_takes_every_count_of_its_join():
+    """Each number ``IntervalJoin.stats()`` gives is a field of the report (its ``dead``
+    count as ``unusable``), so none of the join's counts is lost on the way to ``fk.infos``."""
+    import pandas as pd
+
+    j = IntervalJoin(on="k", within=5.0, label="y", default=0, idle=None)
+    j.process_left(pd.DataFrame({"k": [1, 2, 3], "_event_time": [0.0, 1.0, 2.0],
+                                 "_offset": [0, 1, 2]}), now=0.0)
+    j.process_right(pd.DataFrame({"k": [1, 9], "_event_time": [3.0, 3.5], "y": [1, 1],
+                                  "_offset": [0, 1]}), now=0.0)
+    stats = j.stats()
+    counts = JoinReport.counts_of(stats)
+    assert set(stats) - set(counts) == {"dead"} and counts["unusable"] == stats["dead"]
+    report = _join(**{**counts, "label_delay_p50": 3.0, "label_delay_p99": 3.0})
+    assert (report.joined, report.pending, report.lefts, report.rights) == (1, 2, 3, 2)
+    assert set(report.to_dict()) == JOIN_KEYS
+
+
+def test_summary_of_a_join_names_both_inputs_and_sums_its_counts():
+    rec = _record("join", JoinSpec("examples", left="impressions", right="clicks", on="k",
+                                   within=5.0, label="y"))
+    row = summary(rec, [_join("finished", totals={"events_in": 12, "late": 2}, dead_letters=2)])
+    assert (row.kind, row.on, row.status, row.events, row.late, row.dead_letters) == (
+        "join", "impressions + clicks", "finished", 12, 2, 2)
+    assert set(row.to_dict()) == SUMMARY_KEYS
