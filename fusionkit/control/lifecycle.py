@@ -328,6 +328,9 @@ class Lifecycle:
             self.respec(rec, replicas=n)
             serve_scale(rec.spec)
             return _status.summary(rec)
+        if rec.kind == "join":
+            raise FusionError(f"{name!r} is a join stage: a join runs on one actor for now and "
+                              "cannot be scaled; scale its input streams instead")
         raise FusionError(f"{name!r} is a train stage: a train stage runs one learner and "
                           "cannot be scaled; scale its stream or its serve stage instead")
 

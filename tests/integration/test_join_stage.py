@@ -169,6 +169,8 @@ def test_join_definition_errors(fk):
             label="clicked")
     row = fk.status().loc["impressions"]
     assert row["status"] == "waiting" and "join 'examples' takes" in row["reason"]
+    with pytest.raises(fk.FusionError, match="is a join stage"):
+        fk.scale("examples", 2)  # one actor for now (not "a train stage")
     fk.train("ctr", on="examples", label="clicked", model=RequestLabels(N), publish_every=None)
     wait_for(lambda: set(fk.status().loc[["impressions", "clicks"], "status"])
              <= {"running", "finished"}, timeout=30, what="both inputs reading")
