@@ -21,6 +21,7 @@ from fusionkit.control.pool import HostPool
 from fusionkit.control.table import StageRecord, StageTable, stream_assignments, train_assignment
 from fusionkit.errors import FusionError
 from fusionkit.runtime.checkpoint import CheckpointStore
+from fusionkit.runtime.specs import TRAIN_SLOT
 from fusionkit.sources.base import later
 from fusionkit.streaming.worker import OPS
 
@@ -51,7 +52,7 @@ def launch(entries: list[dict[str, Any]], states: dict, stages: StageTable, pool
             extra={"restarts": e.get("extra", {}).get("restarts", 0)})
     for e in trains:
         spec = e["spec"]
-        assignment = train_assignment(spec, monitor, registry, states.get((spec.name, "train0")))
+        assignment = train_assignment(spec, monitor, registry, states.get((spec.name, TRAIN_SLOT)))
         (actor,) = pool.hosts([assignment], placed[spec.name], fresh.get(spec.name))
         ray.get(registry.register.remote(spec.name, spec.keep, spec.guard))
         stages[spec.name] = StageRecord(
