@@ -27,6 +27,7 @@ from fusionkit.control.table import (
 )
 from fusionkit.errors import FusionError
 from fusionkit.runtime.checkpoint import CheckpointStore
+from fusionkit.runtime.specs import TRAIN_SLOT, slot
 from fusionkit.sources.base import later
 from fusionkit.streaming.worker import OPS
 
@@ -58,7 +59,7 @@ def launch(entries: list[dict[str, Any]], states: dict, stages: StageTable, pool
             extra={"restarts": e.get("extra", {}).get("restarts", 0)})
     for e in trains:
         spec = e["spec"]
-        assignment = train_assignment(spec, monitor, registry, states.get((spec.name, "train0")))
+        assignment = train_assignment(spec, monitor, registry, states.get((spec.name, TRAIN_SLOT)))
         (actor,) = pool.hosts([assignment], placed[spec.name], fresh.get(spec.name))
         ray.get(registry.register.remote(spec.name, spec.keep, spec.guard))
         stages[spec.name] = StageRecord(
@@ -66,7 +67,7 @@ def launch(entries: list[dict[str, Any]], states: dict, stages: StageTable, pool
             extra={"restarts": e.get("extra", {}).get("restarts", 0)})
     for e in joins:
         spec = e["spec"]
-        assignment = join_assignment(spec, monitor, states.get((spec.name, "join0")))
+        assignment = join_assignment(spec, monitor, states.get((spec.name, slot("join", 0))))
         (actor,) = pool.hosts([assignment], placed[spec.name], fresh.get(spec.name))
         stages[spec.name] = StageRecord(
             spec.name, "join", spec, [actor], None, e["generation"], sample=e.get("sample"),

@@ -30,7 +30,7 @@ from fusionkit.control.status import INFO_TIMEOUT
 from fusionkit.control.table import KIND_ORDER, StageRecord, StageTable, slots, teardown
 from fusionkit.runtime import records
 from fusionkit.runtime.records import Assignment, Event
-from fusionkit.runtime.specs import StreamSpec
+from fusionkit.runtime.specs import TRAIN_SLOT, StreamSpec
 from fusionkit.sources.base import later
 from fusionkit.streaming.worker import OPS
 
@@ -184,7 +184,7 @@ class Recovery:
         k, states = self.checkpoints.usable([old, *trains])
         epoch = self.checkpoints.new_epoch()
         for t in trains:
-            ray.get(t.actors[0].restore.remote(states.get((t.name, "train0")), epoch))
+            ray.get(t.actors[0].restore.remote(states.get((t.name, TRAIN_SLOT)), epoch))
         self.monitor.event.remote(Event(
             old.name, "rolled back",
             f"defined again after a failure: back to "

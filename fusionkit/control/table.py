@@ -20,7 +20,7 @@ from fusionkit._clock import now
 from fusionkit._suggest import did_you_mean
 from fusionkit.errors import StageNotFoundError
 from fusionkit.runtime.records import Assignment
-from fusionkit.runtime.specs import JoinSpec, StreamSpec, TrainSpec
+from fusionkit.runtime.specs import TRAIN_SLOT, JoinSpec, StreamSpec, TrainSpec, slot
 
 STOP_TIMEOUT = 5.0
 KIND_ORDER = {"serve": 0, "train": 1, "join": 1.5, "stream": 2}  # downstream first
@@ -64,7 +64,7 @@ def stream_assignments(spec: StreamSpec, monitor: Any, states: dict[str, Any] | 
     """What a stream stage's actors become: the fused ones (one, or one per share of a split
     source), or source + operators; each with its slot's state in ``states``."""
     states = states or {}
-    return [Assignment("stream", spec, i, monitor, role=role, state=states.get(f"{role}{i}"))
+    return [Assignment("stream", spec, i, monitor, role=role, state=states.get(slot(role, i)))
             for role, i in spec.roles()]
 
 
@@ -94,12 +94,12 @@ def assignments_of(rec: StageRecord, monitor: Any, registry: Any) -> list[Assign
 def slots(rec: StageRecord) -> list[tuple[str, Any]]:
     """Each actor of a stream or train stage with its checkpoint slot."""
     if rec.kind == "train":
-        return [("train0", rec.actors[0])]
+        return [(TRAIN_SLOT, rec.actors[0])]
     if rec.kind == "join":
-        return [(f"join{i}", a) for i, a in enumerate(rec.actors)]
+        return [(slot("join", i), a) for i, a in enumerate(rec.actors)]
     if rec.source is None:
-        return [(f"fused{i}", a) for i, a in enumerate(rec.actors)]
-    return [("source0", rec.source)] + [(f"ops{i}", a) for i, a in enumerate(rec.actors)]
+        return [(slot("fused", i), a) for i, a in enumerate(rec.actors)]
+    return [(slot("source", 0), rec.source)] + [(slot("ops", i), a) for i, a in enumerate(rec.actors)]
 
 
 def teardown(rec: StageRecord) -> None:

@@ -88,10 +88,12 @@ class RegistryActor:
     def publish(self, model: str, state: bytes, meta: dict[str, Any],
                 ingest_sample: np.ndarray | None = None) -> dict[str, Any]:
         reg = self._reg(model)
-        rec = reg.publish(state, ingest_sample=ingest_sample, **meta)
-        t = now()
+        # a replica may answer with the version as soon as it is live, and say so (served):
+        # it is among the unserved ones by then, or its events' freshness is never reported
         with self._lock:
+            rec = reg.publish(state, ingest_sample=ingest_sample, **meta)
             self._unserved.setdefault(model, deque(maxlen=RETAIN)).append(rec.version)
+        t = now()
         if self.monitor is not None:
             if ingest_sample is not None and len(ingest_sample):
                 self.monitor.report_freshness.remote(f"{model}:publish", rec.version, t,

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fusionkit.runtime.specs import JoinSpec, StreamSpec, TrainSpec
+from fusionkit.runtime.specs import JoinSpec, StreamSpec, TrainSpec, slot
 
 WORKERS = ("stream", "train", "join")
 
@@ -57,7 +57,7 @@ class Assignment:
     @property
     def slot(self) -> str:
         """The actor's checkpoint slot (``fused0``, ``source0``, ``ops1``, ``train0``)."""
-        return f"{self.role or self.worker}{self.index}"
+        return slot(self.role or self.worker, self.index)
 
     def but(self, **changes: Any) -> Assignment:
         """The same assignment with ``changes`` (a new spec, another starting state)."""

@@ -10,6 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def slot(role: str, index: int) -> str:
+    """An actor's checkpoint slot, its role and index: ``fused0``, ``source0``, ``ops1``,
+    ``train0``. A checkpoint keeps each actor's state under its stage and slot."""
+    return f"{role}{index}"
+
+
+TRAIN_SLOT = slot("train", 0)  # a train stage's one actor
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     name: str
@@ -53,11 +62,11 @@ class StreamSpec:
 
     def reading_slots(self) -> list[str]:
         """The checkpoint slots of the actors that read the source."""
-        return [f"{role}{i}" for role, i in self.roles() if role != "ops"]
+        return [slot(role, i) for role, i in self.roles() if role != "ops"]
 
     def slots(self) -> list[str]:
         """Every actor's checkpoint slot (its role and index), the reading ones first."""
-        return [f"{role}{i}" for role, i in self.roles()]
+        return [slot(role, i) for role, i in self.roles()]
 
     def source_of(self, index: int) -> Any:
         """What actor ``index`` reads: its share of the partitions, or the whole source."""
@@ -128,4 +137,4 @@ class JoinSpec:
     kind: str = "join"
 
     def slots(self) -> list[str]:
-        return ["join0"]
+        return [slot("join", 0)]

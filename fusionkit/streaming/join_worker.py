@@ -33,7 +33,7 @@ from fusionkit.runtime.channel import Inbox, Outbox
 from fusionkit.runtime.checkpoint import Barrier, EndOfStream
 from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import JoinReport
-from fusionkit.runtime.specs import JoinSpec
+from fusionkit.runtime.specs import JoinSpec, slot
 from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.join import IntervalJoin
 from fusionkit.streaming.join_input import REASON
@@ -253,7 +253,7 @@ class JoinWorker(StageActor):
             return  # a barrier that waited through a recovery
         if self._refuses(k):
             return
-        self._get_controller().ack.remote(self.name, f"join{self.index}", k, self.get_state())
+        self._get_controller().ack.remote(self.name, slot("join", self.index), k, self.get_state())
         self.outbox.broadcast(Barrier(k))
 
     def restore(self, state: dict[str, Any] | None, epoch: int) -> str:

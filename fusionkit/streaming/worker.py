@@ -25,7 +25,7 @@ from fusionkit.runtime.checkpoint import Barrier, EndOfStream
 from fusionkit.runtime.pacer import Pacer
 from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import StreamReport
-from fusionkit.runtime.specs import StreamSpec
+from fusionkit.runtime.specs import StreamSpec, slot
 from fusionkit.runtime.stage import StageActor
 from fusionkit.sources.base import later
 from fusionkit.streaming.chain import Chain
@@ -372,7 +372,7 @@ class StreamWorker(StageActor):
         if self._refuses(k):
             return
         state = self.get_state()
-        self._get_controller().ack.remote(self.name, f"{self.role}{self.index}", k, state)
+        self._get_controller().ack.remote(self.name, slot(self.role, self.index), k, state)
         self.outbox.broadcast(Barrier(k))
 
     def restore(self, state: dict[str, Any] | None, epoch: int) -> str:

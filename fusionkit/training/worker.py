@@ -23,7 +23,7 @@ from fusionkit.runtime.channel import Inbox
 from fusionkit.runtime.checkpoint import Barrier, EndOfStream
 from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import TrainReport
-from fusionkit.runtime.specs import TrainSpec
+from fusionkit.runtime.specs import TrainSpec, slot
 from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.validate import Schema
 from fusionkit.training.divergence import divergence
@@ -157,7 +157,8 @@ class TrainWorker(StageActor):
             return  # a barrier that waited through a recovery
         if self._refuses(k):  # failed, or restarted and awaiting the rollback
             return
-        self._get_controller().ack.remote(self.name, f"train{self.index}", k, self.get_state())
+        self._get_controller().ack.remote(self.name, slot("train", self.index), k,
+                                            self.get_state())
 
     def restore(self, state: dict[str, Any] | None, epoch: int) -> str:
         """Go back to a checkpoint's state (or a fresh learner) and take the replay."""
