@@ -36,6 +36,7 @@ from fusionkit.streaming.worker import OPS
 
 log = logging.getLogger("fusionkit")
 RECOVER_ATTEMPTS = 5  # tries of one pipeline's rollback before its stage is failed
+ADOPT_TIMEOUT = 60.0  # an adopted actor busy restarting gets this long to answer
 
 
 class Recovery:
@@ -204,24 +205,17 @@ class Recovery:
         """Check the adopted actors; start a pipeline that lost one again from its checkpoint."""
         with self.lock:
             broken = {self.stages.stream_of(self.stages.get(n)) for n in lost} - {None}
+            # one question to every adopted actor: one that does not answer is lost (its
+            # pipeline starts again); one that Ray restarted while the controller was down
+            # (or before the controller that was told rolled it back) waits for that rollback
+            waiting = set()
             for rec in list(self.stages.values()):
                 stream = self.stages.stream_of(rec)
                 if stream is None or stream in broken:
                     continue
                 try:
-                    ray.get([a.ready.remote() for a in rec.all_actors], timeout=60)
-                except Exception:
-                    broken.add(stream)
-            # a pipeline whose actor Ray restarted while the controller was down (or before
-            # the controller that was told rolled it back) waits for that rollback
-            waiting = set()
-            for rec in list(self.stages.values()):
-                stream = self.stages.stream_of(rec)
-                if stream is None or stream in broken or stream in waiting:
-                    continue
-                try:
                     asked = [a.needs_rollback.remote() for a in rec.all_actors]
-                    if any(ray.get(asked, timeout=INFO_TIMEOUT)):
+                    if any(ray.get(asked, timeout=ADOPT_TIMEOUT)):
                         waiting.add(stream)
                 except Exception:
                     broken.add(stream)
