@@ -220,16 +220,19 @@ def join(name: str, left: str, right: str, on: str, within: float | str, *,
     event time go to ``fk.dead_letters(name)`` with their reason; the counts (pending,
     joined, timed out, late, orphans, overflow, label delay) are in ``fk.infos(name)``.
     At most ``max_pending`` left events wait for a label: beyond it the earliest are
-    emitted at once with ``default`` and counted as ``overflow``. The other parameters
+    emitted at once with ``default`` and counted as ``overflow`` (per actor).
+    ``parallelism=N`` runs the join on N actors, each joining a part of the keys (a stable
+    hash) while its watermark follows every event, so the examples are those of one actor;
+    the counts are summed in ``fk.status()``, per actor in ``fk.infos(name)``. The other parameters
     are :class:`~fusionkit.streaming.join.IntervalJoin`'s. Its state is in the checkpoints:
     both streams, the join and its train stages roll back together.
     """
     from fusionkit.streaming.join_worker import make_join
 
     check_name(name)
-    if parallelism != 1:
-        raise FusionError(f"a join runs on one actor for now: parallelism={parallelism} is not "
-                          "available yet (leave it at 1)")
+    if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
+        raise FusionError(f"join {name!r}: parallelism must be a whole number of actors, at "
+                          f"least 1, not {parallelism!r}")
     if left == right:
         raise FusionError(f"join {name!r} takes {left!r} as both inputs: a join needs two "
                           "different stream stages")

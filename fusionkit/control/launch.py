@@ -21,13 +21,13 @@ from fusionkit.control.pool import HostPool
 from fusionkit.control.table import (
     StageRecord,
     StageTable,
-    join_assignment,
+    join_assignments,
     stream_assignments,
     train_assignment,
 )
 from fusionkit.errors import FusionError
 from fusionkit.runtime.checkpoint import CheckpointStore
-from fusionkit.runtime.specs import TRAIN_SLOT, slot
+from fusionkit.runtime.specs import TRAIN_SLOT
 from fusionkit.sources.base import later
 from fusionkit.streaming.worker import OPS
 
@@ -67,10 +67,11 @@ def launch(entries: list[dict[str, Any]], states: dict, stages: StageTable, pool
             extra={"restarts": e.get("extra", {}).get("restarts", 0)})
     for e in joins:
         spec = e["spec"]
-        assignment = join_assignment(spec, monitor, states.get((spec.name, slot("join", 0))))
-        (actor,) = pool.hosts([assignment], placed[spec.name], fresh.get(spec.name))
+        assignments = join_assignments(spec, monitor,
+                                       {s: states.get((spec.name, s)) for s in spec.slots()})
+        actors = pool.hosts(assignments, placed[spec.name], fresh.get(spec.name))
         stages[spec.name] = StageRecord(
-            spec.name, "join", spec, [actor], None, e["generation"], sample=e.get("sample"),
+            spec.name, "join", spec, actors, None, e["generation"], sample=e.get("sample"),
             extra={"restarts": e.get("extra", {}).get("restarts", 0)})
     stages.generation = max([stages.generation, *(e["generation"] for e in entries)])
     ray.get([stages[e["name"]].actors[0].start.remote() for e in trains])

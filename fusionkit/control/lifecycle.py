@@ -32,7 +32,7 @@ from fusionkit.control.table import (
     KIND_ORDER,
     StageRecord,
     StageTable,
-    join_assignment,
+    join_assignments,
     stream_assignments,
     teardown,
     train_assignment,
@@ -134,16 +134,16 @@ class Lifecycle:
             gen = self.stages.next_generation()
             options = placement(spec)
             check_feasible(spec.name, options)
-            (actor,) = self.pool.hosts([join_assignment(spec, self.monitor)], options)
+            actors = self.pool.hosts(join_assignments(spec, self.monitor), options)
             if old is not None:
                 teardown(old)
                 self.checkpoints.clear_failed([old])
             left = ups[0].sample
             sample = None if left is None else left.assign(**{spec.label: spec.default})
-            rec = StageRecord(spec.name, "join", spec, [actor], None, gen, sample=sample)
+            rec = StageRecord(spec.name, "join", spec, actors, None, gen, sample=sample)
             self.stages[spec.name] = rec
-            ray.get(actor.start.remote(self.stages.downstream_targets(spec.name),
-                                       self.checkpoints.epoch))
+            targets = self.stages.downstream_targets(spec.name)
+            ray.get([a.start.remote(targets, self.checkpoints.epoch) for a in actors])
             self.stages.rewire(spec.name)
             for up in ups:
                 self.stages.rewire(up.name)
@@ -329,8 +329,8 @@ class Lifecycle:
             serve_scale(rec.spec)
             return _status.summary(rec)
         if rec.kind == "join":
-            raise FusionError(f"{name!r} is a join stage: a join runs on one actor for now and "
-                              "cannot be scaled; scale its input streams instead")
+            raise FusionError(f"{name!r} is a join stage: its parallelism is set when it is "
+                              f"defined (fk.join(..., parallelism=N) again replaces it)")
         raise FusionError(f"{name!r} is a train stage: a train stage runs one learner and "
                           "cannot be scaled; scale its stream or its serve stage instead")
 

@@ -74,9 +74,13 @@ def train_assignment(spec: TrainSpec, monitor: Any, registry: Any, state: Any = 
     return Assignment("train", spec, 0, monitor, registry=registry, state=state)
 
 
-def join_assignment(spec: JoinSpec, monitor: Any, state: Any = None) -> Assignment:
-    """What a join stage's one actor becomes."""
-    return Assignment("join", spec, 0, monitor, state=state)
+def join_assignments(spec: JoinSpec, monitor: Any, states: dict | None = None
+                     ) -> list[Assignment]:
+    """What a join stage's actors become (one per part of the keys), with their states
+    from a checkpoint (``{slot: state}``)."""
+    states = states or {}
+    return [Assignment("join", spec, i, monitor, state=states.get(slot("join", i)))
+            for i in range(spec.parallelism)]
 
 
 def assignments_of(rec: StageRecord, monitor: Any, registry: Any) -> list[Assignment]:
@@ -87,7 +91,7 @@ def assignments_of(rec: StageRecord, monitor: Any, registry: Any) -> list[Assign
     if rec.kind == "train":
         return [train_assignment(rec.spec, monitor, registry)]
     if rec.kind == "join":
-        return [join_assignment(rec.spec, monitor)]
+        return join_assignments(rec.spec, monitor)
     return []
 
 

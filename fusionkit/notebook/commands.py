@@ -189,6 +189,8 @@ def _idle(text: str) -> float | None:
           help="how far behind its input's newest event time an event may come")
 @argument("--max-pending", type=p.positive_int, default=None, metavar="N",
           help="most events waiting for their outcome; beyond it the oldest are negatives")
+@argument("--parallelism", type=p.positive_int, default=1, metavar="N",
+          help="actors, each joining a part of the keys (default: 1)")
 @output
 def join(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     """Define (or replace) a join stage: events of --left labelled by the outcomes of
@@ -199,7 +201,8 @@ def join(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     idle = p.duration(args.idle) if isinstance(args.idle, str) else args.idle
     fk.join(args.name, left=args.left, right=args.right, on=args.on, within=args.within,
             label=args.label, default=args.default, late=args.late, idle=idle,
-            allowed_lateness=args.allowed_lateness, max_pending=args.max_pending)
+            allowed_lateness=args.allowed_lateness, max_pending=args.max_pending,
+            parallelism=args.parallelism)
     return store_output(magics, args, LiveStage(args.name, "join"))
 
 

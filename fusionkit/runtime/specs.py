@@ -137,4 +137,4 @@ class JoinSpec:
     kind: str = "join"
 
     def slots(self) -> list[str]:
-        return [slot("join", 0)]
+        return [slot("join", i) for i in range(self.parallelism)]

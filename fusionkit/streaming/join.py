@@ -70,6 +70,7 @@ from fusionkit._clock import now as wall_clock
 from fusionkit._duration import parse_duration
 from fusionkit.streaming.join_input import REASON, check
 from fusionkit.streaming.join_rows import Rows, chain, drop_heads, walk
+from fusionkit.streaming.operators import key_hash
 from fusionkit.streaming.watermark import Watermark
 
 __all__ = ["IntervalJoin"]
@@ -111,6 +112,13 @@ class IntervalJoin:
         ``int`` or ``str``; ``None``: the type of the first key seen.
     clock
         Processing clock (seconds) for ``now`` when a call does not pass one.
+    share
+        ``(index, count)``: this join holds the keys of one of ``count`` parts (a stable
+        hash of the key), one actor of a join with ``parallelism=count``. It is given every
+        event of both inputs and joins its own keys' only, but its watermark moves with all
+        of them, so each part closes windows exactly when one join of every key would;
+        rows without a usable key or time are set aside by part 0 alone. ``max_pending``
+        bounds each part.
 
     Examples
     --------
@@ -131,7 +139,7 @@ class IntervalJoin:
                  allowed_lateness: float | str = 0.0, idle: float | str | None = None,
                  late: str = "side", late_horizon: float | str | None = None,
                  max_pending: int | None = None, key_type: type | None = None,
-                 clock: Callable[[], float] = wall_clock):
+                 clock: Callable[[], float] = wall_clock, share: tuple[int, int] = (0, 1)):
         self.on = on
         self.within = parse_duration(within)
         self.label = label
@@ -151,6 +159,12 @@ class IntervalJoin:
             raise ValueError(f"max_pending must be an int >= 0 or None, not {max_pending!r}")
         if key_type not in (None, int, str):
             raise ValueError(f"key_type must be int, str or None, not {key_type!r}")
+        index, count = share
+        if not (isinstance(count, int) and count >= 1 and isinstance(index, int)
+                and 0 <= index < count):
+            raise ValueError(f"share must be (index, count) with 0 <= index < count, "
+                             f"not {share!r}")
+        self.share = (index, count)
         self._reach = self.within + self.late_horizon
         self._keep = self.within + self.late_horizon + self.allowed_lateness  # remembered
         self._reset()
@@ -185,6 +199,11 @@ class IntervalJoin:
     def _process(self, side: int, batch: pd.DataFrame, now: float | None) -> pd.DataFrame:
         now = self._touch(side, batch, now)
         good, keys, t = self._validate(batch, "left" if side == LEFT else "right")
+        if len(good) and self.share[1] > 1:  # one part of the keys: the watermark sees all
+            newest = float(t.max())
+            mine = owned(keys, *self.share)
+            good, keys, t = good[mine], keys[mine], t[mine]
+            self._wm.see(side, newest)
         if len(good):
             (self._add_left if side == LEFT else self._add_right)(good, keys, t)
         return self._settle(now)
@@ -249,7 +268,7 @@ class IntervalJoin:
                   ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
         checked = check(batch, side, self.on, self._kind)
         self._kind = checked.kind
-        if checked.dead is not None:
+        if checked.dead is not None and self.share[0] == 0:  # set aside by one part
             self.counts["dead"] += len(checked.dead)
             self._side.setdefault("dead", []).append(checked.dead)
         return checked.good, checked.keys, checked.t
@@ -477,6 +496,13 @@ class IntervalJoin:
         for rows, heads in ((self._L, self._lheads), (self._R, self._rheads)):
             heads.update(zip(rows.live("key").tolist(), range(rows.base, rows.end),
                              strict=True))
+
+
+def owned(keys: np.ndarray, index: int, count: int) -> np.ndarray:
+    """Which of ``keys`` (ints or strings, as the join keeps them) belong to part ``index``
+    of ``count``: a stable hash, the same in every process, and an int key in the same part
+    whichever column type carried it."""
+    return key_hash(keys) % np.uint64(count) == np.uint64(index)
 
 
 def _label_column(labels: np.ndarray, default: Any) -> Any:

@@ -5,6 +5,10 @@ stage, so the actor knows which input it is), runs :class:`~fusionkit.streaming.
 IntervalJoin` over them and pushes the examples on exactly as a stream stage pushes its
 output, so a train stage defined ``on=`` the join learns them unchanged.
 
+- **Parallelism**: with ``parallelism=N`` each of the N actors is sent every batch of both
+  inputs (put once in the object store, shared) and joins the keys of its part (a stable
+  hash); its watermark moves with every event, so the N actors together emit what one
+  would. Each sends its examples to the train stages, which align barriers over all N.
 - **Time passing**: a ticker lets processing time reach the join (``advance``) about four
   times per ``idle``, so an input that went quiet stops holding the watermark back and
   windows close when traffic stops.
@@ -43,12 +47,12 @@ _COUNTED = ("joined", "timed_out", "late", "corrections", "orphans", "duplicates
             "late_left", "dead")
 
 
-def make_join(spec: JoinSpec) -> IntervalJoin:
-    """A fresh join of the spec's parameters."""
+def make_join(spec: JoinSpec, index: int = 0) -> IntervalJoin:
+    """A fresh join of the spec's parameters, for its actor ``index`` (of ``parallelism``)."""
     return IntervalJoin(on=spec.on, within=spec.within, label=spec.label, default=spec.default,
                         allowed_lateness=spec.allowed_lateness, idle=spec.idle, late=spec.late,
                         late_horizon=spec.late_horizon, max_pending=spec.max_pending,
-                        key_type=spec.key_type)
+                        key_type=spec.key_type, share=(index, spec.parallelism))
 
 
 def sender_stage(sender: str) -> str:
@@ -62,7 +66,7 @@ class JoinWorker(StageActor):
     def __init__(self, spec: JoinSpec, index: int, monitor: Any, state: dict | None = None):
         super().__init__(spec.name, index, monitor)
         self.spec = spec
-        self.join = make_join(spec)
+        self.join = make_join(spec, index)
         self.inbox = Inbox()
         self.outbox = Outbox(f"{spec.name}/join{index}", spec.max_inflight)
         self.epoch = 0
@@ -132,7 +136,7 @@ class JoinWorker(StageActor):
                 "examples": self.examples_out, "ended": sorted(self.ended)}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.join = make_join(self.spec)
+        self.join = make_join(self.spec, self.index)
         if state.get("join") is not None:
             # the inputs count as active from now on: the time a rollback or a restart
             # took is no input's silence (``active`` restarts at the next call)
@@ -182,7 +186,9 @@ class JoinWorker(StageActor):
             out = self.join.process_left(batch)
         else:
             out = self.join.process_right(batch)
-        self._emit(out, before, **{f"{side}_in": len(batch)}, events_in=len(batch))
+        # the events this actor took: its part's (of parallelism N), the unusable ones once
+        taken = sum(self.join.counts[c] - before[c] for c in (f"{side}s", "dead"))
+        self._emit(out, before, **{f"{side}_in": taken}, events_in=taken)
         self.reporter.latency(monotonic() - t0)
 
     def _input_ended(self, sender: str) -> None:
@@ -266,7 +272,7 @@ class JoinWorker(StageActor):
             self.outbox.reset(epoch)
             self.inbox = Inbox()
             self._ended = {self.spec.left: set(), self.spec.right: set()}
-            self.join = make_join(self.spec)
+            self.join = make_join(self.spec, self.index)
             self.examples_out = 0
             self.ended = set()
             self.dead.set_state(None)

@@ -80,12 +80,13 @@ def learned(fk, name: str) -> RequestLabels:
     return model
 
 
-def define(fk, seed: int, rate: float | None = None) -> None:
+def define(fk, seed: int, rate: float | None = None, parallelism: int = 1) -> None:
     ads, clicks = sources(fk, seed, rate)
     fk.stream("impressions", source=ads, batch_size=1000)
     fk.stream("clicks", source=clicks, batch_size=1000)
     fk.join("examples", left="impressions", right="clicks", on="request_id",
-            within=f"{WITHIN}s", label="clicked", default=0, idle=None)
+            within=f"{WITHIN}s", label="clicked", default=0, idle=None,
+            parallelism=parallelism)
     fk.train("ctr", on="examples", label="clicked", model=RequestLabels(N),
              publish_every=None)
 
@@ -103,10 +104,13 @@ def check_exactly_once(fk, seed: int, rate: float | None = None) -> None:
     assert positive.sum() > 0.1 * N  # the data has clicks to find
     wrong = np.flatnonzero((model.labels == 1) != positive)
     assert len(wrong) == 0, f"{len(wrong)} labels differ from the oracle, e.g. {wrong[:5]}"
-    info = fk.infos("examples")[0]
-    assert info["status"] == "finished", info
-    stats = info  # the join's counts are fields of its report
+    infos = fk.infos("examples")  # one per actor; the join's counts are fields of each
+    assert {i["status"] for i in infos} == {"finished"}, infos
+    stats = {k: sum(i[k] for i in infos)
+             for k in ("pending", "joined", "timed_out", "late", "orphans", "lefts")}
     assert stats["pending"] == 0
+    if len(infos) > 1:  # each actor joined a part of the impressions
+        assert all(0 < i["lefts"] < N for i in infos) and stats["lefts"] == N
     assert stats["joined"] == positive.sum()
     assert stats["joined"] + stats["timed_out"] == N
     assert stats["late"] > 0 and stats["orphans"] == 0  # 2% of outcomes come too late
@@ -122,14 +126,23 @@ def test_every_impression_learned_once_with_its_label(fk):
     assert row["kind"] == "join" and row["on"] == "impressions + clicks"
 
 
-def kill_mid_run(fk, seed: int, victim: str) -> None:
+def test_a_join_on_two_actors_learns_every_impression_once(fk):
+    define(fk, seed=9, parallelism=2)
+    check_exactly_once(fk, seed=9)
+    row = fk.status().loc["examples"]
+    status = fk.status()  # each event of both inputs counted once, by the actor of its key
+    assert row["parallelism"] == 2
+    assert row["events"] == N + status.loc["clicks", "events"]
+
+
+def kill_mid_run(fk, seed: int, victim: str, parallelism: int = 1, actor: int = 0) -> None:
     rate = 20_000.0  # impressions paced over 10 s: the kill lands while they flow
-    define(fk, seed, rate)
+    define(fk, seed, rate, parallelism)
     wait_for(lambda: seen(fk) >= N // 10, timeout=120, what="first examples learned")
     assert fk.checkpoint(timeout=60) is not None
     wait_for(lambda: seen(fk) >= N // 4, timeout=120, what="more examples learned")
     before = len(fk.recoveries())
-    os.kill(fk.infos(victim)[0]["pid"], signal.SIGKILL)
+    os.kill(fk.infos(victim)[actor]["pid"], signal.SIGKILL)
     wait_for(lambda: len(fk.recoveries()) > before, timeout=120, what="a recovery")
     assert fk.status().loc["impressions", "status"] == "running"  # killed mid-run
     check_exactly_once(fk, seed, rate)
@@ -138,6 +151,10 @@ def kill_mid_run(fk, seed: int, victim: str) -> None:
 
 def test_join_actor_killed(fk):
     kill_mid_run(fk, seed=4, victim="examples")
+
+
+def test_one_of_two_join_actors_killed(fk):
+    kill_mid_run(fk, seed=10, victim="examples", parallelism=2, actor=1)
 
 
 def test_trainer_of_a_join_killed(fk):
@@ -153,9 +170,9 @@ def test_join_definition_errors(fk):
     fk.stream("clicks", source=clicks, batch_size=1000)
     with pytest.raises(fk.SchemaError, match="no such column"):
         fk.join("examples", left="impressions", right="clicks", on="user", within="30s")
-    with pytest.raises(fk.FusionError, match="not available yet"):
+    with pytest.raises(fk.FusionError, match="parallelism must be a whole number"):
         fk.join("examples", left="impressions", right="clicks", on="request_id",
-                within="30s", parallelism=2)
+                within="30s", parallelism=0)
     with pytest.raises(fk.FusionError, match="two different"):
         fk.join("examples", left="clicks", right="clicks", on="request_id", within="30s")
     with pytest.raises(ValueError, match="late must be"):
@@ -170,7 +187,7 @@ def test_join_definition_errors(fk):
     row = fk.status().loc["impressions"]
     assert row["status"] == "waiting" and "join 'examples' takes" in row["reason"]
     with pytest.raises(fk.FusionError, match="is a join stage"):
-        fk.scale("examples", 2)  # one actor for now (not "a train stage")
+        fk.scale("examples", 2)  # set at definition (not "a train stage")
     fk.train("ctr", on="examples", label="clicked", model=RequestLabels(N), publish_every=None)
     wait_for(lambda: set(fk.status().loc[["impressions", "clicks"], "status"])
              <= {"running", "finished"}, timeout=30, what="both inputs reading")
@@ -200,12 +217,16 @@ def test_join_magic(fk):
     with pytest.raises(UsageError, match="duration"):
         run_cell(shell, "%fusion join examples --left impressions --right clicks "
                         "--on request_id --within soon")
+    with pytest.raises(UsageError, match="parallelism"):
+        run_cell(shell, "%fusion join examples --left impressions --right clicks "
+                        "--on request_id --within 30s --parallelism 0")
     handle = run_cell(shell, "%fusion join examples --left impressions --right clicks "
-                             "--on request_id --within 30s --label clicked --default 0")
+                             "--on request_id --within 30s --label clicked --default 0 "
+                             "--parallelism 2")
     assert handle.kind == "join"
     spec = fk.stage("examples").spec
-    assert (spec.left, spec.right, spec.on, spec.within, spec.label, spec.default) == \
-        ("impressions", "clicks", "request_id", 30.0, "clicked", 0)
+    assert (spec.left, spec.right, spec.on, spec.within, spec.label, spec.default,
+            spec.parallelism) == ("impressions", "clicks", "request_id", 30.0, "clicked", 0, 2)
     shell.user_ns["model"] = RequestLabels(N)
     run_cell(shell, "%fusion train ctr --on examples --model model --publish-every 1s")
     assert fk.stage("ctr").spec.label == "clicked"  # the join's label column

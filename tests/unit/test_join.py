@@ -192,10 +192,10 @@ def scenarios(draw):
                 ops=ops, gaps=gaps, restore_at=restore_at, with_label=with_label)
 
 
-def run_join(s):
+def run_join(s, share=(0, 1)):
     kw = dict(on="k", within=s["within"], label="y", default=0,
               allowed_lateness=s["lateness"], idle=s["idle"], late=s["late"],
-              late_horizon=s["horizon"])
+              late_horizon=s["horizon"], share=share)
     j = IntervalJoin(**kw)
     now, outs, side = 100.0, [], {"late": [], "orphan": []}
     for i, ((op, arg), gap) in enumerate(zip(s["ops"], s["gaps"], strict=True)):
@@ -252,6 +252,41 @@ def test_join_equals_the_oracle(s):
     assert stats["joined"] + stats["timed_out"] == lefts  # every left event once
     assert examples == lefts + stats["corrections"]
     assert stats["pending"] == 0 and stats["held_left"] == 0 and stats["held_right"] == 0
+
+
+@PROPS
+@given(scenarios(), st.integers(2, 3))
+def test_parts_of_the_keys_together_emit_what_one_join_does(s, count):
+    """A join with parallelism N: N joins each given every event, each joining its part of
+    the keys, emit call by call the examples of one join (in another order), and their
+    counts and side outputs add up to its."""
+    whole, outs, side = run_join(s)
+    parts = [run_join(s, share=(i, count)) for i in range(count)]
+    for call, expected in enumerate(outs):
+        got = [x for _, part_outs, _ in parts for x in part_outs[call]]
+        assert sorted(got) == sorted(expected), call
+    stats = [p.stats() for p, _, _ in parts]
+    for name in ("lefts", "rights", "joined", "timed_out", "late", "corrections", "orphans",
+                 "duplicates", "overflow", "late_left", "dead"):
+        assert sum(st_[name] for st_ in stats) == whole.stats()[name], name
+    assert all(st_["watermark"] == whole.stats()["watermark"] for st_ in stats)
+    for name in side:
+        assert sorted(x for _, _, ps in parts for x in ps[name]) == sorted(side[name]), name
+    keys = {e["k"] for op, a in s["ops"] if op == "left" for e in a}
+    if len(keys) >= 8:  # the keys are spread: no part holds them all
+        assert all(st_["lefts"] < whole.stats()["lefts"] for st_ in stats)
+
+
+def test_rows_without_a_usable_key_are_set_aside_by_one_part():
+    batch = left([1, None, 2, 3], [0.0, 1.0, 2.0, 3.0])
+    parts = [IntervalJoin(on="k", within=1.0, share=(i, 2)) for i in range(2)]
+    for p in parts:
+        p.process_left(batch, now=0.0)
+    dead = [p.side_outputs().get("dead") for p in parts]
+    assert len(dead[0]) == 1 and dead[1] is None
+    assert sum(p.stats()["lefts"] for p in parts) == 3
+    with pytest.raises(ValueError, match="share"):
+        IntervalJoin(on="k", within=1.0, share=(2, 2))
 
 
 def test_oracle_sees_what_the_issue_says():

@@ -23,7 +23,7 @@ from fusionkit.control.table import (
     StageRecord,
     StageTable,
     assignments_of,
-    join_assignment,
+    join_assignments,
     stream_assignments,
     train_assignment,
 )
@@ -57,11 +57,17 @@ def test_assignments_name_each_actor_of_a_stage():
     train = train_assignment(TrainSpec("ctr", on="clicks", model=None, label="y"), "m", "r")
     assert (train.slot, train.registry, train.state) == ("train0", "r", None)
     spec = JoinSpec("examples", left="impressions", right="clicks", on="k", within=5.0)
-    join = join_assignment(spec, "m", {"examples": 3})
+    (join,) = join_assignments(spec, "m", {"join0": {"examples": 3}})
     assert (join.worker, join.slot, join.registry, join.state) == ("join", "join0", None,
                                                                    {"examples": 3})
     (again,) = assignments_of(StageRecord("examples", "join", spec), "m", "r")
     assert again == join.but(state=None)  # without its starting state, as for the others
+    wide = JoinSpec("examples", left="impressions", right="clicks", on="k", within=5.0,
+                    parallelism=3)
+    got = join_assignments(wide, "m", {"join2": {"examples": 1}})
+    assert [(a.index, a.slot, a.state) for a in got] == [
+        (0, "join0", None), (1, "join1", None), (2, "join2", {"examples": 1})]
+    assert [a.slot for a in got] == wide.slots()
 
 
 def test_a_restarted_host_is_told_its_assignment_with_its_stage_s_newest_spec():
