@@ -220,7 +220,10 @@ def join(name: str, left: str, right: str, on: str, within: float | str, *,
     event time go to ``fk.dead_letters(name)`` with their reason; the counts (pending,
     joined, timed out, late, orphans, overflow, label delay) are in ``fk.infos(name)``.
     At most ``max_pending`` left events wait for a label: beyond it the earliest are
-    emitted at once with ``default`` and counted as ``overflow`` (per actor).
+    emitted at once with ``default`` and counted as ``overflow`` (per actor). An input
+    stream on several actors hands its events on out of order (each actor's batches
+    interleave): give ``allowed_lateness`` at least that disorder (a few batches' worth of
+    event time), or an outcome that arrives before its event may be judged an orphan.
     ``parallelism=N`` runs the join on N actors, each joining a part of the keys (a stable
     hash) while its watermark follows every event, so the examples are those of one actor;
     the counts are summed in ``fk.status()``, per actor in ``fk.infos(name)``. The other parameters

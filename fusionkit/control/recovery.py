@@ -30,7 +30,7 @@ from fusionkit.control.status import INFO_TIMEOUT
 from fusionkit.control.table import KIND_ORDER, StageRecord, StageTable, slots, teardown
 from fusionkit.runtime import records
 from fusionkit.runtime.records import Assignment, Event
-from fusionkit.runtime.specs import TRAIN_SLOT, StreamSpec
+from fusionkit.runtime.specs import StreamSpec
 from fusionkit.sources.base import later
 from fusionkit.streaming.worker import OPS
 
@@ -117,27 +117,8 @@ class Recovery:
             self.persist()
             k, states = self.checkpoints.usable(group)
             steps: dict[str, float] = {"checkpoint": now() - t0}  # where the time went
-            # downstream first: ready before the replay starts
-            members = sorted(group, key=lambda r: KIND_ORDER.get(r.kind, 3))
-            for member in members:
-                for slot, actor in slots(member):
-                    t = now()
-                    wait_ready(actor)
-                    steps[f"{member.name}/{slot} ready"] = now() - t
-                    t = now()
-                    ray.get(actor.restore.remote(states.get((member.name, slot)), epoch))
-                    steps[f"{member.name}/{slot} restore"] = now() - t
-            for join in [r for r in group if r.kind == "join"]:
-                self.stages.rewire(join.name)
-            for stream in streams:
-                self.stages.rewire(stream.name)
-                if stream.source is not None:
-                    ray.get(stream.source.set_targets.remote({OPS: stream.actors}))
-                targets = self.stages.downstream_targets(stream.name)
-                for slot, actor in slots(stream):
-                    if slot.startswith(("fused", "source")):
-                        extra = {OPS: stream.actors} if stream.source is not None else targets
-                        ray.get(actor.start.remote(extra))
+            members = self._restore(group, states, epoch, steps)
+            self._read_again(group)
             for member in members:
                 member.extra["restarts"] = member.extra.get("restarts", 0) + (member.name == stage)
             done = now()
@@ -146,6 +127,38 @@ class Recovery:
             self.monitor.event.remote(Event(stage, "recovered", time=done,
                                             detail=f"restored checkpoint {k} in {done - t0:.2f}s"))
             self.persist()
+
+    def _restore(self, members: list[StageRecord], states: dict, epoch: int,
+                 steps: dict[str, float] | None = None) -> list[StageRecord]:
+        """Put every actor of ``members`` back to its state in ``states`` in ``epoch``,
+        downstream first (ready before the replay starts); the time of each step goes in
+        ``steps``. Returns the members in that order."""
+        steps = {} if steps is None else steps
+        members = sorted(members, key=lambda r: KIND_ORDER.get(r.kind, 3))
+        for member in members:
+            for slot, actor in slots(member):
+                t = now()
+                wait_ready(actor)
+                steps[f"{member.name}/{slot} ready"] = now() - t
+                t = now()
+                ray.get(actor.restore.remote(states.get((member.name, slot)), epoch))
+                steps[f"{member.name}/{slot} restore"] = now() - t
+        return members
+
+    def _read_again(self, members: list[StageRecord]) -> None:
+        """Wire the restored joins and streams of ``members`` again, and start the streams'
+        readers from where they were restored."""
+        for join in [r for r in members if r.kind == "join"]:
+            self.stages.rewire(join.name)
+        for stream in [r for r in members if r.kind == "stream"]:
+            self.stages.rewire(stream.name)
+            if stream.source is not None:
+                ray.get(stream.source.set_targets.remote({OPS: stream.actors}))
+            targets = self.stages.downstream_targets(stream.name)
+            for slot, actor in slots(stream):
+                if slot.startswith(("fused", "source")):
+                    extra = {OPS: stream.actors} if stream.source is not None else targets
+                    ray.get(actor.start.remote(extra))
 
     # -- a failed stream stage defined again -------------------------------------------------
     def taken_up(self, old: StageRecord, spec: StreamSpec) -> dict[str, Any]:
@@ -180,17 +193,19 @@ class Recovery:
         restored to it here, in a new epoch (what the old actors still send is dropped), and
         the returned states start the new definition where the checkpoint left the source, so
         every event after it is read again and learned once. Without a checkpoint, both start
-        from the beginning."""
-        trains = self.stages.trains_of(old.name)
-        k, states = self.checkpoints.usable([old, *trains])
+        from the beginning. A stage that is an input of a join takes its whole pipeline back:
+        the join, its train stages and the join's other input, which reads again from the
+        checkpoint too."""
+        others = [r for r in self.stages.group_of(old.name) if r.name != old.name]
+        k, states = self.checkpoints.usable([old, *others])
         epoch = self.checkpoints.new_epoch()
-        for t in trains:
-            ray.get(t.actors[0].restore.remote(states.get((t.name, TRAIN_SLOT)), epoch))
+        self._restore(others, states, epoch)
+        self._read_again(others)
         self.monitor.event.remote(Event(
             old.name, "rolled back",
             f"defined again after a failure: back to "
             f"{f'checkpoint {k}' if k is not None else 'the start'} with "
-            f"{', '.join(t.name for t in trains) or 'no train stage'}"))
+            f"{', '.join(r.name for r in others) or 'no train stage'}"))
         olds = {slot: states.get((old.name, slot)) for slot in old.spec.slots()}
         same = (old.spec.slots() == spec.slots()
                 and [type(op) for op in old.spec.operators] == [type(op) for op in spec.operators])

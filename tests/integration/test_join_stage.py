@@ -157,6 +157,38 @@ def test_one_of_two_join_actors_killed(fk):
     kill_mid_run(fk, seed=10, victim="examples", parallelism=2, actor=1)
 
 
+POISON = 120_000  # the impression the first definition's function cannot handle
+
+
+def breaks_on_poison(df: pd.DataFrame) -> pd.DataFrame:
+    if (df["request_id"] == POISON).any():
+        raise ValueError(f"cannot handle impression {POISON}")
+    return df
+
+
+def test_failed_input_of_a_join_defined_again_takes_its_pipeline_back(fk):
+    """A source actor hands impressions to two operator actors, one of which fails on one
+    batch: defined again with a fixed function, the stream goes back to the last checkpoint
+    with the join, its train stage and the join's other input, and every impression is
+    still learned once, with its label."""
+    seed, rate = 11, 20_000.0
+    ads, clicks = sources(fk, seed, rate)
+    fk.stream("impressions", source=ads, fn=breaks_on_poison, batch_size=1000, parallelism=2)
+    fk.stream("clicks", source=clicks, batch_size=1000)
+    # two operator actors hand impressions on out of order: the lateness allows for it
+    fk.join("examples", left="impressions", right="clicks", on="request_id",
+            within=f"{WITHIN}s", label="clicked", default=0, idle=None,
+            allowed_lateness="5s")
+    fk.train("ctr", on="examples", label="clicked", model=RequestLabels(N),
+             publish_every=None)
+    wait_for(lambda: seen(fk) >= N // 10, timeout=120, what="first examples learned")
+    assert fk.checkpoint(timeout=60) is not None
+    wait_for(lambda: fk.status().loc["impressions", "status"] == "failed", timeout=120,
+             what="the impressions stage to fail on the poison impression")
+    fk.stream("impressions", source=ads, fn=lambda df: df, batch_size=1000, parallelism=2)
+    check_exactly_once(fk, seed, rate)
+
+
 def test_trainer_of_a_join_killed(fk):
     kill_mid_run(fk, seed=5, victim="ctr")
 
