@@ -83,8 +83,10 @@ class StreamReport(StageActorReport):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TrainReport(StageActorReport):
     """A train actor's report: events learnt from, versions published, its prequential
-    metrics, batches waiting, CPU seconds spent learning and on drift, and why its last
-    publishing failed (shown by ``fk.status()``, not a failure of the stage)."""
+    metrics, batches waiting, CPU seconds spent learning and on drift, why its last
+    publishing failed (shown by ``fk.status()``, not a failure of the stage), and, when it
+    learns served rows joined with their outcomes, how the served predictions did:
+    ``served`` rows ``(model, version, n, correct, n_proba, loss)`` (``fk.online_metrics``)."""
 
     events_seen: int = 0
     published: int = 0
@@ -94,6 +96,7 @@ class TrainReport(StageActorReport):
     cpu_drift: float = 0.0
     cpu_drift_reporting: float = 0.0
     publish_error: str | None = None
+    served: tuple[tuple[str, int, int, int, int, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,6 +30,7 @@ from fusionkit.training.divergence import divergence
 from fusionkit.training.explain import needs_numbers
 from fusionkit.training.learners import fresh_learner
 from fusionkit.training.prequential import Prequential
+from fusionkit.training.served_scores import ServedScores
 
 FRESHNESS_SAMPLE = 20_000  # ingest times kept per version for freshness quantiles
 TAKE_OVER = 8  # batches queued behind the one admitted that are learned with it, at most
@@ -45,6 +46,7 @@ class TrainWorker(StageActor):
         self.registry = registry
         self.learner = fresh_learner(spec)
         self.prequential = Prequential(self.learner.task)
+        self.served = ServedScores(spec.label)  # served rows' predictions against labels
         self.inbox = Inbox()
         self.epoch = 0
         self.upstream = 1
@@ -126,7 +128,7 @@ class TrainWorker(StageActor):
                 "prequential": self.prequential.get_state(), "offsets": dict(self.offsets),
                 "versions": list(self.versions),
                 "drift": self.drift.get_state() if self.drift is not None else None,
-                "dead": self.dead.get_state()}
+                "dead": self.dead.get_state(), "served": self.served.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.learner.set_state(state["learner"])
@@ -138,6 +140,7 @@ class TrainWorker(StageActor):
         if self.drift is not None:
             self.drift = self.drift.resume(state.get("drift"))
         self.dead.set_state(state.get("dead"))
+        self.served.set_state(state.get("served"))
 
     def info(self) -> TrainReport:
         return TrainReport(
@@ -145,7 +148,8 @@ class TrainWorker(StageActor):
             metrics=self.prequential.values(), waiting=self.inbox.waiting,
             cpu_learning=self.cpu_learning, cpu_drift=self.cpu_drift,
             cpu_drift_reporting=getattr(self.drift, "cpu_reporting", 0.0),
-            publish_error=self.publish_error)  # fk.status() shows it
+            publish_error=self.publish_error,  # fk.status() shows it
+            served=self.served.rows())
 
     # -- checkpoints and recovery ---------------------------------------------------------
     def set_upstream(self, n: int) -> None:
@@ -175,6 +179,7 @@ class TrainWorker(StageActor):
                 self.versions = []
                 self.drift = self.drift.fresh() if self.drift is not None else None
                 self.dead.set_state(None)
+                self.served.set_state(None)
             self._pending, self._pending_n = [], 0
             self.diverged = None  # back to a model from before it diverged (or a fresh one)
             if self.status in ("starting", "failed"):
@@ -328,6 +333,7 @@ class TrainWorker(StageActor):
         if why is not None:
             self._diverge(why)
         self.prequential.update(y, pred)
+        self.served.add(good)  # (served rows only: what the answers they got were worth)
         if self.drift is not None:
             cpu0 = thread_time()
             decision = self.drift.observe(good, y, pred, self.learner)
