@@ -31,7 +31,7 @@ ACTOR_KEYS = PLACEHOLDER_KEYS | {"kind", "dead_letters_dropped", "pid", "node", 
                                  "restarted"}
 STREAM_KEYS = ACTOR_KEYS | {"role", "offset", "inflight", "waiting", "held_keys", "lag"}
 TRAIN_KEYS = ACTOR_KEYS | {"events_seen", "published", "metrics", "waiting", "cpu_learning",
-                           "cpu_drift", "cpu_drift_reporting", "publish_error"}
+                           "cpu_drift", "cpu_drift_reporting", "publish_error", "served"}
 JOIN_KEYS = ACTOR_KEYS | {"examples", "waiting", "inflight", "ended", "lefts", "rights",
                          "pending", "joined", "timed_out", "late", "orphans", "duplicates",
                          "corrections", "overflow", "late_left", "unusable", "watermark",
