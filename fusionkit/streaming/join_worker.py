@@ -20,6 +20,10 @@ output, so a train stage defined ``on=`` the join learns them unchanged.
   ``restore`` puts the state back in a new epoch with its pipeline (both streams, the
   join and its train stages roll back together); the inputs count as active from then on,
   so the time the rollback took does not make one of them idle.
+- **Freshness**: an example's ``_ingest_ts`` is when the join completed it (its label
+  arrived, or its window closed), not when its left event came in: ``fk.freshness`` of
+  the train stage then measures the loop, from a complete example to the first version
+  (and answer) that learned it, without the label's own delay.
 - **Side outputs**: rows without a usable key or event time, late outcomes and orphans go
   to the stage's dead letters with their reason; the counters (pending, joined, timed out,
   late, orphans, overflow, label delay p50/p99) go to ``info()`` and the monitor.
@@ -32,7 +36,8 @@ from typing import Any
 
 import pandas as pd
 
-from fusionkit._clock import monotonic
+from fusionkit._clock import monotonic, now
+from fusionkit.batch import INGEST_TS
 from fusionkit.runtime.channel import Inbox, Outbox
 from fusionkit.runtime.checkpoint import Barrier, EndOfStream
 from fusionkit.runtime.records import Event
@@ -226,6 +231,8 @@ class JoinWorker(StageActor):
                             label_delay_p99=stats["label_delay_p99"],
                             inflight=self.outbox.inflight())
         if len(out):
+            if INGEST_TS in out.columns:  # an example comes in when it is complete
+                out[INGEST_TS] = now()
             self.examples_out += len(out)
             self.last_output = out
             if self.outbox.has_targets:
