@@ -9,6 +9,7 @@ import ray
 
 from fusionkit._rpc import get, through_restart
 from fusionkit.connect import call, handles
+from fusionkit.errors import StageNotFoundError
 from fusionkit.runtime.records import Event
 
 
@@ -79,6 +80,40 @@ def freshness(name: str, publish: bool = False, since: float | None = None) -> d
     being published instead. ``since`` (epoch seconds): only events first served after it."""
     key = f"{name}:publish" if publish else name
     return ray.get(handles()["monitor"].freshness_summary.remote(key, since))
+
+
+def online_metrics(name: str) -> pd.DataFrame:
+    """How the predictions *as served* did, per model version: ``n`` served rows whose
+    outcome is known, their ``accuracy`` and ``log_loss`` (NaN without probabilities), from
+    the labels a join gave them.
+
+    ``name`` is a serve stage (the rows its model answered), a model, or the train stage
+    that learns the served rows joined with their outcomes (``fk.serve(..., log=...)``, then
+    ``fk.join`` of that log with the outcomes and ``fk.train`` on the join): that train stage
+    scores each served prediction against its label as it learns it. With several such
+    train stages, the one that scored the most rows of the model answers (``scored_by``).
+    Empty until a served row's outcome has been learned."""
+    from fusionkit.training.served_scores import scores_frame
+
+    stages = {r["name"]: r for r in call("status")}
+    if name not in stages and name not in {r.get("on") for r in stages.values()}:
+        known = ", ".join(sorted(stages)) or "none"
+        raise StageNotFoundError(f"no stage or model named {name!r} (stages: {known})")
+    kind = stages.get(name, {}).get("kind")
+    model_name = stages[name]["on"] if kind == "serve" else None if kind == "train" else name
+    best, best_n = None, -1
+    for train in [r["name"] for r in stages.values() if r["kind"] == "train"]:
+        if kind == "train" and train != name:
+            continue
+        rows = [tuple(row) for info in call("infos", train) for row in info.get("served", ())
+                if model_name is None or row[0] == model_name]
+        n = sum(row[2] for row in rows)
+        if rows and n > best_n:
+            best, best_n = (train, rows), n
+    columns = ["model", "version", "n", "accuracy", "log_loss", "scored_by"]
+    if best is None:
+        return pd.DataFrame(columns=columns)
+    return scores_frame(best[1]).assign(scored_by=best[0])[columns]
 
 
 def freshness_series(name: str, publish: bool = False) -> pd.DataFrame:
