@@ -251,3 +251,48 @@ def test_a_killed_replica_loses_no_answered_row(fk_session, loop):
           f"(requests failed during the kill: {load.failed})")
     assert answered <= logged
     assert all(len(got.labels[rid]) == 1 for rid in answered)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("%fusion serve api2 --model sl-ctr --log logs --feedback logs",
+     "%fusion serve: --log and --feedback are both 'logs'"),
+    ("%fusion serve api2 --model sl-ctr --log sl-ctr", "--log 'sl-ctr' is the name of the"),
+    ("%fusion serve api2 --model sl-ctr --feedback ../up", "--feedback takes a stream name"),
+    ("%fusion serve api2 --model sl-ctr --logs served", "unknown option --logs; did you mean --log?"),
+])
+def test_serve_magic_usage_errors(loop, line, message):
+    from IPython.core.error import UsageError
+
+    shell = magic_shell()
+    with pytest.raises(UsageError) as err:
+        shell.run_cell(line).raise_error()
+    assert message in str(err.value)
+
+
+def test_serve_magic_logs_and_takes_feedback(fk_session, loop):
+    import fusionkit as fk
+
+    shell = magic_shell()
+    port = httpx.URL(loop.url).port
+    shell.run_cell(f"%fusion serve sl-api2 --model {MODEL} --port {port} --log sl-served2 "
+                   f"--feedback sl-fb2").raise_error()
+    try:
+        url = f"http://127.0.0.1:{port}/sl-api2"
+        wait_for(lambda: loop.client.post(url, json={"rows": loop.rows}).status_code == 200,
+                 timeout=120, what="the magic's serve stage answering")
+        body = loop.client.post(url, json={"rows": [dict(loop.rows[0], request_id="m1")]}).json()
+        assert body["request_ids"] == ["m1"]
+        r = loop.client.post(f"{url}/feedback", json={"request_id": "m1", "label": 1})
+        assert r.json() == {"accepted": 1}
+        assert fk.stage("sl-served2").kind == fk.stage("sl-fb2").kind == "stream"
+    finally:
+        for name in ("sl-api2", "sl-served2", "sl-fb2"):
+            fk.stop(name)
+
+
+def magic_shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext fusionkit").raise_error()
+    return shell
