@@ -28,6 +28,7 @@ from fusionkit.handles import StageHandle
 from fusionkit.runtime.records import Recovery
 from fusionkit.runtime.specs import JoinSpec, ServeSpec, StreamSpec, TrainSpec
 from fusionkit.serving.limits import MAX_BODY_BYTES, warn_if_exposed
+from fusionkit.serving.served_log import LOGGED_SCHEMA
 from fusionkit.sources.base import Source
 from fusionkit.sources.logfiles import LogFiles
 from fusionkit.stages import (
@@ -306,7 +307,9 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
                      max_body_bytes=max_body_bytes, log=log, log_folder=folders.get(log),
                      feedback=feedback, feedback_folder=folders.get(feedback))
     for stream_name in streams:  # their streams first: the replicas write as they start
-        stream(stream_name, source=LogFiles(folders[stream_name]))
+        # rows the replica validated: only the key is checked again, so a missing value
+        # (a nullable feature, a NaN probability) is no reason to set an answered row aside
+        stream(stream_name, source=LogFiles(folders[stream_name], schema=LOGGED_SCHEMA))
     call("define_serve", spec, wait)
     return StageHandle(name, "serve")
 

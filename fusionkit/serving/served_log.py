@@ -24,21 +24,27 @@ made it.
 from __future__ import annotations
 
 import math
-import uuid
+import os
 from typing import Any
 
 from fusionkit.batch import EVENT_TIME
 from fusionkit.serving.inputs import BadRequest, check_rows
+from fusionkit.streaming.validate import Schema
 
 REQUEST_ID = "request_id"
 LABEL = "label"
 MAX_ID = 256  # characters of a request id
 SERVED_COLUMNS = ("_prediction", "_proba", "_model", "_version", "_replica")
+# what the served and feedback streams check of their events: the replica validated the
+# rest already, and a nullable feature or a NaN probability must not set a served row aside
+LOGGED_SCHEMA = Schema({REQUEST_ID: "string"})
 
 
-def new_id() -> str:
-    """A request id the replica makes: 32 hex digits, unique without coordination."""
-    return uuid.uuid4().hex
+def new_ids(n: int) -> list[str]:
+    """``n`` request ids the replica makes: 32 random hex digits each (128 bits, unique
+    without coordination), drawn at once: a ``uuid4`` per row costs 10x more."""
+    digits = os.urandom(16 * n).hex()
+    return [digits[i:i + 32] for i in range(0, 32 * n, 32)]
 
 
 def _check_id(value: Any, where: str) -> str:
@@ -74,7 +80,9 @@ def request_ids(rows: Any, n: int) -> list[str]:
             raise BadRequest(400, f"request_id must be a column of {n} strings, one per row")
     else:
         column = [r.get(REQUEST_ID) if isinstance(r, dict) else None for r in rows]
-    return [new_id() if v is None else _check_id(v, f"row {i}") for i, v in enumerate(column)]
+    missing = [i for i, v in enumerate(column) if v is None]
+    made = iter(new_ids(len(missing)))
+    return [next(made) if v is None else _check_id(v, f"row {i}") for i, v in enumerate(column)]
 
 
 def served_records(ids: list[str], features: list[dict[str, Any]], predictions: list[Any],

@@ -79,3 +79,23 @@ def test_the_feedback_route_is_recognised_under_the_stage_route():
     assert is_feedback("/api/feedback", "/api") and is_feedback("/api/feedback/", "/api")
     assert not is_feedback("/api", "/api") and not is_feedback("/api/", "/api")
     assert not is_feedback("/feedback", "/feedback")  # a stage routed at /feedback predicts
+
+
+def test_served_rows_with_missing_values_pass_the_served_streams_check(tmp_path):
+    """A nullable feature sent as null and a NaN probability are answered rows: the served
+    stream keeps them (a schema inferred from a first batch would set them aside)."""
+    from fusionkit.serving.served_log import LOGGED_SCHEMA
+    from fusionkit.streaming.validate import Schema
+
+    w = LogWriter(tmp_path, name="r")
+    w.append(served_records(["a", "b"], [{"price": 1.0, "age": 3}, {"price": 2.0, "age": 4}],
+                            [True, False], [0.5, 0.4], "m", 1, "r", 1.0))
+    w.append(served_records(["c"], [{"price": float("nan"), "age": None}], [None],
+                            [float("nan")], "m", 1, "r", 2.0))
+    src = LogFiles(tmp_path, schema=LOGGED_SCHEMA)
+    src.open()
+    first, second = src.read(2), src.read(10)
+    inferred = Schema.infer(first)
+    assert len(inferred.split(second)[1]) == 1  # what the default would have done
+    good, bad, _ = src.schema.split(second)
+    assert len(bad) == 0 and good["request_id"].tolist() == ["c"]
