@@ -123,10 +123,21 @@ class Load:
 
 
 def seen(fk, name: str = SEEN) -> Seen:
+    """What the recording train stage has learned so far (published now to read it)."""
     registry = fk.api.handles()["registry"]
     model = Seen()
-    model.set_state(ray.get(registry.state.remote(name, fk.publish(name))))
+    version = fk.publish(name)
+    if version:  # 0: nothing learned yet
+        model.set_state(ray.get(registry.state.remote(name, version)))
     return model
+
+
+def answers(client: httpx.Client, url: str, rows: list[dict]) -> bool:
+    """Whether a serve stage answers ``rows`` (a stage still deploying may not, yet)."""
+    try:
+        return client.post(url, json={"rows": rows}, headers=AUTH).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +162,7 @@ def loop(fk_session, request):
                                 if c.startswith("_") or c == "clicked"]).to_dict("records")
     with httpx.Client(timeout=30.0) as client:
         lp = Loop(f"http://127.0.0.1:{port}/{API}", rows, client)
-        wait_for(lambda: lp.ask(rows).status_code == 200, timeout=60,
+        wait_for(lambda: answers(client, lp.url, rows), timeout=120,
                  what="the serve stage answering over HTTP")
         # traffic all along: the served stream's event time moves on, so every served
         # row's window closes (an input idle for 1 s stops holding the watermark back)
@@ -278,8 +289,8 @@ def test_serve_magic_logs_and_takes_feedback(fk_session, loop):
                    f"--feedback sl-fb2").raise_error()
     try:
         url = f"http://127.0.0.1:{port}/sl-api2"
-        wait_for(lambda: loop.client.post(url, json={"rows": loop.rows}).status_code == 200,
-                 timeout=120, what="the magic's serve stage answering")
+        wait_for(lambda: answers(loop.client, url, loop.rows), timeout=180,
+                 what="the magic's serve stage answering")
         body = loop.client.post(url, json={"rows": [dict(loop.rows[0], request_id="m1")]}).json()
         assert body["request_ids"] == ["m1"]
         r = loop.client.post(f"{url}/feedback", json={"request_id": "m1", "label": 1})
