@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,7 +28,9 @@ from fusionkit.handles import StageHandle
 from fusionkit.runtime.records import Recovery
 from fusionkit.runtime.specs import JoinSpec, ServeSpec, StreamSpec, TrainSpec
 from fusionkit.serving.limits import MAX_BODY_BYTES, warn_if_exposed
+from fusionkit.serving.served_log import LOGGED_SCHEMA
 from fusionkit.sources.base import Source
+from fusionkit.sources.logfiles import LogFiles
 from fusionkit.stages import (
     check,
     dead_letters,
@@ -257,7 +260,8 @@ def join(name: str, left: str, right: str, on: str, within: float | str, *,
 def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
           host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           max_rows: int = 10_000, retry: bool | None = None,
-          max_body_bytes: int = MAX_BODY_BYTES, wait: bool = True) -> StageHandle:
+          max_body_bytes: int = MAX_BODY_BYTES, log: str | None = None,
+          feedback: str | None = None, wait: bool = True) -> StageHandle:
     """Serve the live version of train stage ``model`` over HTTP and a Python handle.
 
     The first serve stage starts Ray Serve (several seconds); ``wait=False`` returns at
@@ -274,18 +278,56 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
     of more than ``max_rows`` rows (413) before anything is built from them. A ``host``
     other than loopback without a ``token`` warns (``ExposedServeWarning``): anyone who can
     reach the machine could ask.
+
+    ``log="served"`` makes every row the stage answers an event of a stream stage named
+    ``served``, which a join or a train stage can be defined on: its ``request_id`` (the
+    row's own ``request_id``, a string, or one the replica makes; the answer lists them as
+    ``request_ids``), the features as validated, ``_prediction``, ``_proba``, ``_model``,
+    ``_version``, ``_replica`` and ``_event_time``. Each replica appends its rows to its
+    own JSON-lines files under ``<storage>/logs/served/`` before it answers, so a row
+    answered is never lost, even if the replica is killed; the stream stage reads them with
+    its position in the checkpoints, and files a completed checkpoint covers are deleted.
+    ``feedback="clicks-http"`` adds ``POST <route>/feedback`` taking
+    ``{"request_id": ..., "label": ...}`` rows (or a list of them) into a stream stage
+    ``clicks-http`` the same way; malformed feedback is refused (400) with the reason.
+    Both streams wait, as any stream stage, until something is defined on them.
     """
     check_name(name)
     if replicas < 1:
         raise ValueError(f"replicas must be at least 1, got {replicas}")
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be at least 1, got {max_body_bytes}")
+    streams = [s for s in (log, feedback) if s is not None]
+    for stream_name in streams:
+        check_name(stream_name)
+        if stream_name in (name, model):
+            raise FusionError(f"serve stage {name!r} cannot log to {stream_name!r}: that is "
+                              "the stage's own or its model's name; name the stream otherwise")
+    if log is not None and log == feedback:
+        raise FusionError(f"log and feedback are both {log!r}: the served rows and their "
+                          "feedback need two streams of their own")
     warn_if_exposed(name, host, token)
+    folders = _log_folders(streams)
     spec = ServeSpec(name=name, model=model, replicas=replicas, route=route or f"/{name}",
                      host=host, port=port, token=token, max_rows=max_rows, retry=retry,
-                     max_body_bytes=max_body_bytes)
+                     max_body_bytes=max_body_bytes, log=log, log_folder=folders.get(log),
+                     feedback=feedback, feedback_folder=folders.get(feedback))
+    for stream_name in streams:  # their streams first: the replicas write as they start
+        # rows the replica validated: only the key is checked again, so a missing value
+        # (a nullable feature, a NaN probability) is no reason to set an answered row aside
+        stream(stream_name, source=LogFiles(folders[stream_name], schema=LOGGED_SCHEMA))
     call("define_serve", spec, wait)
     return StageHandle(name, "serve")
+
+
+def _log_folders(streams: list[str]) -> dict[str, str]:
+    """Where the replicas write each of ``streams``: ``<storage>/logs/<stream>``."""
+    if not streams:
+        return {}
+    storage = call("ping")["storage"]
+    if not storage:
+        raise FusionError("a served log needs a storage folder: connect(storage=...)")
+    return {s: str(Path(storage) / "logs" / s) for s in streams}
 
 
 def checkpoint(timeout: float = 30.0) -> int | None:

@@ -237,20 +237,41 @@ def _stream_label(on: str) -> str | None:
 @argument("--retry", choices=("on", "off"), default=None,
           help="HTTP through a front that asks another replica when one dies holding a "
                "request (default: on with 2 or more replicas)")
+@argument("--log", type=p.stream_name, default=None, metavar="STREAM",
+          help="make every answered row an event of stream STREAM (request id, features, "
+               "prediction, version), e.g. served")
+@argument("--feedback", type=p.stream_name, default=None, metavar="STREAM",
+          help="take POST ROUTE/feedback rows {request_id, label} into stream STREAM, "
+               "e.g. clicks-http")
 @output
 def serve(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     """Serve the live model of a train stage over HTTP and a Python handle.
 
     Returns at once; the stage shows `starting` until Ray Serve answers (the first serve
     stage starts Ray Serve, which takes seconds): `%fusion wait NAME` waits for it.
+    With `--log served`, every answered row becomes an event of stream `served`; with
+    `--feedback clicks-http`, `POST <route>/feedback` takes labels into `clicks-http`.
     """
     import fusionkit as fk
 
+    _check_logs(args)
     port = args.port if args.port is not None else (magics.serve_port or "auto")
     fk.serve(args.name, model=args.model, replicas=args.replicas or magics.serve_replicas,
              port=serve_port(port), route=args.route,
-             retry={"on": True, "off": False}.get(args.retry), wait=False)
+             retry={"on": True, "off": False}.get(args.retry), log=args.log,
+             feedback=args.feedback, wait=False)
     return store_output(magics, args, LiveStage(args.name, "serve"))
+
+
+def _check_logs(args: argparse.Namespace) -> None:
+    """--log and --feedback name two new streams, neither the stage nor its model."""
+    if args.log is not None and args.log == args.feedback:
+        raise FusionUsageError(f"%fusion serve: --log and --feedback are both {args.log!r}; "
+                               f"the served rows and their feedback need a stream each")
+    for flag, stream in (("--log", args.log), ("--feedback", args.feedback)):
+        if stream in (args.name, args.model):
+            raise FusionUsageError(f"%fusion serve: {flag} {stream!r} is the name of the "
+                                   f"serve stage or its model; name the stream otherwise")
 
 
 def serve_port(port: int | str) -> int:

@@ -173,6 +173,19 @@ def publish_every(text: str) -> str | int:
     return text
 
 
+def stream_name(text: str) -> str:
+    """The name of a stream stage a command defines (``served``, ``clicks-http``)."""
+    from fusionkit._names import check_name
+    from fusionkit.errors import InvalidNameError
+
+    try:
+        return check_name(text)
+    except InvalidNameError:
+        raise argparse.ArgumentTypeError(
+            f"takes a stream name of letters, digits, '-', '_' or '.' such as served, "
+            f"not {text!r}") from None
+
+
 def port(text: str) -> int | str:
     """A TCP port, or ``auto``: the port Ray Serve already uses, else a free one."""
     if text.lower() == "auto":

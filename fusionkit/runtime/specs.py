@@ -104,6 +104,12 @@ class ServeSpec:
     max_rows: int = 10_000
     retry: bool | None = None  # HTTP through a retrying front; None: with 2+ replicas
     max_body_bytes: int = 8 * 2**20  # a larger request body is refused (413) unread
+    # the stream stage of the rows it answers, and the folder its replicas append them to
+    log: str | None = None
+    log_folder: str | None = None
+    # the stream stage of POST <route>/feedback rows, and their folder
+    feedback: str | None = None
+    feedback_folder: str | None = None
     kind: str = "serve"
 
     @property

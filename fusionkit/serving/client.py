@@ -64,7 +64,8 @@ def _ask(name: str, payload: Any, timeout: float) -> dict[str, Any]:
 
 def predict(name: str, rows: Any, timeout: float = 30.0) -> pd.DataFrame:
     """Predictions of serve stage ``name`` for ``rows`` (a DataFrame or a list of records),
-    one row each, with the model version that made them."""
+    one row each, with the model version that made them (and, for a stage that logs what it
+    serves, each row's ``request_id``)."""
     if isinstance(rows, pd.DataFrame):
         rows = rows.drop(columns=[c for c in rows.columns if str(c).startswith("_")])
         payload: Any = rows.to_dict("records")
@@ -77,4 +78,6 @@ def predict(name: str, rows: Any, timeout: float = 30.0) -> pd.DataFrame:
     if "proba" in out:
         frame["proba"] = out["proba"]
     frame["version"] = out["version"]
+    if "request_ids" in out:
+        frame["request_id"] = out["request_ids"]
     return frame

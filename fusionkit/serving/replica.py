@@ -24,6 +24,14 @@ from fusionkit.runtime.specs import ServeSpec
 from fusionkit.runtime.stage import Reporter
 from fusionkit.serving.inputs import BadRequest, check_records, check_rows, parse_rows
 from fusionkit.serving.limits import RETRIES, read_request, token_ok
+from fusionkit.serving.served_log import (
+    as_floats,
+    feedback_records,
+    number_columns,
+    request_ids,
+    served_records,
+)
+from fusionkit.sources.logfiles import LogWriter
 from fusionkit.training.protocol import load_state
 
 log = logging.getLogger("fusionkit")
@@ -44,6 +52,11 @@ class ModelServer:
         self._announced: set[int] = set()
         self._stop = threading.Event()
         self.swaps = 0
+        # its own files in the logs of the served rows and of the feedback, if asked for
+        self._log = LogWriter(spec.log_folder, self.replica) if spec.log_folder else None
+        self._feedback = (LogWriter(spec.feedback_folder, self.replica)
+                          if spec.feedback_folder else None)
+        self._numbers: tuple[Any, list[str]] = (None, [])  # a schema's number features
         # a new replica loads the live version before it takes any request
         deadline = monotonic() + FIRST_VERSION_WAIT
         while self._current[0] is None and monotonic() < deadline:
@@ -88,13 +101,20 @@ class ModelServer:
             raise BadRequest(503, f"model {self.spec.model!r} has no live version yet")
         if isinstance(rows, list) and schema is not None and hasattr(learner, "predict_records"):
             frame = check_records(rows, schema, self.spec.max_rows)
+            ids = request_ids(rows, len(frame)) if self._log is not None else None
             pred = learner.predict_records(frame)
         else:
             frame = parse_rows(rows, schema, self.spec.max_rows)
+            ids = request_ids(rows, len(frame)) if self._log is not None else None
             pred = learner.predict(frame)
         out: dict[str, Any] = {"predictions": _jsonable(pred.y_pred), "version": version}
         if pred.proba is not None:
             out["proba"] = _jsonable(pred.proba)
+        if ids is not None:  # in the log before the answer leaves
+            self._log.append(served_records(ids, self._features(frame, schema),
+                                            out["predictions"], out.get("proba"),
+                                            self.spec.model, version, self.replica, now()))
+            out["request_ids"] = ids
         if version not in self._announced:
             self._announced.add(version)
             self.registry.served.remote(self.spec.model, version, now())
@@ -102,6 +122,28 @@ class ModelServer:
         self.reporter.latency(monotonic() - t0)
         self.reporter.flush()
         return out
+
+    def _features(self, frame: Any, schema: Any) -> list[dict[str, Any]]:
+        """The rows' features as validated, for the log: the model's columns, numbers as
+        floats."""
+        if not isinstance(frame, list):  # a DataFrame (an object of columns, or no schema)
+            keep = list(schema.columns) if schema is not None else [
+                c for c in frame.columns if c != "request_id" and not str(c).startswith("_")]
+            frame = frame[keep].to_dict("records")
+        if self._numbers[0] is not schema:
+            self._numbers = (schema, number_columns(schema))
+        return as_floats(frame, self._numbers[1]) if self._numbers[1] else frame
+
+    def take_feedback(self, payload: Any) -> dict[str, Any]:
+        """Feedback rows into the feedback stream's log (``BadRequest`` if malformed)."""
+        if self._feedback is None:
+            raise BadRequest(404, f"serve stage {self.spec.name!r} takes no feedback: define it "
+                                  f"with feedback='<stream name>'")
+        records = feedback_records(payload, self.spec.max_rows, now())
+        self._feedback.append(records)
+        self.reporter.count(feedback=len(records))
+        self.reporter.flush()
+        return {"accepted": len(records)}
 
     def predict(self, rows: Any) -> dict[str, Any]:
         """The Python handle's way in: errors come back as ``{"error": ..., "status": ...}``."""
@@ -124,23 +166,25 @@ class ModelServer:
         """``report`` as a dict, for a caller holding a Serve handle."""
         return self.report().to_dict()
 
-    def http(self, method: str, authorization: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    def http(self, method: str, authorization: str, body: bytes,
+             path: str = "") -> tuple[int, dict[str, Any]]:
         """One HTTP request, as (status, JSON body): from Serve's proxy through ``__call__``,
         or from the stage's retrying front (``HttpFront``), both of which have checked the
-        token and capped the body before reading it."""
+        token and capped the body before reading it. ``path`` ending in ``/feedback`` (under
+        the stage's route) is feedback."""
         try:
             if not token_ok(authorization, self.spec.token):
                 raise BadRequest(401, "missing or wrong bearer token")
+            if is_feedback(path, self.spec.route):
+                if method != "POST":
+                    raise BadRequest(405, f"method {method} not allowed: POST feedback rows")
+                return 200, self.take_feedback(_json(body))
             if method == "GET":
                 return 200, {"model": self.spec.model, "version": self._current[0]}
             if method != "POST":
                 raise BadRequest(405, f"method {method} not allowed: POST rows, "
                                       "or GET the live version")
-            try:
-                payload = json.loads(body or b"null")
-            except (ValueError, RecursionError) as exc:
-                why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-                raise BadRequest(400, f"request body is not valid JSON: {why}") from None
+            payload = _json(body)
             if not isinstance(payload, dict) or "rows" not in payload:
                 raise BadRequest(400, 'expected a JSON object {"rows": [{...}, ...]}')
             return 200, self.answer(payload["rows"])
@@ -165,7 +209,8 @@ class ModelServer:
             status, payload = self.refused(err)
         else:
             status, payload = self.http(request.method,
-                                        request.headers.get("authorization", ""), body)
+                                        request.headers.get("authorization", ""), body,
+                                        request.url.path)
         return JSONResponse(payload, status_code=status)
 
 
@@ -196,7 +241,8 @@ class HttpFront:
             body = await read_request(request, self.spec.token, self.spec.max_body_bytes)
         except BadRequest as err:
             return JSONResponse({"error": err.message}, status_code=err.status)
-        args = (request.method, request.headers.get("authorization", ""), bytes(body))
+        args = (request.method, request.headers.get("authorization", ""), bytes(body),
+                request.url.path)
         for attempt in range(RETRIES + 1):
             try:
                 status, payload = await self.model.http.remote(*args)
@@ -209,6 +255,27 @@ class HttpFront:
         return JSONResponse({"error": f"serve stage {self.name!r}: every replica asked died "
                                       f"holding the request ({RETRIES + 1} tries)"},
                             status_code=503)
+
+
+def is_feedback(path: str, route: str | None) -> bool:
+    """Whether an HTTP request's path is the feedback route under the stage's ``route``
+    (whether or not Serve left the route in the path).
+
+    >>> is_feedback("/ctr-api/feedback", "/ctr-api"), is_feedback("/ctr-api", "/ctr-api")
+    (True, False)
+    >>> is_feedback("/feedback/", "/ctr-api"), is_feedback("", "/ctr-api")
+    (True, False)
+    """
+    path = path.rstrip("/")
+    return path.endswith("/feedback") and path != (route or "").rstrip("/")
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body or b"null")
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise BadRequest(400, f"request body is not valid JSON: {why}") from None
 
 
 def _replica_id() -> str:

@@ -106,7 +106,7 @@ class StreamWorker(StageActor):
             src.open()
             try:
                 sample = src.read(rows)
-                deadline = monotonic() + 5.0
+                deadline = monotonic() + getattr(src, "probe_wait", 5.0)
                 while sample is not None and len(sample) == 0 and monotonic() < deadline:
                     sample = src.read(rows)
             finally:
