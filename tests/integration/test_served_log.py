@@ -42,6 +42,7 @@ class Seen(Learner):
         self.labels: dict[str, list[int]] = {}
         self.versions: dict[str, int] = {}
         self.columns: set[str] = set()
+        self.answers: dict[str, tuple] = {}  # request id: (model, version, prediction, proba)
 
     def predict(self, X: pd.DataFrame) -> Prediction:
         return Prediction(np.zeros(len(X), dtype="int64"))
@@ -51,12 +52,15 @@ class Seen(Learner):
         for rid, label, version in zip(X["request_id"], y, X["_version"], strict=True):
             self.labels.setdefault(rid, []).append(int(label))
             self.versions[rid] = int(version)
+        for rid, *answer in zip(X["request_id"], X["_model"], X["_version"], X["_prediction"],
+                                X["_proba"], strict=True):
+            self.answers[rid] = tuple(answer)
 
     def get_state(self) -> bytes:
-        return pickle.dumps((self.labels, self.versions, self.columns))
+        return pickle.dumps((self.labels, self.versions, self.columns, self.answers))
 
     def set_state(self, state: bytes) -> None:
-        self.labels, self.versions, self.columns = pickle.loads(state)
+        self.labels, self.versions, self.columns, self.answers = pickle.loads(state)
 
 
 def free_port() -> int:
@@ -214,6 +218,53 @@ def test_served_rows_and_http_feedback_are_joined_and_learned(fk_session, loop):
     # a real model trained on the served examples publishes versions that advance
     v1 = wait_for(lambda: fk.live_version(LOOP), timeout=60, what="a version of the loop")
     wait_for(lambda: (fk.live_version(LOOP) or 0) > v1, timeout=60, what="a newer version")
+
+
+def served_scores(model: Seen) -> pd.DataFrame:
+    """Accuracy and log loss per (model, version) of what was served, by pandas, from the
+    served rows and labels a train stage learned."""
+    d = pd.DataFrame([(rid, *model.answers[rid], labels[0])
+                      for rid, labels in model.labels.items()],
+                     columns=["rid", "model", "version", "prediction", "proba", "label"])
+    d["correct"] = d["prediction"] == d["label"]
+    p = d["proba"].astype(float).clip(1e-15, 1 - 1e-15)
+    d["loss"] = -np.log(np.where(d["label"] == 1, p, 1 - p))
+    g = d.groupby(["model", "version"])
+    return pd.DataFrame({"n": g.size(), "accuracy": g["correct"].mean(),
+                         "log_loss": g["loss"].mean()}).reset_index()
+
+
+def test_online_metrics_score_what_was_served_per_version(fk_session, loop):
+    """fk.online_metrics: per version, the served predictions against their joined labels,
+    equal to pandas over the served rows and labels the train stage learned."""
+    import fusionkit as fk
+
+    rows = [dict(r, request_id=f"om-{i}") for i, r in enumerate(loop.rows * 20)]
+    assert loop.ask(rows).status_code == 200
+    assert loop.feedback([{"request_id": f"om-{i}", "label": i % 2}
+                          for i in range(0, len(rows), 3)]).status_code == 200
+
+    ours = {f"om-{i}" for i in range(len(rows))}
+
+    def agree():
+        learned = seen(fk)
+        if not ours <= set(learned.labels):
+            return None  # our rows' windows close 2 s after they were served
+        got, want = fk.online_metrics(SEEN), served_scores(learned)
+        if len(got) != len(want) or got["n"].tolist() != want["n"].tolist():
+            return None  # the two reads a moment apart: once they cover the same rows
+        return got, want
+
+    got, want = wait_for(agree, timeout=90, what="online metrics covering the learned rows",
+                         interval=1.0)
+    assert got[["model", "version"]].values.tolist() == want[["model", "version"]].values.tolist()
+    np.testing.assert_allclose(got["accuracy"], want["accuracy"])
+    np.testing.assert_allclose(got["log_loss"], want["log_loss"])
+    assert (got["scored_by"] == SEEN).all() and set(got["model"]) == {MODEL}
+    by_api = fk.online_metrics(API)  # the serve stage: its model's rows, from a train stage
+    assert set(by_api["model"]) == {MODEL} and by_api["n"].sum() >= len(rows)
+    with pytest.raises(fk.StageNotFoundError, match="no stage or model named"):
+        fk.online_metrics("nope")
 
 
 BAD_FEEDBACK = [
