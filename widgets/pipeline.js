@@ -1,9 +1,9 @@
-// fusionkit pipeline view: source -> stream -> train -> serve, each stage with its
+// fusionkit pipeline view: source -> stream -> (join) -> train -> serve, each stage with its
 // status and live rate. An anywidget ES module: the kernel sets the `stages` trait, this
 // draws it as SVG, and tells the kernel that a view is alive (so it stops updating
 // dashboards that nobody can see).
 
-const COLUMNS = ["source", "stream", "train", "serve"];
+const COLUMNS = ["source", "stream", "join", "train", "serve"];
 const NODE_W = 188;
 const NODE_H = 66;
 const COL_W = 232;
@@ -35,10 +35,18 @@ function formatCount(n) {
   return Math.round(n).toLocaleString("en-US");
 }
 
-// Place every node: one column per kind, rows following the upstream's row.
+// The stages a stage reads: a join's two inputs ("left + right"), or the one it is on.
+function inputs(s) {
+  if (!s.on) return [];
+  return s.kind === "join" ? s.on.split(" + ") : [s.on];
+}
+
+// Place every node: one column per kind (a join column only with a join stage), rows
+// following the upstream's row.
 export function layout(stages) {
   const byName = new Map(stages.map((s) => [s.name, s]));
-  const rows = { source: [], stream: [], train: [], serve: [] };
+  const columns = COLUMNS.filter((c) => c !== "join" || stages.some((s) => s.kind === "join"));
+  const rows = Object.fromEntries(columns.map((c) => [c, []]));
   const nodes = [];
   const edges = [];
   const rowOf = new Map();
@@ -54,8 +62,9 @@ export function layout(stages) {
     stages
       .filter((s) => s.kind === kind)
       .sort((a, b) => {
-        const ra = rowOf.get(a.on)?.row ?? 1e9;
-        const rb = rowOf.get(b.on)?.row ?? 1e9;
+        const row = (s) => Math.min(1e9, ...inputs(s).map((i) => rowOf.get(i)?.row ?? 1e9));
+        const ra = row(a);
+        const rb = row(b);
         return ra - rb || a.name.localeCompare(b.name);
       });
   for (const s of order("stream")) {
@@ -63,18 +72,21 @@ export function layout(stages) {
     place(s.name, "stream", { stage: s });
     edges.push({ from: src.id, to: s.name, stage: s });
   }
-  for (const kind of ["train", "serve"]) {
+  for (const kind of ["join", "train", "serve"]) {
     for (const s of order(kind)) {
       place(s.name, kind, { stage: s });
-      if (s.on && byName.has(s.on)) edges.push({ from: s.on, to: s.name, stage: byName.get(s.on) });
+      for (const from of inputs(s)) {
+        if (rowOf.has(from)) edges.push({ from, to: s.name, stage: byName.get(from) });
+      }
     }
   }
   const height = TOP + Math.max(1, ...Object.values(rows).map((r) => r.length)) * ROW_H;
   for (const n of nodes) {
-    n.x = 12 + COLUMNS.indexOf(n.column) * COL_W;
+    n.x = 12 + columns.indexOf(n.column) * COL_W;
     n.y = TOP + n.row * ROW_H;
   }
-  return { nodes, edges, height, width: 12 + COLUMNS.length * COL_W - (COL_W - NODE_W) + 12 };
+  return { nodes, edges, height, columns,
+    width: 12 + columns.length * COL_W - (COL_W - NODE_W) + 12 };
 }
 
 function topology(stages) {
@@ -151,10 +163,10 @@ function render({ model, el }) {
       drawn = topo;
       canvas.replaceChildren();
       groups = new Map();
-      const { nodes, edges: links, height, width } = layout(stages);
+      const { nodes, edges: links, height, width, columns } = layout(stages);
       canvas.setAttribute("viewBox", `0 0 ${width} ${height}`);
       canvas.style.maxWidth = `${width}px`;
-      COLUMNS.forEach((c, i) => {
+      columns.forEach((c, i) => {
         const head = svg("text", { class: "fk-col-head", x: 12 + i * COL_W, y: 16 }, canvas);
         head.textContent = c;
       });

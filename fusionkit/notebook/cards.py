@@ -2,7 +2,9 @@
 
 Buttons call back into the dashboard (``act(stage, action, argument)``), which runs the
 operation through the public API and reports the outcome in the log pane. A card only
-sends the widget values that changed, grouped with ``hold_sync()``.
+sends the widget values that changed, grouped with ``hold_sync()``. A join stage's card is
+its panel: what its examples are waiting for (pending), how they were decided (joined,
+timed out), the outcomes it could not use (late, orphans), and how long labels take.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from typing import Any
 
 import ipywidgets as w
 
-from fusionkit.notebook.state import StageView
+from fusionkit.notebook.state import JoinFigures, StageView
 
 Act = Callable[[str, str, Any], None]
+FIXED = ("train", "join")  # kinds that run one actor: no scaling buttons
+ORDER = {"stream": 0, "join": 1, "train": 2, "serve": 3}  # cards left to right
+JOIN_ROWS = (("pending", "pending"), ("joined", "joined"), ("timed out", "timed_out"),
+             ("late", "late"), ("orphans", "orphans"))
 
 
 def _fmt(value: float, digits: int = 0, unit: str = "") -> str:
@@ -25,6 +31,31 @@ def _fmt(value: float, digits: int = 0, unit: str = "") -> str:
         return "–"
     text = f"{value:,.{digits}f}"
     return f"{text} {unit}".strip()
+
+
+def join_rows(figures: JoinFigures | None) -> list[tuple[str, str]]:
+    """A join card's rows: pending, then joined, timed out, late and orphans with their
+    rates per second, then the label delay p50/p99 (seconds of event time).
+
+    >>> from fusionkit.notebook.state import join_figures
+    >>> a = join_figures([{"joined": 100, "timed_out": 300}], 10.0)
+    >>> b = join_figures([{"joined": 150, "timed_out": 400, "pending": 7,
+    ...                    "label_delay_p50": 0.52, "label_delay_p99": 1.9}], 12.0, a)
+    >>> dict(join_rows(b))["joined"], dict(join_rows(b))["label delay p50 / p99"]
+    ('150 · 25/s', '0.52 s / 1.90 s')
+    """
+    if figures is None:
+        return [(label, "–") for label, _ in JOIN_ROWS] + [("label delay p50 / p99", "–")]
+    out = []
+    for label, key in JOIN_ROWS:
+        value = _fmt(figures.counts.get(key, 0))
+        if key in figures.rates:
+            value += f" · {_fmt(figures.rates[key])}/s"
+        out.append((label, value))
+    p50, p99 = figures.label_delay_p50, figures.label_delay_p99
+    delay = "–" if not math.isfinite(p50) else f"{_fmt(p50, 2, 's')} / {_fmt(p99, 2, 's')}"
+    out.append(("label delay p50 / p99", delay))
+    return out
 
 
 def _slug(name: str) -> str:
@@ -103,6 +134,8 @@ class StageCard:
             live = "–" if v.version is None else f"v{v.version}" + (" (pinned)" if v.pinned else "")
             rows += [("live version", live),
                      (v.metric or "accuracy", _fmt(v.metric_value, 3))]
+        elif v.kind == "join":
+            rows += join_rows(v.join)
         else:
             rows += [("replicas", str(v.parallelism)), ("version", "–" if v.version is None
                                                         else f"v{v.version}"),
@@ -121,8 +154,8 @@ class StageCard:
         want = {
             self.pause: not (v.kind != "serve" and v.status == "running"),
             self.resume: not (v.kind != "serve" and v.status in ("paused", "waiting")),
-            self.minus: v.kind == "train" or v.parallelism <= 1 or v.status == "failed",
-            self.plus: v.kind == "train" or v.status == "failed",
+            self.minus: v.kind in FIXED or v.parallelism <= 1 or v.status == "failed",
+            self.plus: v.kind in FIXED or v.status == "failed",
             self.stop: False,
         }
         for button, disabled in want.items():
@@ -182,8 +215,7 @@ class Cards:
         self.box.add_class("fk-cards")
 
     def update(self, stages: dict[str, StageView], colour: Callable[[str], str]) -> None:
-        order = sorted(stages, key=lambda n: ({"stream": 0, "train": 1, "serve": 2}
-                                              .get(stages[n].kind, 3), n))
+        order = sorted(stages, key=lambda n: (ORDER.get(stages[n].kind, len(ORDER)), n))
         for name in list(self.cards):
             if name not in stages or self.cards[name].kind != stages[name].kind:
                 self.cards.pop(name).close()

@@ -1,17 +1,19 @@
 """The live dashboard: ``fk.dashboard()`` or ``%fusion dashboard``.
 
-It shows the pipeline (source → stream → train → serve, with status and live rates), a card
-per stage with its controls, live charts and a capped log of pipeline events and dead
-letters, and keeps them current from a background thread while the notebook goes on: the
-cell that shows it returns at once. It only reads from the controller and the monitor, so
-it works as well for a pipeline that another notebook or process started.
+It shows the pipeline (source → stream → join → train → serve, with status and live rates),
+a card per stage with its controls (a join's card has its pending, joined, timed out, late
+and orphan counts with their rates, and the label delay p50/p99), live charts and a capped
+log of pipeline events and dead letters, and keeps them current from a background thread
+while the notebook goes on: the cell that shows it returns at once. It only reads from the
+controller and the monitor, so it works as well for a pipeline that another notebook or
+process started.
 
 Updates are cheap for the kernel: one monitor call per tick (everything new since the last
-one) and a status call once a second; lines are fixed windows of numpy arrays sent in one
-``batch_update()``; widgets send only what changed. Updates stop when the dashboard is
-closed, and pause while no view of it is on screen (a browser view reports itself every
-two seconds). A static viewer, or a notebook saved without widget state, shows an HTML
-snapshot instead.
+one) and a status call once a second (then one per join stage, for its counts); lines are
+fixed windows of numpy arrays sent in one ``batch_update()``; widgets send only what
+changed. Updates stop when the dashboard is closed, and pause while no view of it is on
+screen (a browser view reports itself every two seconds). A static viewer, or a notebook
+saved without widget state, shows an HTML snapshot instead.
 
 In a notebook (not a doctest: it starts a local Ray and shows widgets)::
 
@@ -186,6 +188,7 @@ class Dashboard:
             snap, status = self.feed.fetch(since, force_status=force)
             if status is not None:
                 self.state.ingest_status(status)
+                self._joins()
                 self._dead_letters()
             self.state.ingest_snapshot(snap)
             self._side_calls()
@@ -229,6 +232,15 @@ class Dashboard:
                             self.state.watching.discard(name)
                     except Exception as exc:
                         log.debug("drift of %s: %s", name, exc)
+
+    def _joins(self) -> None:
+        """Each join stage's counts, rates and label delays: asked for with the status."""
+        for name, view in self.state.stages.items():
+            if view.kind == "join":
+                try:
+                    self.state.ingest_join(name, self.feed.join_reports(name))
+                except Exception as exc:  # stopped meanwhile: the next status drops it
+                    log.debug("join counts of %s: %s", name, exc)
 
     @property
     def charts_drift(self) -> bool:

@@ -2,7 +2,7 @@
 
 One tick costs one monitor call (``Monitor.snapshot``: everything new since the last tick)
 and, at most once per ``status_every`` seconds, one controller call (stage status), both in
-flight together. Version lists, dead letters and drift are asked for only when something
+flight together, and then one for each join stage's counts (its actors' reports). Version lists, dead letters and drift are asked for only when something
 says they changed. The feed only reads, so it works as well for a pipeline that another
 notebook or process started on the same cluster.
 """
@@ -64,6 +64,12 @@ class Feed:
                          "live": bool(r.get("live", False)), "pinned": bool(r.get("pinned", False)),
                          "metric": metric, "value": float(r[metric]) if metric else float("nan")})
         return rows
+
+    def join_reports(self, stage: str) -> list[dict[str, Any]]:
+        """What each actor of join stage ``stage`` reports (its ``JoinReport``, as
+        ``fk.infos`` gives it): the join's counts and label delays."""
+        self.calls += 1
+        return stages.infos(stage)
 
     def dead_letters(self, stage: str, limit: int = 5) -> list[dict[str, Any]]:
         self.calls += 1

@@ -24,6 +24,9 @@ PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9
 MARKER_KINDS = ("version", "rollback", "pin", "alarm", "failed")
 QUIET_EVENTS = {"version": ("live", "published")}  # routine events the log leaves out
 RECENT_METRICS = ("accuracy_recent", "mae_recent", "rmse_recent")
+JOIN_FLOWS = ("joined", "timed_out", "late", "orphans")  # counts that only grow: with a rate
+JOIN_COUNTS = ("pending", *JOIN_FLOWS, "lefts", "rights", "duplicates", "corrections",
+               "overflow", "late_left", "unusable")
 
 
 class Window:
@@ -94,6 +97,49 @@ class LogEntry:
 
 
 @dataclass
+class JoinFigures:
+    """A join stage's counts from its actors' reports (``JoinReport``), summed, with the
+    rate per second of each growing count since the report before, and the label delay
+    percentiles (seconds of event time from an impression to its outcome; NaN before the
+    first match)."""
+
+    time: float
+    counts: dict[str, int]
+    rates: dict[str, float] = field(default_factory=dict)
+    label_delay_p50: float = math.nan
+    label_delay_p99: float = math.nan
+
+
+def join_figures(reports: list[dict[str, Any]], time: float,
+                 before: JoinFigures | None = None) -> JoinFigures:
+    """Sum a join stage's actor reports (``fk.infos(name)``) into its figures at ``time``.
+
+    Rates are the growth of each of ``JOIN_FLOWS`` since ``before`` per second; a count
+    that fell (the stage was defined again, or rolled back to a checkpoint) starts over, at
+    no rate. The label delay percentiles are the worst actor's (the largest), which is the
+    stage's own with one actor.
+
+    >>> a = join_figures([{"joined": 10, "timed_out": 30, "label_delay_p50": 0.5}], 100.0)
+    >>> b = join_figures([{"joined": 30, "timed_out": 70, "label_delay_p50": 0.4}], 102.0, a)
+    >>> b.counts["joined"], b.rates["joined"], b.rates["timed_out"], b.label_delay_p50
+    (30, 10.0, 20.0, 0.4)
+    """
+    counts = {k: int(sum(int(r.get(k) or 0) for r in reports)) for k in JOIN_COUNTS}
+    rates: dict[str, float] = {}
+    if before is not None and time > before.time:
+        for k in JOIN_FLOWS:
+            grown = counts[k] - before.counts.get(k, 0)
+            rates[k] = grown / (time - before.time) if grown >= 0 else 0.0
+
+    def worst(key: str) -> float:
+        values = [float(r[key]) for r in reports
+                  if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+        return max(values) if values else math.nan
+
+    return JoinFigures(time, counts, rates, worst("label_delay_p50"), worst("label_delay_p99"))
+
+
+@dataclass
 class StageView:
     """One stage's latest figures, from the controller's status and the monitor."""
 
@@ -115,6 +161,7 @@ class StageView:
     metric_value: float = math.nan
     p99_ms: float = math.nan
     source: str | None = None       # stream: what it reads
+    join: JoinFigures | None = None  # join: its counts, rates and label delays
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -175,6 +222,16 @@ class DashboardState:
             view.url = row.get("url")
         for gone in set(self.stages) - seen:
             del self.stages[gone]
+
+    def ingest_join(self, stage: str, reports: list[dict[str, Any]],
+                    time: float | None = None) -> None:
+        """A join stage's actor reports (``fk.infos(stage)``): its counts, their rates
+        since the reports before, and its label delays (see :func:`join_figures`)."""
+        view = self.stages.get(stage)
+        if view is None or view.kind != "join":
+            return
+        time = now() if time is None else time
+        view.join = join_figures(reports, time, view.join)
 
     def ingest_snapshot(self, snap: dict[str, Any]) -> None:
         """A monitor snapshot: new buckets of every series, freshness, events, rates."""

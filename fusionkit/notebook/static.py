@@ -38,6 +38,14 @@ def _headline(state: DashboardState, name: str) -> str:
     if v.kind == "train" and math.isfinite(v.metric_value):
         live = f"live v{v.version}, " if v.version is not None else ""
         return f"{live}{v.metric} {v.metric_value:.3f}"
+    if v.kind == "join" and v.join is not None:
+        c = v.join.counts
+        text = (f"pending {c['pending']:,}, joined {c['joined']:,}, timed out "
+                f"{c['timed_out']:,}, late {c['late']:,}, orphans {c['orphans']:,}")
+        if math.isfinite(v.join.label_delay_p50):
+            text += (f"; label delay p50 {v.join.label_delay_p50:.2f} s, "
+                     f"p99 {v.join.label_delay_p99:.2f} s")
+        return text
     if math.isfinite(v.p99_ms):
         return f"p99 {v.p99_ms:.2f} ms"
     return ""
