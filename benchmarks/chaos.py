@@ -353,6 +353,38 @@ def events_seen() -> int:
     return int(reports[0].get("events_seen", 0)) if reports else 0
 
 
+def stream_state(end: int) -> dict:
+    """The stream stage's actor as it reports itself: status, pid, and how many Redis
+    offsets it still has to read before the end of the stream (``end``: past the last entry)."""
+    info = fk.infos("events")[0]
+    offset = info.get("offset")
+    return {"status": info.get("status"), "pid": info.get("pid"),
+            "behind": None if not isinstance(offset, int) else max(0, end - offset),
+            "dead_letters": info.get("dead_letters")}
+
+
+class CaughtUp:
+    """True once the pipeline has really taken everything, twice in a row 2 s apart and at
+    least 15 s after the last kill (Ray takes seconds to see a SIGKILL, and the rollback
+    that follows sends the stream back to its checkpoint): every good event learned, the
+    stream stage running and past the last entry of the Redis stream. Learned alone is not
+    enough: a stream actor killed at the end is rolled back with the trainer, and until it
+    has read its checkpoint's tail again its dead letters lack that tail's poison."""
+
+    def __init__(self, good: int, end: int, last_kill: float):
+        self.good, self.end, self.last_kill, self.since = good, end, last_kill, None
+
+    def __call__(self) -> bool:
+        st = stream_state(self.end)
+        ok = (events_seen() >= self.good and st["status"] == "running" and st["behind"] == 0
+              and time.perf_counter() >= self.last_kill + 15.0)
+        if not ok:
+            self.since = None
+            return False
+        self.since = self.since or time.perf_counter()
+        return time.perf_counter() - self.since >= 2.0
+
+
 def wait(predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -425,7 +457,7 @@ def main() -> None:
             continue
         pid = rng.choice(pids)
         try:  # which process it is: a replica of the model or of the retrying front
-            what = " ".join(psutil.Process(pid).cmdline())[:80]
+            what = " ".join(psutil.Process(pid).cmdline()).strip()[:80]
         except psutil.Error:
             what = None
         try:
@@ -441,9 +473,26 @@ def main() -> None:
     good = producer.good
     print(f"producer stopped at {good} good events; waiting for every one to be learned",
           flush=True)
-    drained = wait(lambda: events_seen() >= good, timeout=600)
+    from fusionkit.sources._redis import id_to_offset
+
+    last = producer.client.xrevrange("events", count=1)
+    end = id_to_offset(last[0][0]) + 1 if last else 0
+    learned = wait(lambda: events_seen() >= good, timeout=600)
+    # what a read as soon as every good event is learned finds (the check chaos.py made
+    # before): kept to compare with the read once the stream has caught up
+    early: dict = {"t": round(time.perf_counter() - t0, 1)}
+    try:
+        early["stream"] = stream_state(end)
+        early_found = lettered_numbers(fk.dead_letters("events"))
+        early["missing"] = [m["i"] for m in missing_poison(producer.numbered, early_found)]
+    except Exception as exc:
+        early["error"] = f"{type(exc).__name__}: {exc}"
+    last_kill = t0 + max((k["t"] for k in kills), default=0.0)
+    drained = learned and wait(CaughtUp(good, end, last_kill), timeout=300)
+    caught_up_t = round(time.perf_counter() - t0, 1)
     if not drained:  # say where it stands, for whoever reads the run
         for what in (lambda: f"not drained: learned {events_seen()} of {good}",
+                     lambda: f"stream: {stream_state(end)}",
                      lambda: fk.status().to_string(), lambda: fk.infos("count"),
                      lambda: fk.infos("events"), lambda: fk.recoveries().tail(10).to_string(),
                      lambda: fk.events().tail(30).to_string()):
@@ -480,7 +529,7 @@ def main() -> None:
         "minutes": args.minutes, "rate": args.rate, "seed": args.seed,
         "kills": len(kills), "kills_by_kind": dict(Counter(k["kind"] for k in kills)),
         "recoveries": len(fk.recoveries()),
-        "drained": drained,
+        "drained": drained, "caught_up_t": caught_up_t, "early_read": early,
         "good_events": good, "events_lost": int((counts == 0).sum()),
         "learned_twice": int((counts > 1).sum()),
         "lost_runs": runs_of(np.flatnonzero(counts == 0)),
