@@ -404,6 +404,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="good events per second")
     parser.add_argument("--every", type=float, default=20.0, help="mean seconds between kills")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--final-kill", choices=KINDS, default=None,
+                        help="also kill one actor of this kind as soon as the producer stops "
+                             "(the end of a run, while its last events are still read)")
     parser.add_argument("--out", default="chaos",
                         help="the result's name: benchmarks/results/<out>.json")
     args = parser.parse_args()
@@ -440,6 +443,20 @@ def main() -> None:
     restarted_redis = False
     print(f"chaos for {args.minutes} min at {args.rate} events/s, a kill every ~{args.every} s",
           flush=True)
+
+    def kill(kind: str, pid: int) -> None:
+        try:  # which process it is: a replica of the model or of the retrying front
+            what = " ".join(psutil.Process(pid).cmdline()).strip()[:80]
+        except psutil.Error:
+            what = None
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        kills.append({"t": round(time.perf_counter() - t0, 1), "kind": kind, "pid": pid,
+                      "process": what})
+        print(f"killed {kind} (pid {pid}); produced {producer.good}", flush=True)
+
     while time.monotonic() < t_end:
         time.sleep(rng.uniform(0.5, 1.5) * args.every)
         if not restarted_redis and time.monotonic() >= redis_restart_at:
@@ -453,23 +470,15 @@ def main() -> None:
             continue
         kind = rng.choice(KINDS)
         pids = pids_by_kind()[kind]
-        if not pids:
-            continue
-        pid = rng.choice(pids)
-        try:  # which process it is: a replica of the model or of the retrying front
-            what = " ".join(psutil.Process(pid).cmdline()).strip()[:80]
-        except psutil.Error:
-            what = None
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
-        kills.append({"t": round(time.perf_counter() - t0, 1), "kind": kind, "pid": pid,
-                      "process": what})
-        print(f"killed {kind} (pid {pid}); produced {producer.good}", flush=True)
+        if pids:
+            kill(kind, rng.choice(pids))
 
     producer.stop_event.set()
     producer.join()
+    if args.final_kill:
+        pids = pids_by_kind()[args.final_kill]
+        if pids:
+            kill(args.final_kill, rng.choice(pids))
     good = producer.good
     print(f"producer stopped at {good} good events; waiting for every one to be learned",
           flush=True)
@@ -535,6 +544,11 @@ def main() -> None:
         "lost_runs": runs_of(np.flatnonzero(counts == 0)),
         "twice_runs": runs_of(np.flatnonzero(counts > 1)),
         "http_requests": requests, "http_failed": failed,
+        # the retrying front's own replicas are the limit of its retry (see HttpFront): a
+        # request held by one killed fails with the proxy's 500; counted apart, not hidden
+        "http_failed_at_a_front_kill": sum(
+            1 for f in http_detail
+            if any("-http" in (k.get("process") or "") for k in f["kills_near"])),
         "poison_sent": poison_sent, "poison_by_kind": dict(producer.bad),
         "dead_lettered": dead,
         "dead_lettered_pct": round(100.0 * dead / poison_sent, 1) if poison_sent else None,
