@@ -534,6 +534,13 @@ def main() -> None:
         dropped = f"{type(exc).__name__}: {exc}"
     poison_detail = explain_poison(missing, producer.client, counts, kills, recoveries)
     http_detail = explain_http(loads, t0, kills, recoveries)
+    try:  # the pipeline's own events, but versions: failures, recoveries, source retries
+        ev = fk.events()
+        ev = ev[ev["kind"] != "version"]
+        events_log = [{"t": round(float(e.time) - wall0, 1), "stage": e.stage, "kind": e.kind,
+                       "detail": str(e.detail)[:300]} for e in ev.itertuples()]
+    except Exception as exc:
+        events_log = [{"error": f"{type(exc).__name__}: {exc}"}]
     result = {
         "minutes": args.minutes, "rate": args.rate, "seed": args.seed,
         "kills": len(kills), "kills_by_kind": dict(Counter(k["kind"] for k in kills)),
@@ -564,6 +571,7 @@ def main() -> None:
         "poison_not_dead_lettered": poison_detail,
         "http_failures": http_detail,
         "kill_log": kills, "recoveries_log": recoveries,
+        "events_log": events_log,
     }
     fk.shutdown()
     server.stop()
@@ -573,9 +581,10 @@ def main() -> None:
                 ["kind", "peak_rss_mb"]))
     print(json.dumps({k: v for k, v in result.items()
                       if k not in ("kill_log", "recoveries_log", "poison_not_dead_lettered",
-                                   "http_failures")}, indent=1))
+                                   "http_failures", "events_log")}, indent=1))
     print(f"kills: {kills}")
     print(f"recoveries: {recoveries}")
+    print(f"pipeline events (not versions): {events_log}")
     for what, rows in (("failed HTTP requests", http_detail),
                        ("poison messages not dead-lettered", poison_detail)):
         print(f"{what}: {len(rows)}")
