@@ -240,6 +240,7 @@ class TrainWorker(StageActor):
     def publish_now(self) -> int:
         """Publish a version now (if anything was learned since the last one)."""
         with self.inbox.exclusive():
+            self.settle_publish()  # one in flight that failed gives its events back first
             due = self._pending_n
             version = self._publish(wait=True)
         if due and not version and self.publish_error is not None:
@@ -373,6 +374,9 @@ class TrainWorker(StageActor):
         wait = min(every or idle, idle)
         while not self._stop.wait(wait):
             with self.inbox.exclusive():
+                ref = self._publish_ref
+                if ref is not None and ray.wait([ref], timeout=0)[0]:
+                    self.settle_publish()  # a failed one gives its events back: sent again
                 due = every and self._pending_n and monotonic() - self._last_publish >= every
                 try:
                     if due and self._resume.is_set():  # no versions while paused
