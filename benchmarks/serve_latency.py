@@ -161,6 +161,8 @@ class Load(threading.Thread):
         self.url, self.body = url, json.dumps({"rows": rows})
         self.stop_event = threading.Event()
         self.records: list[tuple[float, float, int, int | None]] = []
+        # the requests that did not answer 200: start, latency, status, what went wrong
+        self.failures: list[tuple[float, float, int, str]] = []
         self.answered = threading.Condition()
         self.proc: subprocess.Popen | None = None
 
@@ -170,8 +172,10 @@ class Load(threading.Thread):
         watcher = threading.Thread(target=self._stop_when_asked, daemon=True)
         watcher.start()
         for line in self.proc.stdout:
-            t0, dt, status, version = line.split()
+            t0, dt, status, version, *detail = line.split(maxsplit=4)
             record = (float(t0), float(dt), int(status), None if version == "None" else int(version))
+            if record[2] != 200:
+                self.failures.append((*record[:3], json.loads(detail[0]) if detail else ""))
             with self.answered:
                 self.records.append(record)
                 self.answered.notify_all()

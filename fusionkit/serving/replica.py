@@ -223,6 +223,12 @@ class HttpFront:
     Predictions change nothing, so asking again is safe. The front holds no model; it costs
     each request one more call between processes. It checks the token and the body's size
     itself, so what it refuses is never read, nor sent on to a replica.
+
+    The front's own replicas are Serve replicas too, behind the same proxy: one that dies
+    (a SIGKILL) fails the requests it holds at that moment with the proxy's 500, and nothing
+    in fusionkit sits before it to ask again. Holding no model, they rarely die on their own
+    (no model to run out of memory with, no user code); a client that must never see a
+    failure retries a 500 (predictions are safe to ask again).
     """
 
     def __init__(self, model: Any, spec: ServeSpec):

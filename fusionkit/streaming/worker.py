@@ -383,6 +383,12 @@ class StreamWorker(StageActor):
         self.outbox.abandon()  # the reading loop may be waiting on a receiver that died
         if self._thread is not None:
             self._thread.join(timeout=10)
+            if self._thread.is_alive() and self.monitor is not None:
+                # not expected (every wait of the loop ends within seconds once stopped);
+                # said, since two loops would read one source and send in the new epoch
+                self.monitor.event.remote(Event(
+                    self.name, "reader still running",
+                    "the reading loop had not ended 10 s after the restore stopped it"))
         # holding the processing slot: no push of the old epoch is half-way through the
         # chain (it would send its output on, stamped with the new epoch, and be learned
         # again when the source replays it)

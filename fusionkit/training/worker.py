@@ -55,6 +55,10 @@ class TrainWorker(StageActor):
         self.offsets: dict[str, int] = {}
         self._pending: list[np.ndarray] = []
         self._pending_n = 0
+        # what the publish in flight holds (ingest times, how many): learned events that are
+        # in no stored version until it lands; a publish that fails gives them back to
+        # ``_pending``, so the next one publishes them (even if no new event ever comes)
+        self._inflight: tuple[list[np.ndarray], int] = ([], 0)
         self._last_publish = monotonic()
         self._publish_ref = None
         self._rng = np.random.default_rng(0)
@@ -180,7 +184,7 @@ class TrainWorker(StageActor):
                 self.drift = self.drift.fresh() if self.drift is not None else None
                 self.dead.set_state(None)
                 self.served.set_state(None)
-            self._pending, self._pending_n = [], 0
+            self._pending, self._pending_n, self._inflight = [], 0, ([], 0)
             self.diverged = None  # back to a model from before it diverged (or a fresh one)
             if self.status in ("starting", "failed"):
                 self.status = "running"
@@ -241,6 +245,7 @@ class TrainWorker(StageActor):
     def publish_now(self) -> int:
         """Publish a version now (if anything was learned since the last one)."""
         with self.inbox.exclusive():
+            self.settle_publish()  # one in flight that failed gives its events back first
             due = self._pending_n
             version = self._publish(wait=True)
         if due and not version and self.publish_error is not None:
@@ -350,7 +355,7 @@ class TrainWorker(StageActor):
     def _diverge(self, why: str) -> None:
         """The model diverged: say so (an event), publish nothing more, fail the stage."""
         self.diverged = why
-        self._pending, self._pending_n = [], 0
+        self._pending, self._pending_n, self._inflight = [], 0, ([], 0)
         self._event("diverged", why)
         raise ModelDivergedError(
             f"the model diverged after {self.events_seen} events: {why}; it is not published. "
@@ -378,6 +383,9 @@ class TrainWorker(StageActor):
         wait = min(every or idle, idle)
         while not self._stop.wait(wait):
             with self.inbox.exclusive():
+                ref = self._publish_ref
+                if ref is not None and ray.wait([ref], timeout=0)[0]:
+                    self.settle_publish()  # a failed one gives its events back: sent again
                 due = every and self._pending_n and monotonic() - self._last_publish >= every
                 try:
                     if due and self._resume.is_set():  # no versions while paused
@@ -403,6 +411,7 @@ class TrainWorker(StageActor):
         state = self.learner.get_state()
         self.settle_publish()  # one publish in flight at a time
         self._publish_ref = self.registry.publish.remote(self.name, state, meta, sample)
+        self._inflight = (self._pending, self._pending_n)
         self._pending, self._pending_n = [], 0
         self._last_publish = monotonic()
         self.published += 1
@@ -415,23 +424,33 @@ class TrainWorker(StageActor):
         None if there was none, or it failed: a registry restarting (counted), or one that
         could not store the version (a full disk, a folder that cannot be written:
         reported in ``info()`` and as an event; learning goes on and the next publish
-        tries again)."""
+        tries again). A failed publish's events are pending again: the next publish (the
+        timer's, or ``fk.publish``) stores them, even if no new event comes; without that,
+        the last events learned before a registry restart were in no version at all."""
         ref, self._publish_ref = self._publish_ref, None
+        held, self._inflight = self._inflight, ([], 0)
         if ref is None:
             return None
         try:
             version = int(ray.get(ref)["version"])
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
             self.reporter.count(publish_errors=1)  # registry restarting: the next one counts
+            self._unpublished(held)
             return None
         except ray.exceptions.RayTaskError as err:
             self._publish_failed(cause_of(err))
+            self._unpublished(held)
             return None
         if self.publish_error is not None:
             self.publish_error = None
             self._event("publish recovered", f"v{version} published")
         self.versions = [*self.versions[-999:], version]
         return version
+
+    def _unpublished(self, held: tuple[list[np.ndarray], int]) -> None:
+        """A publish failed: its events are pending again, before those learned since."""
+        self._pending = [*held[0], *self._pending]
+        self._pending_n += held[1]
 
     def _publish_failed(self, exc: BaseException) -> None:
         self.reporter.count(publish_errors=1)

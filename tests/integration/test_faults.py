@@ -7,7 +7,7 @@ import random
 import signal
 
 import pytest
-from _pipelines import OffsetCounter, learned_counts
+from _pipelines import OffsetCounter, events_seen, learned_counts, model_state
 from conftest import wait_for
 
 N_EVENTS = 40_000
@@ -90,6 +90,47 @@ def test_registry_killed_keeps_versions_and_publishing(fk):
     kept = after.set_index("version").loc[before["version"], "checksum"]
     assert list(kept) == list(before["checksum"])
     assert fk.status().loc["count", "status"] == "running"
+
+
+def test_a_publish_lost_with_the_registry_is_published_again(fk):
+    """The registry dies holding a publish (SIGSTOP, so the call is surely in flight, then
+    SIGKILL): the events that version held are in the next one, although the stream has
+    ended and nothing new is learned (they were in no version at all before)."""
+    import threading
+
+    import ray
+
+    n = 5_000
+    src = fk.sources.synthetic("clicks", rate=20_000, seed=5, max_events=n)
+    fk.stream("clicks", source=src, batch_size=500)
+    fk.train("count", on="clicks", label="clicked", model=OffsetCounter(n), publish_every=None)
+    wait_for(lambda: events_seen(fk, "count") >= n, timeout=90, what="every event learned")
+    registry = fk.api.handles()["registry"]
+    pid = ray.get(registry.pid.remote())
+    answer: list = []
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        publishing = threading.Thread(target=lambda: answer.append(fk.publish("count")),
+                                      daemon=True)
+        publishing.start()
+        wait_for(lambda: fk.infos("count")[0].get("published", 0) >= 1, timeout=60,
+                 what="the publish sent to the stopped registry")
+    finally:
+        kill(pid)
+    publishing.join(timeout=120)
+    assert answer and not answer[0], f"the publish in flight did not fail: {answer}"
+
+    def restarted() -> bool:
+        try:
+            return ray.get(registry.pid.remote(), timeout=10) != pid
+        except ray.exceptions.RayActorError:  # still restarting
+            return False
+
+    wait_for(restarted, timeout=90, what="the registry restarted")
+    version = fk.publish("count")
+    assert version, "nothing published after the registry restarted: the events are lost"
+    counts = model_state(fk, "count", version)
+    assert (counts == 1).all(), f"{(counts == 0).sum()} events in no version"
 
 
 def host_handle(actor_id: str):
