@@ -22,6 +22,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def time_http(client: Any, url: str, body: bytes, headers: dict, n: int) -> list[float]:
+    """Seconds of each of ``n`` POSTs of ``body`` to ``url`` (one after another); a request
+    not answered 200 stops the run."""
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = client.post(url, content=body, headers=headers)
+        out.append(time.perf_counter() - t0)
+        if r.status_code != 200:
+            raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:200]}")
+    return out
+
+
 def wait_for_warm_hosts() -> None:
     """Defining stages takes warm hosts, and the controller starts new spares (processes
     importing pandas and River on the same cores): wait for them before timing anything."""

@@ -47,7 +47,7 @@ import httpx
 import ray
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import free_port, machine, summary_ms, table, write_result  # noqa: E402
+from _common import free_port, machine, summary_ms, table, time_http, write_result  # noqa: E402
 
 import fusionkit as fk  # noqa: E402
 from fusionkit.demo import ctr_model  # noqa: E402
@@ -104,15 +104,6 @@ def bare_handle() -> Any:
 
 
 # -- part 1: request latency -------------------------------------------------------------
-def time_http(client: httpx.Client, url: str, body: bytes, headers: dict, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        r = client.post(url, content=body, headers=headers)
-        out.append(time.perf_counter() - t0)
-        if r.status_code != 200:
-            raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:200]}")
-    return out
 
 
 def time_handle(h: Any, rows: list[dict], n: int) -> list[float]:

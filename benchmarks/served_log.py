@@ -26,7 +26,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import free_port, machine, summary_ms, table, write_result  # noqa: E402
+from _common import free_port, machine, summary_ms, table, time_http, write_result  # noqa: E402
 
 import fusionkit as fk  # noqa: E402
 from fusionkit.demo import ctr_model  # noqa: E402
@@ -36,16 +36,7 @@ from fusionkit.sources.logfiles import LogWriter  # noqa: E402
 STREAM, MODEL, PLAIN, LOGGED = "bl-clicks", "bl-ctr", "bl-plain", "bl-logged"
 
 
-def time_http(client: httpx.Client, url: str, body: bytes, n: int) -> list[float]:
-    out = []
-    headers = {"content-type": "application/json"}
-    for _ in range(n):
-        t0 = time.perf_counter()
-        r = client.post(url, content=body, headers=headers)
-        out.append(time.perf_counter() - t0)
-        if r.status_code != 200:
-            raise RuntimeError(f"{url} answered {r.status_code}: {r.text[:200]}")
-    return out
+JSON = {"content-type": "application/json"}
 
 
 def append_cost(rows: list[dict], size: int, n: int) -> dict:
@@ -90,11 +81,11 @@ def main() -> None:
         for size in (1, 100):
             body = json.dumps({"rows": (rows * (size // len(rows) + 1))[:size]}).encode()
             for url in urls.values():
-                time_http(client, url, body, 50)  # warm up
+                time_http(client, url, body, JSON, 50)  # warm up
             for _ in range(rounds):
                 for system, url in urls.items():
                     samples.setdefault((system, size), []).extend(
-                        time_http(client, url, body, n))
+                        time_http(client, url, body, JSON, n))
     results = []
     for size in (1, 100):
         plain = summary_ms(samples[("without log", size)])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from contextlib import ExitStack
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from _pipelines import free_port
 from conftest import wait_for
 
 from fusionkit.demo import ctr_model
@@ -33,12 +33,6 @@ TOKEN = "s3cret"
 MAX_ROWS = 50
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
-
-def free_port() -> int:
-    """A free TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

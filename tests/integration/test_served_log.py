@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import socket
 import threading
 from dataclasses import dataclass, field
 
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
+from _pipelines import free_port
 from conftest import wait_for
 
 from fusionkit.demo import ctr_model
@@ -62,11 +62,6 @@ class Seen(Learner):
     def set_state(self, state: bytes) -> None:
         self.labels, self.versions, self.columns, self.answers = pickle.loads(state)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
