@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
+from conftest import wait_for
 
 from fusionkit.connect import WORKER_PATH, _end_children, worker_pythonpath
 
@@ -18,6 +20,10 @@ def test_end_children_ends_ray_processes_only():
     ray_like = subprocess.Popen([*sleeper, "ray::IDLE"])  # named like a Ray worker
     other = subprocess.Popen(sleeper)  # e.g. a server the notebook started
     try:
+        # a child is named by its command line once it has exec'ed (a Ray worker has long
+        # before fusionkit ends it); until then it shows this process's
+        wait_for(lambda: "ray::IDLE" in psutil.Process(ray_like.pid).cmdline(), timeout=30,
+                 what="the child's command line")
         _end_children()
         assert ray_like.wait(timeout=10) is not None
         assert other.poll() is None
