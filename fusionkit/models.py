@@ -95,14 +95,16 @@ def online_metrics(name: str) -> pd.DataFrame:
     Empty until a served row's outcome has been learned."""
     from fusionkit.training.served_scores import scores_frame
 
-    stages = {r["name"]: r for r in call("status")}
-    if name not in stages and name not in {r.get("on") for r in stages.values()}:
-        known = ", ".join(sorted(stages)) or "none"
+    # the definitions only (no actor asked): the train stages' reports are read below
+    specs = {n: call("spec", n) for n in call("stage_names")}
+    served = {s.model for s in specs.values() if s.kind == "serve"}
+    if name not in specs and name not in served:
+        known = ", ".join(sorted(specs)) or "none"
         raise StageNotFoundError(f"no stage or model named {name!r} (stages: {known})")
-    kind = stages.get(name, {}).get("kind")
-    model_name = stages[name]["on"] if kind == "serve" else None if kind == "train" else name
+    kind = specs[name].kind if name in specs else None
+    model_name = specs[name].model if kind == "serve" else None if kind == "train" else name
     best, best_n = None, -1
-    for train in [r["name"] for r in stages.values() if r["kind"] == "train"]:
+    for train in [n for n, s in specs.items() if s.kind == "train"]:
         if kind == "train" and train != name:
             continue
         rows = [tuple(row) for info in call("infos", train) for row in info.get("served", ())

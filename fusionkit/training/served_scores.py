@@ -53,13 +53,11 @@ class ServedScores:
 
     def add(self, examples: pd.DataFrame) -> None:
         """Score a batch of examples (served rows with their labels)."""
-        if not len(examples) or not self.applies(examples.columns):
+        if (not len(examples) or not self.applies(examples.columns)
+                or self.label not in examples.columns):
             return
         version = pd.to_numeric(examples[VERSION], errors="coerce")
-        keep = version.notna() & examples[PREDICTION].notna()
-        if self.label not in examples.columns:
-            return
-        keep &= examples[self.label].notna()
+        keep = version.notna() & examples[PREDICTION].notna() & examples[self.label].notna()
         if not keep.any():
             return
         rows = examples[keep.to_numpy()]
