@@ -180,10 +180,6 @@ class StageTable(dict[str, StageRecord]):
         """The pipeline of stage ``name`` (empty: none, or a serve stage)."""
         return next((g for g in self.groups() if name in {r.name for r in g}), [])
 
-    def pipelines(self) -> list[tuple[StageRecord, list[StageRecord]]]:
-        """Each stream stage with the train stages it feeds."""
-        return [(r, self.trains_of(r.name)) for r in self.values() if r.kind == "stream"]
-
     def stream_of(self, rec: StageRecord | None) -> str | None:
         """The stream whose pipeline a stage belongs to (None: a serve stage's own)."""
         if rec is None or rec.kind == "serve":

@@ -37,8 +37,7 @@ def test_specs_are_frozen_and_changed_by_replacing():
 def test_pipelines_and_lookups():
     table = _table()
     assert table.generation == 4
-    assert [(s.name, [t.name for t in ts]) for s, ts in table.pipelines()] == [
-        ("clicks", ["ctr"]), ("views", [])]
+    assert [sorted(r.name for r in g) for g in table.groups()] == [["clicks", "ctr"], ["views"]]
     assert table.stream_of(table["ctr"]) == "clicks"
     assert table.stream_of(table["ctr-api"]) is None
     assert table.record("ctr", "train").name == "ctr"
