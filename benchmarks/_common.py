@@ -35,6 +35,17 @@ def time_http(client: Any, url: str, body: bytes, headers: dict, n: int) -> list
     return out
 
 
+def first_version(model: str, timeout: float) -> int:
+    """Publish train stage ``model`` until it has learned something to publish (or
+    ``timeout`` seconds pass); the version, or 0."""
+    import fusionkit as fk
+
+    deadline = time.monotonic() + timeout
+    while not (version := fk.publish(model)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return version
+
+
 def wait_for_warm_hosts() -> None:
     """Defining stages takes warm hosts, and the controller starts new spares (processes
     importing pandas and River on the same cores): wait for them before timing anything."""

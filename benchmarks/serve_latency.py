@@ -47,7 +47,15 @@ import httpx
 import ray
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import free_port, machine, summary_ms, table, time_http, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    first_version,
+    free_port,
+    machine,
+    summary_ms,
+    table,
+    time_http,
+    write_result,
+)
 
 import fusionkit as fk  # noqa: E402
 from fusionkit.demo import ctr_model  # noqa: E402
@@ -259,9 +267,7 @@ def setup(port: int) -> tuple[list[dict], bytes]:
     fk.connect()
     fk.stream(STREAM, source=fk.sources.synthetic(STREAM, rate=1_000, seed=5), batch_size=100)
     fk.train(MODEL, on=STREAM, label="clicked", model=ctr_model(), publish_every=None)
-    deadline = time.monotonic() + 60
-    while not fk.publish(MODEL) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    first_version(MODEL, 60)
     fk.serve(API, model=MODEL, port=port)
     fk.serve(FRONTED, model=MODEL, port=port, retry=True)
     registry = fk.api.handles()["registry"]

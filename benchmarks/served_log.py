@@ -26,7 +26,15 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import free_port, machine, summary_ms, table, time_http, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    first_version,
+    free_port,
+    machine,
+    summary_ms,
+    table,
+    time_http,
+    write_result,
+)
 
 import fusionkit as fk  # noqa: E402
 from fusionkit.demo import ctr_model  # noqa: E402
@@ -63,9 +71,7 @@ def main() -> None:
     fk.connect()
     fk.stream(STREAM, source=fk.sources.synthetic(STREAM, rate=1_000, seed=1), batch_size=200)
     fk.train(MODEL, on=STREAM, label="clicked", model=ctr_model(), publish_every=None)
-    deadline = time.monotonic() + 120
-    while not fk.publish(MODEL) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    first_version(MODEL, 120)
     fk.pause(STREAM)  # the model stays as it is; the stream's work stops loading the cores
     port = free_port()
     fk.serve(PLAIN, model=MODEL, port=port)
