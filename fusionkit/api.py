@@ -216,17 +216,19 @@ def join(name: str, left: str, right: str, on: str, within: float | str, *,
     match arrives (the label is the right event's ``label`` column, or 1 when it has none),
     or, with no match, once the watermark passes ``t + within`` (``default`` is the label).
     A train stage defined ``on=name`` learns the examples. The watermark is the minimum over
-    both inputs; an input without events for ``idle`` (processing time; ``None``: never)
-    stops holding it back, and one whose bounded source has ended holds nothing back.
+    both inputs, and within an input over its actors (an input stream on N actors: each
+    sends in order, one may run ahead, so the slowest decides); an actor without events for
+    ``idle`` (processing time; ``None``: never) stops holding it back, an input that has
+    sent no event yet waits for its first (outcomes start a label delay after impressions),
+    and one whose bounded source has ended holds nothing back.
     Outcomes after their window (``late``: ``"side"`` files them as dead letters,
     ``"emit"`` sends a correction example), orphans and events without a usable key or
     event time go to ``fk.dead_letters(name)`` with their reason; the counts (pending,
     joined, timed out, late, orphans, overflow, label delay) are in ``fk.infos(name)``.
     At most ``max_pending`` left events wait for a label: beyond it the earliest are
-    emitted at once with ``default`` and counted as ``overflow`` (per actor). An input
-    stream on several actors hands its events on out of order (each actor's batches
-    interleave): give ``allowed_lateness`` at least that disorder (a few batches' worth of
-    event time), or an outcome that arrives before its event may be judged an orphan.
+    emitted at once with ``default`` and counted as ``overflow`` (per actor).
+    ``allowed_lateness`` is for a source whose own events are out of order (one actor
+    reading several partitions).
     ``parallelism=N`` runs the join on N actors, each joining a part of the keys (a stable
     hash) while its watermark follows every event, so the examples are those of one actor;
     the counts are summed in ``fk.status()``, per actor in ``fk.infos(name)``. The other parameters

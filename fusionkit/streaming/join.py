@@ -8,12 +8,15 @@ is emitted when the watermark passes ``t + within``, with ``default`` as the lab
 
 Decisions, so the actor around it (and a reader) can rely on them:
 
-- **Watermark**: the minimum over both inputs of (largest event time seen - allowed
-  lateness), never moving back. An input that got no event for more than ``idle`` seconds
-  of processing time stops holding it back (when both are idle, the watermark catches up
-  with the further one: event time never runs ahead of the events); an input that has
-  ``end``\\ ed holds nothing back, so ``flush`` closes every window
-  (:mod:`fusionkit.streaming.watermark`). The watermark moves after each call, so a
+- **Watermark**: the minimum over both inputs, and within an input over its channels
+  (``channels``: the actors of an upstream stage, each in order on its own), of (largest
+  event time seen - allowed lateness), never moving back. A channel that got no event for
+  more than ``idle`` seconds of processing time stops holding it back (when both inputs
+  are idle, the watermark catches up with the further one: event time never runs ahead of
+  the events); an input that has brought no event yet is never idle (the first outcome
+  comes a label delay after the first impression: until then nothing is known of its
+  time); an input that has ``end``\\ ed holds nothing back, so ``flush`` closes every
+  window (:mod:`fusionkit.streaming.watermark`). The watermark moves after each call, so a
   batch's events all see the watermark left by the calls before.
 - **Out-of-order right events** (an outcome before its left event): every right event is
   kept by key until the watermark passes ``t' + allowed_lateness``; a left event arriving
@@ -95,10 +98,11 @@ class IntervalJoin:
         The label column of the examples; ``default`` labels a left event with no match.
         Right events with a ``label`` column give its value, others give ``1``.
     allowed_lateness
-        How far behind its input's largest event time an event may come.
+        How far behind its channel's largest event time an event may come.
     idle
-        Seconds of processing time after which an input without events stops holding the
-        watermark back; ``None``: never.
+        Seconds of processing time after which a channel without events stops holding the
+        watermark back; ``None``: never. An input that has brought no event yet is never
+        idle: the join waits for its first event (or its ``end``).
     late
         ``"side"``: late outcomes go to the ``late`` side output; ``"emit"``: the first for
         a left event is emitted as a correction example (others count as duplicates).
@@ -119,6 +123,10 @@ class IntervalJoin:
         of them, so each part closes windows exactly when one join of every key would;
         rows without a usable key or time are set aside by part 0 alone. ``max_pending``
         bounds each part.
+    channels
+        ``(left, right)``: how many channels send each input (the actors of an upstream
+        stage with ``parallelism=N``, each sending its events in order); a call names its
+        channel. An input's progress is its slowest channel's.
 
     Examples
     --------
@@ -139,7 +147,8 @@ class IntervalJoin:
                  allowed_lateness: float | str = 0.0, idle: float | str | None = None,
                  late: str = "side", late_horizon: float | str | None = None,
                  max_pending: int | None = None, key_type: type | None = None,
-                 clock: Callable[[], float] = wall_clock, share: tuple[int, int] = (0, 1)):
+                 clock: Callable[[], float] = wall_clock, share: tuple[int, int] = (0, 1),
+                 channels: tuple[int, int] = (1, 1)):
         self.on = on
         self.within = parse_duration(within)
         self.label = label
@@ -165,12 +174,13 @@ class IntervalJoin:
             raise ValueError(f"share must be (index, count) with 0 <= index < count, "
                              f"not {share!r}")
         self.share = (index, count)
+        self.channels = (int(channels[0]), int(channels[1]))
         self._reach = self.within + self.late_horizon
         self._keep = self.within + self.late_horizon + self.allowed_lateness  # remembered
         self._reset()
 
     def _reset(self) -> None:
-        self._wm = Watermark(2, self.allowed_lateness, self.idle)
+        self._wm = Watermark(self.channels, self.allowed_lateness, self.idle)
         self._kind = self.key_type
         self.counts = dict.fromkeys(_COUNTERS, 0)
         self._pending = 0
@@ -188,22 +198,35 @@ class IntervalJoin:
         self._out: list[tuple[np.ndarray, np.ndarray]] = []
 
     # -- the calls ------------------------------------------------------------------------
-    def process_left(self, batch: pd.DataFrame, now: float | None = None) -> pd.DataFrame:
-        """Take a batch of left events; return the examples completed by this call."""
-        return self._process(LEFT, batch, now)
+    def process_left(self, batch: pd.DataFrame, now: float | None = None, channel: int = 0
+                     ) -> pd.DataFrame:
+        """Take a batch of left events (sent by ``channel`` of the left input); return the
+        examples completed by this call."""
+        return self._process(LEFT, batch, now, channel)
 
-    def process_right(self, batch: pd.DataFrame, now: float | None = None) -> pd.DataFrame:
+    def process_right(self, batch: pd.DataFrame, now: float | None = None, channel: int = 0
+                      ) -> pd.DataFrame:
         """Take a batch of right events (outcomes); return the examples completed."""
-        return self._process(RIGHT, batch, now)
+        return self._process(RIGHT, batch, now, channel)
 
-    def _process(self, side: int, batch: pd.DataFrame, now: float | None) -> pd.DataFrame:
-        now = self._touch(side, batch, now)
+    def set_channels(self, left: int, right: int) -> None:
+        """How many channels (upstream actors) each input has now; an input whose count
+        changed starts its channels afresh (see ``Watermark.reshape``)."""
+        self.channels = (int(left), int(right))
+        self._wm.reshape(self.channels)
+
+    def _process(self, side: int, batch: pd.DataFrame, now: float | None, channel: int
+                 ) -> pd.DataFrame:
+        if not 0 <= channel < self.channels[side]:
+            raise ValueError(f"channel {channel} of an input with {self.channels[side]} "
+                             "channels")
+        now = self._touch(side, batch, now, channel)
         good, keys, t = self._validate(batch, "left" if side == LEFT else "right")
-        if len(good) and self.share[1] > 1:  # one part of the keys: the watermark sees all
-            newest = float(t.max())
+        if len(good):  # every part sees every event's time: the watermark is the join's
+            self._wm.see(side, float(t.max()), channel)
+        if len(good) and self.share[1] > 1:  # one part of the keys
             mine = owned(keys, *self.share)
             good, keys, t = good[mine], keys[mine], t[mine]
-            self._wm.see(side, newest)
         if len(good):
             (self._add_left if side == LEFT else self._add_right)(good, keys, t)
         return self._settle(now)
@@ -213,16 +236,27 @@ class IntervalJoin:
         watermark back, so windows close when traffic stops."""
         return self._settle(self._touch(None, None, now))
 
-    def end(self, side: str, now: float | None = None) -> pd.DataFrame:
-        """Input ``side`` (``"left"`` or ``"right"``) has ended: it holds nothing back."""
+    def end(self, side: str, now: float | None = None, channel: int | None = None
+            ) -> pd.DataFrame:
+        """Input ``side`` (``"left"`` or ``"right"``) has ended, or only its channel
+        ``channel``: it holds nothing back."""
         if side not in _SIDE:
             raise ValueError(f"side must be 'left' or 'right', not {side!r}")
-        self._wm.ended[_SIDE[side]] = True
+        self._wm.end(_SIDE[side], channel)
         return self._settle(self._touch(None, None, now))
+
+    def ended(self, side: str) -> bool:
+        """Whether every channel of input ``side`` has ended."""
+        return self._wm.has_ended(_SIDE[side])
+
+    def forget_idle_clocks(self) -> None:
+        """Every channel counts as active from the next call on: the time a rollback or a
+        restart took is no input's silence."""
+        self._wm.active = [[None] * n for n in self._wm.channels]
 
     def flush(self) -> pd.DataFrame:
         """Both inputs have ended: close every window, judge every kept outcome."""
-        self._wm.ended = [True, True]
+        self._wm.end_all()
         last = self._wm.last_now
         return self._settle(last if last is not None else 0.0)
 
@@ -259,9 +293,10 @@ class IntervalJoin:
         return np.concatenate([self._delays[i:], self._delays[:i]])
 
     # -- input ----------------------------------------------------------------------------
-    def _touch(self, side: int | None, batch: pd.DataFrame | None, now: float | None) -> float:
+    def _touch(self, side: int | None, batch: pd.DataFrame | None, now: float | None,
+               channel: int = 0) -> float:
         now = float(self.clock() if now is None else now)
-        self._wm.touch(side if batch is not None and len(batch) else None, now)
+        self._wm.touch(side if batch is not None and len(batch) else None, now, channel)
         return now
 
     def _validate(self, batch: pd.DataFrame, side: str
@@ -306,7 +341,6 @@ class IntervalJoin:
         self.counts["timed_out"] += int((late & ~matched).sum())
         self.counts["late_left"] += int(late.sum())
         self._pending += int((~late & ~matched).sum())
-        self._wm.see(LEFT, float(t.max()))
 
     def _add_right(self, good: pd.DataFrame, keys: np.ndarray, t: np.ndarray) -> None:
         L, R, n = self._L, self._R, len(t)
@@ -338,7 +372,6 @@ class IntervalJoin:
                         "prev": chain(self._rheads, keys, R.end), "key": keys,
                         "label": labels})
         self.counts["rights"] += n
-        self._wm.see(RIGHT, float(t.max()))
 
     def _delay(self, d: np.ndarray) -> None:
         """Keep the newest label delays in a ring of ``DELAY_SAMPLES``."""
@@ -487,6 +520,7 @@ class IntervalJoin:
     def set_state(self, state: dict[str, Any]) -> None:
         self._reset()
         self._wm.set_state(state)
+        self.channels = (self._wm.channels[0], self._wm.channels[1])
         self._kind, self.counts = state["kind"], dict(state["counts"])
         self._pending = state["pending"]
         self._delays, self._n_delays = state["delays"].copy(), state["n_delays"]

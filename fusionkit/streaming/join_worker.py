@@ -9,6 +9,11 @@ output, so a train stage defined ``on=`` the join learns them unchanged.
   inputs (put once in the object store, shared) and joins the keys of its part (a stable
   hash); its watermark moves with every event, so the N actors together emit what one
   would. Each sends its examples to the train stages, which align barriers over all N.
+- **Channels**: each actor of an input stream is a channel of the join's watermark (the
+  ``i`` of its sender name): N actors of one stream each send in order, but not in order
+  together, so an input's progress is its slowest actor's (an actor that has ended holds
+  nothing back). A stream with ``parallelism=2`` needs no ``allowed_lateness`` for one of
+  its actors running ahead of the other.
 - **Time passing**: a ticker lets processing time reach the join (``advance``) about four
   times per ``idle``, so an input that went quiet stops holding the watermark back and
   windows close when traffic stops.
@@ -52,17 +57,27 @@ _COUNTED = ("joined", "timed_out", "late", "corrections", "orphans", "duplicates
             "late_left", "dead")
 
 
-def make_join(spec: JoinSpec, index: int = 0) -> IntervalJoin:
-    """A fresh join of the spec's parameters, for its actor ``index`` (of ``parallelism``)."""
+def make_join(spec: JoinSpec, index: int = 0, channels: tuple[int, int] = (1, 1)
+              ) -> IntervalJoin:
+    """A fresh join of the spec's parameters, for its actor ``index`` (of ``parallelism``),
+    its inputs sent by ``channels`` actors each."""
     return IntervalJoin(on=spec.on, within=spec.within, label=spec.label, default=spec.default,
                         allowed_lateness=spec.allowed_lateness, idle=spec.idle, late=spec.late,
                         late_horizon=spec.late_horizon, max_pending=spec.max_pending,
-                        key_type=spec.key_type, share=(index, spec.parallelism))
+                        key_type=spec.key_type, share=(index, spec.parallelism),
+                        channels=channels)
 
 
 def sender_stage(sender: str) -> str:
     """The stage of a push's sender (``"<stage>/<role><i>/<id>"``, see ``channel.Outbox``)."""
     return sender.rsplit("/", 2)[0]
+
+
+def sender_index(sender: str) -> int:
+    """Which actor of its stage a push's sender is (the ``i`` of ``<role><i>``)."""
+    role = sender.rsplit("/", 2)[1]
+    digits = len(role) - len(role.rstrip("0123456789"))
+    return int(role[-digits:]) if digits else 0
 
 
 class JoinWorker(StageActor):
@@ -71,12 +86,13 @@ class JoinWorker(StageActor):
     def __init__(self, spec: JoinSpec, index: int, monitor: Any, state: dict | None = None):
         super().__init__(spec.name, index, monitor)
         self.spec = spec
-        self.join = make_join(spec, index)
+        self.upstream = 2  # senders in all (barriers align over them)
+        self.senders = {spec.left: 1, spec.right: 1}  # actors of each input
+        self.join = make_join(spec, index, self._channels())
+        self._channels_set = self._channels()
         self.inbox = Inbox()
         self.outbox = Outbox(f"{spec.name}/join{index}", spec.max_inflight)
         self.epoch = 0
-        self.upstream = 2  # senders in all (barriers align over them)
-        self.senders = {spec.left: 1, spec.right: 1}  # actors of each input
         self._ended: dict[str, set[str]] = {spec.left: set(), spec.right: set()}  # senders
         self.ended: set[str] = set()  # the inputs that have ended (every sender of theirs)
         self._controller = None
@@ -115,6 +131,10 @@ class JoinWorker(StageActor):
         else:
             self.upstream = max(1, int(n))
 
+    def _channels(self) -> tuple[int, int]:
+        """How many actors send each input (its watermark's channels)."""
+        return self.senders.get(self.spec.left, 1), self.senders.get(self.spec.right, 1)
+
     def stop(self) -> str:
         status = super().stop()
         self.outbox.abandon()
@@ -141,11 +161,13 @@ class JoinWorker(StageActor):
                 "examples": self.examples_out, "ended": sorted(self.ended)}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.join = make_join(self.spec, self.index)
+        self.join = make_join(self.spec, self.index, self._channels())
+        self._channels_set = self._channels()
         if state.get("join") is not None:
+            self.join.set_state(state["join"])
             # the inputs count as active from now on: the time a rollback or a restart
-            # took is no input's silence (``active`` restarts at the next call)
-            self.join.set_state({**state["join"], "active": [None, None]})
+            # took is no input's silence
+            self.join.forget_idle_clocks()
         self.dead.set_state(state.get("dead"))
         self.examples_out = state.get("examples", 0)
         self.ended = set(state.get("ended", ()))
@@ -187,10 +209,11 @@ class JoinWorker(StageActor):
         t0 = monotonic()
         side = self._side(sender_stage(sender))
         before = dict(self.join.counts)
+        channel = self._channel(side, sender)
         if side == "left":
-            out = self.join.process_left(batch)
+            out = self.join.process_left(batch, channel=channel)
         else:
-            out = self.join.process_right(batch)
+            out = self.join.process_right(batch, channel=channel)
         # the events this actor took: its part's (of parallelism N), the unusable ones once
         taken = sum(self.join.counts[c] - before[c] for c in (f"{side}s", "dead"))
         self._emit(out, before, **{f"{side}_in": taken}, events_in=taken)
@@ -200,16 +223,33 @@ class JoinWorker(StageActor):
         stage = sender_stage(sender)
         side = self._side(stage)
         self._ended[stage].add(sender)
-        if stage in self.ended or not self._side_ended(stage):
+        if stage in self.ended:
+            return
+        before = dict(self.join.counts)
+        if not self._side_ended(stage):  # that actor holds nothing back any more
+            self._emit(self.join.end(side, channel=self._channel(side, sender)), before)
             return
         self.ended.add(stage)
-        before = dict(self.join.counts)
         self._emit(self.join.end(side), before)
         if self.monitor is not None:
             self.monitor.event.remote(Event(self.name, "input ended",
                                             f"{side} input {stage!r} has ended"))
         if all(self._side_ended(s) for s in (self.spec.left, self.spec.right)):
             self.status = "finished"
+
+    def _channel(self, side: str, sender: str) -> int:
+        """The watermark channel of a push's sender (in the push's slot: the join's channels
+        follow ``set_upstream``, an actor beyond its count widens them)."""
+        want = self._channels()
+        if want != self._channels_set:  # its inputs' actors were counted again
+            self.join.set_channels(*want)
+            self._channels_set = want
+        channel, i = sender_index(sender), int(side == "right")
+        if channel >= self.join.channels[i]:
+            wider = list(self.join.channels)
+            wider[i] = channel + 1
+            self.join.set_channels(*wider)
+        return channel
 
     def _side_ended(self, stage: str) -> bool:
         return stage in self.ended or len(self._ended.get(stage, ())) >= self.senders.get(stage, 1)
@@ -279,7 +319,8 @@ class JoinWorker(StageActor):
             self.outbox.reset(epoch)
             self.inbox = Inbox()
             self._ended = {self.spec.left: set(), self.spec.right: set()}
-            self.join = make_join(self.spec, self.index)
+            self.join = make_join(self.spec, self.index, self._channels())
+            self._channels_set = self._channels()
             self.examples_out = 0
             self.ended = set()
             self.dead.set_state(None)

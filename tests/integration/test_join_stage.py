@@ -48,18 +48,18 @@ class RequestLabels(Learner):
         self.counts, self.labels, self.read_at, self.complete_at = pickle.loads(state)
 
 
-def sources(fk, seed: int, rate: float | None = None):
+def sources(fk, seed: int, rate: float | None = None, within: float = WITHIN):
     """Impressions (paced at ``rate``, or as fast as taken) and their outcomes; the same
     rows whatever the pace, given the rate the event times advance by."""
     return fk.sources.synthetic_feedback("ads", rate=rate, seed=seed, max_events=N,
-                                         start_time=0.0, delay="5s", late_fraction=0.02,
-                                         horizon=f"{WITHIN}s")
+                                         start_time=0.0, delay=f"{within / 6:g}s",
+                                         late_fraction=0.02, horizon=f"{within:g}s")
 
 
-def oracle(fk, seed: int, rate: float | None = None) -> np.ndarray:
-    """Whether each impression has an outcome within ``WITHIN`` (a pandas merge of the
+def oracle(fk, seed: int, rate: float | None = None, within: float = WITHIN) -> np.ndarray:
+    """Whether each impression has an outcome within ``within`` (a pandas merge of the
     two sources' rows, read here in full)."""
-    ads, clicks = sources(fk, seed, rate)
+    ads, clicks = sources(fk, seed, rate, within)
     parts = []
     while (b := ads.read(50_000)) is not None and len(b):
         parts.append(b)
@@ -71,7 +71,7 @@ def oracle(fk, seed: int, rate: float | None = None) -> np.ndarray:
     m = imp[["request_id", "_event_time"]].merge(out[["request_id", "_event_time"]],
                                                  on="request_id", suffixes=("", "_o"))
     hit = m[(m["_event_time"] <= m["_event_time_o"])
-            & (m["_event_time_o"] <= m["_event_time"] + WITHIN)]
+            & (m["_event_time_o"] <= m["_event_time"] + within)]
     positive = np.zeros(N, dtype=bool)
     positive[hit["request_id"].to_numpy()] = True
     assert len(imp) == N and imp["request_id"].is_unique
@@ -104,12 +104,13 @@ def seen(fk) -> int:
     return int(fk.infos("ctr")[0].get("events_seen", 0))
 
 
-def check_exactly_once(fk, seed: int, rate: float | None = None) -> RequestLabels:
+def check_exactly_once(fk, seed: int, rate: float | None = None, within: float = WITHIN
+                       ) -> RequestLabels:
     wait_for(lambda: seen(fk) >= N, timeout=240, what="every impression learned")
     model = learned(fk, "ctr")
     assert (model.counts == 1).all(), \
         f"{(model.counts == 0).sum()} never learned, {(model.counts > 1).sum()} twice or more"
-    positive = oracle(fk, seed, rate)
+    positive = oracle(fk, seed, rate, within)
     assert positive.sum() > 0.1 * N  # the data has clicks to find
     wrong = np.flatnonzero((model.labels == 1) != positive)
     assert len(wrong) == 0, f"{len(wrong)} labels differ from the oracle, e.g. {wrong[:5]}"
@@ -189,10 +190,10 @@ def test_failed_input_of_a_join_defined_again_takes_its_pipeline_back(fk):
     ads, clicks = sources(fk, seed, rate)
     fk.stream("impressions", source=ads, fn=breaks_on_poison, batch_size=1000, parallelism=2)
     fk.stream("clicks", source=clicks, batch_size=1000)
-    # two operator actors hand impressions on out of order: the lateness allows for it
+    # two operator actors hand impressions on out of order together, each in order: the
+    # join's watermark follows the slower, so no allowed lateness is needed
     fk.join("examples", left="impressions", right="clicks", on="request_id",
-            within=f"{WITHIN}s", label="clicked", default=0, idle=None,
-            allowed_lateness="5s")
+            within=f"{WITHIN}s", label="clicked", default=0, idle=None)
     fk.train("ctr", on="examples", label="clicked", model=RequestLabels(N),
              publish_every=None)
     wait_for(lambda: seen(fk) >= N // 10, timeout=120, what="first examples learned")
@@ -201,6 +202,30 @@ def test_failed_input_of_a_join_defined_again_takes_its_pipeline_back(fk):
              what="the impressions stage to fail on the poison impression")
     fk.stream("impressions", source=ads, fn=lambda df: df, batch_size=1000, parallelism=2)
     check_exactly_once(fk, seed, rate)
+
+
+def test_two_actors_of_an_input_and_a_late_first_outcome_lose_no_label(fk):
+    """Impressions from two operator actors (one may run ahead of the other) and outcomes
+    that only start once impressions have flowed for longer than ``idle``: with no allowed
+    lateness and the default ``idle``, the watermark follows the slower impressions actor
+    and waits for the first outcome, so no window closes early and every label is the
+    oracle's."""
+    seed, rate, within = 12, 20_000.0, 2.0
+    ads, clicks = sources(fk, seed, rate, within)
+    fk.stream("impressions", source=ads, fn=stamped, batch_size=1000, parallelism=2)
+    fk.stream("clicks", source=clicks, batch_size=1000)
+    fk.pause("clicks")
+    fk.join("examples", left="impressions", right="clicks", on="request_id",
+            within=f"{within:g}s", label="clicked", default=0)  # idle: the default, 5 s
+    fk.train("ctr", on="examples", label="clicked", model=RequestLabels(N),
+             publish_every=None)
+    # impressions flow (paced: 20k per second of event time) with no outcome for 7.5 s
+    wait_for(lambda: fk.status().loc["impressions", "events"] >= 150_000, timeout=120,
+             what="impressions flowing for longer than idle")
+    assert fk.status().loc["clicks", "events"] == 0
+    assert sum(i["timed_out"] for i in fk.infos("examples")) == 0  # nothing closed early
+    fk.resume("clicks")
+    check_exactly_once(fk, seed, rate, within)
 
 
 def test_trainer_of_a_join_killed(fk):

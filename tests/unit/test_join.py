@@ -21,7 +21,8 @@ PROPS = settings(max_examples=200, deadline=None, derandomize=True, database=Non
 class Oracle:
     """The join's rules, one event at a time over plain lists (nothing is ever forgotten)."""
 
-    def __init__(self, within, lateness, idle, late, horizon, default=0, label="y"):
+    def __init__(self, within, lateness, idle, late, horizon, default=0, label="y",
+                 channels=(1, 1)):
         self.within, self.lateness, self.idle, self.late = within, lateness, idle, late
         self.reach = within + (within if horizon is None else horizon)
         self.keep = within + (within if horizon is None else horizon) + lateness
@@ -29,20 +30,23 @@ class Oracle:
         self.default, self.label = default, label
         self.lefts, self.rights = [], []
         self.wm = -math.inf
-        self.top = {"left": -math.inf, "right": -math.inf}
-        self.active = {"left": None, "right": None}
-        self.ended = {"left": False, "right": False}
+        # per channel (input, i): largest event time, last call with events, ended
+        self.chans = [(s, i) for s, n in zip(("left", "right"), channels, strict=True)
+                      for i in range(n)]
+        self.top = dict.fromkeys(self.chans, -math.inf)
+        self.active = dict.fromkeys(self.chans)
+        self.ended = dict.fromkeys(self.chans, False)
         self.n = dict.fromkeys(["joined", "timed_out", "late", "corrections", "orphans",
                                 "duplicates", "late_left"], 0)
         self.side = {"late": [], "orphan": []}
 
-    def call(self, op, now, rows=()):
+    def call(self, op, now, rows=(), chan=0):
         out = []
-        for s in self.active:
-            if self.active[s] is None:
-                self.active[s] = now
+        for c in self.active:
+            if self.active[c] is None:
+                self.active[c] = now
         if op in ("left", "right") and rows:
-            self.active[op] = now
+            self.active[op, chan] = now
         if op == "left":
             for row in rows:
                 left = {"row": row, "t": row["_event_time"], "k": row["k"], "matched": False,
@@ -62,7 +66,7 @@ class Oracle:
                     self.n["timed_out"] += 1
                     out.append((left, self.default))
                 self.lefts.append(left)
-                self.top["left"] = max(self.top["left"], left["t"])
+                self.top["left", chan] = max(self.top["left", chan], left["t"])
         elif op == "right":
             for row in rows:
                 r = {"row": row, "t": row["_event_time"], "k": row["k"], "matched": False,
@@ -79,16 +83,30 @@ class Oracle:
                             self.n["joined"] += 1
                             out.append((left, r["label"]))
                 self.rights.append(r)
-                self.top["right"] = max(self.top["right"], r["t"])
-        elif op == "end":
-            self.ended[rows] = True
+                self.top["right", chan] = max(self.top["right", chan], r["t"])
+        elif op == "end":  # a whole input (chan None) or one channel of it
+            for c in self.chans:
+                if c[0] == rows and chan in (None, c[1]):
+                    self.ended[c] = True
         elif op == "flush":
-            self.ended = {"left": True, "right": True}
-        # the watermark
-        live = {s: self.top[s] - self.lateness for s in self.top if not self.ended[s]}
-        hold = [w for s, w in live.items()
-                if self.idle is None or not now - self.active[s] > self.idle]
-        w = min(hold) if hold else max(live.values()) if live else math.inf
+            self.ended = dict.fromkeys(self.chans, True)
+        # the watermark: the slowest busy channel of each input; an input with no event yet
+        # waits for one; all idle: the furthest
+        hold, live = [], []
+        for side in ("left", "right"):
+            marks = {c: self.top[c] - self.lateness for c in self.chans
+                     if c[0] == side and not self.ended[c]}
+            if not marks:
+                continue
+            if max(marks.values()) == -math.inf:
+                hold.append(-math.inf)
+                continue
+            busy = [w for c, w in marks.items()
+                    if self.idle is None or not now - self.active[c] > self.idle]
+            if busy:
+                hold.append(min(busy))
+            live.append(max(marks.values()))
+        w = min(hold) if hold else max(live) if live else math.inf
         self.wm = max(self.wm, w)
         for left in sorted((x for x in self.lefts if not x["closed"]
                             and x["t"] + self.within < self.wm),
@@ -178,40 +196,51 @@ def scenarios(draw):
             ops.append((side, []))
         ops[-1][1].append(e)
     idle = draw(st.sampled_from([None, None, 1.0, 3.0]))
-    if draw(st.booleans()):  # one side ends early (after its last event)
+    # each input sent by 1 or 2 channels (upstream actors): a batch comes from one of them
+    channels = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    chans = [draw(st.integers(0, channels[0 if op == "left" else 1] - 1))
+             if op in ("left", "right") else None for op, _ in ops]
+    if draw(st.booleans()):  # one side, or one channel of it, ends early (after its last event)
         side = draw(st.sampled_from(["left", "right"]))
-        last = max((i for i, op in enumerate(ops) if op[0] == side), default=-1)
+        chan = draw(st.sampled_from([None, 0, 1][:1 + channels[side == "right"]]))
+        last = max((i for i, (op, c) in enumerate(zip(ops, chans, strict=True))
+                    if op[0] == side and chan in (None, c)), default=-1)
         ops.insert(last + 1, ("end", side))
+        chans.insert(last + 1, chan)
     ops.append(("flush", None))
+    chans.append(None)
     gaps = draw(st.lists(st.sampled_from([0.0, 0.5, 1.5, 4.0]), min_size=len(ops),
                          max_size=len(ops)))
     restore_at = draw(st.one_of(st.none(), st.integers(0, len(ops))))
     late = draw(st.sampled_from(["side", "emit"]))
     horizon = draw(st.sampled_from([None, 0.0, 3.0]))
     return dict(within=within, lateness=lateness, idle=idle, late=late, horizon=horizon,
-                ops=ops, gaps=gaps, restore_at=restore_at, with_label=with_label)
+                ops=ops, gaps=gaps, restore_at=restore_at, with_label=with_label,
+                channels=channels, chans=chans)
 
 
 def run_join(s, share=(0, 1)):
     kw = dict(on="k", within=s["within"], label="y", default=0,
               allowed_lateness=s["lateness"], idle=s["idle"], late=s["late"],
-              late_horizon=s["horizon"], share=share)
+              late_horizon=s["horizon"], share=share, channels=s.get("channels", (1, 1)))
     j = IntervalJoin(**kw)
     now, outs, side = 100.0, [], {"late": [], "orphan": []}
-    for i, ((op, arg), gap) in enumerate(zip(s["ops"], s["gaps"], strict=True)):
+    chans = s.get("chans") or [0] * len(s["ops"])
+    for i, ((op, arg), gap, ch) in enumerate(zip(s["ops"], s["gaps"], chans, strict=True)):
         if i == s["restore_at"]:
             state = pickle.loads(pickle.dumps(j.get_state()))
             j = IntervalJoin(**kw)
             j.set_state(state)
         now += gap
         if op == "left":
-            out = j.process_left(frame(arg), now=now)
+            out = j.process_left(frame(arg), now=now, channel=ch)
         elif op == "right":
-            out = j.process_right(frame(arg, right=True, with_label=s["with_label"]), now=now)
+            out = j.process_right(frame(arg, right=True, with_label=s["with_label"]), now=now,
+                                  channel=ch)
         elif op == "advance":
             out = j.advance(now=now)
         elif op == "end":
-            out = j.end(arg, now=now)
+            out = j.end(arg, now=now, channel=ch)
         else:
             out = j.flush()
         if len(out):  # the example is the left row as it came, plus the label
@@ -226,14 +255,16 @@ def run_join(s, share=(0, 1)):
 
 
 def run_oracle(s):
-    o = Oracle(s["within"], s["lateness"], s["idle"], s["late"], s["horizon"])
+    o = Oracle(s["within"], s["lateness"], s["idle"], s["late"], s["horizon"],
+               channels=s.get("channels", (1, 1)))
     now, outs = 100.0, []
-    for (op, arg), gap in zip(s["ops"], s["gaps"], strict=True):
+    chans = s.get("chans") or [0] * len(s["ops"])
+    for (op, arg), gap, ch in zip(s["ops"], s["gaps"], chans, strict=True):
         now += gap
         if op in ("left", "right"):
-            outs.append(o.call(op, now, [dict(e) for e in arg]))
+            outs.append(o.call(op, now, [dict(e) for e in arg], chan=ch))
         else:
-            outs.append(o.call(op, now, arg))
+            outs.append(o.call(op, now, arg, chan=ch))
     return o, outs
 
 
@@ -377,6 +408,7 @@ def test_max_pending_emits_the_earliest_as_negatives_and_counts_them():
 
 def test_an_idle_input_stops_holding_the_watermark_back():
     j = IntervalJoin(on="k", within=1, idle=10, late_horizon=100)
+    j.process_right(pd.DataFrame({"k": ["z"], "_event_time": [-5.0]}), now=0)
     j.process_left(left(["a", "b"], [0.0, 50.0]), now=0)
     assert j.advance(now=5).empty  # outcomes silent for 5 s: still waited for
     out = j.advance(now=11)  # silent for more than 10 s: the left input alone decides
@@ -387,6 +419,54 @@ def test_an_idle_input_stops_holding_the_watermark_back():
     assert j.watermark == 50.0
     assert j.side_outputs()["late"]["_reason"].tolist() == [
         "late: came after its left event's window closed"]
+
+
+def test_an_input_with_no_event_yet_is_waited_for_however_long():
+    """The first outcome comes a label delay after the first impression: until it does,
+    nothing is known of the outcomes' event time, so no window closes (else impressions
+    clicked later would be learned as negatives); its end releases them."""
+    j = IntervalJoin(on="k", within=1, idle=1)
+    j.process_left(left(["a", "b", "c"], [0.0, 2.0, 50.0]), now=0)
+    assert j.advance(now=100).empty and j.watermark == -math.inf and j.pending == 3
+    out = j.process_right(pd.DataFrame({"k": ["a"], "_event_time": [0.5]}), now=101)
+    assert out["k"].tolist() == ["a"] and out["label"].tolist() == [1]
+    assert j.watermark == 0.5
+    assert j.end("right", now=102)["k"].tolist() == ["b"] and j.ended("right")
+
+
+def test_the_slowest_channel_of_an_input_holds_it_back():
+    """Two actors of one stream each send in order, but one runs ahead of the other: the
+    input's progress is the slower one's, so nothing it still sends is late."""
+    j = IntervalJoin(on="k", within=1, channels=(2, 1))
+    j.process_right(pd.DataFrame({"k": ["z"], "_event_time": [100.0]}), now=0)
+    j.process_left(left(["a"], [50.0]), now=0, channel=0)  # actor 0 is ahead
+    j.process_left(left(["b"], [10.0]), now=0, channel=1)
+    assert j.watermark == 10.0
+    # an outcome of "b" in its window, then actor 1 sends "c" at 20: neither is late
+    assert j.process_right(pd.DataFrame({"k": ["b"], "_event_time": [10.5]}), now=0
+                           )["label"].tolist() == [1]
+    assert j.process_left(left(["c"], [20.0]), now=0, channel=1).empty
+    assert j.stats()["late_left"] == 0 and j.watermark == 20.0
+    # actor 1 ends: actor 0 alone decides, and "c" times out
+    assert j.end("left", now=0, channel=1)["k"].tolist() == ["c"]
+    assert not j.ended("left") and j.watermark == 50.0
+    with pytest.raises(ValueError, match="channel 2"):
+        j.process_left(left(["d"], [60.0]), now=0, channel=2)
+
+
+def test_a_snapshot_of_one_channel_per_input_restores_into_more_channels():
+    """An upstream stage defined again with more actors: its input starts its channels
+    afresh (they replay from the checkpoint); the watermark never moves back."""
+    j = IntervalJoin(on="k", within=1)
+    j.process_right(pd.DataFrame({"k": ["z"], "_event_time": [5.0]}), now=0)
+    j.process_left(left(["a"], [3.0]), now=0)
+    k = IntervalJoin(on="k", within=1, channels=(2, 1))
+    k.set_state(pickle.loads(pickle.dumps(j.get_state())))
+    assert k.watermark == 3.0 and k.channels == (2, 1)
+    k.process_left(left(["b"], [8.0]), now=1, channel=0)
+    assert k.watermark == 3.0  # channel 1 has sent nothing since: within its idle (none)
+    k.process_left(left(["c"], [7.0]), now=1, channel=1)
+    assert k.watermark == 5.0  # now the outcomes (at 5) are the slowest
 
 
 def test_snapshot_restores_exactly_and_pickles():
