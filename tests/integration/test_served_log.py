@@ -269,6 +269,23 @@ def test_online_metrics_score_what_was_served_per_version(fk_session, loop):
         fk.online_metrics("nope")
 
 
+def test_feedback_for_a_request_never_served_is_an_orphan_with_its_reason(fk_session, loop):
+    """A replica cannot know every id ever served, so it accepts the feedback; the join
+    finds no served row for it and files it as a dead letter with its reason."""
+    import fusionkit as fk
+
+    rid = "never-served-7"
+    assert loop.feedback({"request_id": rid, "label": 1}).json() == {"accepted": 1}
+
+    def filed():
+        letters = fk.dead_letters(EXAMPLES)
+        return letters[letters["payload"].astype(str).str.contains(rid)]["reason"].tolist()
+
+    reasons = wait_for(filed, timeout=60, what="the feedback of an unknown id dead-lettered")
+    assert len(reasons) == 1 and reasons[0].startswith("orphan: no left event with this key")
+    assert rid not in seen(fk).labels  # and nothing was learned from it
+
+
 BAD_FEEDBACK = [
     ("no request_id", {"json": {"label": 1}}, 400, "no request_id"),
     ("request_id not a string", {"json": {"request_id": 12, "label": 1}}, 400, "request_id must"),
