@@ -53,6 +53,11 @@ class Reporter:
         with self._lock:
             self._values.update(values)
 
+    def due(self) -> bool:
+        """Whether the next ``flush`` sends a report (values dear to compute are gauged
+        only then)."""
+        return monotonic() - self._last >= self.interval
+
     def flush(self, force: bool = False) -> None:
         t = monotonic()
         if not force and t - self._last < self.interval:

@@ -265,11 +265,9 @@ class JoinWorker(StageActor):
         self.reporter.count(**counts, **delta, events_out=len(out),
                             dead_letters=delta.get("dead", 0) + delta.get("orphans", 0)
                             + (delta.get("late", 0) if self.spec.late == "side" else 0))
-        stats = self.join.stats()
-        self.reporter.gauge(pending=stats["pending"], watermark=stats["watermark"],
-                            label_delay_p50=stats["label_delay_p50"],
-                            label_delay_p99=stats["label_delay_p99"],
+        self.reporter.gauge(pending=self.join.pending, watermark=self.join.watermark,
                             inflight=self.outbox.inflight())
+        self._gauge_delays()
         if len(out):
             if INGEST_TS in out.columns:  # an example comes in when it is complete
                 out[INGEST_TS] = now()
@@ -278,6 +276,13 @@ class JoinWorker(StageActor):
             if self.outbox.has_targets:
                 self.outbox.send(out)
         self.reporter.flush()
+
+    def _gauge_delays(self) -> None:
+        """The label delay percentiles, computed only for a report that leaves now."""
+        if self.reporter.due():
+            stats = self.join.stats()
+            self.reporter.gauge(label_delay_p50=stats["label_delay_p50"],
+                                label_delay_p99=stats["label_delay_p99"])
 
     def _tick(self) -> None:
         """Let processing time reach the join while no batch comes (inputs go idle, windows
@@ -296,6 +301,7 @@ class JoinWorker(StageActor):
                         before = dict(self.join.counts)
                         self._emit(self.join.advance(), before)
                     else:
+                        self._gauge_delays()
                         self.reporter.flush()
                 except Exception as exc:
                     self._fail(exc, "in the join (advancing time)")

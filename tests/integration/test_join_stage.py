@@ -135,6 +135,11 @@ def test_every_impression_learned_once_with_its_label(fk):
     check_exactly_once(fk, seed=3)
     row = fk.status().loc["examples"]
     assert row["kind"] == "join" and row["on"] == "impressions + clicks"
+    # the label delay percentiles reach the monitor (gauged with the reports)
+    delays = fk.metrics("examples")[["label_delay_p50", "label_delay_p99"]].dropna()
+    assert len(delays) and (delays["label_delay_p50"] > 0).all()
+    assert (delays["label_delay_p50"] <= delays["label_delay_p99"]).all()
+    assert (delays["label_delay_p99"] <= WITHIN).all()
 
 
 def test_a_join_on_two_actors_learns_every_impression_once(fk):
