@@ -378,6 +378,16 @@ _options: dict[str, Any] = {}
 _lock = threading.Lock()
 
 
+def stop_updates(timeout: float = 10.0) -> None:
+    """Close the dashboard of this kernel, if any, its updater thread ended on return (up to
+    ``timeout`` seconds). ``fk.shutdown()`` calls it before Ray goes down: the updater's next
+    call on a handle would otherwise make Ray start a new local instance in its thread."""
+    with _lock:
+        current = _current
+    if current is not None:
+        current.close(timeout)
+
+
 def show(**options: Any) -> Dashboard:
     """The dashboard of this kernel, built on first use; display it to see it.
 
