@@ -250,6 +250,7 @@ def shutdown() -> None:
     waited for (``serving.deploy.shutdown``).
     """
     global _conn
+    _stop_notebook_updates()
     with _lock:
         conn, _conn = _conn, None
         if conn is None:
@@ -272,6 +273,21 @@ def shutdown() -> None:
             from fusionkit.serving.deploy import shutdown as serve_shutdown
 
             serve_shutdown()
+
+
+def _stop_notebook_updates() -> None:
+    """End the dashboard's and the live views' updates, if this kernel has them, before Ray
+    goes: a call of their threads on a handle after ``ray.shutdown()`` makes Ray start a new
+    local instance from that thread (its auto-init), which outlives the shutdown."""
+    import sys
+
+    for name in ("fusionkit.notebook.dashboard", "fusionkit.notebook.live"):
+        module = sys.modules.get(name)
+        if module is not None:
+            try:
+                module.stop_updates()
+            except Exception as exc:  # a view that cannot close must not stop the shutdown
+                log.debug("stopping the updates of %s: %s", name, exc)
 
 
 RESTART_WAIT = 120.0  # how long a call waits for a controller that Ray is restarting

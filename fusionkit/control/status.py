@@ -69,4 +69,6 @@ def summary(rec: StageRecord, reports: list[ActorReport] | None = None) -> Stage
         restarts=int(rec.extra.get("restarts", 0)),
         actors=[a._actor_id.hex() for a in rec.all_actors],
         url=rec.extra.get("url"), route=rec.extra.get("route"),
+        served=tuple(row for r in reports if isinstance(r, TrainReport)
+                     for row in r.served) or None,
     )

@@ -17,13 +17,14 @@ from typing import Any
 
 import ipywidgets as w
 
-from fusionkit.notebook.state import JoinFigures, StageView
+from fusionkit.notebook.state import JoinFigures, OnlineFigures, StageView
 
 Act = Callable[[str, str, Any], None]
 FIXED = ("train", "join")  # kinds that run one actor: no scaling buttons
 ORDER = {"stream": 0, "join": 1, "train": 2, "serve": 3}  # cards left to right
 JOIN_ROWS = (("pending", "pending"), ("joined", "joined"), ("timed out", "timed_out"),
              ("late", "late"), ("orphans", "orphans"))
+ONLINE_VERSIONS_SHOWN = 4  # newest versions with served rows scored, one card row each
 
 
 def _fmt(value: float, digits: int = 0, unit: str = "") -> str:
@@ -55,6 +56,25 @@ def join_rows(figures: JoinFigures | None) -> list[tuple[str, str]]:
     p50, p99 = figures.label_delay_p50, figures.label_delay_p99
     delay = "–" if not math.isfinite(p50) else f"{_fmt(p50, 2, 's')} / {_fmt(p99, 2, 's')}"
     out.append(("label delay p50 / p99", delay))
+    return out
+
+
+def online_rows(figures: OnlineFigures | None) -> list[tuple[str, str]]:
+    """A train card's rows for its model's answers as served (none without any): the
+    accuracy over every served row whose outcome was learned, then, for each of the newest
+    ``ONLINE_VERSIONS_SHOWN`` versions, its accuracy, log loss and rows.
+
+    >>> from fusionkit.notebook.state import online_figures
+    >>> f = online_figures({"learner": [("ctr", 1, 10, 9, 10, 2.0), ("ctr", 2, 30, 15, 0, 0.0)]})
+    >>> online_rows(f["ctr"])
+    [('as served', '0.600 of 40'), ('v2 as served', '0.500 · loss – · 30'), ('v1 as served', '0.900 · loss 0.200 · 10')]
+    """
+    if figures is None:
+        return []
+    out = [("as served", f"{_fmt(figures.accuracy, 3)} of {_fmt(figures.n)}")]
+    for s in figures.versions[::-1][:ONLINE_VERSIONS_SHOWN]:
+        out.append((f"v{s.version} as served",
+                    f"{_fmt(s.accuracy, 3)} · loss {_fmt(s.log_loss, 3)} · {_fmt(s.n)}"))
     return out
 
 
@@ -133,7 +153,7 @@ class StageCard:
         elif v.kind == "train":
             live = "–" if v.version is None else f"v{v.version}" + (" (pinned)" if v.pinned else "")
             rows += [("live version", live),
-                     (v.metric or "accuracy", _fmt(v.metric_value, 3))]
+                     (v.metric or "accuracy", _fmt(v.metric_value, 3)), *online_rows(v.online)]
         elif v.kind == "join":
             rows += join_rows(v.join)
         else:

@@ -33,7 +33,7 @@ PANELS = {  # chart: (row, col, title, y axis title, log scale)
     "freshness": (2, 1, "Freshness: ingest → first answer by a model that learned it",
                   "ms", True),
     "serving": (2, 2, "Serving latency: p50 solid, p99 dashed", "ms", True),
-    "accuracy": (3, 1, "Prequential accuracy, recent window (ticks: versions published)",
+    "accuracy": (3, 1, "Accuracy: prequential (recent), as served dotted; ticks: versions",
                  "accuracy (0–1) or MAE", False),
     "drift": (3, 2, "Drift scores per feature", "PSI", False),
 }
@@ -195,10 +195,11 @@ class Charts:
     # -- traces -----------------------------------------------------------------------------
     def _add_line(self, line: Line, colour: str) -> Any:
         row, col = PANELS[line.chart][:2]
-        first = line.stage not in self._legend
-        self._legend.add(line.stage)
+        first = line.stage not in self._legend and not line.legend
+        if not line.legend:
+            self._legend.add(line.stage)
         trace = go.Scatter(x=np.empty(0), y=np.empty(0), mode="lines", name=line.label,
-                           legendgroup=line.stage, showlegend=first,
+                           legendgroup=line.stage, showlegend=first or line.legend,
                            legendgrouptitle=None,
                            line=dict(color=colour, dash=line.dash,
                                      width=1.4 if line.dash != "solid" else 2),

@@ -2,14 +2,17 @@
 
 It shows the pipeline (source → stream → join → train → serve, with status and live rates),
 a card per stage with its controls (a join's card has its pending, joined, timed out, late
-and orphan counts with their rates, and the label delay p50/p99), live charts and a capped
+and orphan counts with their rates, and the label delay p50/p99; a trainer's card has, next to
+its prequential accuracy, the accuracy and log loss per version of its model's answers as
+served, once a served log joined with outcomes is learned), live charts and a capped
 log of pipeline events and dead letters, and keeps them current from a background thread
 while the notebook goes on: the cell that shows it returns at once. It only reads from the
 controller and the monitor, so it works as well for a pipeline that another notebook or
 process started.
 
 Updates are cheap for the kernel: one monitor call per tick (everything new since the last
-one) and a status call once a second (then one per join stage, for its counts); lines are
+one) and a status call once a second (then one per join stage, for its counts; the served
+rows a train stage scored come in its status row, with no call of their own); lines are
 fixed windows of numpy arrays sent in one ``batch_update()``; widgets send only what
 changed. Updates stop when the dashboard is closed, and pause while no view of it is on
 screen (a browser view reports itself every two seconds). A static viewer, or a notebook
@@ -373,6 +376,16 @@ def _address() -> str:
 _current: Dashboard | None = None
 _options: dict[str, Any] = {}
 _lock = threading.Lock()
+
+
+def stop_updates(timeout: float = 10.0) -> None:
+    """Close the dashboard of this kernel, if any, its updater thread ended on return (up to
+    ``timeout`` seconds). ``fk.shutdown()`` calls it before Ray goes down: the updater's next
+    call on a handle would otherwise make Ray start a new local instance in its thread."""
+    with _lock:
+        current = _current
+    if current is not None:
+        current.close(timeout)
 
 
 def show(**options: Any) -> Dashboard:

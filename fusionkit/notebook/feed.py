@@ -41,7 +41,11 @@ class Feed:
 
     def fetch(self, since: float | None, force_status: bool = False
               ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-        """(monitor snapshot since ``since``, controller status rows or ``None`` if not due)."""
+        """(monitor snapshot since ``since``, controller status rows or ``None`` if not due).
+
+        Raises ``NotConnectedError`` once the connection is gone (``fk.shutdown()``): a call
+        on a handle after that would make Ray start a new local instance (its auto-init)."""
+        connection()
         snapshot = self.monitor.snapshot.remote(since)  # in flight while status is asked
         due = force_status or monotonic() - self._status_at >= self.status_every
         status = stages.rows(timeout=CALL_TIMEOUT) if due else None

@@ -285,6 +285,17 @@ class _Poller:
 _poller = _Poller()
 
 
+def stop_updates(timeout: float = 10.0) -> None:
+    """Freeze every live view and wait (up to ``timeout`` seconds) for the poller thread to
+    end: ``fk.shutdown()`` calls it before Ray goes down (see ``dashboard.stop_updates``)."""
+    for view in _poller.live():
+        view.freeze("the pipeline was shut down")
+    _poller._wake.set()
+    thread = _poller._thread
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout)
+
+
 def configure(rate: float | None = None, max_live: int | None = None) -> None:
     """Set the refresh rate (Hz) and how many views update at once."""
     if rate is not None:

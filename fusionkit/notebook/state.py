@@ -27,6 +27,7 @@ RECENT_METRICS = ("accuracy_recent", "mae_recent", "rmse_recent")
 JOIN_FLOWS = ("joined", "timed_out", "late", "orphans")  # counts that only grow: with a rate
 JOIN_COUNTS = ("pending", *JOIN_FLOWS, "lefts", "rights", "duplicates", "corrections",
                "overflow", "late_left", "unusable")
+ONLINE_MIN_ROWS = 20  # newly scored served rows behind each point of an online accuracy line
 
 
 class Window:
@@ -72,12 +73,14 @@ class Window:
 
 @dataclass(frozen=True)
 class Line:
-    """One chart line: which chart, which stage it belongs to (its colour), its style."""
+    """One chart line: which chart, which stage it belongs to (its colour), its style, and
+    whether the legend names it on its own (else only a stage's first line is named)."""
 
     chart: str
     stage: str
     label: str
     dash: str = "solid"
+    legend: bool = False
 
 
 @dataclass
@@ -139,6 +142,69 @@ def join_figures(reports: list[dict[str, Any]], time: float,
     return JoinFigures(time, counts, rates, worst("label_delay_p50"), worst("label_delay_p99"))
 
 
+@dataclass(frozen=True)
+class VersionScore:
+    """How one model version's answers did as served: ``n`` served rows whose outcome was
+    learned, the share predicted right, and the mean log loss (NaN without probabilities)."""
+
+    version: int
+    n: int
+    accuracy: float
+    log_loss: float
+
+
+@dataclass(frozen=True)
+class OnlineFigures:
+    """A served model's online metrics (what ``fk.online_metrics(model)`` gives), from the
+    served rows the train stage ``scored_by`` reported: per version, and over all versions
+    (``n`` rows, ``correct`` of them)."""
+
+    model: str
+    scored_by: str
+    versions: tuple[VersionScore, ...]
+    n: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else math.nan
+
+
+def online_figures(served: dict[str, Any]) -> dict[str, OnlineFigures]:
+    """Per model served, its online metrics from the train stages' served rows
+    ``(model, version, n, correct, n_proba, loss)`` (``served[train stage]``, as
+    ``TrainReport.served`` and the status rows carry them). A model scored by several train
+    stages takes the one that scored the most of its rows, as ``fk.online_metrics`` does.
+
+    >>> f = online_figures({"learner": [("ctr", 1, 10, 9, 10, 2.0), ("ctr", 2, 30, 15, 0, 0.0)]})
+    >>> f["ctr"].scored_by, f["ctr"].n, f["ctr"].accuracy
+    ('learner', 40, 0.6)
+    >>> [(s.version, s.n, s.accuracy, s.log_loss) for s in f["ctr"].versions]
+    [(1, 10, 0.9, 0.2), (2, 30, 0.5, nan)]
+    """
+    best: dict[str, tuple[int, str, dict[int, list[float]]]] = {}
+    for train, rows in sorted(served.items()):
+        per_model: dict[str, dict[int, list[float]]] = {}
+        for model, version, n, correct, n_proba, loss in rows or ():
+            s = per_model.setdefault(str(model), {}).setdefault(int(version), [0, 0, 0, 0.0])
+            s[0] += int(n)
+            s[1] += int(correct)
+            s[2] += int(n_proba)
+            s[3] += float(loss)
+        for model, sums in per_model.items():
+            total = int(sum(s[0] for s in sums.values()))
+            if total and total > best.get(model, (-1,))[0]:
+                best[model] = (total, train, sums)
+    out = {}
+    for model, (total, train, sums) in best.items():
+        versions = tuple(VersionScore(v, int(n), correct / n if n else math.nan,
+                                      loss / n_proba if n_proba else math.nan)
+                         for v, (n, correct, n_proba, loss) in sorted(sums.items()))
+        out[model] = OnlineFigures(model, train, versions, total,
+                                   int(sum(s[1] for s in sums.values())))
+    return out
+
+
 @dataclass
 class StageView:
     """One stage's latest figures, from the controller's status and the monitor."""
@@ -162,6 +228,7 @@ class StageView:
     p99_ms: float = math.nan
     source: str | None = None       # stream: what it reads
     join: JoinFigures | None = None  # join: its counts, rates and label delays
+    online: OnlineFigures | None = None  # train: its model's answers as served, scored
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -185,6 +252,7 @@ class DashboardState:
         self.ticks = 0
         self.new_versions: set[str] = set()  # train stages whose version list changed
         self.watching: set[str] = set()  # train stages with a drift watch (fk.watch_drift)
+        self._online_base: dict[str, tuple[int, int]] = {}  # model: (n, correct) at its last point
 
     # -- colours --------------------------------------------------------------------------
     def colour(self, stage: str) -> str:
@@ -202,8 +270,9 @@ class DashboardState:
             self.colour(line.stage)
         return win
 
-    def ingest_status(self, rows: list[dict[str, Any]]) -> None:
-        """Controller status rows (the rows ``fk.status()`` is made of): stages, status, counts."""
+    def ingest_status(self, rows: list[dict[str, Any]], time: float | None = None) -> None:
+        """Controller status rows (the rows ``fk.status()`` is made of): stages, status,
+        counts, and the served rows a train stage scored (its online metrics)."""
         seen = set()
         for row in rows:
             name = row["name"]
@@ -222,6 +291,30 @@ class DashboardState:
             view.url = row.get("url")
         for gone in set(self.stages) - seen:
             del self.stages[gone]
+        self._ingest_online({row["name"]: row["served"] for row in rows
+                             if row.get("kind") == "train" and row.get("served")},
+                            now() if time is None else time)
+
+    def _ingest_online(self, served: dict[str, Any], time: float) -> None:
+        """Each served model's online metrics, on the card of the train stage of that name
+        (the trainer whose prequential accuracy it sits next to) or else of the stage that
+        scored them, and a dotted point on the accuracy chart each time at least
+        ``ONLINE_MIN_ROWS`` more served rows were scored: the accuracy of those rows."""
+        for view in self.stages.values():
+            view.online = None
+        for model, figures in online_figures(served).items():
+            trainer = self.stages.get(model)
+            view = trainer if trainer is not None and trainer.kind == "train" else \
+                self.stages[figures.scored_by]
+            view.online = figures
+            n0, correct0 = self._online_base.get(model, (0, 0))
+            if figures.n < n0 or figures.correct < correct0:  # scored again from scratch
+                n0, correct0 = 0, 0
+                self._online_base[model] = (0, 0)
+            if figures.n - n0 >= ONLINE_MIN_ROWS:
+                line = Line("accuracy", view.name, f"{model} online, as served", "dot", True)
+                self._line(line).extend([time], [(figures.correct - correct0) / (figures.n - n0)])
+                self._online_base[model] = (figures.n, figures.correct)
 
     def ingest_join(self, stage: str, reports: list[dict[str, Any]],
                     time: float | None = None) -> None:

@@ -35,9 +35,12 @@ def sparkline(values: np.ndarray, colour: str, width: int = 120, height: int = 2
 
 def _headline(state: DashboardState, name: str) -> str:
     v = state.stages[name]
-    if v.kind == "train" and math.isfinite(v.metric_value):
+    if v.kind == "train" and (math.isfinite(v.metric_value) or v.online is not None):
         live = f"live v{v.version}, " if v.version is not None else ""
-        return f"{live}{v.metric} {v.metric_value:.3f}"
+        text = f"{live}{v.metric or 'accuracy'} {v.metric_value:.3f}"
+        if v.online is not None:
+            text += f"; as served {v.online.accuracy:.3f} of {v.online.n:,} rows"
+        return text
     if v.kind == "join" and v.join is not None:
         c = v.join.counts
         text = (f"pending {c['pending']:,}, joined {c['joined']:,}, timed out "

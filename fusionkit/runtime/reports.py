@@ -162,7 +162,9 @@ class ReplicaReport:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageSummary:
     """A stage's row of ``fk.status()``: the most telling status of its actors, their counts
-    summed, the first error (or a publishing error), and where a serve stage answers."""
+    summed, the first error (or a publishing error), where a serve stage answers, and the
+    served rows its train actors scored (``TrainReport.served``, when there are any), so the
+    dashboard shows online metrics without asking the actors again."""
 
     name: str
     kind: str
@@ -181,8 +183,9 @@ class StageSummary:
     actors: list[str] = field(default_factory=list)
     url: str | None = None
     route: str | None = None
+    served: tuple[tuple[str, int, int, int, int, float], ...] | None = None
 
-    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"url", "route"})
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"url", "route", "served"})
 
     def to_dict(self) -> dict[str, Any]:
         """The row as ``fk.status()`` and the notebook receive it."""
