@@ -260,7 +260,7 @@ def loop_fusionkit(args: argparse.Namespace, port: int) -> dict[str, Any]:
     versions = fk.models(name)
     window = versions[(versions["created"] > t0) & (versions["created"] <= t1)]
     join = {k: sum(int(i.get(k, 0)) for i in fk.infos("examples"))
-            for k in ("joined", "timed_out", "late", "orphans", "pending")}
+            for k in ("lefts", "joined", "timed_out", "late", "orphans", "pending")}
     fk.stop()
     return {"pipeline": "fusionkit", "publish_s": args.fk_publish, "poll_s": 0.0,
             **{k: fresh[k] for k in ("p50_ms", "p95_ms", "p99_ms")},
@@ -333,7 +333,9 @@ def loop_stitched(setting: str, args: argparse.Namespace, redis_port: int) -> di
             **quantiles(fresh), "examples": int(fresh.size),
             "completed_per_s": completed / (t1 - t0),
             "learned_per_s": learned / (t1 - t0), "versions": n_versions,
-            "join": {k: joined.get(k, 0) for k in ("joined", "timed_out", "late", "orphans")},
+            "join": {k: joined.get(k, 0) for k in ("lefts", "joined", "timed_out", "late",
+                                                    "orphans", "read_behind_p50_s",
+                                                    "read_behind_p99_s")},
             **counts}
 
 

@@ -12,12 +12,14 @@ file and polling:
   stream stage does with a source that has nothing yet. One entry per micro-batch, Arrow IPC.
 - ``join``: reads both streams with ``XREAD BLOCK`` and joins them with fusionkit's own
   ``IntervalJoin`` in-process (same ``within``, label, default and ``idle`` as the fused
-  pipeline's ``fk.join``: what differs is the plumbing around it). Each batch's examples are
-  stamped with the time the joiner completed them (``_ingest_ts``, as the join stage does)
-  and appended to the Redis stream ``examples``; without input it lets processing time
+  pipeline's ``fk.join``: what differs is the plumbing around it). The examples of each
+  ``XREAD`` (one entry per stream when keeping up) are stamped with the time the joiner
+  wrote them (``_ingest_ts``: complete then, as the join stage stamps its output) and
+  appended to the Redis stream ``examples`` as one entry; without input it lets processing time
   reach the join (``advance``) as the join stage's ticker does (at least every 0.5 s), so
   idle inputs stop holding the watermark. On SIGTERM it writes its counts to
-  ``<folder>/join.json``.
+  ``<folder>/join.json``, with how far behind the feed's schedule it read the impressions
+  (p50, p99: a feed or joiner that does not keep up shows here).
 - then ``python benchmarks/stitched.py train --key examples`` (learns the examples, saves
   ``model.pkl`` every P seconds) and ``stitched.py serve`` (polls the file every Q seconds).
 
@@ -35,6 +37,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -123,29 +126,39 @@ def run_join(args: argparse.Namespace) -> None:
     tick = min(0.5, args.idle / 4) if args.idle else 0.5
     advanced = time.monotonic()
     written = 0
+    behind: list[float] = []
 
-    def write(out: pd.DataFrame) -> None:
+    def write(outs: list[pd.DataFrame]) -> None:
         nonlocal written
         join.side_outputs()  # drained; the join counts them
-        if len(out):
-            out = out.drop(columns=DROP, errors="ignore")
+        outs = [o for o in outs if len(o)]
+        if outs:
+            out = pd.concat(outs, ignore_index=True).drop(columns=DROP, errors="ignore")
             out["_ingest_ts"] = time.time()  # complete now: freshness counts from here
             r.xadd(EXAMPLES, {"b": pack(out)}, maxlen=10_000, approximate=True)
             written += len(out)
 
     while not stop.is_set():
         reply = r.xread(dict(last), count=100, block=100)
+        outs = []
         for key, entries in reply or ():
             side = key.decode() if isinstance(key, bytes) else key
             for entry_id, fields in entries:
                 last[side] = entry_id
                 batch = unpack(fields[b"b"])
-                write(join.process_left(batch) if side == LEFT else join.process_right(batch))
+                if side == LEFT and len(batch):  # how far behind the feed's schedule
+                    behind.append(time.time() - float(batch["_ingest_ts"].iloc[-1]))
+                outs.append(join.process_left(batch) if side == LEFT
+                            else join.process_right(batch))
         if args.idle is not None and (not reply or time.monotonic() - advanced >= tick):
-            write(join.advance())
+            outs.append(join.advance())
             advanced = time.monotonic()
+        write(outs)  # one entry for what this read completed
     counts = {k: int(v) for k, v in join.counts.items()}
-    (Path(args.folder) / "join.json").write_text(json.dumps({**counts, "written": written}))
+    lag = np.quantile(behind, [0.5, 0.99]) if behind else [np.nan, np.nan]
+    (Path(args.folder) / "join.json").write_text(json.dumps(
+        {**counts, "written": written, "read_behind_p50_s": round(float(lag[0]), 3),
+         "read_behind_p99_s": round(float(lag[1]), 3)}))
 
 
 def main(argv: list[str] | None = None) -> None:
