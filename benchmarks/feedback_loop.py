@@ -22,7 +22,9 @@ left events/s at batch 1000, and >= 0.5x the pandas join in the same run.
 Loop freshness (``--loop``; both parts run without ``--loop`` or ``--join``): the whole loop
 at ``--rate`` impressions/s (5k), live (outcomes come when the wall clock reaches their
 time), the same data as above (delays mean 5 s, ``within`` 30 s), the demo's River model
-(``fusionkit.demo.ctr_model``) learned per example, one single-row HTTP request every 10 ms:
+(``fusionkit.demo.ctr_model``) learned per example (``--model numeric``: the cheaper model
+``freshness.py`` uses at 20k events/s, per micro-batch), one single-row HTTP request every
+10 ms:
 
 - ``fusionkit``: ``fk.stream`` of the impressions and of the outcomes -> ``fk.join`` ->
   ``fk.train`` (publishes every 25 ms, as in ``benchmarks/freshness.py``) -> ``fk.serve``;
@@ -69,6 +71,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import freshness  # noqa: E402
 from _common import free_port, machine, table, wait_for_warm_hosts, write_result  # noqa: E402
 from freshness import STITCHED, Load, quantiles, start_redis, stitched_freshness  # noqa: E402
+from stitched import make_model  # noqa: E402
 
 import fusionkit as fk  # noqa: E402
 from fusionkit.streaming.join import IntervalJoin  # noqa: E402
@@ -80,6 +83,8 @@ TARGET_VS_PANDAS = 0.5
 HERE = Path(__file__).parent
 TARGET_LOOP_P99_MS = 150
 TARGET_LOOP_VS_STITCHED = 5
+MODEL_TEXT = {"ctr": "ctr (fusionkit.demo.ctr_model), learned per example",
+              "numeric": "numeric (stitched.make_model), learned per micro-batch"}
 KEPT_UP = 0.9  # a pipeline keeps up when it completes >= 90% of the rate in examples/s
 
 
@@ -232,9 +237,7 @@ def run_join_part(n: int, batch: int) -> None:
 def loop_fusionkit(args: argparse.Namespace, port: int) -> dict[str, Any]:
     """impressions + clicks -> fk.join -> fk.train -> fk.serve; fk.freshness of the train
     stage (completion of an example -> first answer by a version that learned it)."""
-    from fusionkit.demo import ctr_model
-
-    name = f"loop-ctr-{int(time.time())}"
+    name = f"loop-{args.model}-{int(time.time())}"
     ads, clicks = fk.sources.synthetic_feedback("ads", rate=args.rate, seed=args.seed,
                                                 delay=f"{args.delay}s", late_fraction=0.02,
                                                 horizon=f"{args.within}s")
@@ -242,8 +245,8 @@ def loop_fusionkit(args: argparse.Namespace, port: int) -> dict[str, Any]:
     fk.stream("clicks", source=clicks, batch_size=args.batch_size, linger=args.linger)
     fk.join("examples", left="impressions", right="clicks", on="request_id",
             within=args.within, label="clicked", default=0, idle=args.idle)
-    fk.train(name, on="examples", label="clicked", model=ctr_model(),
-             publish_every=args.fk_publish)
+    fk.train(name, on="examples", label="clicked", model=make_model(args.model),
+             publish_every=args.fk_publish, mini_batch=args.model == "numeric")
     fk.serve("loop-api", model=name, port=port)
     wait_for_warm_hosts()
     lag_before = freshness._settle("impressions")
@@ -297,7 +300,8 @@ def loop_stitched(setting: str, args: argparse.Namespace, redis_port: int) -> di
     port = free_port()
     serve = _spawn("stitched.py", "serve", "--folder", folder, "--port", port, "--poll", poll)
     train = _spawn("stitched.py", "train", "--redis", redis_port, "--folder", folder,
-                   "--publish", publish, "--model", "ctr", "--key", "examples")
+                   "--publish", publish, "--model", args.model, "--key", "examples",
+                   *(["--mini-batch"] if args.model == "numeric" else []))
     join = _spawn("stitched_loop.py", "join", "--redis", redis_port, "--folder", folder,
                   "--within", args.within,
                   *(["--idle", args.idle] if args.idle is not None else []))
@@ -401,7 +405,7 @@ def run_loop_part(args: argparse.Namespace) -> None:
     path = write_result(args.out or ("feedback_loop_freshness_quick" if args.quick
                                      else "feedback_loop_freshness"), {
         "benchmark": "feedback_loop --loop", "quick": args.quick, "machine": machine(),
-        "config": config, "model": "ctr (fusionkit.demo.ctr_model), per example",
+        "config": config, "model": MODEL_TEXT[args.model],
         "results": rows,
         "targets": {"fusionkit_p99_ms": TARGET_LOOP_P99_MS,
                     "x_lower_than_common_p99": TARGET_LOOP_VS_STITCHED},
@@ -428,6 +432,8 @@ def main() -> None:
     loop.add_argument("--idle", type=float, default=5.0, help="the join's idle, s")
     loop.add_argument("--batch-size", type=int, default=500, help="stream micro-batches")
     loop.add_argument("--linger", type=float, default=0.01)
+    loop.add_argument("--model", choices=sorted(MODEL_TEXT), default="ctr",
+                      help="what both pipelines learn (default ctr)")
     loop.add_argument("--fk-publish", type=float, default=0.025, help="train publish every")
     loop.add_argument("--request-every", type=float, default=0.01)
     loop.add_argument("--warmup", type=float, default=None,
