@@ -54,6 +54,7 @@ benchmarks/results/feedback_loop.json (join throughput) and feedback_loop_freshn
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import shutil
 import subprocess
@@ -370,6 +371,7 @@ def run_loop_part(args: argparse.Namespace) -> None:
     """Loop freshness, fusionkit and the stitched baseline in one run: feedback_loop_freshness.json."""
     from fusionkit.serving.deploy import start
 
+    load_before = round(os.getloadavg()[0], 2)
     port = free_port()
     start("127.0.0.1", port)  # Ray Serve's proxy up before any timed run
     redis_proc, redis_port = start_redis()
@@ -405,6 +407,7 @@ def run_loop_part(args: argparse.Namespace) -> None:
     path = write_result(args.out or ("feedback_loop_freshness_quick" if args.quick
                                      else "feedback_loop_freshness"), {
         "benchmark": "feedback_loop --loop", "quick": args.quick, "machine": machine(),
+        "load_avg_1m_before": load_before,
         "config": config, "model": MODEL_TEXT[args.model],
         "results": rows,
         "targets": {"fusionkit_p99_ms": TARGET_LOOP_P99_MS,
