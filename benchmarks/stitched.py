@@ -18,7 +18,9 @@ Three separate processes glued by a broker, a file and polling:
   the predictions and the version that made them, and notes when each version first
   answered (``GET /served``).
 
-Run by ``benchmarks/freshness.py``: ``python benchmarks/stitched.py ROLE --help``.
+Run by ``benchmarks/freshness.py``: ``python benchmarks/stitched.py ROLE --help``. The feedback
+loop's stitched baseline (``benchmarks/stitched_loop.py``) runs the same ``train`` (``--key``:
+the Redis stream it reads, its joiner's examples) and ``serve``.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ class Trainer:
         last_id = "$"
         while not stop.is_set():
             wait = max(1, int(1000 * (self.args.publish - (time.perf_counter() - self.last))))
-            reply = r.xread({KEY: last_id}, count=100, block=min(wait, 100))
+            reply = r.xread({self.args.key: last_id}, count=100, block=min(wait, 100))
             for _, entries in reply or ():
                 for entry_id, fields in entries:
                     last_id = entry_id
@@ -234,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--publish", type=float, required=True, help="seconds between saves")
     t.add_argument("--model", default="ctr")
     t.add_argument("--mini-batch", action="store_true")
+    t.add_argument("--key", default=KEY, help=f"the Redis stream to learn (default {KEY!r})")
     v = roles.add_parser("serve", help="model file -> HTTP")
     v.add_argument("--folder", required=True)
     v.add_argument("--port", type=int, required=True)
