@@ -20,10 +20,6 @@ output, so a train stage defined ``on=`` the join learns them unchanged.
 - **Ends**: a stream stage whose bounded source is exhausted sends ``EndOfStream`` after
   its last batch; once every actor of an input has, the join ``end``\\ s that input (it
   holds nothing back: when both have ended every window closes and the stage finishes).
-- **Hand-off**: examples go to the train stages at once when one has room; while they
-  are busy, examples gather (up to ``HOLD_ROWS``, then the send waits) and leave as one
-  push, so outcomes that come a few at a time do not become as many pushes. A barrier
-  sends what is held before it.
 - **Checkpoints**: a barrier aligns over every sender of both inputs; the snapshot holds
   the join's state and the dead letters, and the barrier goes on to the train stages.
   ``restore`` puts the state back in a new epoch with its pipeline (both streams, the
@@ -57,8 +53,6 @@ from fusionkit.streaming.join import IntervalJoin
 from fusionkit.streaming.join_input import REASON
 
 PEEK_ROWS = 1000
-HOLD_ROWS = 20_000  # examples gathered while the train stages are busy; beyond it a send waits
-HOLD_POLL = 0.005  # seconds between looks for room downstream while examples are held
 _COUNTED = ("joined", "timed_out", "late", "corrections", "orphans", "duplicates", "overflow",
             "late_left", "dead")
 
@@ -105,8 +99,6 @@ class JoinWorker(StageActor):
         self._ticker: threading.Thread | None = None
         self.examples_out = 0
         self.last_output: pd.DataFrame | None = None
-        self._held: list[pd.DataFrame] = []  # examples not sent yet (downstream busy)
-        self._held_rows = 0
         if state:
             self.set_state(state)
 
@@ -243,7 +235,6 @@ class JoinWorker(StageActor):
             self.monitor.event.remote(Event(self.name, "input ended",
                                             f"{side} input {stage!r} has ended"))
         if all(self._side_ended(s) for s in (self.spec.left, self.spec.right)):
-            self._hand_on(None, force=True)
             self.status = "finished"
 
     def _channel(self, side: str, sender: str) -> int:
@@ -282,28 +273,9 @@ class JoinWorker(StageActor):
                 out[INGEST_TS] = now()
             self.examples_out += len(out)
             self.last_output = out
-        self._hand_on(out if len(out) else None)
+            if self.outbox.has_targets:
+                self.outbox.send(out)
         self.reporter.flush()
-
-    def _hand_on(self, out: pd.DataFrame | None, force: bool = False) -> None:
-        """Send the examples held, and ``out``, to the train stages once one has room (or
-        at once with ``force``). While they are busy, examples gather into one push: live
-        outcomes come a few at a time, and each would otherwise be a push of its own that
-        the train stage pays for, until its hand-off is always full and the loop lags.
-        Beyond ``HOLD_ROWS`` held, the send waits (backpressure), as any send does."""
-        if out is not None:
-            self._held.append(out)
-            self._held_rows += len(out)
-        if not self._held:
-            return
-        if not self.outbox.has_targets:  # nothing takes examples (as before: not kept)
-            self._held, self._held_rows = [], 0
-            return
-        if not force and self._held_rows < HOLD_ROWS and self.outbox.busy():
-            return
-        held = self._held
-        self._held, self._held_rows = [], 0
-        self.outbox.send(held[0] if len(held) == 1 else pd.concat(held, ignore_index=True))
 
     def _gauge_delays(self) -> None:
         """The label delay percentiles, computed only for a report that leaves now."""
@@ -318,18 +290,13 @@ class JoinWorker(StageActor):
         idle = self.spec.idle
         wait = min(0.5, idle / 4) if idle else 0.5
         stop = self._stop
-        due = monotonic() + wait
-        while not stop.wait(HOLD_POLL if self._held else max(0.0, due - monotonic())):
+        while not stop.wait(wait):
             if not self._resume.is_set() or self.awaiting_rollback:
                 continue
             with self.inbox.exclusive():
                 if self.status != "running":
                     continue
                 try:
-                    self._hand_on(None)  # examples held while the train stages were busy
-                    if monotonic() < due:
-                        continue
-                    due = monotonic() + wait
                     if idle is not None:
                         before = dict(self.join.counts)
                         self._emit(self.join.advance(), before)
@@ -346,7 +313,6 @@ class JoinWorker(StageActor):
         if self._refuses(k):
             return
         self._get_controller().ack.remote(self.name, slot("join", self.index), k, self.get_state())
-        self._hand_on(None, force=True)  # what the snapshot has emitted goes before the barrier
         self.outbox.broadcast(Barrier(k))
 
     def restore(self, state: dict[str, Any] | None, epoch: int) -> str:
@@ -362,7 +328,6 @@ class JoinWorker(StageActor):
             self.join = make_join(self.spec, self.index, self._channels())
             self._channels_set = self._channels()
             self.examples_out = 0
-            self._held, self._held_rows = [], 0  # the replay makes them again
             self.ended = set()
             self.dead.set_state(None)
             if state:
