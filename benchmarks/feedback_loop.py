@@ -64,7 +64,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pandas as pd
 
@@ -313,15 +312,7 @@ def loop_stitched(setting: str, args: argparse.Namespace, redis_port: int) -> di
     url = f"http://127.0.0.1:{port}/predict"
     procs = [feed, join, train]
     try:
-        freshness._wait_http(url, [serve, *procs])
-        load = Load(url, freshness._feature_row(), args.request_every)
-        load.start()
-        time.sleep(args.warmup)
-        t0 = time.time()
-        time.sleep(args.duration)
-        t1 = time.time()
-        counts = load.stop()
-        served = {int(k): v for k, v in httpx.get(url.replace("predict", "served")).json().items()}
+        t0, t1, counts, served = freshness.measure_stitched(url, [serve, *procs], args)
     finally:
         for p in procs:  # upstream first: each writes what it has when stopped
             p.terminate()

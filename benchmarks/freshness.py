@@ -188,16 +188,7 @@ def run_stitched(rate: int, setting: str, args: argparse.Namespace,
     stream = _spawn("stream", "--redis", redis_port, "--rate", rate, "--seed", 11)
     url = f"http://127.0.0.1:{port}/predict"
     try:
-        _wait_http(url, [serve, train, stream])
-        row = _feature_row()
-        load = Load(url, row, args.request_every)
-        load.start()
-        time.sleep(args.warmup)
-        t0 = time.time()
-        time.sleep(args.duration)
-        t1 = time.time()
-        counts = load.stop()
-        served = {int(k): v for k, v in httpx.get(url.replace("predict", "served")).json().items()}
+        t0, t1, counts, served = measure_stitched(url, [serve, train, stream], args)
     finally:
         for p in (stream, train):
             p.terminate()
@@ -211,6 +202,24 @@ def run_stitched(rate: int, setting: str, args: argparse.Namespace,
     return {"pipeline": f"stitched {setting}", "rate": rate, "model": model_name,
             "publish_s": publish, "poll_s": poll, **quantiles(fresh), "events": int(fresh.size),
             "learned_per_s": learned / (t1 - t0), "versions": n_versions, **counts}
+
+
+def measure_stitched(url: str, procs: list[subprocess.Popen], args: argparse.Namespace
+                     ) -> tuple[float, float, dict[str, Any], dict[int, float]]:
+    """Once the stitched server at ``url`` answers (``procs``, its processes, must stay
+    alive meanwhile), send requests all along ``args.warmup`` then ``args.duration``
+    seconds: the measured window ``(t0, t1)``, the request counts, and when the server
+    first answered with each version."""
+    _wait_http(url, procs)
+    load = Load(url, _feature_row(), args.request_every)
+    load.start()
+    time.sleep(args.warmup)
+    t0 = time.time()
+    time.sleep(args.duration)
+    t1 = time.time()
+    counts = load.stop()
+    served = {int(k): v for k, v in httpx.get(url.replace("predict", "served")).json().items()}
+    return t0, t1, counts, served
 
 
 def stitched_freshness(versions: dict[int, np.ndarray], served: dict[int, float],

@@ -65,6 +65,26 @@ def _redis(port: int):
     return redis.Redis(host="127.0.0.1", port=port)
 
 
+def _on_sigterm() -> threading.Event:
+    """An event set when the process gets SIGTERM (each role stops, writing what it has)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
+
+
+def pack(df: pd.DataFrame) -> bytes:
+    """A batch as one Arrow IPC stream (a Redis stream entry's value)."""
+    sink = io.BytesIO()
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def unpack(data: bytes) -> pd.DataFrame:
+    return pa.ipc.open_stream(data).read_pandas()
+
+
 # -- stream ------------------------------------------------------------------------------
 def run_stream(args: argparse.Namespace) -> None:
     from fusionkit.runtime.pacer import Pacer
@@ -73,8 +93,7 @@ def run_stream(args: argparse.Namespace) -> None:
     r = _redis(args.redis)
     src = Synthetic("clicks", rate=args.rate, seed=args.seed)
     src.open()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = _on_sigterm()
     pacer = Pacer(args.rate, args.batch_size, args.linger)
     while not stop.is_set():
         n, ingest = pacer.take(stop)
@@ -84,11 +103,7 @@ def run_stream(args: argparse.Namespace) -> None:
         pacer.consumed(len(batch))
         batch = batch.drop(columns=["_event_time", "_offset"])
         batch["_ingest_ts"] = ingest[: len(batch)]
-        sink = io.BytesIO()
-        table = pa.Table.from_pandas(batch, preserve_index=False)
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        r.xadd(KEY, {"b": sink.getvalue()}, maxlen=10_000, approximate=True)
+        r.xadd(KEY, {"b": pack(batch)}, maxlen=10_000, approximate=True)
 
 
 # -- train -------------------------------------------------------------------------------
@@ -150,8 +165,7 @@ class Trainer:
 
     def run(self) -> None:
         r = _redis(self.args.redis)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        stop = _on_sigterm()
         last_id = "$"
         while not stop.is_set():
             wait = max(1, int(1000 * (self.args.publish - (time.perf_counter() - self.last))))
@@ -159,7 +173,7 @@ class Trainer:
             for _, entries in reply or ():
                 for entry_id, fields in entries:
                     last_id = entry_id
-                    self.learn(pa.ipc.open_stream(fields[b"b"]).read_pandas())
+                    self.learn(unpack(fields[b"b"]))
                     self.maybe_publish()
             self.maybe_publish()
         (self.folder / "versions.pkl").write_bytes(pickle.dumps(self.versions))

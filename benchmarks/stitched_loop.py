@@ -29,9 +29,7 @@ Run ``python benchmarks/stitched_loop.py ROLE --help``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import signal
 import sys
 import threading
 import time
@@ -39,34 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stitched import _on_sigterm, _redis, pack, unpack  # noqa: E402
 
 LEFT, RIGHT, EXAMPLES = "impressions", "outcomes", "examples"
 DROP = ["_event_time", "_offset", "request_id"]  # not learned (fusionkit's train drops them)
-
-
-def _redis(port: int):
-    import redis
-
-    return redis.Redis(host="127.0.0.1", port=port)
-
-
-def pack(df: pd.DataFrame) -> bytes:
-    sink = io.BytesIO()
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
-def unpack(data: bytes) -> pd.DataFrame:
-    return pa.ipc.open_stream(data).read_pandas()
-
-
-def _on_sigterm() -> threading.Event:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    return stop
 
 
 # -- feed --------------------------------------------------------------------------------
