@@ -93,7 +93,7 @@ def online_metrics(name: str) -> pd.DataFrame:
     scores each served prediction against its label as it learns it. With several such
     train stages, the one that scored the most rows of the model answers (``scored_by``).
     Empty until a served row's outcome has been learned."""
-    from fusionkit.training.served_scores import scores_frame
+    from fusionkit.training.served_scores import most_scored, scores_frame
 
     # the definitions only (no actor asked): the train stages' reports are read below
     specs = {n: call("spec", n) for n in call("stage_names")}
@@ -103,15 +103,10 @@ def online_metrics(name: str) -> pd.DataFrame:
         raise StageNotFoundError(f"no stage or model named {name!r} (stages: {known})")
     kind = specs[name].kind if name in specs else None
     model_name = specs[name].model if kind == "serve" else None if kind == "train" else name
-    best, best_n = None, -1
-    for train in [n for n, s in specs.items() if s.kind == "train"]:
-        if kind == "train" and train != name:
-            continue
-        rows = [tuple(row) for info in call("infos", train) for row in info.get("served", ())
-                if model_name is None or row[0] == model_name]
-        n = sum(row[2] for row in rows)
-        if rows and n > best_n:
-            best, best_n = (train, rows), n
+    served = {train: [row for info in call("infos", train) for row in info.get("served", ())]
+              for train, s in specs.items()
+              if s.kind == "train" and (kind != "train" or train == name)}
+    best = most_scored(served, model_name)
     columns = ["model", "version", "n", "accuracy", "log_loss", "scored_by"]
     if best is None:
         return pd.DataFrame(columns=columns)

@@ -182,25 +182,22 @@ def online_figures(served: dict[str, Any]) -> dict[str, OnlineFigures]:
     >>> [(s.version, s.n, s.accuracy, s.log_loss) for s in f["ctr"].versions]
     [(1, 10, 0.9, 0.2), (2, 30, 0.5, nan)]
     """
-    best: dict[str, tuple[int, str, dict[int, list[float]]]] = {}
-    for train, rows in sorted(served.items()):
-        per_model: dict[str, dict[int, list[float]]] = {}
-        for model, version, n, correct, n_proba, loss in rows or ():
-            s = per_model.setdefault(str(model), {}).setdefault(int(version), [0, 0, 0, 0.0])
-            s[0] += int(n)
-            s[1] += int(correct)
-            s[2] += int(n_proba)
-            s[3] += float(loss)
-        for model, sums in per_model.items():
-            total = int(sum(s[0] for s in sums.values()))
-            if total and total > best.get(model, (-1,))[0]:
-                best[model] = (total, train, sums)
+    # here, not at the top: served_scores brings River and SciPy (half a second), which a
+    # dashboard with nothing served never needs
+    from fusionkit.training.served_scores import most_scored, sum_scores
+
+    ordered = dict(sorted(served.items()))  # on a tie, the first train stage by name
     out = {}
-    for model, (total, train, sums) in best.items():
+    for model in sorted({str(r[0]) for rows in served.values() for r in rows or ()}):
+        best = most_scored(ordered, model)
+        sums = sum_scores(best[1]) if best is not None else {}
+        total = int(sum(s[0] for s in sums.values()))
+        if not total:
+            continue
         versions = tuple(VersionScore(v, int(n), correct / n if n else math.nan,
                                       loss / n_proba if n_proba else math.nan)
-                         for v, (n, correct, n_proba, loss) in sorted(sums.items()))
-        out[model] = OnlineFigures(model, train, versions, total,
+                         for (_, v), (n, correct, n_proba, loss) in sorted(sums.items()))
+        out[model] = OnlineFigures(model, best[0], versions, total,
                                    int(sum(s[1] for s in sums.values())))
     return out
 

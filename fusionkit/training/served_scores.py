@@ -103,11 +103,9 @@ class ServedScores:
             self.sums[(m, v)] = [n, correct, n_proba, loss]
 
 
-def scores_frame(rows: Any) -> pd.DataFrame:
-    """Sum ``(model, version, n, correct, n_proba, loss)`` rows (of one join's actors, or
-    several joins) into one row per (model, version): ``n``, ``accuracy``, ``log_loss``
-    (NaN without probabilities)."""
-    columns = ["model", "version", "n", "accuracy", "log_loss"]
+def sum_scores(rows: Any) -> dict[tuple[str, int], list[float]]:
+    """Sum ``(model, version, n, correct, n_proba, loss)`` rows (of one train stage's actors,
+    or several) per ``(model, version)``: ``[n, correct, n_proba, loss]``."""
     sums: dict[tuple[str, int], list[float]] = {}
     for m, v, n, correct, n_proba, loss in rows:
         s = sums.setdefault((m, int(v)), [0, 0, 0, 0.0])
@@ -115,7 +113,30 @@ def scores_frame(rows: Any) -> pd.DataFrame:
         s[1] += correct
         s[2] += n_proba
         s[3] += loss
+    return sums
+
+
+def scores_frame(rows: Any) -> pd.DataFrame:
+    """Sum ``(model, version, n, correct, n_proba, loss)`` rows (of one join's actors, or
+    several joins) into one row per (model, version): ``n``, ``accuracy``, ``log_loss``
+    (NaN without probabilities)."""
+    columns = ["model", "version", "n", "accuracy", "log_loss"]
     out = [(m, v, int(n), correct / n if n else math.nan,
             loss / n_proba if n_proba else math.nan)
-           for (m, v), (n, correct, n_proba, loss) in sorted(sums.items())]
+           for (m, v), (n, correct, n_proba, loss) in sorted(sum_scores(rows).items())]
     return pd.DataFrame(out, columns=columns)
+
+
+def most_scored(served: dict[str, Any], model: str | None = None
+                ) -> tuple[str, list[tuple]] | None:
+    """Of ``served`` (``{train stage: its served rows}``, in the order to prefer on a tie),
+    the train stage that scored the most served rows of ``model`` (of any model: ``None``),
+    with those rows; ``None`` when none scored any. Several train stages may learn one
+    served log joined with outcomes: each scores the same answers, so one is read."""
+    best, best_n = None, -1
+    for train, rows in served.items():
+        mine = [tuple(r) for r in rows or () if model is None or r[0] == model]
+        n = sum(r[2] for r in mine)
+        if mine and n > best_n:
+            best, best_n = (train, mine), n
+    return best
