@@ -171,6 +171,53 @@ def test_canary_share_within_two_points_over_10k_rows_and_sticky(fk_session, sta
     assert after.count(OTHER) > models[:2000].count(OTHER)
 
 
+@pytest.mark.parametrize("line, message", [
+    ("%fusion serve x --model a --shadow b", "--shadow answers go to the served log only"),
+    ("%fusion serve x --model a --canary b=2", "takes a share of the rows between 0 and 1"),
+    ("%fusion serve x --model a --canary b", "takes MODEL=SHARE such as ctr-tree=0.1"),
+    ("%fusion serve x --model a --canary a=0.1", "'a' is named twice"),
+    ("%fusion serve x --model a --sticky user_id", "--sticky routes the rows of a --canary"),
+    (f"%fusion compare {STREAM}", f"{STREAM!r} is a stream stage; compare takes the name of a "
+                                  "serve stage"),
+    (f"%fusion canary {API} lots", "SHARE takes a share of the rows"),
+    (f"%fusion promote {API}", "promote"),
+])
+def test_magic_usage_errors(stage, line, message):
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError) as err:
+        _shell().run_cell(line).raise_error()
+    assert message in str(err.value)
+
+
+def test_magics_route_compare_and_promote(fk_session, stage):
+    import fusionkit as fk
+
+    shell = _shell()
+    routing = _replica(fk)["routing"]
+    o = stage["options"]
+    shell.run_cell(f"%fusion serve {API} --model {MAIN} --port {o['port']} --log {o['log']} "
+                   f"--feedback {o['feedback']} --canary {OTHER}=0.5 --sticky user_id"
+                   ).raise_error()
+    wait_for(lambda: _replica(fk)["routing"] > routing, timeout=60, what="the new routing")
+    rows = [dict(r, user_id=f"m{i}") for i, r in enumerate(_rows(stage["sample"]))]
+    body = httpx.post(stage["url"], json={"rows": rows}).json()
+    assert set(body["models"]) == {MAIN, OTHER}
+    shell.run_cell(f"%fusion canary {API} 0").raise_error()  # no canary left: one model
+    body = httpx.post(stage["url"], json={"rows": rows}).json()
+    assert body["model"] == MAIN and "models" not in body
+    frame = shell.run_cell(f"%fusion compare {API}").result
+    assert list(frame["model"][:1]) == [MAIN]  # the shadow test's rows, scored
+
+
+def _shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext fusionkit").raise_error()
+    return shell
+
+
 def test_promote_under_http_load_fails_no_request(fk_session, stage):
     import fusionkit as fk
 
