@@ -10,6 +10,8 @@ share or a promotion fails and stalls no request (as a version swap does not).
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +23,7 @@ from fusionkit.errors import FusionError, NotConnectedError, StageNotFoundError
 from fusionkit.runtime.records import Event
 from fusionkit.serving.routing import routing_of
 
+log = logging.getLogger("fusionkit")
 ROUTE_WAIT = 60.0  # seconds for the replicas to take a new routing (they load its models)
 
 
@@ -159,3 +162,57 @@ def compare(name: str) -> pd.DataFrame:
     frame = compare_frame(models, pairs, routing.primary, roles)
     frame.attrs["scored_by"] = stage
     return frame
+
+
+def check_canary(name: str) -> list[dict[str, Any]]:
+    """The rollback policy, once: every canary of serve stage ``name`` whose online log loss
+    is worse than the primary's with confidence (``fk.compare``'s 95% interval of the
+    difference wholly above zero, on at least 30 rows:
+    ``fusionkit.training.comparison.rollback_due``) gets a share of 0, so the primary
+    answers its rows again. What it did is logged (the ``fusionkit`` logger, and an event
+    in ``fk.events()``, with the verdict) and returned, one dict per canary rolled back."""
+    from fusionkit.training.comparison import rollback_due
+
+    done = []
+    for row in compare(name).to_dict("records"):
+        if not rollback_due(row):
+            continue
+        canary(name, {row["model"]: 0})
+        what = f"canary {row['model']} rolled back: {row['verdict']}"
+        log.warning("fusionkit serve %s: %s", name, what)
+        _event(name, "canary-rollback", what)
+        done.append({"stage": name, "model": row["model"], "verdict": row["verdict"]})
+    return done
+
+
+class CanaryWatch:
+    """``check_canary`` every ``every`` seconds on a thread of this process, until ``stop``
+    (or the process ends: it runs where it was started, e.g. the notebook's kernel)."""
+
+    def __init__(self, name: str, every: float):
+        self.name, self.every = name, every
+        self.actions: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"fk-canary-{name}")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.actions += check_canary(self.name)
+            except Exception as exc:  # a stage being redefined, a restart: try again later
+                log.warning("fusionkit serve %s: checking the canary: %s", self.name, exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.every + 5)
+
+
+def watch_canary(name: str, every: float | str = "30s") -> CanaryWatch:
+    """Roll the canaries of serve stage ``name`` back when they are worse, checked every
+    ``every`` (``check_canary``); ``.stop()`` the returned watch to end it."""
+    from fusionkit._duration import parse_duration
+
+    _serve_spec(name)
+    return CanaryWatch(name, parse_duration(every))

@@ -240,6 +240,22 @@ def compare_frame(models: dict[str, list[float]], pairs: dict[tuple[str, str], l
     return pd.DataFrame(out, columns=COLUMNS)
 
 
+def rollback_due(row: Any, min_n: int = MIN_N) -> bool:
+    """Whether a canary's row of ``compare_frame`` says it is worse than the primary with
+    confidence: its log loss higher, the whole 95% interval of the difference above zero,
+    on at least ``min_n`` rows. An equal canary rolls back in 2.5% of the checks at most
+    (the upper tail of a two-sided 95% interval).
+
+    >>> rollback_due({"role": "canary", "n_compared": 500, "log_loss_low": 0.01})
+    True
+    >>> rollback_due({"role": "canary", "n_compared": 500, "log_loss_low": -0.01})
+    False
+    """
+    low = row.get("log_loss_low")
+    return (row.get("role") == "canary" and (row.get("n_compared") or 0) >= min_n
+            and low is not None and math.isfinite(low) and low > 0)
+
+
 def sum_comparisons(reports: list[dict[str, Any]]) -> tuple[dict, dict]:
     """Add up ``Comparison.rows()`` of several actors (of one train stage)."""
     models: dict[str, list[float]] = {}

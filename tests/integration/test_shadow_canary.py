@@ -21,6 +21,7 @@ from fusionkit.demo import ctr_model
 from fusionkit.training.protocol import Learner, Prediction
 
 STREAM, MAIN, OTHER, API = "sc-clicks", "sc-ctr", "sc-coin", "sc-api"
+TWIN = "sc-coin2"  # a model equal to OTHER
 SERVED, FEEDBACK, EXAMPLES, LEARN = "sc-served", "sc-feedback", "sc-examples", "sc-learn"
 Z = 1.959963984540054
 
@@ -47,7 +48,9 @@ def stage(fk_session, request):
     fk.stream(STREAM, source=fk.sources.synthetic(STREAM, rate=2_000, seed=7), batch_size=200)
     fk.train(MAIN, on=STREAM, label="clicked", model=ctr_model(), publish_every=None)
     fk.train(OTHER, on=STREAM, label="clicked", model=Coin(), publish_every=None)
-    wait_for(lambda: fk.publish(MAIN) and fk.publish(OTHER), timeout=60, what="first versions")
+    fk.train(TWIN, on=STREAM, label="clicked", model=Coin(), publish_every=None)
+    wait_for(lambda: fk.publish(MAIN) and fk.publish(OTHER) and fk.publish(TWIN), timeout=60,
+             what="first versions")
     port = free_port()
     options = dict(port=port, log=SERVED, feedback=FEEDBACK)
     fk.serve(API, model=MAIN, shadow=[OTHER], **options)
@@ -57,7 +60,7 @@ def stage(fk_session, request):
     sample = fk.peek(STREAM, 200)
     yield {"url": f"http://127.0.0.1:{port}/{API}", "options": options, "sample": sample,
            "port": port}
-    for name in (LEARN, EXAMPLES, API, SERVED, FEEDBACK, OTHER, MAIN, STREAM):
+    for name in (LEARN, EXAMPLES, API, SERVED, FEEDBACK, TWIN, OTHER, MAIN, STREAM):
         fk.stop(name)
 
 
@@ -169,6 +172,48 @@ def test_canary_share_within_two_points_over_10k_rows_and_sticky(fk_session, sta
     after = [m for a in more for m in a.json()["models"]]
     assert all(b == OTHER for a, b in zip(models[:2000], after, strict=True) if a == OTHER)
     assert after.count(OTHER) > models[:2000].count(OTHER)
+
+
+def _labelled_canary_traffic(fk, stage, prefix: str, canary: str) -> int:
+    """600 rows of 600 users, their labels posted; returns how many the canary answered,
+    once the train stage on the join has scored them all."""
+    base, labels = _rows(stage["sample"]), stage["sample"]["clicked"].astype(int).tolist()
+    rows = [dict(base[i % len(base)], user_id=f"{prefix}{i}", request_id=f"{prefix}{i}")
+            for i in range(600)]
+    answers = _post_all(stage["url"], [{"rows": rows[i:i + 50]} for i in range(0, 600, 50)])
+    assert all(a is not None and a.status_code == 200 for a in answers)
+    models = [m for a in answers for m in a.json()["models"]]
+    before = fk.compare(API).set_index("model")["requests"].to_dict()
+    r = httpx.post(f"{stage['url']}/feedback", json=[
+        {"request_id": f"{prefix}{i}", "label": labels[i % len(labels)]} for i in range(600)])
+    assert r.status_code == 200
+    want = {m: before.get(m, 0) + models.count(m) for m in set(models)}
+
+    def scored():
+        now = fk.compare(API).set_index("model")["requests"].to_dict()
+        return all(now.get(m, 0) >= k for m, k in want.items())
+
+    wait_for(scored, timeout=90, interval=0.5, what="the canary traffic joined and scored")
+    return models.count(canary)
+
+
+def test_rollback_policy_fires_on_a_worse_canary_not_on_an_equal_one(fk_session, stage):
+    import fusionkit as fk
+
+    fk.serve(API, model=OTHER, canary={TWIN: 0.5}, sticky="user_id", **stage["options"])
+    assert _labelled_canary_traffic(fk, stage, "eq-", TWIN) > 100
+    assert fk.check_canary(API) == []  # equal: left alone
+    assert fk.api.stage_spec(API).canary == ((TWIN, 0.5),)
+
+    fk.serve(API, model=MAIN, canary={OTHER: 0.5}, sticky="user_id", **stage["options"])
+    assert _labelled_canary_traffic(fk, stage, "worse-", OTHER) > 100
+    (done,) = fk.check_canary(API)  # the coin's log loss is worse: rolled back
+    assert done["model"] == OTHER and "is worse than" in done["verdict"]
+    assert fk.api.stage_spec(API).canary == ()
+    body = httpx.post(stage["url"], json={"rows": _rows(stage["sample"])}).json()
+    assert body["model"] == MAIN and "models" not in body  # the primary answers every row
+    events = fk.events()
+    assert (events["kind"] == "canary-rollback").any()
 
 
 @pytest.mark.parametrize("line, message", [

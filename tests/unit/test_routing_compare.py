@@ -116,3 +116,71 @@ def test_verdict_says_not_enough_data_until_the_interval_excludes_zero():
         "not enough data")  # below the minimum sample, whatever the interval
     worse = verdict("t", "c", "log loss", 0.1, 0.05, 0.2, 500, "welch")
     assert worse.startswith("t is worse than c") and "500 requests" in worse
+
+
+def _canary_rows(seed: int, worse: float, n: int = 1500) -> pd.DataFrame:
+    """A primary and a canary answering different requests of the same kind; the canary's
+    probabilities pushed ``worse`` towards the wrong side."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for model, role, shift in (("ctr", "primary", 0.0), ("tree", "canary", worse)):
+        y = rng.integers(0, 2, n)
+        p = np.clip(0.5 + (y - 0.5) * (0.5 - shift) + rng.normal(0, 0.15, n), 0.02, 0.98)
+        frames.append(pd.DataFrame({"request_id": [f"{model}{i}" for i in range(n)],
+                                    "label": y, "_model": model, "_role": role, "_proba": p,
+                                    "_prediction": (p > 0.5).astype(int)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _rolls_back(rows: pd.DataFrame) -> bool:
+    from fusionkit.training.comparison import rollback_due
+
+    c = Comparison("label", positive=1)
+    c.add(rows)
+    frame = compare_frame(c.models, c.pairs, "ctr", {"ctr": "primary", "tree": "canary"})
+    row = frame.set_index("model").loc["tree"]
+    assert row["interval"] == "welch"
+    return rollback_due({**row.to_dict(), "model": "tree"})
+
+
+def test_rollback_policy_fires_on_a_worse_canary_and_rarely_on_an_equal_one():
+    false = sum(_rolls_back(_canary_rows(seed, worse=0.0)) for seed in range(20))
+    assert false <= 1
+    assert all(_rolls_back(_canary_rows(seed, worse=0.15)) for seed in range(20))
+
+
+class _Blocked:
+    """A replica's side the shadow pool needs, whose shadow answers wait for ``go``."""
+
+    def __init__(self):
+        import threading
+
+        from fusionkit.runtime.stage import Reporter
+
+        self._stop, self.go = threading.Event(), threading.Event()
+        self._models = {"tree": (1, None, None)}
+        self.reporter = Reporter(None, "api", "serve", "0")
+        self.answered = 0
+
+    def _answer_with(self, model, loaded, role, rows, ids, t):
+        self.go.wait(30)
+        self.answered += 1
+
+
+def test_a_shadow_that_falls_behind_drops_and_counts_never_queues_without_bound():
+    from conftest import wait_for
+
+    from fusionkit.serving.shadow import ShadowPool
+
+    server = _Blocked()
+    pool = ShadowPool(server, size=4)
+    for i in range(100):
+        pool.offer(("tree",), [{"x": i}], [f"r{i}"], 0.0)
+    # one being answered (maybe), four waiting: the rest dropped, counted
+    assert pool.queues["tree"].qsize() <= 4
+    assert pool.dropped["tree"] >= 95
+    assert server.reporter.totals["shadow_dropped"] == pool.dropped["tree"]
+    server.go.set()
+    wait_for(lambda: server.answered + pool.dropped["tree"] == 100, timeout=10,
+             what="the queued requests answered")
+    server._stop.set()
