@@ -166,6 +166,7 @@ def test_canary_share_within_two_points_over_10k_rows_and_sticky(fk_session, sta
     assert abs(models.count(OTHER) / len(models) - 0.1) <= 0.02
     again = _post_all(stage["url"], bodies[:10])  # the same users: the same models
     assert [m for a in again for m in a.json()["models"]] == models[:2000]
+    assert fk.predict(API, rows[:200])["model"].tolist() == models[:200]  # from Python too
 
     fk.canary(API, 0.3)  # live: the users of the canary stay, more join them
     more = _post_all(stage["url"], bodies[:10])
