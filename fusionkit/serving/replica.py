@@ -4,6 +4,12 @@ Each replica long-polls the registry for a change of the live version, fetches t
 state and builds the model off the request path, then replaces one reference. A request
 reads that reference once, so it is answered wholly by one version and never waits for a
 swap. Every answer names the version that made it.
+
+The same holds for the stage's routing (``fusionkit.serving.routing``: the primary, the
+canaries, the shadows): the replica follows it in the registry, loads every model it names
+(one follower each), and only then replaces the routing it answers by; a request reads
+the routing, then the models, once each. Shadows answer after the request, on their own
+threads (``fusionkit.serving.shadow``).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from fusionkit.runtime.reports import ReplicaReport
 from fusionkit.runtime.specs import ServeSpec
 from fusionkit.runtime.stage import Reporter
 from fusionkit.serving.inputs import BadRequest, check_records, check_rows, parse_rows
-from fusionkit.serving.limits import RETRIES, read_request, token_ok
+from fusionkit.serving.limits import read_request, token_ok
 from fusionkit.serving.routing import routing_of
 from fusionkit.serving.served_log import (
     as_floats,
@@ -55,6 +61,7 @@ class ModelServer:
         self._models: dict[str, tuple[int, Any, Any]] = {}
         self._generations: dict[str, int] = {}
         self._following: set[str] = set()
+        self._polled: set[str] = set()  # models whose live version was asked for once
         self._announced: set[tuple[str, int]] = set()
         self._stop = threading.Event()
         self.swaps = 0
@@ -96,8 +103,7 @@ class ModelServer:
                                  name=f"fk-follow-{model}").start()
         deadline = monotonic() + wait
         while (monotonic() < deadline and not self._stop.is_set()
-               and any(m not in self._models and self._generations.get(m, -1) != 0
-                       for m in models)):
+               and any(m not in self._models and m not in self._polled for m in models)):
             self._stop.wait(0.02)
 
     def _follow(self, model: str) -> None:
@@ -105,6 +111,7 @@ class ModelServer:
             try:
                 self._swap(model, *ray.get(self.registry.follow.remote(
                     model, self._generations.get(model, -1), 5.0)))
+                self._polled.add(model)  # loaded, or no live version to load
             except Exception as exc:  # registry restarting: keep serving what we have
                 log.warning("fusionkit serve %s: following the registry: %s", self.spec.name, exc)
                 self._stop.wait(0.5)
@@ -342,55 +349,6 @@ class ModelServer:
                                         request.headers.get("authorization", ""), body,
                                         request.url.path)
         return JSONResponse(payload, status_code=status)
-
-
-class HttpFront:
-    """The HTTP way in of a serve stage with several replicas: hands each request to a model
-    replica and, if that replica dies holding it, to another one.
-
-    Serve's proxy routes around a dead replica but does not send again a request the replica
-    had already accepted, so without a front the one request a dying replica holds fails.
-    Predictions change nothing, so asking again is safe. The front holds no model; it costs
-    each request one more call between processes. It checks the token and the body's size
-    itself, so what it refuses is never read, nor sent on to a replica.
-
-    The front's own replicas are Serve replicas too, behind the same proxy: one that dies
-    (a SIGKILL) fails the requests it holds at that moment with the proxy's 500, and nothing
-    in fusionkit sits before it to ask again. Holding no model, they rarely die on their own
-    (no model to run out of memory with, no user code); a client that must never see a
-    failure retries a 500 (predictions are safe to ask again).
-    """
-
-    def __init__(self, model: Any, spec: ServeSpec):
-        self.model, self.spec, self.name = model, spec, spec.name
-        self.retried = 0  # requests asked again because their replica died
-        self.replica = _replica_id()
-
-    def info(self) -> dict[str, Any]:
-        return {"replica": self.replica, "retried": self.retried, "pid": os.getpid()}
-
-    async def __call__(self, request: Any) -> Any:
-        from ray.exceptions import RayActorError
-        from starlette.responses import JSONResponse
-
-        try:
-            body = await read_request(request, self.spec.token, self.spec.max_body_bytes)
-        except BadRequest as err:
-            return JSONResponse({"error": err.message}, status_code=err.status)
-        args = (request.method, request.headers.get("authorization", ""), bytes(body),
-                request.url.path)
-        for attempt in range(RETRIES + 1):
-            try:
-                status, payload = await self.model.http.remote(*args)
-                return JSONResponse(payload, status_code=status)
-            except RayActorError as exc:
-                if attempt == RETRIES:
-                    log.warning("fusionkit serve %s: no replica answered: %s", self.name, exc)
-                else:
-                    self.retried += 1
-        return JSONResponse({"error": f"serve stage {self.name!r}: every replica asked died "
-                                      f"holding the request ({RETRIES + 1} tries)"},
-                            status_code=503)
 
 
 def is_feedback(path: str, route: str | None) -> bool:
