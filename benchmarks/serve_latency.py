@@ -14,7 +14,9 @@ Two parts, one run, one Ray Serve:
    Both use the same deployment options; the targets are measured in interleaved rounds
    so that other load on the machine falls on both alike. A third system, the same serve
    stage with ``retry=True`` (the default with two or more replicas), measures what the
-   retrying HTTP front costs a request.
+   retrying HTTP front costs a request. Two more measure what a shadow model costs the
+   client: the serve stage logging what it serves (``log=``), and the same with a shadow
+   (``shadow=[...]``: a second model answering every request off the response path).
 2. Model swaps under load. One client (a process of its own) posts requests back to back
    while the model changes 100 times: in fusionkit, ``fk.publish`` makes a new version live
    and the replica swaps it in between requests; in bare Serve, the same version states go
@@ -23,7 +25,8 @@ Two parts, one run, one Ray Serve:
    Reported: the longest request and p99 during the swaps, failed requests, and the time
    from a swap being asked for to the first answer by the new version.
 
-Targets: fusionkit p50 <= 1.2x bare Serve; longest request during swaps <= 50 ms.
+Targets: fusionkit p50 <= 1.2x bare Serve; longest request during swaps <= 50 ms; with one
+shadow model, client p50 and p99 <= 1.1x the same stage without it.
 
 Run ``python benchmarks/serve_latency.py`` (about 10 minutes on 2 cores: Serve's own
 swaps take seconds each) or ``--quick`` for a smoke run. Prints tables and writes
@@ -64,6 +67,8 @@ from fusionkit.training.protocol import load_state  # noqa: E402
 
 STREAM, MODEL, API, BARE = "sl-clicks", "sl-ctr", "sl-api", "sl-bare"
 FRONTED = "sl-api-retry"  # the same model behind the retrying HTTP front (retry=True)
+SHADOW_MODEL = "sl-ctr-2"  # a second model, the shadow
+LOGGED, SHADOWED = "sl-api-log", "sl-api-shadow"  # logging what they serve; with a shadow
 
 
 class BareModel:
@@ -128,8 +133,11 @@ def time_handle(h: Any, rows: list[dict], n: int) -> list[float]:
 def latency(port: int, rows: list[dict], sizes: list[int], rounds: int, n: int) -> dict:
     urls = {"fusionkit": f"http://127.0.0.1:{port}/{API}",
             "bare": f"http://127.0.0.1:{port}/{BARE}",
-            "fusionkit front": f"http://127.0.0.1:{port}/{FRONTED}"}
-    handles = {"fusionkit": handle(API), "bare": bare_handle()}
+            "fusionkit front": f"http://127.0.0.1:{port}/{FRONTED}",
+            "fusionkit log": f"http://127.0.0.1:{port}/{LOGGED}",
+            "fusionkit shadow": f"http://127.0.0.1:{port}/{SHADOWED}"}
+    handles = {"fusionkit": handle(API), "bare": bare_handle(),
+               "fusionkit log": handle(LOGGED), "fusionkit shadow": handle(SHADOWED)}
     headers = {"content-type": "application/json"}
     samples: dict[str, list[float]] = {}
     with httpx.Client(timeout=30.0) as client:
@@ -267,9 +275,13 @@ def setup(port: int) -> tuple[list[dict], bytes]:
     fk.connect()
     fk.stream(STREAM, source=fk.sources.synthetic(STREAM, rate=1_000, seed=5), batch_size=100)
     fk.train(MODEL, on=STREAM, label="clicked", model=ctr_model(), publish_every=None)
+    fk.train(SHADOW_MODEL, on=STREAM, label="clicked", model=ctr_model(), publish_every=None)
     first_version(MODEL, 60)
+    first_version(SHADOW_MODEL, 60)
     fk.serve(API, model=MODEL, port=port)
     fk.serve(FRONTED, model=MODEL, port=port, retry=True)
+    fk.serve(LOGGED, model=MODEL, port=port, log="sl-logged")
+    fk.serve(SHADOWED, model=MODEL, port=port, log="sl-shadowed", shadow=[SHADOW_MODEL])
     registry = fk.api.handles()["registry"]
     version = fk.live_version(MODEL)
     model = pickle.dumps(load_state(ray.get(registry.state.remote(MODEL, version))).model)
@@ -310,6 +322,10 @@ def main() -> None:
                                         / lat[f"fusionkit http {size}"]["p50_ms"], 3)
                   for size in (1, 100)}
     print("p50 with the retrying front / without (the default with 2+ replicas):", front_cost)
+    shadow_cost = {f"{path} {size} {q}": round(lat[f"fusionkit shadow {path} {size}"][f"{q}_ms"]
+                                               / lat[f"fusionkit log {path} {size}"][f"{q}_ms"], 3)
+                   for path in ("http", "handle") for size in (1, 100) for q in ("p50", "p99")}
+    print("client latency with one shadow model / without (both logging):", shadow_cost)
 
     fk.resume(STREAM)
     fk_swaps, models = fusionkit_swaps(port, rows[:1], swaps)
@@ -328,12 +344,17 @@ def main() -> None:
         "longest_request_during_swaps_ms": fk_swaps["longest_request_ms"],
         "longest_request_target_ms": 50, "longest_request_met":
             fk_swaps["longest_request_ms"] <= 50 and fk_swaps["failed"] == 0,
+        "shadow_ratio_1row_max": max(shadow_cost[f"{p} 1 {q}"] for p in ("http", "handle")
+                                     for q in ("p50", "p99")),
+        "shadow_ratio_target": 1.1,
     }
+    targets["shadow_ratio_met"] = targets["shadow_ratio_1row_max"] <= 1.1
     print("\nTargets:", targets)
     result = {"benchmark": "serve_latency", "quick": args.quick, "machine": machine(),
               "config": {"rounds": rounds, "requests_per_round": n, "model": "demo.ctr_model",
                          "swaps": swaps, "serve_swaps": serve_n},
               "latency": lat, "p50_ratio": ratios, "front_p50_ratio": front_cost,
+              "shadow_ratio": shadow_cost,
               "swaps": {"fusionkit": fk_swaps, "serve_reconfigure": sv_swaps},
               "targets": targets}
     path = write_result("serve_latency_quick" if args.quick else "serve_latency", result)

@@ -65,6 +65,7 @@ from fusionkit.models import (
     rollback,
     unpin,
 )
+from fusionkit.online import canary, check_canary, compare, promote, watch_canary
 from fusionkit.registry.guard import Guard
 from fusionkit.serving.client import PredictionError, predict
 from fusionkit.serving.limits import ExposedServeWarning
@@ -85,7 +86,7 @@ __all__ = [
     "StageNotFoundError", "StorageKeyError", "InvalidNameError",
     "TumblingWindow", "alarms", "check", "checkpoint", "connect",
     "dead_letters", "drift", "events", "infos", "join", "freshness", "freshness_series", "live_version",
-    "metrics", "model", "models", "online_metrics", "pause", "peek", "pin", "predict", "publish", "recoveries", "restore",
+    "metrics", "model", "models", "online_metrics", "compare", "canary", "promote", "check_canary", "watch_canary", "pause", "peek", "pin", "predict", "publish", "recoveries", "restore",
     "resume", "rollback",
     "scale", "serve", "shutdown", "sinks", "sliding", "sources", "status", "stop", "stream", "train",
     "tumbling", "unpin", "unwatch_drift", "watch_drift", "dashboard",

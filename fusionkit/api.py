@@ -263,7 +263,9 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
           host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           max_rows: int = 10_000, retry: bool | None = None,
           max_body_bytes: int = MAX_BODY_BYTES, log: str | None = None,
-          feedback: str | None = None, wait: bool = True) -> StageHandle:
+          feedback: str | None = None, shadow: Sequence[str] = (),
+          canary: dict[str, float] | None = None, sticky: str | None = None,
+          wait: bool = True) -> StageHandle:
     """Serve the live version of train stage ``model`` over HTTP and a Python handle.
 
     The first serve stage starts Ray Serve (several seconds); ``wait=False`` returns at
@@ -293,6 +295,16 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
     ``{"request_id": ..., "label": ...}`` rows (or a list of them) into a stream stage
     ``clicks-http`` the same way; malformed feedback is refused (400) with the reason.
     Both streams wait, as any stream stage, until something is defined on them.
+
+    ``shadow=["ctr-tree"]``: each request is also answered by train stage ``ctr-tree``'s
+    live version, after the client has its answer, into the served log only (so ``log`` is
+    needed), with ``_role="shadow"`` and the request's ids: a join scores both models on the
+    same requests, and ``fk.compare(name)`` sets them side by side. Shadow work is bounded
+    (``fusionkit.serving.shadow``): a shadow slower than the traffic drops requests and
+    counts them. ``canary={"ctr-tree": 0.1}`` has ``ctr-tree`` answer a tenth of the rows;
+    with ``sticky="user_id"`` by the stable hash of the row's ``user_id`` (a user sees one
+    model). Defining the stage again with only these three changed (or ``fk.canary``,
+    ``fk.promote``) changes them live, without restarting a replica.
     """
     check_name(name)
     if replicas < 1:
@@ -308,12 +320,26 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
     if log is not None and log == feedback:
         raise FusionError(f"log and feedback are both {log!r}: the served rows and their "
                           "feedback need two streams of their own")
+    from fusionkit.online import routing_only, set_routing
+    from fusionkit.serving.routing import canary_pairs, routing_of
+
+    shadow = (shadow,) if isinstance(shadow, str) else tuple(shadow)
+    for other in (*shadow, *(canary or {})):
+        check_name(other)
+    if shadow and log is None:
+        raise FusionError(f"serve stage {name!r}: a shadow's answers go to the served log "
+                          "only; name one, e.g. log='served'")
     warn_if_exposed(name, host, token)
     folders = _log_folders(streams)
     spec = ServeSpec(name=name, model=model, replicas=replicas, route=route or f"/{name}",
                      host=host, port=port, token=token, max_rows=max_rows, retry=retry,
                      max_body_bytes=max_body_bytes, log=log, log_folder=folders.get(log),
-                     feedback=feedback, feedback_folder=folders.get(feedback))
+                     feedback=feedback, feedback_folder=folders.get(feedback),
+                     canary=canary_pairs(canary), shadow=shadow, sticky=sticky)
+    routing_of(spec)  # checked here, in the caller's cell
+    if routing_only(spec):  # the same stage, other routing: changed live
+        set_routing(spec)
+        return StageHandle(name, "serve")
     for stream_name in streams:  # their streams first: the replicas write as they start
         # rows the replica validated: only the key is checked again, so a missing value
         # (a nullable feature, a NaN probability) is no reason to set an answered row aside

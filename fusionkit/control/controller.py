@@ -159,6 +159,11 @@ class Controller:
         """Deploy a serve stage (``wait=False``: at once, ``starting`` until ready)."""
         return self.lifecycle.define_serve(spec, wait).to_dict()
 
+    def respec_serve(self, spec: Any) -> int:
+        """Record a serve stage's new routing (``fk.canary``, ``fk.promote``): its replicas
+        follow it through the registry; a restart or ``fk.restore`` starts from it."""
+        return self.lifecycle.respec_serve(spec)
+
     def stop(self, name: str | None = None) -> list[str]:
         return self.lifecycle.stop(name)
 

@@ -224,6 +224,7 @@ class Lifecycle:
         """Deploy a serve stage. Starting Ray Serve takes seconds the first time; with
         ``wait=False`` this returns at once and the stage shows ``starting`` until ready."""
         from fusionkit.serving.deploy import deploy
+        from fusionkit.serving.routing import routing_of
 
         with self.lock:
             self.stages.record(spec.model, "train")
@@ -233,6 +234,8 @@ class Lifecycle:
                                      "route": spec.route, "deploying": True})
             self.stages[spec.name] = rec
             self.persist()
+            # who answers what, before a replica starts: each reads it first
+            ray.get(self.registry.set_route.remote(spec.name, routing_of(spec)))
 
         def run() -> None:
             try:
@@ -251,6 +254,18 @@ class Lifecycle:
         else:
             threading.Thread(target=run, daemon=True, name=f"fk-deploy-{spec.name}").start()
         return _status.summary(rec)
+
+    def respec_serve(self, spec: Any) -> int:
+        """A serve stage's definition with a new routing, its replicas left running: they
+        follow it through the registry. Returns the routing's generation there."""
+        from fusionkit.serving.routing import routing_of
+
+        with self.lock:
+            rec = self.stages.record(spec.name, "serve")
+            generation = ray.get(self.registry.set_route.remote(spec.name, routing_of(spec)))
+            rec.spec = spec
+            self.persist()
+            return generation
 
     # -- operating stages -----------------------------------------------------------------
     def stop(self, name: str | None = None) -> list[str]:

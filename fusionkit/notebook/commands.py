@@ -243,6 +243,14 @@ def _stream_label(on: str) -> str | None:
 @argument("--feedback", type=p.stream_name, default=None, metavar="STREAM",
           help="take POST ROUTE/feedback rows {request_id, label} into stream STREAM, "
                "e.g. clicks-http")
+@argument("--shadow", action="append", default=[], metavar="TRAIN",
+          help="a train stage whose live version also answers every request, off the "
+               "response path, into the --log stream only (repeatable)")
+@argument("--canary", action="append", type=p.canary_share, default=[], metavar="TRAIN=SHARE",
+          help="a train stage answering SHARE of the rows, e.g. ctr-tree=0.1 (repeatable)")
+@argument("--sticky", default=None, metavar="COL",
+          help="route each row by a stable hash of this column, e.g. user_id: a user sees "
+               "one model")
 @output
 def serve(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     """Serve the live model of a train stage over HTTP and a Python handle.
@@ -251,15 +259,20 @@ def serve(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     stage starts Ray Serve, which takes seconds): `%fusion wait NAME` waits for it.
     With `--log served`, every answered row becomes an event of stream `served`; with
     `--feedback clicks-http`, `POST <route>/feedback` takes labels into `clicks-http`.
+    `--shadow ctr-tree` has `ctr-tree` answer every request too, into the log only;
+    `--canary ctr-tree=0.1 --sticky user_id` has it answer a tenth of the users.
+    `%fusion compare NAME` sets the models side by side; `%fusion promote NAME TRAIN`.
     """
     import fusionkit as fk
 
     _check_logs(args)
+    _check_routing(args)
     port = args.port if args.port is not None else (magics.serve_port or "auto")
     fk.serve(args.name, model=args.model, replicas=args.replicas or magics.serve_replicas,
              port=serve_port(port), route=args.route,
              retry={"on": True, "off": False}.get(args.retry), log=args.log,
-             feedback=args.feedback, wait=False)
+             feedback=args.feedback, shadow=args.shadow, canary=dict(args.canary) or None,
+             sticky=args.sticky, wait=False)
     return store_output(magics, args, LiveStage(args.name, "serve"))
 
 
@@ -272,6 +285,76 @@ def _check_logs(args: argparse.Namespace) -> None:
         if stream in (args.name, args.model):
             raise FusionUsageError(f"%fusion serve: {flag} {stream!r} is the name of the "
                                    f"serve stage or its model; name the stream otherwise")
+
+
+def _check_routing(args: argparse.Namespace) -> None:
+    """--shadow needs --log; no model named twice; shares adding up to at most 1."""
+    if args.shadow and args.log is None:
+        raise FusionUsageError("%fusion serve: --shadow answers go to the served log only; "
+                               "add --log STREAM, e.g. --log served")
+    names = [args.model, *args.shadow, *(m for m, _ in args.canary)]
+    twice = sorted({m for m in names if names.count(m) > 1})
+    if twice:
+        raise FusionUsageError(f"%fusion serve: {twice[0]!r} is named twice among --model, "
+                               f"--shadow and --canary; name each model once")
+    total = sum(s for _, s in args.canary)
+    if total > 1:
+        raise FusionUsageError(f"%fusion serve: the --canary shares add up to {total:g}; "
+                               f"they are shares of the rows, at most 1 together")
+    if args.sticky is not None and not args.canary:
+        raise FusionUsageError("%fusion serve: --sticky routes the rows of a --canary; "
+                               "add one, e.g. --canary ctr-tree=0.1")
+
+
+@command("compare", "%fusion compare ctr-api")
+@magic_arguments("fusion compare")
+@stage_name("the serve stage")
+def compare(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
+    """The serve stage's models side by side on its traffic and joined outcomes: requests,
+    accuracy, log loss, the difference from the primary with a 95% interval, a verdict."""
+    import fusionkit as fk
+
+    _serve_stage(args.name, "compare")
+    return fk.compare(args.name)
+
+
+@command("promote", "%fusion promote ctr-api ctr-tree")
+@magic_arguments("fusion promote")
+@stage_name("the serve stage")
+@argument("model", metavar="TRAIN", help="its canary or shadow that answers from now on")
+def promote(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
+    """Make a canary or shadow the model answering every request, with no failed request."""
+    import fusionkit as fk
+
+    _serve_stage(args.name, "promote")
+    fk.promote(args.name, args.model)
+    return LiveStage(args.name, "serve")
+
+
+@command("canary", "%fusion canary ctr-api 0.2")
+@magic_arguments("fusion canary")
+@stage_name("the serve stage")
+@argument("share", metavar="SHARE", help="its canary's share, e.g. 0.2, or TRAIN=SHARE")
+def canary(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
+    """Change a canary's share of the rows live (0 removes it)."""
+    import fusionkit as fk
+
+    _serve_stage(args.name, "canary")
+    try:
+        share: Any = (dict([p.canary_share(args.share)]) if "=" in args.share
+                      else p.share(args.share))
+    except argparse.ArgumentTypeError as exc:
+        raise FusionUsageError(f"%fusion canary: SHARE {exc}") from None
+    fk.canary(args.name, share)
+    return LiveStage(args.name, "serve")
+
+
+def _serve_stage(name: str, sub: str) -> None:
+    """A plain sentence when ``name`` is a stage of another kind."""
+    kind = _kind(name)
+    if kind != "serve":
+        raise FusionUsageError(f"%fusion {sub}: {name!r} is a {kind} stage; {sub} takes the "
+                               f"name of a serve stage")
 
 
 def serve_port(port: int | str) -> int:

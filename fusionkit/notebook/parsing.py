@@ -197,3 +197,31 @@ def port(text: str) -> int | str:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port between 1 and 65535, not {value}")
     return value
+
+
+def canary_share(text: str) -> tuple[str, float]:
+    """A canary and its share of the rows: ``ctr-tree=0.1`` (a fraction in (0, 1])."""
+    model, eq, share = text.partition("=")
+    try:
+        value = float(share) if eq and model else None
+    except ValueError:
+        value = None
+    if value is None:
+        raise argparse.ArgumentTypeError(
+            f"takes MODEL=SHARE such as ctr-tree=0.1, not {text!r}")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"takes a share of the rows between 0 and 1 such as 0.1, not {share}")
+    return model, value
+
+
+def share(text: str) -> float:
+    """A share of the rows in [0, 1] (0 removes a canary)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(
+            f"takes a share of the rows between 0 and 1 such as 0.2, not {text!r}")
+    return value

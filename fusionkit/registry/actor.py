@@ -40,6 +40,9 @@ class RegistryActor:
         self._unserved: dict[str, deque[int]] = {}  # versions whose events still wait
         self._schemas: dict[str, Any] = {}
         self._lock = threading.RLock()
+        # serve stage -> (its Routing, generation): who answers what, followed by its replicas
+        self._routes: dict[str, tuple[Any, int]] = {}
+        self._routed = threading.Condition()
         self._reload()
 
     def _reload(self) -> None:
@@ -126,6 +129,24 @@ class RegistryActor:
         if version is None or gen == generation:
             return version, gen, None, None
         return version, gen, self._reg(model).state(version), self._schemas.get(model)
+
+    def set_route(self, stage: str, routing: Any) -> int:
+        """Serve stage ``stage``'s routing (``fusionkit.serving.routing.Routing``) from now on;
+        its replicas following it swap to it. Returns its generation."""
+        with self._routed:
+            gen = self._routes.get(stage, (None, 0))[1] + 1
+            self._routes[stage] = (routing, gen)
+            self._routed.notify_all()
+            return gen
+
+    def follow_route(self, stage: str, generation: int, timeout: float = 5.0
+                     ) -> tuple[Any, int]:
+        """(routing, generation) of ``stage`` as soon as its generation differs from
+        ``generation`` (or after ``timeout``); ``(None, 0)`` when none was set."""
+        with self._routed:
+            self._routed.wait_for(lambda: self._routes.get(stage, (None, 0))[1] != generation,
+                                  timeout=timeout)
+            return self._routes.get(stage, (None, 0))
 
     def set_schema(self, model: str, schema: Any) -> None:
         """The features (and their kinds) a model learns from: serve stages check requests."""

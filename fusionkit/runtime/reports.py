@@ -97,6 +97,7 @@ class TrainReport(StageActorReport):
     cpu_drift_reporting: float = 0.0
     publish_error: str | None = None
     served: tuple[tuple[str, int, int, int, int, float], ...] = ()
+    compared: dict[str, Any] = field(default_factory=dict)  # Comparison.rows() (fk.compare)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,6 +154,9 @@ class ReplicaReport:
     generation: int = 0
     totals: dict[str, float] = field(default_factory=dict)
     pid: int
+    model: str | None = None  # the model answering (the primary)
+    routing: int = 0  # the generation of its routing (fk.canary, fk.promote)
+    shadow_dropped: dict[str, int] = field(default_factory=dict)  # requests a shadow dropped
 
     def to_dict(self) -> dict[str, Any]:
         """The report as the replica's ``info()`` gives it."""

@@ -110,6 +110,11 @@ class ServeSpec:
     # the stream stage of POST <route>/feedback rows, and their folder
     feedback: str | None = None
     feedback_folder: str | None = None
+    # the models answering beside ``model`` (fusionkit.serving.routing): canaries with their
+    # share of the rows, shadows answering every request into the log only, the sticky key
+    canary: tuple[tuple[str, float], ...] = ()
+    shadow: tuple[str, ...] = ()
+    sticky: str | None = None
     kind: str = "serve"
 
     @property

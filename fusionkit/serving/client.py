@@ -65,7 +65,7 @@ def _ask(name: str, payload: Any, timeout: float) -> dict[str, Any]:
 def predict(name: str, rows: Any, timeout: float = 30.0) -> pd.DataFrame:
     """Predictions of serve stage ``name`` for ``rows`` (a DataFrame or a list of records),
     one row each, with the model version that made them (and, for a stage that logs what it
-    serves, each row's ``request_id``)."""
+    serves, each row's ``request_id``; for a stage with canaries, the ``model`` of each)."""
     if isinstance(rows, pd.DataFrame):
         rows = rows.drop(columns=[c for c in rows.columns if str(c).startswith("_")])
         payload: Any = rows.to_dict("records")
@@ -77,7 +77,9 @@ def predict(name: str, rows: Any, timeout: float = 30.0) -> pd.DataFrame:
     frame = pd.DataFrame({"prediction": out["predictions"]})
     if "proba" in out:
         frame["proba"] = out["proba"]
-    frame["version"] = out["version"]
+    frame["version"] = out.get("versions", out["version"])
+    if "models" in out:  # canaries: each row says which model answered it
+        frame["model"] = out["models"]
     if "request_ids" in out:
         frame["request_id"] = out["request_ids"]
     return frame

@@ -24,7 +24,8 @@ def _app(spec: ServeSpec):
     """The stage's application: its model replicas (deployment ``spec.name``), behind a
     retrying HTTP front (deployment ``<name>-http``) when ``spec.front``."""
     serve = _serve()
-    from fusionkit.serving.replica import HttpFront, ModelServer
+    from fusionkit.serving.front import HttpFront
+    from fusionkit.serving.replica import ModelServer
 
     options = dict(num_replicas=spec.replicas, max_ongoing_requests=MAX_ONGOING,
                    ray_actor_options={"num_cpus": 0}, health_check_period_s=2,

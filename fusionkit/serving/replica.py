@@ -4,6 +4,12 @@ Each replica long-polls the registry for a change of the live version, fetches t
 state and builds the model off the request path, then replaces one reference. A request
 reads that reference once, so it is answered wholly by one version and never waits for a
 swap. Every answer names the version that made it.
+
+The same holds for the stage's routing (``fusionkit.serving.routing``: the primary, the
+canaries, the shadows): the replica follows it in the registry, loads every model it names
+(one follower each), and only then replaces the routing it answers by; a request reads
+the routing, then the models, once each. Shadows answer after the request, on their own
+threads (``fusionkit.serving.shadow``).
 """
 
 from __future__ import annotations
@@ -23,19 +29,23 @@ from fusionkit.runtime.reports import ReplicaReport
 from fusionkit.runtime.specs import ServeSpec
 from fusionkit.runtime.stage import Reporter
 from fusionkit.serving.inputs import BadRequest, check_records, check_rows, parse_rows
-from fusionkit.serving.limits import RETRIES, read_request, token_ok
+from fusionkit.serving.limits import read_request, token_ok
+from fusionkit.serving.routing import routing_of
 from fusionkit.serving.served_log import (
     as_floats,
+    column_records,
     feedback_records,
     number_columns,
     request_ids,
     served_records,
 )
+from fusionkit.serving.shadow import ShadowPool
 from fusionkit.sources.logfiles import LogWriter
 from fusionkit.training.protocol import load_state
 
 log = logging.getLogger("fusionkit")
 FIRST_VERSION_WAIT = 30.0
+FIRST_OTHERS_WAIT = 5.0  # canaries and shadows: routed to the primary until they load
 
 
 class ModelServer:
@@ -47,80 +57,203 @@ class ModelServer:
         monitor = ray.get_actor(MONITOR, namespace=NAMESPACE)
         self.replica = _replica_id()
         self.reporter = Reporter(monitor, spec.name, "serve", self.replica)
-        self._current: tuple[int | None, Any, Any] = (None, None, None)  # version, learner, schema
-        self._generation = -1
-        self._announced: set[int] = set()
+        # model -> (version, learner, schema): replaced whole on a swap, read once a request
+        self._models: dict[str, tuple[int, Any, Any]] = {}
+        self._generations: dict[str, int] = {}
+        self._following: set[str] = set()
+        self._polled: set[str] = set()  # models whose live version was asked for once
+        self._announced: set[tuple[str, int]] = set()
         self._stop = threading.Event()
         self.swaps = 0
+        self.shadow = ShadowPool(self)
         # its own files in the logs of the served rows and of the feedback, if asked for
         self._log = LogWriter(spec.log_folder, self.replica) if spec.log_folder else None
         self._feedback = (LogWriter(spec.feedback_folder, self.replica)
                           if spec.feedback_folder else None)
         self._numbers: tuple[Any, list[str]] = (None, [])  # a schema's number features
+        # who answers what: the registry's routing of the stage (fk.canary, fk.promote), or
+        # the definition's when none was set since
+        routing, self._route_generation = ray.get(
+            self.registry.follow_route.remote(spec.name, -1, 0.0))
+        self._routing = routing if routing is not None else routing_of(spec)
         # a new replica loads the live version before it takes any request
         deadline = monotonic() + FIRST_VERSION_WAIT
-        while self._current[0] is None and monotonic() < deadline:
-            self._swap(*ray.get(self.registry.follow.remote(spec.model, self._generation, 1.0)))
-        self._thread = threading.Thread(target=self._follow, daemon=True, name="fk-follow")
+        primary = self._routing.primary
+        while primary not in self._models and monotonic() < deadline:
+            self._swap(primary, *ray.get(self.registry.follow.remote(
+                primary, self._generations.get(primary, -1), 1.0)))
+        self._follow_models(self._routing.models, wait=FIRST_OTHERS_WAIT)
+        self._thread = threading.Thread(target=self._follow_routes, daemon=True,
+                                        name="fk-routes")
         self._thread.start()
 
+    @property
+    def _current(self) -> tuple[int | None, Any, Any]:
+        """The primary model's (version, learner, schema)."""
+        return self._models.get(self._routing.primary, (None, None, None))
+
     # -- following the registry -----------------------------------------------------------
-    def _follow(self) -> None:
+    def _follow_models(self, models: Any, wait: float) -> None:
+        """Follow each of ``models``' live version (a thread each); wait up to ``wait``
+        seconds for those with a live version to be loaded."""
+        for model in models:
+            if model not in self._following:
+                self._following.add(model)
+                threading.Thread(target=self._follow, args=(model,), daemon=True,
+                                 name=f"fk-follow-{model}").start()
+        deadline = monotonic() + wait
+        while (monotonic() < deadline and not self._stop.is_set()
+               and any(m not in self._models and m not in self._polled for m in models)):
+            self._stop.wait(0.02)
+
+    def _follow(self, model: str) -> None:
         while not self._stop.is_set():
             try:
-                self._swap(*ray.get(self.registry.follow.remote(self.spec.model,
-                                                                self._generation, 5.0)))
+                self._swap(model, *ray.get(self.registry.follow.remote(
+                    model, self._generations.get(model, -1), 5.0)))
+                self._polled.add(model)  # loaded, or no live version to load
             except Exception as exc:  # registry restarting: keep serving what we have
                 log.warning("fusionkit serve %s: following the registry: %s", self.spec.name, exc)
                 self._stop.wait(0.5)
             self.reporter.flush()
 
-    def _swap(self, version: int | None, generation: int, state: bytes | None,
+    def _follow_routes(self) -> None:
+        """Swap to a new routing once every model it names is loaded (off the request path:
+        a promoted model answers at once, as a new version does)."""
+        while not self._stop.is_set():
+            try:
+                routing, generation = ray.get(self.registry.follow_route.remote(
+                    self.spec.name, self._route_generation, 5.0))
+            except Exception as exc:
+                log.warning("fusionkit serve %s: following the routing: %s", self.spec.name, exc)
+                self._stop.wait(0.5)
+                continue
+            if routing is None:  # a restarted registry: keep the routing we have
+                self._route_generation = generation
+                continue
+            if generation == self._route_generation:
+                continue
+            self._follow_models(routing.models, wait=FIRST_VERSION_WAIT)
+            self._routing = routing  # one reference: a request reads it once
+            self._route_generation = generation
+            self.reporter.gauge(routing=generation)
+
+    def _swap(self, model: str, version: int | None, generation: int, state: bytes | None,
               schema: Any) -> None:
         """Build the new version's model off the request path, then replace one reference."""
         if version is None:  # nothing live yet: wait for the next change from here
-            self._generation = generation
-        if version is None or state is None or generation == self._generation:
+            self._generations[model] = generation
+        if version is None or state is None or generation == self._generations.get(model):
             return
         learner = load_state(state)
-        self._current = (version, learner, schema)  # one reference: atomic for readers
-        self._generation = generation
-        self.swaps += 1
-        self.reporter.gauge(version=version)
+        self._models = {**self._models, model: (version, learner, schema)}  # atomic for readers
+        self._generations[model] = generation
+        if model == self._routing.primary:
+            self.swaps += 1
+            self.reporter.gauge(version=version)
+
+    @property
+    def _generation(self) -> int:
+        return self._generations.get(self._routing.primary, -1)
 
     def __del__(self):
         self._stop.set()
 
     # -- answering ------------------------------------------------------------------------
     def answer(self, rows: Any) -> dict[str, Any]:
-        """Predict for rows (list of records or dict of columns); raise BadRequest on bad input."""
-        t0 = monotonic()
+        """Predict for rows (list of records or dict of columns); raise BadRequest on bad input.
+
+        The routing and the models are read once: a request is answered by one routing,
+        each row wholly by one version. A stage with canaries routes each row (by its sticky
+        key) and says which model answered each; shadows get the request afterwards."""
+        t0, t = monotonic(), now()
         check_rows(rows, self.spec.max_rows)  # counted before anything is built from them
-        version, learner, schema = self._current
-        if learner is None:
-            raise BadRequest(503, f"model {self.spec.model!r} has no live version yet")
+        routing, models = self._routing, self._models
+        if routing.primary not in models:
+            raise BadRequest(503, f"model {routing.primary!r} has no live version yet")
+        if routing.canary:
+            records = rows if isinstance(rows, list) else column_records(rows)
+            picks = [m if m in models else routing.primary
+                     for m in (routing.pick(r) for r in records)]
+        else:
+            records, picks = rows, []
+        if len(set(picks)) <= 1:
+            name = picks[0] if picks else routing.primary
+            out = self._answer_with(name, models[name], routing.role(name), rows, t=t)
+            n = len(out["predictions"])
+            if routing.canary:
+                out["models"], out["versions"] = [name] * n, [out["version"]] * n
+        else:
+            out = self._answer_split(records, picks, routing, models, t)
+            n = len(picks)
+        if routing.shadow and "request_ids" in out:
+            self.shadow.offer(routing.shadow, records if routing.canary else rows,
+                              out["request_ids"], t)
+        self.reporter.count(requests=1, events_in=n)
+        self.reporter.latency(monotonic() - t0)
+        self.reporter.flush()
+        return out
+
+    def _answer_with(self, name: str, loaded: tuple[int, Any, Any], role: str, rows: Any,
+                     ids: list[str] | None = None, t: float | None = None) -> dict[str, Any]:
+        """Rows answered by model ``name`` (its (version, learner, schema)), logged with
+        ``role`` at time ``t``; ``ids``: the request ids to log them under (a shadow's are
+        the request's, and its ``t`` the request's, so a join gives both rows the same
+        outcomes)."""
+        version, learner, schema = loaded
         if isinstance(rows, list) and schema is not None and hasattr(learner, "predict_records"):
             frame = check_records(rows, schema, self.spec.max_rows)
-            ids = request_ids(rows, len(frame)) if self._log is not None else None
+            if ids is None and self._log is not None:
+                ids = request_ids(rows, len(frame))
             pred = learner.predict_records(frame)
         else:
             frame = parse_rows(rows, schema, self.spec.max_rows)
-            ids = request_ids(rows, len(frame)) if self._log is not None else None
+            if ids is None and self._log is not None:
+                ids = request_ids(rows, len(frame))
             pred = learner.predict(frame)
-        out: dict[str, Any] = {"predictions": _jsonable(pred.y_pred), "version": version}
+        out: dict[str, Any] = {"predictions": _jsonable(pred.y_pred), "version": version,
+                               "model": name}
         if pred.proba is not None:
             out["proba"] = _jsonable(pred.proba)
         if ids is not None:  # in the log before the answer leaves
             self._log.append(served_records(ids, self._features(frame, schema),
                                             out["predictions"], out.get("proba"),
-                                            self.spec.model, version, self.replica, now()))
+                                            name, version, self.replica,
+                                            now() if t is None else t, role))
             out["request_ids"] = ids
-        if version not in self._announced:
-            self._announced.add(version)
-            self.registry.served.remote(self.spec.model, version, now())
-        self.reporter.count(requests=1, events_in=len(frame))
-        self.reporter.latency(monotonic() - t0)
-        self.reporter.flush()
+        if (name, version) not in self._announced:
+            self._announced.add((name, version))
+            self.registry.served.remote(name, version, now())
+        return out
+
+    def _answer_split(self, records: list[Any], picks: list[str], routing: Any,
+                      models: dict[str, Any], t: float) -> dict[str, Any]:
+        """Rows routed to several models: each model answers its rows, in one answer."""
+        n = len(records)
+        merged: dict[str, list[Any]] = {"predictions": [None] * n, "proba": [None] * n,
+                                        "request_ids": [None] * n, "models": list(picks),
+                                        "versions": [None] * n}
+        has_proba = has_ids = True
+        for name in dict.fromkeys(picks):
+            where = [i for i, m in enumerate(picks) if m == name]
+            part = self._answer_with(name, models[name], routing.role(name),
+                                     [records[i] for i in where], t=t)
+            has_proba &= "proba" in part
+            has_ids &= "request_ids" in part
+            for j, i in enumerate(where):
+                merged["predictions"][i] = part["predictions"][j]
+                merged["versions"][i] = part["version"]
+                if "proba" in part:
+                    merged["proba"][i] = part["proba"][j]
+                if "request_ids" in part:
+                    merged["request_ids"][i] = part["request_ids"][j]
+        out: dict[str, Any] = {"predictions": merged["predictions"],
+                               "version": merged["versions"][0], "model": picks[0]}
+        if has_proba:
+            out["proba"] = merged["proba"]
+        if has_ids:
+            out["request_ids"] = merged["request_ids"]
+        out["models"], out["versions"] = merged["models"], merged["versions"]
         return out
 
     def _features(self, frame: Any, schema: Any) -> list[dict[str, Any]]:
@@ -130,9 +263,10 @@ class ModelServer:
             keep = list(schema.columns) if schema is not None else [
                 c for c in frame.columns if c != "request_id" and not str(c).startswith("_")]
             frame = frame[keep].to_dict("records")
-        if self._numbers[0] is not schema:
-            self._numbers = (schema, number_columns(schema))
-        return as_floats(frame, self._numbers[1]) if self._numbers[1] else frame
+        cached = self._numbers  # read once: shadows log from their own threads
+        if cached[0] is not schema:
+            cached = self._numbers = (schema, number_columns(schema))
+        return as_floats(frame, cached[1]) if cached[1] else frame
 
     def take_feedback(self, payload: Any) -> dict[str, Any]:
         """Feedback rows into the feedback stream's log (``BadRequest`` if malformed)."""
@@ -160,7 +294,9 @@ class ModelServer:
         """What this replica reports about itself (the stage's ``infos`` read its totals)."""
         return ReplicaReport(replica=self.replica, version=self._current[0], swaps=self.swaps,
                              generation=self._generation, totals=dict(self.reporter.totals),
-                             pid=os.getpid())
+                             pid=os.getpid(), model=self._routing.primary,
+                             routing=self._route_generation,
+                             shadow_dropped=dict(self.shadow.dropped))
 
     def info(self) -> dict[str, Any]:
         """``report`` as a dict, for a caller holding a Serve handle."""
@@ -180,7 +316,8 @@ class ModelServer:
                     raise BadRequest(405, f"method {method} not allowed: POST feedback rows")
                 return 200, self.take_feedback(_json(body))
             if method == "GET":
-                return 200, {"model": self.spec.model, "version": self._current[0]}
+                return 200, {"model": self._routing.primary, "version": self._current[0],
+                             "routing": self._route_generation}
             if method != "POST":
                 raise BadRequest(405, f"method {method} not allowed: POST rows, "
                                       "or GET the live version")
@@ -212,55 +349,6 @@ class ModelServer:
                                         request.headers.get("authorization", ""), body,
                                         request.url.path)
         return JSONResponse(payload, status_code=status)
-
-
-class HttpFront:
-    """The HTTP way in of a serve stage with several replicas: hands each request to a model
-    replica and, if that replica dies holding it, to another one.
-
-    Serve's proxy routes around a dead replica but does not send again a request the replica
-    had already accepted, so without a front the one request a dying replica holds fails.
-    Predictions change nothing, so asking again is safe. The front holds no model; it costs
-    each request one more call between processes. It checks the token and the body's size
-    itself, so what it refuses is never read, nor sent on to a replica.
-
-    The front's own replicas are Serve replicas too, behind the same proxy: one that dies
-    (a SIGKILL) fails the requests it holds at that moment with the proxy's 500, and nothing
-    in fusionkit sits before it to ask again. Holding no model, they rarely die on their own
-    (no model to run out of memory with, no user code); a client that must never see a
-    failure retries a 500 (predictions are safe to ask again).
-    """
-
-    def __init__(self, model: Any, spec: ServeSpec):
-        self.model, self.spec, self.name = model, spec, spec.name
-        self.retried = 0  # requests asked again because their replica died
-        self.replica = _replica_id()
-
-    def info(self) -> dict[str, Any]:
-        return {"replica": self.replica, "retried": self.retried, "pid": os.getpid()}
-
-    async def __call__(self, request: Any) -> Any:
-        from ray.exceptions import RayActorError
-        from starlette.responses import JSONResponse
-
-        try:
-            body = await read_request(request, self.spec.token, self.spec.max_body_bytes)
-        except BadRequest as err:
-            return JSONResponse({"error": err.message}, status_code=err.status)
-        args = (request.method, request.headers.get("authorization", ""), bytes(body),
-                request.url.path)
-        for attempt in range(RETRIES + 1):
-            try:
-                status, payload = await self.model.http.remote(*args)
-                return JSONResponse(payload, status_code=status)
-            except RayActorError as exc:
-                if attempt == RETRIES:
-                    log.warning("fusionkit serve %s: no replica answered: %s", self.name, exc)
-                else:
-                    self.retried += 1
-        return JSONResponse({"error": f"serve stage {self.name!r}: every replica asked died "
-                                      f"holding the request ({RETRIES + 1} tries)"},
-                            status_code=503)
 
 
 def is_feedback(path: str, route: str | None) -> bool:

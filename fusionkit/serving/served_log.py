@@ -4,7 +4,9 @@ With ``fk.serve(..., log="served")`` every row a replica answers becomes a line 
 ``served`` stream's log (``fusionkit.sources.logfiles``) before the answer leaves: its
 ``request_id`` (the row's own, or one the replica makes and returns), the features as the
 replica validated them, ``_prediction``, ``_proba`` (when the model gives one), ``_model``,
-``_version``, ``_replica`` and ``_event_time`` (when it was answered). The model's outputs
+``_version``, ``_role`` (``primary``, ``canary`` or ``shadow``: see
+``fusionkit.serving.routing``), ``_replica`` and ``_event_time`` (when it was answered). A
+shadow model's answer to a request is a row of its own, with the request's id. The model's outputs
 and the serving details start with ``_`` so that a train stage learning from the served
 rows without a ``features=`` list never takes the served prediction for a feature (an id
 column is left out the same way). With ``feedback="clicks-http"``, ``POST
@@ -37,7 +39,7 @@ from fusionkit.streaming.validate import Schema
 REQUEST_ID = "request_id"
 LABEL = "label"
 MAX_ID = 256  # characters of a request id
-SERVED_COLUMNS = ("_prediction", "_proba", "_model", "_version", "_replica")
+SERVED_COLUMNS = ("_prediction", "_proba", "_model", "_version", "_role", "_replica")
 # what the served and feedback streams check of their events: the replica validated the
 # rest already, and a nullable feature or a NaN probability must not set a served row aside
 LOGGED_SCHEMA = Schema({REQUEST_ID: "string"})
@@ -90,11 +92,11 @@ def request_ids(rows: Any, n: int) -> list[str]:
 
 def served_records(ids: list[str], features: list[dict[str, Any]], predictions: list[Any],
                    proba: list[Any] | None, model: str, version: int | None, replica: str,
-                   t: float) -> list[dict[str, Any]]:
+                   t: float, role: str = "primary") -> list[dict[str, Any]]:
     """One log record per answered row (see the module's docstring for the columns).
 
     >>> served_records(["a"], [{"x": 1.0}], [True], [0.8], "ctr", 3, "r0", 10.0)
-    [{'request_id': 'a', 'x': 1.0, '_prediction': True, '_proba': 0.8, '_model': 'ctr', '_version': 3, '_replica': 'r0', '_event_time': 10.0}]
+    [{'request_id': 'a', 'x': 1.0, '_prediction': True, '_proba': 0.8, '_model': 'ctr', '_version': 3, '_role': 'primary', '_replica': 'r0', '_event_time': 10.0}]
     """
     out = []
     for i, row in enumerate(features):
@@ -102,10 +104,27 @@ def served_records(ids: list[str], features: list[dict[str, Any]], predictions: 
         rec["_prediction"] = predictions[i]
         if proba is not None:
             rec["_proba"] = proba[i]
-        rec["_model"], rec["_version"], rec["_replica"] = model, version, replica
+        rec["_model"], rec["_version"], rec["_role"] = model, version, role
+        rec["_replica"] = replica
         rec[EVENT_TIME] = t
         out.append(rec)
     return out
+
+
+def column_records(rows: Any) -> list[Any]:
+    """An object of columns as a list of records (what routing by row needs); a list as is.
+
+    >>> column_records({"x": [1, 2], "user_id": ["a", "b"]})
+    [{'x': 1, 'user_id': 'a'}, {'x': 2, 'user_id': 'b'}]
+    """
+    if not isinstance(rows, dict):
+        return rows
+    columns = {k: v if isinstance(v, list) else [v] for k, v in rows.items()}
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) > 1:
+        raise BadRequest(400, "the columns of the request have different lengths")
+    n = lengths.pop() if lengths else 0
+    return [{k: v[i] for k, v in columns.items()} for i in range(n)]
 
 
 def number_columns(schema: Any) -> list[str]:

@@ -26,6 +26,7 @@ from fusionkit.runtime.reports import TrainReport
 from fusionkit.runtime.specs import TrainSpec, slot
 from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.validate import Schema
+from fusionkit.training.comparison import ROLE, Comparison
 from fusionkit.training.divergence import divergence
 from fusionkit.training.explain import needs_numbers
 from fusionkit.training.learners import fresh_learner
@@ -47,6 +48,7 @@ class TrainWorker(StageActor):
         self.learner = fresh_learner(spec)
         self.prequential = Prequential(self.learner.task)
         self.served = ServedScores(spec.label)  # served rows' predictions against labels
+        self.compared = Comparison(spec.label)  # the models of a serve stage side by side
         self.inbox = Inbox()
         self.epoch = 0
         self.upstream = 1
@@ -132,7 +134,8 @@ class TrainWorker(StageActor):
                 "prequential": self.prequential.get_state(), "offsets": dict(self.offsets),
                 "versions": list(self.versions),
                 "drift": self.drift.get_state() if self.drift is not None else None,
-                "dead": self.dead.get_state(), "served": self.served.get_state()}
+                "dead": self.dead.get_state(), "served": self.served.get_state(),
+                "compared": self.compared.get_state()}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.learner.set_state(state["learner"])
@@ -145,6 +148,7 @@ class TrainWorker(StageActor):
             self.drift = self.drift.resume(state.get("drift"))
         self.dead.set_state(state.get("dead"))
         self.served.set_state(state.get("served"))
+        self.compared.set_state(state.get("compared"))
 
     def info(self) -> TrainReport:
         return TrainReport(
@@ -153,7 +157,7 @@ class TrainWorker(StageActor):
             cpu_learning=self.cpu_learning, cpu_drift=self.cpu_drift,
             cpu_drift_reporting=getattr(self.drift, "cpu_reporting", 0.0),
             publish_error=self.publish_error,  # fk.status() shows it
-            served=self.served.rows())
+            served=self.served.rows(), compared=self.compared.rows())
 
     # -- checkpoints and recovery ---------------------------------------------------------
     def set_upstream(self, n: int) -> None:
@@ -184,6 +188,7 @@ class TrainWorker(StageActor):
                 self.drift = self.drift.fresh() if self.drift is not None else None
                 self.dead.set_state(None)
                 self.served.set_state(None)
+                self.compared.set_state(None)
             self._pending, self._pending_n, self._inflight = [], 0, ([], 0)
             self.diverged = None  # back to a model from before it diverged (or a fresh one)
             if self.status in ("starting", "failed"):
@@ -331,6 +336,13 @@ class TrainWorker(StageActor):
         self.reporter.count(events_in=len(batch))
         if len(good) == 0:
             return
+        scored = good
+        if ROLE in good.columns:  # a shadow's answers are scored, but each request learned once
+            self.compared.add(good)
+            good = good[(good[ROLE] != "shadow").to_numpy()]
+            if len(good) == 0:
+                self.served.add(scored)
+                return
         if self._schema_sent is False:
             self._send_schema(good)
         y = good[self.spec.label]
@@ -339,7 +351,7 @@ class TrainWorker(StageActor):
         if why is not None:
             self._diverge(why)
         self.prequential.update(y, pred)
-        self.served.add(good)  # (served rows only: what the answers they got were worth)
+        self.served.add(scored)  # (served rows only: what the answers they got were worth)
         if self.drift is not None:
             cpu0 = thread_time()
             decision = self.drift.observe(good, y, pred, self.learner)

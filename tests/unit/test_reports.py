@@ -31,12 +31,14 @@ ACTOR_KEYS = PLACEHOLDER_KEYS | {"kind", "dead_letters_dropped", "pid", "node", 
                                  "restarted"}
 STREAM_KEYS = ACTOR_KEYS | {"role", "offset", "inflight", "waiting", "held_keys", "lag"}
 TRAIN_KEYS = ACTOR_KEYS | {"events_seen", "published", "metrics", "waiting", "cpu_learning",
-                           "cpu_drift", "cpu_drift_reporting", "publish_error", "served"}
+                           "cpu_drift", "cpu_drift_reporting", "publish_error", "served",
+                           "compared"}
 JOIN_KEYS = ACTOR_KEYS | {"examples", "waiting", "inflight", "ended", "lefts", "rights",
                          "pending", "joined", "timed_out", "late", "orphans", "duplicates",
                          "corrections", "overflow", "late_left", "unusable", "watermark",
                          "held_left", "held_right", "label_delay_p50", "label_delay_p99"}
-REPLICA_KEYS = {"replica", "version", "swaps", "generation", "totals", "pid"}
+REPLICA_KEYS = {"replica", "version", "swaps", "generation", "totals", "pid", "model", "routing",
+                "shadow_dropped"}
 SUMMARY_KEYS = {"name", "kind", "status", "reason", "parallelism", "events", "dead_letters",
                 "late", "shed", "on", "error", "traceback", "created", "restarts", "actors"}
 
