@@ -22,6 +22,7 @@ from fusionkit.training.protocol import Learner, Prediction
 
 STREAM, MAIN, OTHER, API = "sc-clicks", "sc-ctr", "sc-coin", "sc-api"
 TWIN = "sc-coin2"  # a model equal to OTHER
+SURE = "sc-sure"  # a model worse than any: sure of a click on every row
 SERVED, FEEDBACK, EXAMPLES, LEARN = "sc-served", "sc-feedback", "sc-examples", "sc-learn"
 Z = 1.959963984540054
 
@@ -38,6 +39,14 @@ class Coin(Learner):
         pass
 
 
+class Sure(Coin):
+    """A model sure of a click on every row (probability 0.99): its log loss on the rows
+    without a click is 4.6, far worse than any model's, however little that one learned."""
+
+    def predict(self, X: pd.DataFrame) -> Prediction:
+        return Prediction(np.ones(len(X), dtype="int64"), np.full(len(X), 0.99))
+
+
 @pytest.fixture(scope="module")
 def stage(fk_session, request):
     import ray.cloudpickle
@@ -49,7 +58,8 @@ def stage(fk_session, request):
     fk.train(MAIN, on=STREAM, label="clicked", model=ctr_model(), publish_every=None)
     fk.train(OTHER, on=STREAM, label="clicked", model=Coin(), publish_every=None)
     fk.train(TWIN, on=STREAM, label="clicked", model=Coin(), publish_every=None)
-    wait_for(lambda: fk.publish(MAIN) and fk.publish(OTHER) and fk.publish(TWIN), timeout=60,
+    fk.train(SURE, on=STREAM, label="clicked", model=Sure(), publish_every=None)
+    wait_for(lambda: all(fk.publish(m) for m in (MAIN, OTHER, TWIN, SURE)), timeout=60,
              what="first versions")
     port = free_port()
     options = dict(port=port, log=SERVED, feedback=FEEDBACK)
@@ -60,7 +70,7 @@ def stage(fk_session, request):
     sample = fk.peek(STREAM, 200)
     yield {"url": f"http://127.0.0.1:{port}/{API}", "options": options, "sample": sample,
            "port": port}
-    for name in (LEARN, EXAMPLES, API, SERVED, FEEDBACK, TWIN, OTHER, MAIN, STREAM):
+    for name in (LEARN, EXAMPLES, API, SERVED, FEEDBACK, SURE, TWIN, OTHER, MAIN, STREAM):
         fk.stop(name)
 
 
@@ -206,10 +216,12 @@ def test_rollback_policy_fires_on_a_worse_canary_not_on_an_equal_one(fk_session,
     assert fk.check_canary(API) == []  # equal: left alone
     assert fk.api.stage_spec(API).canary == ((TWIN, 0.5),)
 
-    fk.serve(API, model=MAIN, canary={OTHER: 0.5}, sticky="user_id", **stage["options"])
-    assert _labelled_canary_traffic(fk, stage, "worse-", OTHER) > 100
-    (done,) = fk.check_canary(API)  # the coin's log loss is worse: rolled back
-    assert done["model"] == OTHER and "is worse than" in done["verdict"]
+    # worse whatever the primary learned before its first version (published as soon as it
+    # had learned anything): a model sure of a click on every row
+    fk.serve(API, model=MAIN, canary={SURE: 0.5}, sticky="user_id", **stage["options"])
+    assert _labelled_canary_traffic(fk, stage, "worse-", SURE) > 100
+    (done,) = fk.check_canary(API)  # its log loss is worse: rolled back
+    assert done["model"] == SURE and "is worse than" in done["verdict"]
     assert fk.api.stage_spec(API).canary == ()
     body = httpx.post(stage["url"], json={"rows": _rows(stage["sample"])}).json()
     assert body["model"] == MAIN and "models" not in body  # the primary answers every row
