@@ -118,14 +118,6 @@ def _is_loopback(address: str) -> bool:
     return parsed is not None and is_localhost(parsed[0])
 
 
-# A batch handed between stages travels inside the call that carries it instead of through
-# the object store (Ray's default limit is 100 KiB, about 850 rows of a 15-column batch):
-# above the limit, each hand-off is a create and a seal in the store, two round trips to the
-# raylet for the sender and work for the raylet, ~3 ms of CPU per 1,000-row batch in all on
-# a 2-core machine (benchmarks/stream_throughput.py). A cluster started with ``ray start``
-# takes the same setting as ``--system-config='{"max_direct_call_object_size": 4194304}'``.
-LOCAL_SYSTEM_CONFIG = {"max_direct_call_object_size": 4 << 20}
-
 START_ATTEMPTS = 3  # a busy machine can make Ray's own 30 s node start-up wait run out
 
 
@@ -186,14 +178,11 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
     """Connect to Ray and to the pipeline's controller, starting either if needed.
 
     With no ``address`` a local Ray is started with settings for a laptop: listening on
-    127.0.0.1 only (see ``_loopback_node``), no dashboard process, batches of up to 4 MiB
-    carried in the calls between stages (``LOCAL_SYSTEM_CONFIG``), deduplicated logs,
-    worker output kept out of the notebook (``worker_output=True`` shows it), fusionkit's
-    worker path first on its workers' PYTHONPATH (each starts ~1 s sooner; see
-    ``worker_pythonpath``). ``address="auto"`` or ``"ray://host:10001"`` joins an existing
-    cluster. Calling it again returns the same connection. Pipelines are checkpointed
-    every ``checkpoint_every`` seconds under ``storage`` (``None``: only on
-    ``fk.checkpoint()``).
+    127.0.0.1 only (see ``_loopback_node``), no dashboard process, deduplicated logs, worker output kept out of the notebook (``worker_output=True``
+    shows it), fusionkit's worker path first on its workers' PYTHONPATH (each starts ~1 s
+    sooner; see ``worker_pythonpath``). ``address="auto"`` or ``"ray://host:10001"`` joins an existing cluster. Calling
+    it again returns the same connection. Pipelines are checkpointed every
+    ``checkpoint_every`` seconds under ``storage`` (``None``: only on ``fk.checkpoint()``).
     """
     global _conn
     with _lock:
@@ -207,8 +196,7 @@ def connect(address: str | None = None, *, num_cpus: int | None = None,
                 # "local": a new Ray of our own, even where `ray start` left a cluster that
                 # a bare ray.init() would join
                 kwargs.update(address="local", num_cpus=num_cpus or max(4, os.cpu_count() or 1),
-                              include_dashboard=False, _node_ip_address=LOOPBACK,
-                              _system_config=LOCAL_SYSTEM_CONFIG)
+                              include_dashboard=False, _node_ip_address=LOOPBACK)
                 started = True
             else:
                 kwargs["address"] = address

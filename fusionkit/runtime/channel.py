@@ -1,15 +1,8 @@
 """Bounded, ordered hand-off of batches between actors.
 
 A sender (``Outbox``) never has more than ``max_inflight`` batches outstanding at any one
-receiver, counting those sent and not yet processed and those waiting at the sender: when
-the limit is reached it waits for the oldest push to be processed, so a slow receiver slows
-its senders all the way back to the source instead of filling memory. Of those, at most
-``EAGER`` pushes are out at once (one being processed, one ready behind it); a batch sent
-while the receiver has both waits at the sender, and the batches that waited go together,
-as one push, as soon as the receiver takes one. A push costs the sender and the receiver
-about half a millisecond each whatever it carries, so a receiver that falls behind catches
-up on fewer, larger pushes (as a Kafka producer fills a batch while its requests are in
-flight) instead of paying per batch; a batch never waits while the receiver could take it.
+receiver: when the limit is reached it waits for the oldest to be processed, so a slow
+receiver slows its senders all the way back to the source instead of filling memory.
 
 Ray does not promise that calls from one caller to a threaded actor run in order, so each
 push carries ``(sender, seq)`` and the receiver (``Inbox``) admits them strictly in
@@ -28,64 +21,19 @@ reader's barrier waiting for the other's until the timeouts, with no checkpoint 
 from __future__ import annotations
 
 import logging
-import pickle
 import threading
 import uuid
 from collections import deque
-from concurrent import futures
 from contextlib import contextmanager
 from typing import Any
 
-import pandas as pd
 import ray
 
 log = logging.getLogger("fusionkit")
 
-EAGER = 2  # pushes outstanding per receiver before batches wait at the sender to go together
-
-
-class Batches(tuple):
-    """Several batches of one sender in one push, in order (see ``Outbox``)."""
-
-    __slots__ = ()
-
-
-def pack(payload: Any) -> Any:
-    """A push's batches as one pickled ``bytes`` (a batch that travels by reference, shared
-    between receivers, stays as it is).
-
-    Ray serializes a DataFrame argument column buffer by column buffer, which costs the
-    sender and the receiver ~0.4 ms each per push over the same call with one ``bytes``
-    argument; pickling the batch first costs ~0.1 ms (a 1,000-row, 15-column batch). The
-    bytes are read back by ``unpack`` in a stage actor of the same Ray cluster, which
-    unpickles every call's arguments anyway: nothing is unpickled that Ray would not."""
-    if isinstance(payload, pd.DataFrame) or (
-            isinstance(payload, Batches) and not any(isinstance(b, ray.ObjectRef) for b in payload)):
-        return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    return payload
-
-
-def unpack(payload: Any) -> list[Any]:
-    """The batches of a push, in order: the push's batch, or each of a ``Batches``, read
-    back from ``pack``'s bytes. A batch shared between receivers travels as an object
-    reference inside a ``Batches``, and is fetched here (Ray resolves a reference only when
-    it is the argument itself)."""
-    if isinstance(payload, bytes):
-        payload = pickle.loads(payload)
-    if not isinstance(payload, Batches):
-        return [payload]
-    refs = [i for i, b in enumerate(payload) if isinstance(b, ray.ObjectRef)]
-    if not refs:
-        return list(payload)
-    out = list(payload)
-    for i, value in zip(refs, ray.get([out[i] for i in refs]), strict=True):
-        out[i] = value
-    return out
-
 
 class Outbox:
-    """Sends batches to the actors of downstream stages, at most ``max_inflight`` each
-    outstanding, in at most ``EAGER`` pushes (the batches sent meanwhile go together)."""
+    """Sends batches to the actors of downstream stages, at most ``max_inflight`` each."""
 
     def __init__(self, sender: str, max_inflight: int = 4, epoch: int = 0):
         self.name = sender
@@ -94,12 +42,9 @@ class Outbox:
         self.epoch = epoch
         self._targets: dict[str, list[Any]] = {}
         self._seq: dict[str, int] = {}
-        self._inflight: dict[str, deque] = {}  # (push's future, its batches), oldest first
-        self._waiting: dict[str, list[Any]] = {}  # batches waiting to go together, per receiver
-        self._handles: dict[str, Any] = {}
+        self._inflight: dict[str, deque] = {}
         self._lock = threading.Lock()
         self._abandon = threading.Event()
-        self._flusher: threading.Thread | None = None
         self.dropped = 0
 
     def set_targets(self, targets: dict[str, list[Any]]) -> None:
@@ -107,12 +52,10 @@ class Outbox:
         with self._lock:
             self._targets = {k: list(v) for k, v in targets.items()}
             live = {self._key(h) for hs in self._targets.values() for h in hs}
-            for key in set(self._inflight) | set(self._waiting):
+            for key in list(self._inflight):
                 if key not in live:
                     self._inflight.pop(key, None)
                     self._seq.pop(key, None)
-                    self._handles.pop(key, None)
-                    self.dropped += len(self._waiting.pop(key, ()))  # its replacement replays
 
     @property
     def has_targets(self) -> bool:
@@ -125,95 +68,28 @@ class Outbox:
     def _key(handle: Any) -> str:
         return handle._actor_id.hex()
 
-    def _push(self, handle: Any, payload: Any, alone: bool = False) -> None:
-        """Send ``payload`` to ``handle`` now, or have it wait to go with the next batches if
-        the receiver has ``EAGER`` pushes outstanding; first wait for room if the receiver
-        has ``max_inflight`` batches outstanding. ``alone``: a barrier or an end of stream,
-        sent by itself after what waits (never held back, never taken over)."""
+    def _push(self, handle: Any, payload: Any) -> None:
         key = self._key(handle)
-        self._handles[key] = handle
         q = self._inflight.setdefault(key, deque())
-        self._reap(q)
-        if alone:
-            self._flush(key, force=True)
-            self._send(key, handle, payload, 0)
-            return
-        while self._outstanding(key) >= self.max_inflight:  # full: wait for the receiver
-            self._settle(q.popleft())
-            self._flush(key)
-        if not self._waiting.get(key) and len(q) < EAGER:
-            self._send(key, handle, payload, 1)
-            return
-        self._waiting.setdefault(key, []).append(payload)
-        self._flush(key)
-        if self._waiting.get(key):
-            self._start_flusher()
-
-    def _outstanding(self, key: str) -> int:
-        """Batches sent to ``key`` and not yet processed, and batches waiting for it."""
-        return sum(n for _, n in self._inflight[key]) + len(self._waiting.get(key, ()))
-
-    def _flush(self, key: str, force: bool = False) -> None:
-        """Send what waits for ``key`` as one push, if its receiver has room (or ``force``)."""
-        waiting = self._waiting.get(key)
-        if waiting and (force or len(self._inflight[key]) < EAGER):
-            del self._waiting[key]
-            self._send(key, self._handles[key], Batches(waiting), len(waiting))
-
-    def _send(self, key: str, handle: Any, payload: Any, batches: int) -> None:
-        q = self._inflight[key]
-        while len(q) >= max(EAGER, self.max_inflight):
+        while len(q) >= self.max_inflight:
             self._settle(q.popleft())
         seq = self._seq.get(key, 0)
         self._seq[key] = seq + 1
-        # a future, completed by Ray when the push returns: whether it is done is a look at
-        # a flag, not a call into Ray (ray.wait costs ~0.1 ms)
-        push = handle.push.remote(self.sender, seq, pack(payload), self.epoch).future()
-        q.append((push, batches))
+        q.append(handle.push.remote(self.sender, seq, payload, self.epoch))
 
-    def _reap(self, q: deque) -> None:
-        """Settle the pushes at the head of ``q`` that are done, without waiting."""
-        while q and q[0][0].done():
-            self._settle(q.popleft())
-
-    def _start_flusher(self) -> None:
-        if self._flusher is None:
-            self._flusher = threading.Thread(target=self._flush_waiting, daemon=True,
-                                             name=f"outbox-{self.name}")
-            self._flusher.start()
-
-    def _flush_waiting(self) -> None:
-        """Send what waits as soon as its receiver takes a push; ends when nothing waits."""
-        while True:
-            with self._lock:
-                heads = []
-                for key in [k for k, w in self._waiting.items() if w]:
-                    q = self._inflight[key]
-                    self._reap(q)
-                    self._flush(key)
-                    if self._waiting.get(key):
-                        heads.append(q[0][0])
-                if not heads:
-                    self._flusher = None
-                    return
-            # a receiver taking a push wakes this; the timeout lets another receiver's
-            # batches that started waiting meanwhile be looked at too
-            futures.wait(heads, timeout=0.01, return_when=futures.FIRST_COMPLETED)
-
-    def _settle(self, item: tuple[futures.Future, int]) -> None:
-        push = item[0]
+    def _settle(self, ref: Any) -> None:
         try:
             while True:
                 try:
-                    push.result(timeout=0.25)
+                    ray.get(ref, timeout=0.25)
                     return
-                except futures.TimeoutError:
+                except ray.exceptions.GetTimeoutError:
                     if self._abandon.is_set():  # a recovery started over: the source replays it
                         self.dropped += 1
                         return
         except ray.exceptions.RayActorError:
             self.dropped += 1  # the receiver died or was replaced; its replacement replays
-        except Exception as err:  # receiver-side failure (RayTaskError): it reports itself
+        except ray.exceptions.RayTaskError as err:  # receiver-side failure: it reports itself
             log.debug("push failed at receiver: %s", err)
 
     def send(self, batch: Any, parts: dict[str, list[Any]] | None = None) -> None:
@@ -239,7 +115,7 @@ class Outbox:
         with self._lock:
             for handles in self._targets.values():
                 for handle in handles:
-                    self._push(handle, payload, alone=True)
+                    self._push(handle, payload)
 
     def abandon(self) -> None:
         """Stop waiting for batches in flight (a recovery is starting over from a checkpoint):
@@ -254,30 +130,33 @@ class Outbox:
             self.epoch = epoch
             self._seq.clear()
             self._inflight.clear()
-            self.dropped += sum(len(w) for w in self._waiting.values())
-            self._waiting.clear()
             self._abandon.clear()
 
     def inflight(self) -> int:
-        """Batches sent and not yet processed, and batches waiting at the sender."""
         with self._lock:
-            return sum(self._outstanding(key) for key in self._inflight)
+            return sum(len(q) for q in self._inflight.values())
 
     def busy(self) -> bool:
-        """Whether a send now would wait: some downstream actor has ``max_inflight``
-        batches outstanding (settles what it has finished, without blocking)."""
+        """Whether a send now would wait: some downstream actor still has ``max_inflight``
+        batches to process (settles what it has finished, without blocking)."""
         with self._lock:
-            for key, q in self._inflight.items():
-                self._reap(q)
-                if self._outstanding(key) >= self.max_inflight:
+            for q in self._inflight.values():
+                if len(q) < self.max_inflight:
+                    continue
+                ready, _ = ray.wait(list(q), num_returns=len(q), timeout=0)
+                if not ready:
+                    return True
+                done = set(ready)
+                for ref in [r for r in q if r in done]:
+                    q.remove(ref)
+                    self._settle(ref)
+                if len(q) >= self.max_inflight:
                     return True
         return False
 
     def drain(self) -> None:
         """Wait until every batch sent has been processed."""
         with self._lock:
-            for key in list(self._waiting):
-                self._flush(key, force=True)
             for q in self._inflight.values():
                 while q:
                     self._settle(q.popleft())

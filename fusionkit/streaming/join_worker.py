@@ -42,8 +42,8 @@ from typing import Any
 import pandas as pd
 
 from fusionkit._clock import monotonic, now
-from fusionkit.batch import INGEST_TS, coalesce
-from fusionkit.runtime.channel import Inbox, Outbox, unpack
+from fusionkit.batch import INGEST_TS
+from fusionkit.runtime.channel import Inbox, Outbox
 from fusionkit.runtime.checkpoint import Barrier, EndOfStream
 from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import JoinReport
@@ -193,8 +193,7 @@ class JoinWorker(StageActor):
                 if isinstance(batch, EndOfStream):
                     self._input_ended(sender)
                 else:
-                    for part in coalesce(unpack(batch)):
-                        self._take(sender, part)
+                    self._take(sender, batch)
             except Exception as exc:
                 self._fail(exc, "in the join")
 

@@ -19,8 +19,8 @@ import pandas as pd
 import ray
 
 from fusionkit._clock import monotonic
-from fusionkit.batch import INGEST_TS, OFFSET, coalesce
-from fusionkit.runtime.channel import CheckpointRequests, Inbox, Outbox, unpack
+from fusionkit.batch import INGEST_TS, OFFSET
+from fusionkit.runtime.channel import CheckpointRequests, Inbox, Outbox
 from fusionkit.runtime.checkpoint import Barrier, EndOfStream
 from fusionkit.runtime.pacer import Pacer
 from fusionkit.runtime.records import Event
@@ -216,9 +216,9 @@ class StreamWorker(StageActor):
                 return  # a recovery came while it waited: the source replays it
             if self.status in ("failed", "stopped"):
                 return
+            t0 = monotonic()
             try:
-                for part in coalesce(unpack(batch)):
-                    self._process(part, monotonic())
+                self._process(batch, t0)
             except Exception as exc:
                 self._fail(exc, "in the operator chain")
 

@@ -19,7 +19,7 @@ from fusionkit._suggest import did_you_mean
 from fusionkit.batch import INGEST_TS, coalesce, feature_columns, model_features
 from fusionkit.drift_detection.policy import Decision, Outcome, rollback_choice
 from fusionkit.errors import FusionError, ModelDivergedError
-from fusionkit.runtime.channel import Inbox, unpack
+from fusionkit.runtime.channel import Inbox
 from fusionkit.runtime.checkpoint import Barrier, EndOfStream
 from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import TrainReport
@@ -284,8 +284,7 @@ class TrainWorker(StageActor):
             # what queued up behind this batch is learned with it: one step instead of one
             # per batch, so a busy trainer catches up instead of keeping a queue (batch by
             # batch when versions are cut every N events, to cut them where they always were)
-            batches = [b for push in (batch, *inbox.take_over(sender, seq, TAKE_OVER))
-                       for b in unpack(push)]
+            batches = [batch, *inbox.take_over(sender, seq, TAKE_OVER)]
             for part in batches if self.spec.publish_events else coalesce(batches):
                 t0, cpu0 = monotonic(), thread_time()
                 try:
