@@ -25,10 +25,9 @@ import math
 from collections import OrderedDict
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from fusionkit.training.prequential import _log_losses
+from fusionkit.training.served_scores import row_scores
 
 REQUEST_ID, ROLE, MODEL, PREDICTION, PROBA = "request_id", "_role", "_model", "_prediction", "_proba"
 Z95 = 1.959963984540054
@@ -73,17 +72,10 @@ class Comparison:
         rows = examples[keep.to_numpy()]
         if not len(rows):
             return
-        label = rows[self.label].tolist()
-        correct = [p == y for p, y in zip(rows[PREDICTION].tolist(), label, strict=True)]
-        proba = (pd.to_numeric(rows[PROBA], errors="coerce").to_numpy("float64")
-                 if PROBA in rows.columns else np.full(len(rows), np.nan))
-        known = np.isfinite(proba)
-        truth = np.fromiter((y == self.positive for y in label), dtype=bool, count=len(rows))
-        loss = np.full(len(rows), np.nan)
-        loss[known] = _log_losses(truth[known], proba[known])
+        correct, loss = row_scores(rows, self.label, self.positive)
         for rid, model, role, ok, lo in zip(rows[REQUEST_ID].tolist(),
                                             rows[MODEL].astype(str).tolist(),
-                                            rows[ROLE].astype(str).tolist(), correct,
+                                            rows[ROLE].astype(str).tolist(), correct.tolist(),
                                             loss.tolist(), strict=True):
             s = self.models.setdefault(model, [0, 0, 0, 0.0, 0.0])
             s[0] += 1

@@ -64,20 +64,10 @@ class ServedScores:
         version = version[keep].astype("int64").to_numpy()
         model = (rows[MODEL].astype(str).to_numpy() if MODEL in rows.columns
                  else np.full(len(rows), "", dtype=object))
-        label = rows[self.label].to_numpy(dtype=object)
-        correct = np.fromiter((p == y for p, y in zip(rows[PREDICTION].tolist(), label.tolist(),
-                                                      strict=True)), dtype=bool, count=len(rows))
-        if PROBA in rows.columns:
-            proba = pd.to_numeric(rows[PROBA], errors="coerce").to_numpy("float64")
-        else:
-            proba = np.full(len(rows), np.nan)
-        known = np.isfinite(proba)
-        truth = np.fromiter((y == self.positive for y in label.tolist()), dtype=bool,
-                            count=len(rows))
-        loss = np.zeros(len(rows))
-        loss[known] = _log_losses(truth[known], proba[known])
+        correct, loss = row_scores(rows, self.label, self.positive)
+        known = np.isfinite(loss)
         frame = pd.DataFrame({"model": model, "version": version, "n": 1, "correct": correct,
-                              "n_proba": known, "loss": loss})
+                              "n_proba": known, "loss": np.where(known, loss, 0.0)})
         for (m, v), g in frame.groupby(["model", "version"], sort=False):
             s = self.sums.setdefault((str(m), int(v)), [0, 0, 0, 0.0])
             s[0] += len(g)
@@ -101,6 +91,22 @@ class ServedScores:
         self.sums = {}
         for m, v, n, correct, n_proba, loss in (state or {}).get("rows", ()):
             self.sums[(m, v)] = [n, correct, n_proba, loss]
+
+
+def row_scores(rows: pd.DataFrame, label: str, positive: Any = True
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per served row with its label: whether the prediction was right, and its log loss
+    (NaN for a row served without a probability)."""
+    truths = rows[label].tolist()
+    correct = np.fromiter((p == y for p, y in zip(rows[PREDICTION].tolist(), truths,
+                                                  strict=True)), dtype=bool, count=len(rows))
+    proba = (pd.to_numeric(rows[PROBA], errors="coerce").to_numpy("float64")
+             if PROBA in rows.columns else np.full(len(rows), np.nan))
+    known = np.isfinite(proba)
+    truth = np.fromiter((y == positive for y in truths), dtype=bool, count=len(rows))
+    loss = np.full(len(rows), np.nan)
+    loss[known] = _log_losses(truth[known], proba[known])
+    return correct, loss
 
 
 def sum_scores(rows: Any) -> dict[tuple[str, int], list[float]]:
