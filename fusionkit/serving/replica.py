@@ -8,8 +8,8 @@ swap. Every answer names the version that made it.
 The same holds for the stage's routing (``fusionkit.serving.routing``: the primary, the
 canaries, the shadows): the replica follows it in the registry, loads every model it names
 (one follower each), and only then replaces the routing it answers by; a request reads
-the routing, then the models, once each. Shadows answer after the request, on their own
-threads (``fusionkit.serving.shadow``).
+the routing, then the models, once each. Shadows answer after the request, in a worker
+process of the replica's (``fusionkit.serving.shadow``).
 """
 
 from __future__ import annotations
@@ -20,62 +20,43 @@ import os
 import threading
 from typing import Any
 
-import numpy as np
 import ray
 
 from fusionkit._clock import monotonic, now
-from fusionkit.runtime.names import MONITOR, NAMESPACE, REGISTRY
+from fusionkit.runtime.names import MONITOR, NAMESPACE
 from fusionkit.runtime.reports import ReplicaReport
 from fusionkit.runtime.specs import ServeSpec
 from fusionkit.runtime.stage import Reporter
-from fusionkit.serving.inputs import BadRequest, check_records, check_rows, parse_rows
+from fusionkit.serving.holder import ModelHolder
+from fusionkit.serving.inputs import BadRequest, check_rows
 from fusionkit.serving.limits import read_request, token_ok
 from fusionkit.serving.routing import routing_of
-from fusionkit.serving.served_log import (
-    as_floats,
-    column_records,
-    feedback_records,
-    number_columns,
-    request_ids,
-    served_records,
-)
+from fusionkit.serving.served_log import column_records, feedback_records
 from fusionkit.serving.shadow import ShadowPool
 from fusionkit.sources.logfiles import LogWriter
-from fusionkit.training.protocol import load_state
 
 log = logging.getLogger("fusionkit")
 FIRST_VERSION_WAIT = 30.0
 FIRST_OTHERS_WAIT = 5.0  # canaries and shadows: routed to the primary until they load
 
 
-class ModelServer:
+class ModelServer(ModelHolder):
     """The Ray Serve deployment class of a serve stage."""
 
     def __init__(self, spec: ServeSpec):
-        self.spec = spec
-        self.registry = ray.get_actor(REGISTRY, namespace=NAMESPACE)
+        replica = _replica_id()
         monitor = ray.get_actor(MONITOR, namespace=NAMESPACE)
-        self.replica = _replica_id()
-        self.reporter = Reporter(monitor, spec.name, "serve", self.replica)
-        # model -> (version, learner, schema): replaced whole on a swap, read once a request
-        self._models: dict[str, tuple[int, Any, Any]] = {}
-        self._generations: dict[str, int] = {}
-        self._following: set[str] = set()
-        self._polled: set[str] = set()  # models whose live version was asked for once
-        self._announced: set[tuple[str, int]] = set()
-        self._stop = threading.Event()
+        super().__init__(spec, replica, replica, Reporter(monitor, spec.name, "serve", replica))
         self.swaps = 0
-        self.shadow = ShadowPool(self)
-        # its own files in the logs of the served rows and of the feedback, if asked for
-        self._log = LogWriter(spec.log_folder, self.replica) if spec.log_folder else None
+        # its own files in the log of the feedback, if asked for
         self._feedback = (LogWriter(spec.feedback_folder, self.replica)
                           if spec.feedback_folder else None)
-        self._numbers: tuple[Any, list[str]] = (None, [])  # a schema's number features
         # who answers what: the registry's routing of the stage (fk.canary, fk.promote), or
         # the definition's when none was set since
         routing, self._route_generation = ray.get(
             self.registry.follow_route.remote(spec.name, -1, 0.0))
         self._routing = routing if routing is not None else routing_of(spec)
+        self.shadow = ShadowPool(self)
         # a new replica loads the live version before it takes any request
         deadline = monotonic() + FIRST_VERSION_WAIT
         primary = self._routing.primary
@@ -83,6 +64,7 @@ class ModelServer:
             self._swap(primary, *ray.get(self.registry.follow.remote(
                 primary, self._generations.get(primary, -1), 1.0)))
         self._follow_models(self._routing.models, wait=FIRST_OTHERS_WAIT)
+        self.shadow.follow(self._routing.shadow)
         self._thread = threading.Thread(target=self._follow_routes, daemon=True,
                                         name="fk-routes")
         self._thread.start()
@@ -93,30 +75,6 @@ class ModelServer:
         return self._models.get(self._routing.primary, (None, None, None))
 
     # -- following the registry -----------------------------------------------------------
-    def _follow_models(self, models: Any, wait: float) -> None:
-        """Follow each of ``models``' live version (a thread each); wait up to ``wait``
-        seconds for those with a live version to be loaded."""
-        for model in models:
-            if model not in self._following:
-                self._following.add(model)
-                threading.Thread(target=self._follow, args=(model,), daemon=True,
-                                 name=f"fk-follow-{model}").start()
-        deadline = monotonic() + wait
-        while (monotonic() < deadline and not self._stop.is_set()
-               and any(m not in self._models and m not in self._polled for m in models)):
-            self._stop.wait(0.02)
-
-    def _follow(self, model: str) -> None:
-        while not self._stop.is_set():
-            try:
-                self._swap(model, *ray.get(self.registry.follow.remote(
-                    model, self._generations.get(model, -1), 5.0)))
-                self._polled.add(model)  # loaded, or no live version to load
-            except Exception as exc:  # registry restarting: keep serving what we have
-                log.warning("fusionkit serve %s: following the registry: %s", self.spec.name, exc)
-                self._stop.wait(0.5)
-            self.reporter.flush()
-
     def _follow_routes(self) -> None:
         """Swap to a new routing once every model it names is loaded (off the request path:
         a promoted model answers at once, as a new version does)."""
@@ -134,20 +92,12 @@ class ModelServer:
             if generation == self._route_generation:
                 continue
             self._follow_models(routing.models, wait=FIRST_VERSION_WAIT)
+            self.shadow.follow(routing.shadow)
             self._routing = routing  # one reference: a request reads it once
             self._route_generation = generation
             self.reporter.gauge(routing=generation)
 
-    def _swap(self, model: str, version: int | None, generation: int, state: bytes | None,
-              schema: Any) -> None:
-        """Build the new version's model off the request path, then replace one reference."""
-        if version is None:  # nothing live yet: wait for the next change from here
-            self._generations[model] = generation
-        if version is None or state is None or generation == self._generations.get(model):
-            return
-        learner = load_state(state)
-        self._models = {**self._models, model: (version, learner, schema)}  # atomic for readers
-        self._generations[model] = generation
+    def _swapped(self, model: str, version: int) -> None:
         if model == self._routing.primary:
             self.swaps += 1
             self.reporter.gauge(version=version)
@@ -155,9 +105,6 @@ class ModelServer:
     @property
     def _generation(self) -> int:
         return self._generations.get(self._routing.primary, -1)
-
-    def __del__(self):
-        self._stop.set()
 
     # -- answering ------------------------------------------------------------------------
     def answer(self, rows: Any) -> dict[str, Any]:
@@ -194,38 +141,6 @@ class ModelServer:
         self.reporter.flush()
         return out
 
-    def _answer_with(self, name: str, loaded: tuple[int, Any, Any], role: str, rows: Any,
-                     ids: list[str] | None = None, t: float | None = None) -> dict[str, Any]:
-        """Rows answered by model ``name`` (its (version, learner, schema)), logged with
-        ``role`` at time ``t``; ``ids``: the request ids to log them under (a shadow's are
-        the request's, and its ``t`` the request's, so a join gives both rows the same
-        outcomes)."""
-        version, learner, schema = loaded
-        if isinstance(rows, list) and schema is not None and hasattr(learner, "predict_records"):
-            frame = check_records(rows, schema, self.spec.max_rows)
-            if ids is None and self._log is not None:
-                ids = request_ids(rows, len(frame))
-            pred = learner.predict_records(frame)
-        else:
-            frame = parse_rows(rows, schema, self.spec.max_rows)
-            if ids is None and self._log is not None:
-                ids = request_ids(rows, len(frame))
-            pred = learner.predict(frame)
-        out: dict[str, Any] = {"predictions": _jsonable(pred.y_pred), "version": version,
-                               "model": name}
-        if pred.proba is not None:
-            out["proba"] = _jsonable(pred.proba)
-        if ids is not None:  # in the log before the answer leaves
-            self._log.append(served_records(ids, self._features(frame, schema),
-                                            out["predictions"], out.get("proba"),
-                                            name, version, self.replica,
-                                            now() if t is None else t, role))
-            out["request_ids"] = ids
-        if (name, version) not in self._announced:
-            self._announced.add((name, version))
-            self.registry.served.remote(name, version, now())
-        return out
-
     def _answer_split(self, records: list[Any], picks: list[str], routing: Any,
                       models: dict[str, Any], t: float) -> dict[str, Any]:
         """Rows routed to several models: each model answers its rows, in one answer."""
@@ -255,18 +170,6 @@ class ModelServer:
             out["request_ids"] = merged["request_ids"]
         out["models"], out["versions"] = merged["models"], merged["versions"]
         return out
-
-    def _features(self, frame: Any, schema: Any) -> list[dict[str, Any]]:
-        """The rows' features as validated, for the log: the model's columns, numbers as
-        floats."""
-        if not isinstance(frame, list):  # a DataFrame (an object of columns, or no schema)
-            keep = list(schema.columns) if schema is not None else [
-                c for c in frame.columns if c != "request_id" and not str(c).startswith("_")]
-            frame = frame[keep].to_dict("records")
-        cached = self._numbers  # read once: shadows log from their own threads
-        if cached[0] is not schema:
-            cached = self._numbers = (schema, number_columns(schema))
-        return as_floats(frame, cached[1]) if cached[1] else frame
 
     def take_feedback(self, payload: Any) -> dict[str, Any]:
         """Feedback rows into the feedback stream's log (``BadRequest`` if malformed)."""
@@ -380,15 +283,3 @@ def _replica_id() -> str:
         return str(serve.get_replica_context().replica_id.unique_id)
     except Exception:
         return "0"
-
-
-def _jsonable(values: Any) -> list[Any]:
-    arr = np.asarray(values)
-    if arr.dtype.kind in "fc":
-        arr = arr.astype("float64")
-        if np.isfinite(arr).all():
-            return arr.tolist()
-        return [None if not np.isfinite(v) else float(v) for v in arr]
-    if arr.dtype.kind in "iub":
-        return arr.tolist()
-    return [v.item() if hasattr(v, "item") else v for v in arr.tolist()]

@@ -1,75 +1,188 @@
 """Shadow models: each answers every request too, off the response path, into the log only.
 
-The request is answered by the primary (or a canary) first; only then is it offered to each
-shadow's queue, and a thread per shadow model answers from there and appends its rows to the
-served log under the request's ids, with ``_role="shadow"``. The client's latency is the
-primary's. The queues are bounded (``SHADOW_QUEUE`` requests): a shadow slower than the
-traffic drops the requests it has no room for, counted per model (``dropped``, in the
+The request is answered by the primary (or a canary) first; only then is it offered to the
+replica's shadow queue. The shadows answer in a worker process of their own (``ShadowWorker``,
+a Ray actor the replica starts on its node, which dies with it), not in the replica: a
+shadow's prediction holds the GIL of the process it runs in, and in the replica that would
+delay the next client's request by as long as the shadow takes (a 100-row request answered
+by a River model: milliseconds).
+
+The replica sends what queued up in one call to the worker, one call at a time and at most
+every ``LINGER`` seconds, so the per-call cost of Ray is shared by the requests of that
+interval. The worker answers each request with each shadow model and appends the rows to the
+served log (its own files in it) under the request's ids and time, with
+``_role="shadow"``, so that a join gives a shadow's rows the same outcomes as the client's.
+
+Bounded: at most ``SHADOW_QUEUE`` requests wait in a replica; a shadow slower than the
+traffic drops the requests there is no room for, counted per model (``dropped``, in the
 replica's report and ``shadow_dropped`` in its totals), rather than queueing without bound
 or slowing the answers. A shadow that fails on a request (a model error, rows its schema
-refuses) counts ``shadow_errors`` and changes nothing for the client.
+refuses) counts ``shadow_errors`` and changes nothing for the client; so does a worker that
+died (Ray starts it again, and it loads the shadows again).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import queue
 import threading
+from collections import deque
 from typing import Any
 
+import ray
+
+from fusionkit._clock import monotonic
+from fusionkit.runtime.specs import ServeSpec
+from fusionkit.runtime.stage import Reporter
+from fusionkit.serving.holder import ModelHolder
+
 log = logging.getLogger("fusionkit")
-SHADOW_QUEUE = 256  # requests waiting for a shadow model, at most, per model and replica
+SHADOW_QUEUE = 256  # requests waiting for the shadow models, at most, per replica
+BATCH_ROWS = 2_000  # rows sent to the worker in one call, at most (pickled with the GIL held)
+LINGER = 0.02  # seconds from one call to the worker to the next, at least
+FIRST_WAIT = 5.0  # seconds a worker waits for a shadow it was not following to load
+
+# a request for the shadows: (models, rows, request ids, when it was answered)
+Request = tuple[tuple[str, ...], Any, list[str], float]
 
 
 class ShadowPool:
-    """The shadow models' queues and threads of one replica (``server``: its ModelServer)."""
+    """A replica's queue of requests for its shadow models, and the thread that sends them to
+    its shadow worker (``server``: the replica's ModelServer)."""
 
     def __init__(self, server: Any, size: int = SHADOW_QUEUE):
         self.server = server
         self.size = size
-        self.queues: dict[str, queue.Queue] = {}
         self.dropped: dict[str, int] = {}
         self.answered: dict[str, int] = {}
+        self._queue: deque[Request] = deque()
         self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._worker: Any = None
+        self._thread: threading.Thread | None = None
+
+    def follow(self, models: tuple[str, ...]) -> None:
+        """The routing names these shadows: have the worker load them before requests come."""
+        if models:
+            self.worker().follow.remote(tuple(models))
 
     def offer(self, models: tuple[str, ...], rows: Any, ids: list[str], t: float) -> None:
-        """Hand a request (its rows, their request ids, when it was answered) to each
-        shadow model, or drop it for a shadow whose queue is full."""
-        for model in models:
-            q = self.queues.get(model) or self._start(model)
-            try:
-                q.put_nowait((rows, ids, t))
-            except queue.Full:
-                self.dropped[model] = self.dropped.get(model, 0) + 1
-                self.server.reporter.count(shadow_dropped=1)
-
-    def _start(self, model: str) -> queue.Queue:
+        """Queue a request (its rows, their request ids, when it was answered) for each shadow
+        model, or drop it, counted for each, when the queue is full."""
         with self._lock:
-            if model not in self.queues:
-                self.queues[model] = queue.Queue(maxsize=self.size)
-                threading.Thread(target=self._work, args=(model, self.queues[model]),
-                                 daemon=True, name=f"fk-shadow-{model}").start()
-            return self.queues[model]
+            if len(self._queue) < self.size:
+                self._queue.append((models, rows, ids, t))
+                models = ()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._send, daemon=True,
+                                                name="fk-shadow")
+                self._thread.start()
+        for model in models:  # no room
+            self._tally(model, dropped=1)
+        self._ready.set()
 
-    def _work(self, model: str, q: queue.Queue) -> None:
+    def worker(self) -> Any:
+        """The replica's shadow worker, started on first use on the replica's node."""
+        with self._lock:
+            if self._worker is None:
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                      soft=True)
+                self._worker = (_worker_class().options(scheduling_strategy=here)
+                                .remote(self.server.spec, self.server.replica))
+            return self._worker
+
+    def call(self, batch: list[Request]) -> dict[str, list[int]]:
+        """The worker's answer to ``batch``: per model, [answered, dropped, errors]."""
+        return ray.get(self.worker().answer.remote(batch))
+
+    def _send(self) -> None:
+        while not self.server._stop.is_set():
+            if not self._ready.wait(0.5):
+                continue
+            self._ready.clear()
+            batch = self._take()
+            if not batch:
+                continue
+            started = monotonic()
+            try:
+                tally = self.call(batch)
+            except Exception as exc:  # the worker died: Ray starts it again
+                log.warning("fusionkit serve %s: shadow worker: %s: %s", self.server.spec.name,
+                            type(exc).__name__, exc)
+                tally = {m: [0, 0, 0] for models, *_ in batch for m in models}
+                for models, *_ in batch:
+                    for m in models:
+                        tally[m][2] += 1
+            for model, (answered, dropped, errors) in tally.items():
+                self._tally(model, answered, dropped, errors)
+            self.server._stop.wait(max(0.0, LINGER - (monotonic() - started)))
+
+    def _take(self) -> list[Request]:
+        """The oldest queued requests, up to ``BATCH_ROWS`` rows (at least one request)."""
+        batch: list[Request] = []
+        rows = 0
+        with self._lock:
+            while self._queue and (not batch or rows + _rows(self._queue[0][1]) <= BATCH_ROWS):
+                batch.append(self._queue.popleft())
+                rows += _rows(batch[-1][1])
+            if self._queue:
+                self._ready.set()
+        return batch
+
+    def _tally(self, model: str, answered: int = 0, dropped: int = 0, errors: int = 0) -> None:
+        if answered:
+            self.answered[model] = self.answered.get(model, 0) + answered
+        if dropped:
+            self.dropped[model] = self.dropped.get(model, 0) + dropped
+        counts = {"shadow_answered": answered, "shadow_dropped": dropped,
+                  "shadow_errors": errors}
+        self.server.reporter.count(**{k: v for k, v in counts.items() if v})
+
+
+@functools.cache
+def _worker_class() -> Any:
+    return ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=2)(ShadowWorker)
+
+
+def _rows(rows: Any) -> int:
+    """How many rows a request has (a list of records, or an object of columns)."""
+    if isinstance(rows, dict):
+        return max((len(v) for v in rows.values() if isinstance(v, list)), default=1)
+    return len(rows)
+
+
+class ShadowWorker(ModelHolder):
+    """The process where a replica's shadow models answer (a Ray actor per replica)."""
+
+    def __init__(self, spec: ServeSpec, replica: str):
+        # counts go back to the replica with each answer: it reports them
+        super().__init__(spec, replica, f"{replica}-shadow",
+                         Reporter(None, spec.name, "serve", replica))
+
+    def follow(self, models: tuple[str, ...]) -> None:
+        self._follow_models(models, wait=0.0)
+
+    def answer(self, batch: list[Request]) -> dict[str, list[int]]:
+        """Answer each request with each of its shadow models; per model, [answered,
+        dropped (no live version to answer with), errors]."""
         from fusionkit.serving.routing import SHADOW
 
-        server = self.server
-        while not server._stop.is_set():
-            try:
-                rows, ids, t = q.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            loaded = server._models.get(model)
-            if loaded is None:  # no live version yet: nothing to answer with
-                self.dropped[model] = self.dropped.get(model, 0) + 1
-                server.reporter.count(shadow_dropped=1)
-                continue
-            try:
-                server._answer_with(model, loaded, SHADOW, rows, ids, t)
-                self.answered[model] = self.answered.get(model, 0) + 1
-                server.reporter.count(shadow_answered=1)
-            except Exception as exc:  # the client has its answer: count, log, go on
-                server.reporter.count(shadow_errors=1)
-                log.warning("fusionkit serve %s: shadow %s: %s: %s", server.spec.name, model,
-                            type(exc).__name__, exc)
+        models = dict.fromkeys(m for request in batch for m in request[0])
+        self._follow_models([m for m in models if m not in self._following], wait=FIRST_WAIT)
+        tally = {m: [0, 0, 0] for m in models}
+        for names, rows, ids, t in batch:
+            for model in names:
+                loaded = self._models.get(model)
+                if loaded is None:  # no live version yet: nothing to answer with
+                    tally[model][1] += 1
+                    continue
+                try:
+                    self._answer_with(model, loaded, SHADOW, rows, ids, t)
+                    tally[model][0] += 1
+                except Exception as exc:  # the client has its answer: count, log, go on
+                    tally[model][2] += 1
+                    log.warning("fusionkit serve %s: shadow %s: %s: %s", self.spec.name, model,
+                                type(exc).__name__, exc)
+        return tally

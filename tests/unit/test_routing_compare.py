@@ -149,38 +149,64 @@ def test_rollback_policy_fires_on_a_worse_canary_and_rarely_on_an_equal_one():
     assert all(_rolls_back(_canary_rows(seed, worse=0.15)) for seed in range(20))
 
 
-class _Blocked:
-    """A replica's side the shadow pool needs, whose shadow answers wait for ``go``."""
+class _Replica:
+    """The replica's side a shadow pool needs."""
 
     def __init__(self):
         import threading
 
         from fusionkit.runtime.stage import Reporter
 
-        self._stop, self.go = threading.Event(), threading.Event()
-        self._models = {"tree": (1, None, None)}
+        self._stop = threading.Event()
         self.reporter = Reporter(None, "api", "serve", "0")
-        self.answered = 0
 
-    def _answer_with(self, model, loaded, role, rows, ids, t):
-        self.go.wait(30)
-        self.answered += 1
+
+def _blocked_pool(size):
+    """A shadow pool whose worker answers every request once ``go`` is set; ``calls``: the
+    batches it was sent."""
+    import threading
+
+    from fusionkit.serving.shadow import ShadowPool
+
+    class Blocked(ShadowPool):
+        go = threading.Event()
+        calls: list = []
+
+        def call(self, batch):
+            self.go.wait(30)
+            self.calls.append(batch)
+            return {"tree": [len(batch), 0, 0]}
+
+    return Blocked(_Replica(), size=size)
 
 
 def test_a_shadow_that_falls_behind_drops_and_counts_never_queues_without_bound():
     from conftest import wait_for
 
-    from fusionkit.serving.shadow import ShadowPool
-
-    server = _Blocked()
-    pool = ShadowPool(server, size=4)
+    pool = _blocked_pool(size=4)
     for i in range(100):
         pool.offer(("tree",), [{"x": i}], [f"r{i}"], 0.0)
-    # one being answered (maybe), four waiting: the rest dropped, counted
-    assert pool.queues["tree"].qsize() <= 4
+    # one being sent (maybe), four waiting: the rest dropped, counted
+    assert len(pool._queue) <= 4
     assert pool.dropped["tree"] >= 95
-    assert server.reporter.totals["shadow_dropped"] == pool.dropped["tree"]
-    server.go.set()
-    wait_for(lambda: server.answered + pool.dropped["tree"] == 100, timeout=10,
+    assert pool.server.reporter.totals["shadow_dropped"] == pool.dropped["tree"]
+    pool.go.set()
+    wait_for(lambda: pool.answered.get("tree", 0) + pool.dropped["tree"] == 100, timeout=10,
              what="the queued requests answered")
-    server._stop.set()
+    # what waited went in at most two calls: one in flight, the rest together after it
+    assert len(pool.calls) <= 2
+    assert pool.server.reporter.totals["shadow_answered"] == pool.answered["tree"]
+    pool.server._stop.set()
+
+
+def test_a_call_to_the_shadow_worker_carries_at_most_batch_rows_rows():
+    from fusionkit.serving.shadow import BATCH_ROWS, ShadowPool
+
+    pool = ShadowPool(_Replica())
+    request = [{"x": 1}] * (BATCH_ROWS // 3 + 1)  # three of them are more than a call's rows
+    for i in range(4):
+        pool._queue.append((("tree",), request, [f"r{i}"], 0.0))
+    assert [len(pool._take()) for _ in range(3)] == [2, 2, 0]
+    big = {"x": [1] * (BATCH_ROWS + 1)}  # alone over the limit: still sent, by itself
+    pool._queue.extend([(("tree",), big, ["a"], 0.0), (("tree",), request, ["b"], 0.0)])
+    assert [len(pool._take()) for _ in range(3)] == [1, 1, 0]
