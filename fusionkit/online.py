@@ -142,26 +142,12 @@ def compare(name: str) -> pd.DataFrame:
     such train stages, the one that scored the most rows answers (``scored_by`` in the
     frame's ``attrs``). Empty until an outcome has been learned.
     """
-    from fusionkit.training.comparison import COLUMNS, compare_frame, sum_comparisons
+    from fusionkit.training.comparison import scored_comparison
 
-    spec = _serve_spec(name)
-    routing = routing_of(spec)
-    wanted = set(routing.models)
-    best, best_n = None, 0
-    for stage in call("stage_names"):
-        if call("spec", stage).kind != "train":
-            continue
-        models, pairs = sum_comparisons([i.get("compared") for i in call("infos", stage)])
-        n = sum(s[0] for m, s in models.items() if m in wanted)
-        if n > best_n:
-            best, best_n = (stage, models, pairs), n
-    if best is None:
-        return pd.DataFrame(columns=COLUMNS)
-    stage, models, pairs = best
-    roles = {m: routing.role(m) for m in routing.models}
-    frame = compare_frame(models, pairs, routing.primary, roles)
-    frame.attrs["scored_by"] = stage
-    return frame
+    routing = routing_of(_serve_spec(name))
+    scored = {stage: [i.get("compared") for i in call("infos", stage)]
+              for stage in call("stage_names") if call("spec", stage).kind == "train"}
+    return scored_comparison(scored, routing.primary, routing.roles())
 
 
 def check_canary(name: str) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import ray
 
 from fusionkit.control.table import StageRecord
 from fusionkit.runtime.reports import ActorReport, StageSummary, TrainReport
+from fusionkit.serving.routing import routing_of
 
 INFO_TIMEOUT = 3.0
 ORDER = ("failed", "starting", "paused", "waiting", "running", "finished", "stopped")
@@ -71,4 +72,15 @@ def summary(rec: StageRecord, reports: list[ActorReport] | None = None) -> Stage
         url=rec.extra.get("url"), route=rec.extra.get("route"),
         served=tuple(row for r in reports if isinstance(r, TrainReport)
                      for row in r.served) or None,
+        compared=tuple(r.compared for r in reports
+                       if isinstance(r, TrainReport) and r.compared.get("models")) or None,
+        routing=_routing(rec),
     )
+
+
+def _routing(rec: StageRecord) -> dict | None:
+    """A serve stage's routing when it names more than one model (its canaries, shadows)."""
+    if rec.kind != "serve":
+        return None
+    routing = routing_of(rec.spec)
+    return routing.describe() if len(routing.models) > 1 else None

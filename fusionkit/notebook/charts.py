@@ -44,9 +44,15 @@ MARKER_STYLE = {  # kind: (colour, dash, width, panels it is drawn on; None = al
     "alarm": ("#cf222e", "solid", 2, None),
     "failed": ("#24292f", "dash", 2, None),
 }
+COMPARE_PANELS = {  # the models of a serve stage side by side (fk.compare), over time
+    "compare_accuracy": (1, 1, "Online accuracy per model, from joined outcomes (fk.compare)",
+                         "accuracy", False),
+    "compare_log_loss": (1, 2, "Online log loss per model: lower is better", "log loss", False),
+}
 HOVER_UNITS = {"throughput": "%{y:,.0f} events/s", "latency": "%{y:.2f} ms",
                "freshness": "%{y:,.0f} ms", "serving": "%{y:.2f} ms",
-               "accuracy": "%{y:.3f}", "drift": "PSI %{y:.3f}"}
+               "accuracy": "%{y:.3f}", "drift": "PSI %{y:.3f}",
+               "compare_accuracy": "%{y:.3f}", "compare_log_loss": "%{y:.3f}"}
 VERSION_TICK = 0.08  # height of a version's tick, as a fraction of the panel
 MAX_VERSION_TICKS = 60
 NO_DRIFT = "drift monitoring is not available in this fusionkit (no fk.drift)"
@@ -130,10 +136,16 @@ def local_offset_ms(seconds: float) -> float:
 
 
 class Charts:
-    """The six panels; ``render(state)`` brings them up to date with a ``DashboardState``."""
+    """The six panels; ``render(state)`` brings them up to date with a ``DashboardState``.
+    It draws the lines of its ``panels`` only, so another set of panels is a subclass
+    (``CompareCharts``)."""
+
+    panels = PANELS
 
     def __init__(self, height: int = 760, drift_available: bool = True):
-        fig = make_subplots(rows=3, cols=2, subplot_titles=[p[2] for p in PANELS.values()],
+        fig = make_subplots(rows=max(p[0] for p in self.panels.values()),
+                            cols=max(p[1] for p in self.panels.values()),
+                            subplot_titles=[p[2] for p in self.panels.values()],
                             vertical_spacing=0.1, horizontal_spacing=0.08)
         fig.update_layout(template="plotly_white", height=height, autosize=True,
                           margin=dict(l=60, r=24, t=40, b=36), hovermode="x unified",
@@ -142,7 +154,7 @@ class Charts:
                           font=dict(size=11), uirevision="fusionkit")
         fig.update_annotations(font_size=12)
         self._refs: dict[str, tuple[str, str]] = {}
-        for chart, (row, col, _, ytitle, log) in PANELS.items():
+        for chart, (row, col, _, ytitle, log) in self.panels.items():
             fig.update_yaxes(title_text=ytitle, type="log" if log else "linear",
                              title_font_size=11, row=row, col=col, **(LOG_AXIS if log else {}))
             fig.update_xaxes(type="date", tickformat="%H:%M:%S", title_text="local time",
@@ -161,7 +173,7 @@ class Charts:
         self._notes: dict[str, str] = {}
         self._note_index: dict[str, int] = {}
         for chart, (xref, yref) in self._refs.items():
-            note = empty_note(None, chart, drift_available)
+            note = self._empty_note(None, chart)
             self._note_index[chart] = len(fig.layout.annotations)
             self._notes[chart] = note
             fig.add_annotation(text=note, visible=bool(note), name=f"empty-{chart}",
@@ -175,6 +187,9 @@ class Charts:
         self.renders = 0
         self.ready = threading.Event()  # set once a browser view has drawn the figure
         self.figure.observe(self._on_view, names=["_js2py_traceDeltas"])
+
+    def _empty_note(self, state: DashboardState | None, chart: str) -> str:
+        return empty_note(state, chart, self.drift_available)
 
     def _on_view(self, change: dict[str, Any]) -> None:
         """A view drew the figure (plotly's view reports its trace defaults after drawing).
@@ -194,7 +209,7 @@ class Charts:
 
     # -- traces -----------------------------------------------------------------------------
     def _add_line(self, line: Line, colour: str) -> Any:
-        row, col = PANELS[line.chart][:2]
+        row, col = self.panels[line.chart][:2]
         first = line.stage not in self._legend and not line.legend
         if not line.legend:
             self._legend.add(line.stage)
@@ -214,15 +229,16 @@ class Charts:
         """Resend the lines and markers that changed; return whether anything was sent."""
         if not self.ready.is_set():
             return False
-        new = [line for line in state.lines if line not in self._traces]
+        new = [line for line in state.lines
+               if line.chart in self.panels and line not in self._traces]
         for line in new:
             self._traces[line] = self._add_line(line, state.colour(line.stage))
         if new:
             self._resync()
         changed = [(line, w) for line, w in state.lines.items()
-                   if self._seen.get(line) != w.version]
+                   if line.chart in self.panels and self._seen.get(line) != w.version]
         kinds = [k for k, v in state.markers_version.items() if self._markers_seen.get(k) != v]
-        notes = {chart: empty_note(state, chart, self.drift_available) for chart in PANELS}
+        notes = {chart: self._empty_note(state, chart) for chart in self.panels}
         notes = {chart: note for chart, note in notes.items() if note != self._notes[chart]}
         if not changed and not kinds and not notes:
             return False
@@ -264,7 +280,9 @@ class Charts:
             colour, dash, width, panels = MARKER_STYLE[m.kind]
             x = m.time * 1000.0 + offset
             top = VERSION_TICK if m.kind == "version" else 1.0
-            for chart in panels or PANELS:
+            for chart in panels or self.panels:
+                if chart not in self._refs:  # a panel of another figure
+                    continue
                 xref, yref = self._refs[chart]
                 shape = dict(type="line", xref=xref, yref=f"{yref} domain", x0=x, x1=x, y0=0,
                              y1=top, line=dict(color=colour, dash=dash, width=width), layer="above")
@@ -282,3 +300,22 @@ class Charts:
     def points(self) -> int:
         """Data points the figure holds in its lines (not counting markers)."""
         return int(sum(len(t.x) for t in self._traces.values() if t.x is not None))
+
+
+class CompareCharts(Charts):
+    """The models of serve stages side by side: online accuracy and log loss per model over
+    time, each model in its train stage's colour (``DashboardState._ingest_compare``). Built
+    only once a serve stage with canaries or shadows has scored rows: a second figure costs
+    the browser plotly's bundle once more, which a dashboard without them never pays."""
+
+    panels = COMPARE_PANELS
+
+    def __init__(self, height: int = 300):
+        super().__init__(height=height)
+
+    def _empty_note(self, state: DashboardState | None, chart: str) -> str:
+        if state is not None and any(w.t.size for _, w in state.lines_of(chart)):
+            return ""
+        if chart == "compare_log_loss":
+            return "no log loss: the models answer without probabilities"
+        return "waiting for outcomes joined to the models' answers"

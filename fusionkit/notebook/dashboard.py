@@ -4,17 +4,19 @@ It shows the pipeline (source → stream → join → train → serve, with stat
 a card per stage with its controls (a join's card has its pending, joined, timed out, late
 and orphan counts with their rates, and the label delay p50/p99; a trainer's card has, next to
 its prequential accuracy, the accuracy and log loss per version of its model's answers as
-served, once a served log joined with outcomes is learned), live charts and a capped
-log of pipeline events and dead letters, and keeps them current from a background thread
+served, once a served log joined with outcomes is learned), live charts (and, for a serve
+stage with canaries or shadows, its models side by side: ``fk.compare``'s figures over time)
+and a capped log of pipeline events and dead letters, and keeps them current from a
+background thread
 while the notebook goes on: the cell that shows it returns at once. It only reads from the
 controller and the monitor, so it works as well for a pipeline that another notebook or
 process started.
 
 Updates are cheap for the kernel: one monitor call per tick (everything new since the last
 one) and a status call once a second (then one per join stage, for its counts; the served
-rows a train stage scored come in its status row, with no call of their own); lines are
-fixed windows of numpy arrays sent in one ``batch_update()``; widgets send only what
-changed. Updates stop when the dashboard is closed, and pause while no view of it is on
+rows a train stage scored, and its comparison of a serve stage's models, come in its status
+row, with no call of their own); lines are fixed windows of numpy arrays sent in one
+``batch_update()``; widgets send only what changed. Updates stop when the dashboard is closed, and pause while no view of it is on
 screen (a browser view reports itself every two seconds). A static viewer, or a notebook
 saved without widget state, shows an HTML snapshot instead.
 
@@ -41,6 +43,7 @@ from fusionkit._duration import parse_duration
 from fusionkit.errors import NotConnectedError
 from fusionkit.notebook.cards import Cards, close_tree
 from fusionkit.notebook.charts import Charts
+from fusionkit.notebook.compare_view import CompareSection
 from fusionkit.notebook.feed import Feed
 from fusionkit.notebook.pipeline_view import PipelineView
 from fusionkit.notebook.state import DashboardState
@@ -75,6 +78,7 @@ class Dashboard:
         self.state = DashboardState(window=self.window)
         self.charts = Charts(height=height, drift_available=self.feed.drift_available())
         self.cards = Cards(self._act)
+        self.compare = CompareSection()
         self.view = PipelineView(on_heartbeat=self._heartbeat)
         self.header = w.HTML()
         self.close_button = w.Button(description="close", tooltip="stop updating and close",
@@ -84,8 +88,8 @@ class Dashboard:
         self.logs.add_class("fk-log")
         log_title = w.HTML("<span class='fk-log-title'>Events, dead letters and actions</span>")
         top = w.HBox([self.header, self.close_button], layout=w.Layout(align_items="center"))
-        self.widget = w.VBox([top, self.view, self.cards.box, self.charts.figure, log_title,
-                              self.logs])
+        self.widget = w.VBox([top, self.view, self.cards.box, self.charts.figure,
+                              self.compare.box, log_title, self.logs])
         self.widget.add_class("fk-dashboard")
         self._lock = threading.RLock()
         self._wake = threading.Event()
@@ -137,6 +141,7 @@ class Dashboard:
             thread.join(timeout)
         with self._lock:
             self.cards.close()
+            self.compare.close()
             close_tree(self.widget)
             self.view.close()
             self.charts.figure.close()
@@ -282,6 +287,7 @@ class Dashboard:
         if stages != self.view.stages:
             self.view.stages = stages
         self.charts.render(state)
+        self.compare.update(state)
         if state.log_version != getattr(self, "_log_seen", -1):
             self._log_seen = state.log_version
             self.logs.value = state.log_html() or "<span class='fk-t'>nothing yet</span>"

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fusionkit._clock import now
+from fusionkit.notebook.comparing import ComparisonFigures, comparison_figures
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f",
            "#ff9da7", "#bab0ac", "#e15759")
@@ -226,6 +227,7 @@ class StageView:
     source: str | None = None       # stream: what it reads
     join: JoinFigures | None = None  # join: its counts, rates and label delays
     online: OnlineFigures | None = None  # train: its model's answers as served, scored
+    compare: ComparisonFigures | None = None  # serve, with canaries or shadows: fk.compare
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -250,6 +252,7 @@ class DashboardState:
         self.new_versions: set[str] = set()  # train stages whose version list changed
         self.watching: set[str] = set()  # train stages with a drift watch (fk.watch_drift)
         self._online_base: dict[str, tuple[int, int]] = {}  # model: (n, correct) at its last point
+        self._compared: dict[tuple[str, str], int] = {}  # (serve, model): requests at its last point
 
     # -- colours --------------------------------------------------------------------------
     def colour(self, stage: str) -> str:
@@ -269,7 +272,8 @@ class DashboardState:
 
     def ingest_status(self, rows: list[dict[str, Any]], time: float | None = None) -> None:
         """Controller status rows (the rows ``fk.status()`` is made of): stages, status,
-        counts, and the served rows a train stage scored (its online metrics)."""
+        counts, the served rows a train stage scored (its online metrics), and what a serve
+        stage's models compare to (``fk.compare``)."""
         seen = set()
         for row in rows:
             name = row["name"]
@@ -288,9 +292,10 @@ class DashboardState:
             view.url = row.get("url")
         for gone in set(self.stages) - seen:
             del self.stages[gone]
+        time = now() if time is None else time
         self._ingest_online({row["name"]: row["served"] for row in rows
-                             if row.get("kind") == "train" and row.get("served")},
-                            now() if time is None else time)
+                             if row.get("kind") == "train" and row.get("served")}, time)
+        self._ingest_compare(rows, time)
 
     def _ingest_online(self, served: dict[str, Any], time: float) -> None:
         """Each served model's online metrics, on the card of the train stage of that name
@@ -312,6 +317,25 @@ class DashboardState:
                 line = Line("accuracy", view.name, f"{model} online, as served", "dot", True)
                 self._line(line).extend([time], [(figures.correct - correct0) / (figures.n - n0)])
                 self._online_base[model] = (figures.n, figures.correct)
+
+    def _ingest_compare(self, rows: list[dict[str, Any]], time: float) -> None:
+        """Each serve stage's comparison of its models (``fk.compare``'s figures) on its
+        view, and a point per model on the comparison charts each time more of its rows
+        were scored: its accuracy and log loss over every row scored so far, which is what
+        ``fk.compare`` said at that moment (its last point is what it says now)."""
+        for view in self.stages.values():
+            view.compare = None
+        for stage, figures in comparison_figures(rows).items():
+            self.stages[stage].compare = figures
+            for s in figures.models:
+                if self._compared.get((stage, s.model)) == s.requests:
+                    continue
+                self._compared[(stage, s.model)] = s.requests
+                label = f"{stage}: {s.model} ({s.role})"
+                self._line(Line("compare_accuracy", s.model, label)).extend([time], [s.accuracy])
+                if math.isfinite(s.log_loss):
+                    self._line(Line("compare_log_loss", s.model, label)).extend([time],
+                                                                                [s.log_loss])
 
     def ingest_join(self, stage: str, reports: list[dict[str, Any]],
                     time: float | None = None) -> None:

@@ -1,7 +1,9 @@
 """The dashboard as static HTML: what nbviewer, GitHub or nbval see instead of the widgets.
 
 A table of the stages as last seen (status, rate, events, dead letters, the headline figure
-of each) with a small inline SVG sparkline of each stage's throughput.
+of each) with a small inline SVG sparkline of each stage's throughput; then, for each serve
+stage with canaries or shadows, its models compared (``fk.compare``'s table) with a
+sparkline of each model's online accuracy.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 
 import numpy as np
 
+from fusionkit.notebook.comparing import comparison_table
 from fusionkit.notebook.state import DashboardState, Line
 
 STATUS_COLOURS = {"running": "#1a7f37", "paused": "#b35900", "waiting": "#b35900",
@@ -79,4 +82,18 @@ def snapshot_html(state: DashboardState, address: str) -> str:
     return (f"<div class='fusionkit-dashboard-snapshot'><b>fusionkit dashboard</b> "
             f"<small>snapshot at {clock}, Ray at <code>{html.escape(address)}</code>; the live "
             f"view needs Jupyter with ipywidgets</small>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+            f"{_comparisons(state)}</div>")
+
+
+def _comparisons(state: DashboardState) -> str:
+    """Each serve stage's models compared, and a sparkline of each one's online accuracy."""
+    out = []
+    for view in state.stages.values():
+        if view.compare is None:
+            continue
+        trend = {line.stage: sparkline(win.y, state.colour(line.stage))
+                 for line, win in state.lines_of("compare_accuracy")
+                 if line.label.startswith(f"{view.name}: ")}
+        out.append(comparison_table(view.compare, state.colour, trend))
+    return "".join(out)

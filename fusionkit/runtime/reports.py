@@ -168,7 +168,10 @@ class StageSummary:
     """A stage's row of ``fk.status()``: the most telling status of its actors, their counts
     summed, the first error (or a publishing error), where a serve stage answers, and the
     served rows its train actors scored (``TrainReport.served``, when there are any), so the
-    dashboard shows online metrics without asking the actors again."""
+    dashboard shows online metrics without asking the actors again; likewise each train
+    actor's comparison of a serve stage's models (``TrainReport.compared``, when it scored
+    any) and a serve stage's ``routing`` when it names more than one model, which is all the
+    dashboard needs to show ``fk.compare`` of that stage."""
 
     name: str
     kind: str
@@ -188,8 +191,11 @@ class StageSummary:
     url: str | None = None
     route: str | None = None
     served: tuple[tuple[str, int, int, int, int, float], ...] | None = None
+    compared: tuple[dict[str, Any], ...] | None = None  # per train actor: Comparison.rows()
+    routing: dict[str, Any] | None = None  # serve, canaries or shadows: Routing.describe()
 
-    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"url", "route", "served"})
+    _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"url", "route", "served", "compared",
+                                                     "routing"})
 
     def to_dict(self) -> dict[str, Any]:
         """The row as ``fk.status()`` and the notebook receive it."""

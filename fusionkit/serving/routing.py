@@ -68,6 +68,11 @@ class Routing:
             return PRIMARY
         return SHADOW if model in self.shadow else CANARY
 
+    def roles(self) -> dict[str, str]:
+        """Each model's role, as ``fk.compare`` names it: ``{model: primary | canary |
+        shadow}``."""
+        return {m: self.role(m) for m in self.models}
+
     def pick(self, row: Any, draw: float | None = None) -> str:
         """The model that answers ``row`` (a record): by the bucket of its sticky key, or by
         ``draw`` (default: a random number) without one."""

@@ -262,3 +262,30 @@ def sum_comparisons(reports: list[dict[str, Any]]) -> tuple[dict, dict]:
             for i, v in enumerate(p[2:]):
                 acc[i] += v
     return models, pairs
+
+
+def scored_comparison(scored: dict[str, Any], primary: str, roles: dict[str, str]
+                      ) -> pd.DataFrame:
+    """``compare_frame`` of the models ``roles`` names (``primary`` among them), from
+    ``scored``: ``{train stage: its actors' Comparison.rows()}`` (in the order to prefer on
+    a tie). Several train stages may learn one served log joined with outcomes: the one that
+    scored the most rows of these models answers (``scored_by`` in the frame's ``attrs``).
+    An empty frame until one scored any. ``fk.compare`` and the dashboard both read it.
+
+    >>> rows = {"models": {"m": [4, 3, 0, 0.0, 0.0], "s": [4, 2, 0, 0.0, 0.0]}, "pairs": []}
+    >>> f = scored_comparison({"a": [rows], "b": []}, "m", {"m": "primary", "s": "canary"})
+    >>> f.attrs["scored_by"], f["requests"].tolist(), f["accuracy"].tolist()
+    ('a', [4, 4], [0.75, 0.5])
+    """
+    best, best_n = None, 0
+    for stage, reports in scored.items():
+        models, pairs = sum_comparisons(list(reports or ()))
+        n = sum(s[0] for m, s in models.items() if m in roles)
+        if n > best_n:
+            best, best_n = (stage, models, pairs), n
+    if best is None:
+        return pd.DataFrame(columns=COLUMNS)
+    stage, models, pairs = best
+    frame = compare_frame(models, pairs, primary, roles)
+    frame.attrs["scored_by"] = stage
+    return frame

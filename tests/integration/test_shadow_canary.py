@@ -2,7 +2,8 @@
 a shadow answers every request into the served log with the request's ids; fk.compare's
 numbers equal pandas over the served rows and their labels; a canary's share of 10,000
 rows is within 2 points of its setting and sticky per user; fk.canary changes the share and
-fk.promote the answering model live, under HTTP load, with no failed request."""
+fk.promote the answering model live, under HTTP load, with no failed request; the dashboard
+shows fk.compare's numbers from the status rows."""
 
 from __future__ import annotations
 
@@ -159,6 +160,20 @@ def test_shadow_answers_every_request_off_path_and_compare_equals_pandas(fk_sess
 
     wait_for(lambda: learned() >= n, timeout=30, what="the primary's rows learned")
     assert learned() == n
+
+    # the dashboard shows fk.compare's numbers from the status rows it polls anyway
+    from fusionkit.notebook.state import DashboardState
+    from fusionkit.stages import rows as status_rows
+
+    state = DashboardState()
+    state.ingest_status(status_rows())
+    shown = {s.model: s for s in state.stages[API].compare.models}
+    now = fk.compare(API).set_index("model")
+    assert {m: (s.role, s.requests) for m, s in shown.items()} == {
+        m: (r["role"], r["requests"]) for m, r in now.iterrows()}
+    assert shown[OTHER].accuracy == now.loc[OTHER, "accuracy"]
+    assert shown[OTHER].log_loss == now.loc[OTHER, "log_loss"]
+    assert shown[OTHER].verdict == now.loc[OTHER, "verdict"]
 
 
 def test_canary_share_within_two_points_over_10k_rows_and_sticky(fk_session, stage):
