@@ -102,8 +102,25 @@ def _replica(fk) -> dict:
     return handle(API).info.remote().result(timeout_s=10)
 
 
+def _roles_by_writer(folder: str) -> dict[str, dict[str, int]]:
+    """Per writer of a served log folder, how many of its rows each role answered."""
+    import json
+    from collections import Counter
+    from pathlib import Path
+
+    from fusionkit.sources.logfiles import SUFFIX
+
+    out = {}
+    for writer in Path(folder).glob("w-*"):
+        lines = [json.loads(line) for seg in sorted(writer.glob(f"*{SUFFIX}"))
+                 for line in seg.read_bytes().splitlines() if line.strip()]
+        out[writer.name[2:]] = dict(Counter(r["_role"] for r in lines))
+    return out
+
+
 def test_shadow_answers_every_request_off_path_and_compare_equals_pandas(fk_session, stage):
     import fusionkit as fk
+    from fusionkit.connect import call
 
     rows = _rows(stage["sample"])
     n = len(rows)
@@ -114,6 +131,12 @@ def test_shadow_answers_every_request_off_path_and_compare_equals_pandas(fk_sess
     wait_for(lambda: _replica(fk)["totals"].get("shadow_answered", 0) >= n, timeout=60,
              what="the shadow answering every request")
     assert _replica(fk)["shadow_dropped"] == {}
+    # the shadow answered in its worker process, not the replica's: its rows are in the
+    # worker's files of the served log, the client's in the replica's
+    roles = _roles_by_writer(call("spec", API).log_folder)
+    replica = _replica(fk)["replica"]
+    assert roles[replica] == {"primary": n}
+    assert roles[f"{replica}-shadow"] == {"shadow": n}
     labels = stage["sample"]["clicked"].astype(int).tolist()
     r = httpx.post(f"{stage['url']}/feedback",
                    json=[{"request_id": f"sh-{i}", "label": y} for i, y in enumerate(labels)])
