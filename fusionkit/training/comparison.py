@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from fusionkit.serving.routing import CANARY
 from fusionkit.training.served_scores import row_scores
 
 REQUEST_ID, ROLE, MODEL, PREDICTION, PROBA = "request_id", "_role", "_model", "_prediction", "_proba"
@@ -199,8 +200,9 @@ def compare_frame(models: dict[str, list[float]], pairs: dict[tuple[str, str], l
                   primary: str, roles: dict[str, str]) -> pd.DataFrame:
     """One row per model: ``requests`` (served rows with a known label), ``accuracy``,
     ``log_loss``; for the others, the difference from ``primary`` (other minus primary) of
-    each, with its 95% interval, ``paired`` on the same requests for a shadow (when pairs
-    were seen) and ``welch`` otherwise, and the ``verdict``, on log loss when the models give
+    each, with its 95% interval, ``paired`` on the same requests for a shadow (or a retired
+    model, when pairs were seen) and ``welch`` for a canary (on all its rows, as a shadow
+    too if it was one) or without pairs, and the ``verdict``, on log loss when the models give
     probabilities, else on accuracy."""
     out = []
     base = models.get(primary)
@@ -213,7 +215,9 @@ def compare_frame(models: dict[str, list[float]], pairs: dict[tuple[str, str], l
                                "requests": int(n), "accuracy": correct / n if n else math.nan,
                                "log_loss": loss / n_proba if n_proba else math.nan}
         if model != primary and base is not None:
-            p = pairs.get((model, primary))
+            # a canary is judged on the rows it answers (welch), even if it was a shadow
+            # before and has pairs from then
+            p = pairs.get((model, primary)) if roles.get(model) != CANARY else None
             if p is not None and p[0] >= 2:
                 kind, n_cmp = "paired", int(p[0])
                 acc = paired(p[0], p[1], p[2])

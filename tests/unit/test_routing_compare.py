@@ -149,6 +149,32 @@ def test_rollback_policy_fires_on_a_worse_canary_and_rarely_on_an_equal_one():
     assert all(_rolls_back(_canary_rows(seed, worse=0.15)) for seed in range(20))
 
 
+def test_a_canary_that_was_a_shadow_is_judged_on_its_rows_not_on_its_old_pairs():
+    from fusionkit.training.comparison import rollback_due
+
+    n = 100
+    y = [i % 2 for i in range(n)]
+    same = dict(label=y, _proba=[0.8 if v else 0.2 for v in y], _prediction=y)
+    c = Comparison("label", positive=1)
+    c.add(pd.concat([  # first a shadow: the same answers as the primary, paired
+        pd.DataFrame({"request_id": [f"s{i}" for i in range(n)], "_model": "p",
+                      "_role": "primary", **same}),
+        pd.DataFrame({"request_id": [f"s{i}" for i in range(n)], "_model": "s",
+                      "_role": "shadow", **same})], ignore_index=True))
+    m = 500  # then a canary, sure of the wrong answer on its own rows
+    c.add(pd.DataFrame({"request_id": [f"c{i}" for i in range(m)], "_model": "s",
+                        "_role": "canary", "label": 0, "_proba": 0.99, "_prediction": 1}))
+    c.add(pd.DataFrame({"request_id": [f"q{i}" for i in range(m)], "_model": "p",
+                        "_role": "primary", "label": 0, "_proba": 0.2, "_prediction": 0}))
+    row = compare_frame(c.models, c.pairs, "p", {"p": "primary", "s": "canary"})
+    row = row.set_index("model").loc["s"]
+    assert row["interval"] == "welch" and row["n_compared"] == n + m
+    assert row["log_loss_low"] > 0 and rollback_due(row.to_dict())
+    # the same model as a shadow is compared on the requests both answered
+    shadow = compare_frame(c.models, c.pairs, "p", {"p": "primary", "s": "shadow"})
+    assert shadow.set_index("model").loc["s", "interval"] == "paired"
+
+
 class _Replica:
     """The replica's side a shadow pool needs."""
 
