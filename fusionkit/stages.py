@@ -105,8 +105,9 @@ def dead_letters(name: str, limit: int | None = None) -> pd.DataFrame:
 
 
 def peek(name: str, n: int = 5) -> pd.DataFrame | None:
-    """The last ``n`` events a stream stage emitted; before its first (a stage waiting for a
-    consumer), the first ``n`` of the sample its definition ran through its chain."""
+    """The last ``n`` events a stream stage (or the examples a join stage) emitted; before
+    a stream's first (a stage waiting for a consumer), the first ``n`` of the sample its
+    definition ran through its chain."""
     return call("peek", name, n)
 
 

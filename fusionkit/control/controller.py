@@ -44,7 +44,7 @@ from fusionkit.control.placement import on_head, placement
 from fusionkit.control.pool import HOST_PREFIX, HostPool
 from fusionkit.control.recovery import Recovery
 from fusionkit.control.table import KIND_ORDER, StageRecord, StageTable
-from fusionkit.errors import StorageKeyError
+from fusionkit.errors import FusionError, StorageKeyError
 from fusionkit.runtime.checkpoint import CheckpointStore
 from fusionkit.runtime.records import Assignment, Event
 from fusionkit.runtime.specs import JoinSpec, StreamSpec, TrainSpec
@@ -208,7 +208,10 @@ class Controller:
         return self.stages.record(name).spec
 
     def peek(self, name: str, n: int = 5) -> pd.DataFrame | None:
-        rec = self.stages.record(name, "stream")
+        rec = self.stages.record(name)
+        if rec.kind not in ("stream", "join"):
+            raise FusionError(f"{name!r} is a {rec.kind} stage: peek shows the events of a "
+                              f"stream or join stage")
         frames = [f for f in ray.get([a.peek.remote(n) for a in rec.actors]) if f is not None]
         if not frames and rec.sample is not None:  # nothing emitted yet (waiting): the
             return rec.sample.head(n)              # first events, read at its definition
