@@ -228,7 +228,9 @@ def join(name: str, left: str, right: str, on: str, within: float | str, *,
     At most ``max_pending`` left events wait for a label: beyond it the earliest are
     emitted at once with ``default`` and counted as ``overflow`` (per actor).
     ``allowed_lateness`` is for a source whose own events are out of order (one actor
-    reading several partitions).
+    reading several partitions; a served log with shadows, whose rows come a little after
+    the client's with the request's time: an outcome is kept ``allowed_lateness`` past its
+    own time, so a shadow row later than its outcome by more than that gets ``default``).
     ``parallelism=N`` runs the join on N actors, each joining a part of the keys (a stable
     hash) while its watermark follows every event, so the examples are those of one actor;
     the counts are summed in ``fk.status()``, per actor in ``fk.infos(name)``. The other parameters
@@ -301,7 +303,9 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
     needed), with ``_role="shadow"`` and the request's ids: a join scores both models on the
     same requests, and ``fk.compare(name)`` sets them side by side. Shadow work is bounded
     (``fusionkit.serving.shadow``): a shadow slower than the traffic drops requests and
-    counts them. ``canary={"ctr-tree": 0.1}`` has ``ctr-tree`` answer a tenth of the rows;
+    counts them. Its rows reach the log tens of milliseconds after the client's: when
+    outcomes come as fast (a test posting them at once), join with ``allowed_lateness``
+    of a second or two, so the shadow's rows still meet them. ``canary={"ctr-tree": 0.1}`` has ``ctr-tree`` answer a tenth of the rows;
     with ``sticky="user_id"`` by the stable hash of the row's ``user_id`` (a user sees one
     model). Defining the stage again with only these three changed (or ``fk.canary``,
     ``fk.promote``) changes them live, without restarting a replica.
