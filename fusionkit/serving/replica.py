@@ -64,7 +64,7 @@ class ModelServer(ModelHolder):
             self._swap(primary, *ray.get(self.registry.follow.remote(
                 primary, self._generations.get(primary, -1), 1.0)))
         self._follow_models(self._routing.models, wait=FIRST_OTHERS_WAIT)
-        self.shadow.follow(self._routing.shadow)
+        self.shadow.follow(self._routing.shadow, wait=FIRST_OTHERS_WAIT)
         self._thread = threading.Thread(target=self._follow_routes, daemon=True,
                                         name="fk-routes")
         self._thread.start()
@@ -92,7 +92,7 @@ class ModelServer(ModelHolder):
             if generation == self._route_generation:
                 continue
             self._follow_models(routing.models, wait=FIRST_VERSION_WAIT)
-            self.shadow.follow(routing.shadow)
+            self.shadow.follow(routing.shadow, wait=FIRST_VERSION_WAIT)
             self._routing = routing  # one reference: a request reads it once
             self._route_generation = generation
             self.reporter.gauge(routing=generation)

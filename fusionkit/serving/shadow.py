@@ -40,7 +40,7 @@ log = logging.getLogger("fusionkit")
 SHADOW_QUEUE = 256  # requests waiting for the shadow models, at most, per replica
 BATCH_ROWS = 2_000  # rows sent to the worker in one call, at most (pickled with the GIL held)
 LINGER = 0.02  # seconds from one call to the worker to the next, at least
-FIRST_WAIT = 5.0  # seconds a worker waits for a shadow it was not following to load
+FIRST_WAIT = 5.0  # seconds a worker waits for a shadow it has not loaded yet (a restart)
 
 # a request for the shadows: (models, rows, request ids, when it was answered)
 Request = tuple[tuple[str, ...], Any, list[str], float]
@@ -61,10 +61,16 @@ class ShadowPool:
         self._worker: Any = None
         self._thread: threading.Thread | None = None
 
-    def follow(self, models: tuple[str, ...]) -> None:
-        """The routing names these shadows: have the worker load them before requests come."""
-        if models:
-            self.worker().follow.remote(tuple(models))
+    def follow(self, models: tuple[str, ...], wait: float) -> None:
+        """The routing names these shadows: have the worker load them before requests come,
+        waiting up to ``wait`` seconds for it (those with a live version)."""
+        if not models:
+            return
+        try:
+            ray.get(self.worker().follow.remote(tuple(models), wait), timeout=wait + 30.0)
+        except Exception as exc:  # the requests it misses are dropped and counted
+            log.warning("fusionkit serve %s: shadow worker loading %s: %s: %s",
+                        self.server.spec.name, ", ".join(models), type(exc).__name__, exc)
 
     def offer(self, models: tuple[str, ...], rows: Any, ids: list[str], t: float) -> None:
         """Queue a request (its rows, their request ids, when it was answered) for each shadow
@@ -161,8 +167,10 @@ class ShadowWorker(ModelHolder):
         super().__init__(spec, replica, f"{replica}-shadow",
                          Reporter(None, spec.name, "serve", replica))
 
-    def follow(self, models: tuple[str, ...]) -> None:
-        self._follow_models(models, wait=0.0)
+    def follow(self, models: tuple[str, ...], wait: float) -> None:
+        """Follow these models; return once those with a live version are loaded (at most
+        ``wait`` seconds)."""
+        self._follow_models(models, wait=wait)
 
     def answer(self, batch: list[Request]) -> dict[str, list[int]]:
         """Answer each request with each of its shadow models; per model, [answered,
@@ -170,7 +178,7 @@ class ShadowWorker(ModelHolder):
         from fusionkit.serving.routing import SHADOW
 
         models = dict.fromkeys(m for request in batch for m in request[0])
-        self._follow_models([m for m in models if m not in self._following], wait=FIRST_WAIT)
+        self._follow_models(list(models), wait=FIRST_WAIT)  # at once when they are loaded
         tally = {m: [0, 0, 0] for m in models}
         for names, rows, ids, t in batch:
             for model in names:

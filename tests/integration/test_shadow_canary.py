@@ -204,6 +204,31 @@ def test_shadow_answers_every_request_off_path_and_compare_equals_pandas(fk_sess
     assert shown[OTHER].verdict == now.loc[OTHER, "verdict"]
 
 
+def test_a_shadow_added_live_answers_the_first_requests_after(fk_session, stage):
+    import fusionkit as fk
+    from fusionkit.serving.deploy import handle
+
+    name, log = "sc-api-late", "sc-served-late"
+    fk.serve(name, model=MAIN, port=stage["port"], log=log)
+    fk.serve(name, model=MAIN, port=stage["port"], log=log, shadow=[TWIN])
+    # the replica takes the new routing once its shadow worker (a new process) has loaded
+    # TWIN: the first requests after it are answered by the shadow, none dropped
+    url = f"http://127.0.0.1:{stage['port']}/{name}"
+    answers = _post_all(url, [{"rows": [r]} for r in _rows(stage["sample"])[:5]])
+    assert all(a is not None and a.status_code == 200 for a in answers)
+
+    def report():
+        return handle(name).info.remote().result(timeout_s=10)
+
+    wait_for(lambda: report()["totals"].get("shadow_answered", 0)
+             + report()["totals"].get("shadow_dropped", 0) >= 5,
+             timeout=60, what="the shadow taking the five requests")
+    assert report()["shadow_dropped"] == {}
+    assert report()["totals"]["shadow_answered"] == 5
+    fk.stop(name)
+    fk.stop(log)
+
+
 def test_canary_share_within_two_points_over_10k_rows_and_sticky(fk_session, stage):
     import fusionkit as fk
 
