@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 from collections import deque
 from typing import Any
@@ -40,6 +41,7 @@ log = logging.getLogger("fusionkit")
 SHADOW_QUEUE = 256  # requests waiting for the shadow models, at most, per replica
 BATCH_ROWS = 2_000  # rows sent to the worker in one call, at most (pickled with the GIL held)
 LINGER = 0.02  # seconds from one call to the worker to the next, at least
+NICE = 10  # the worker's niceness above the replica's (Ray's workers start at 15; 19 at most)
 FIRST_WAIT = 5.0  # seconds a worker waits for a shadow it has not loaded yet (a restart)
 
 # a request for the shadows: (models, rows, request ids, when it was answered)
@@ -166,6 +168,9 @@ class ShadowWorker(ModelHolder):
         # counts go back to the replica with each answer: it reports them
         super().__init__(spec, replica, f"{replica}-shadow",
                          Reporter(None, spec.name, "serve", replica))
+        # the CPU goes to the replicas first: a shadow on a busy machine drops, counted,
+        # rather than slow the clients' answers
+        os.nice(NICE)
 
     def follow(self, models: tuple[str, ...], wait: float) -> None:
         """Follow these models; return once those with a live version are loaded (at most

@@ -137,6 +137,17 @@ def test_shadow_answers_every_request_off_path_and_compare_equals_pandas(fk_sess
     replica = _replica(fk)["replica"]
     assert roles[replica] == {"primary": n}
     assert roles[f"{replica}-shadow"] == {"shadow": n}
+    # at a lower priority than the replica: the CPU goes to the clients' answers first
+    import psutil
+
+    from fusionkit.serving.shadow import NICE
+
+    replica_nice = psutil.Process(_replica(fk)["pid"]).nice()
+    workers = [p for p in psutil.process_iter(["cmdline"])
+               if "ray::ShadowWorker" in " ".join(p.info["cmdline"] or ())]
+    # (Ray starts its workers at niceness 15; 19 is the lowest priority there is)
+    assert workers and all(w.nice() == min(19, replica_nice + NICE) for w in workers), [
+        (w.pid, w.nice(), replica_nice) for w in workers]
     labels = stage["sample"]["clicked"].astype(int).tolist()
     r = httpx.post(f"{stage['url']}/feedback",
                    json=[{"request_id": f"sh-{i}", "label": y} for i, y in enumerate(labels)])
