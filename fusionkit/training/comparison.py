@@ -27,7 +27,6 @@ from typing import Any
 
 import pandas as pd
 
-from fusionkit.serving.routing import CANARY
 from fusionkit.training.served_scores import row_scores
 
 REQUEST_ID, ROLE, MODEL, PREDICTION, PROBA = "request_id", "_role", "_model", "_prediction", "_proba"
@@ -217,7 +216,7 @@ def compare_frame(models: dict[str, list[float]], pairs: dict[tuple[str, str], l
         if model != primary and base is not None:
             # a canary is judged on the rows it answers (welch), even if it was a shadow
             # before and has pairs from then
-            p = pairs.get((model, primary)) if roles.get(model) != CANARY else None
+            p = pairs.get((model, primary)) if roles.get(model) != "canary" else None
             if p is not None and p[0] >= 2:
                 kind, n_cmp = "paired", int(p[0])
                 acc = paired(p[0], p[1], p[2])

@@ -120,7 +120,6 @@ def _roles_by_writer(folder: str) -> dict[str, dict[str, int]]:
 
 def test_shadow_answers_every_request_off_path_and_compare_equals_pandas(fk_session, stage):
     import fusionkit as fk
-    from fusionkit.connect import call
 
     rows = _rows(stage["sample"])
     n = len(rows)
@@ -133,7 +132,7 @@ def test_shadow_answers_every_request_off_path_and_compare_equals_pandas(fk_sess
     assert _replica(fk)["shadow_dropped"] == {}
     # the shadow answered in its worker process, not the replica's: its rows are in the
     # worker's files of the served log, the client's in the replica's
-    roles = _roles_by_writer(call("spec", API).log_folder)
+    roles = _roles_by_writer(fk.stage(API).spec.log_folder)
     replica = _replica(fk)["replica"]
     assert roles[replica] == {"primary": n}
     assert roles[f"{replica}-shadow"] == {"shadow": n}
