@@ -6,10 +6,11 @@ reads that reference once, so it is answered wholly by one version and never wai
 swap. Every answer names the version that made it.
 
 The same holds for the stage's routing (``fusionkit.serving.routing``: the primary, the
-canaries, the shadows): the replica follows it in the registry, loads every model it names
-(one follower each), and only then replaces the routing it answers by; a request reads
-the routing, then the models, once each. Shadows answer after the request, in a worker
-process of the replica's (``fusionkit.serving.shadow``).
+canaries, the shadows): the replica follows it in the registry, loads the models that
+answer (the primary and the canaries, one follower each) and has its shadow worker load the
+shadows, and only then replaces the routing it answers by; a request reads the routing,
+then the models, once each. Shadows answer after the request, in that worker process
+(``fusionkit.serving.shadow``), which alone holds their versions.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class ModelServer(ModelHolder):
         while primary not in self._models and monotonic() < deadline:
             self._swap(primary, *ray.get(self.registry.follow.remote(
                 primary, self._generations.get(primary, -1), 1.0)))
-        self._follow_models(self._routing.models, wait=FIRST_OTHERS_WAIT)
+        self._follow_models(self._routing.answering, wait=FIRST_OTHERS_WAIT)
         self.shadow.follow(self._routing.shadow, wait=FIRST_OTHERS_WAIT)
         self._thread = threading.Thread(target=self._follow_routes, daemon=True,
                                         name="fk-routes")
@@ -91,7 +92,7 @@ class ModelServer(ModelHolder):
                 continue
             if generation == self._route_generation:
                 continue
-            self._follow_models(routing.models, wait=FIRST_VERSION_WAIT)
+            self._follow_models(routing.answering, wait=FIRST_VERSION_WAIT)
             self.shadow.follow(routing.shadow, wait=FIRST_VERSION_WAIT)
             self._routing = routing  # one reference: a request reads it once
             self._route_generation = generation

@@ -63,6 +63,12 @@ class Routing:
         """Every model the stage needs loaded: the primary, the canaries, the shadows."""
         return (self.primary, *(m for m, _ in self.canary), *self.shadow)
 
+    @property
+    def answering(self) -> tuple[str, ...]:
+        """The models that answer clients: the primary and the canaries (a replica holds
+        these; its shadow worker holds the shadows)."""
+        return (self.primary, *(m for m, _ in self.canary))
+
     def role(self, model: str) -> str:
         if model == self.primary:
             return PRIMARY
