@@ -41,7 +41,7 @@ log = logging.getLogger("fusionkit")
 SHADOW_QUEUE = 256  # requests waiting for the shadow models, at most, per replica
 BATCH_ROWS = 2_000  # rows sent to the worker in one call, at most (pickled with the GIL held)
 LINGER = 0.02  # seconds from one call to the worker to the next, at least
-NICE = 10  # the worker's niceness above the replica's (Ray's workers start at 15; 19 at most)
+NICE = 10  # where SCHED_IDLE is missing: niceness above the replica's (19 at most)
 FIRST_WAIT = 5.0  # seconds a worker waits for a shadow it has not loaded yet (a restart)
 
 # a request for the shadows: (models, rows, request ids, when it was answered)
@@ -149,6 +149,25 @@ class ShadowPool:
         self.server.reporter.count(**{k: v for k, v in counts.items() if v})
 
 
+def lower_priority() -> None:
+    """Run this process only on CPU time nothing else wants: a shadow on a busy machine
+    drops, counted, rather than slow the clients' answers.
+
+    Linux's ``SCHED_IDLE`` does that: the process gets a core almost only when it would
+    otherwise idle (its weight is 3, against 36 for a process at niceness 15, where Ray
+    starts its workers), and another process that wakes (a replica with a request) takes
+    the core from it at once. A niceness alone does less: a worker at 19 (weight 15)
+    beside a replica at 15 still gets nearly a third of a shared core, in slices that can
+    delay the replica's answer. Where ``SCHED_IDLE`` is missing, the niceness is the fallback."""
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except OSError:  # not allowed here (a restricted container): the niceness
+            pass
+    os.nice(NICE)
+
+
 @functools.cache
 def _worker_class() -> Any:
     return ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=2)(ShadowWorker)
@@ -168,9 +187,7 @@ class ShadowWorker(ModelHolder):
         # counts go back to the replica with each answer: it reports them
         super().__init__(spec, replica, f"{replica}-shadow",
                          Reporter(None, spec.name, "serve", replica))
-        # the CPU goes to the replicas first: a shadow on a busy machine drops, counted,
-        # rather than slow the clients' answers
-        os.nice(NICE)
+        lower_priority()
 
     def follow(self, models: tuple[str, ...], wait: float) -> None:
         """Follow these models; return once those with a live version are loaded (at most
