@@ -46,7 +46,14 @@ class RegistryActor:
         self._reload()
 
     def _reload(self) -> None:
-        """After a restart, pick the models back up from their checkpoint folders."""
+        """After a restart, pick the models back up from their checkpoint folders, and the
+        serve stages' routings with their generations (replicas already on one keep it)."""
+        routes = Path(self.storage) / ROUTES if self.storage else None
+        if routes is not None and routes.exists():
+            try:
+                self._routes = _signing.loads(routes.read_bytes(), str(routes))
+            except FusionError as exc:  # refused, not unpickled: definitions' routings
+                logging.getLogger("fusionkit").warning("fusionkit: %s", exc)
         root = Path(self.storage) / "models" if self.storage else None
         if root is None or not root.is_dir():
             return
@@ -132,10 +139,16 @@ class RegistryActor:
 
     def set_route(self, stage: str, routing: Any) -> int:
         """Serve stage ``stage``'s routing (``fusionkit.serving.routing.Routing``) from now on;
-        its replicas following it swap to it. Returns its generation."""
+        its replicas following it swap to it. Returns its generation.
+
+        Kept in the storage folder too (signed): a registry that restarts gives a replica
+        started after it the routing of the last ``fk.promote`` or ``fk.canary``, not its
+        stage's first definition."""
         with self._routed:
             gen = self._routes.get(stage, (None, 0))[1] + 1
             self._routes[stage] = (routing, gen)
+            if self.storage:
+                write_atomic(Path(self.storage) / ROUTES, _signing.dumps(self._routes))
             self._routed.notify_all()
             return gen
 
@@ -207,6 +220,7 @@ class RegistryActor:
 
 
 SETTINGS = "settings.json"  # a model's keep and publish guard, next to its versions
+ROUTES = "routes.pkl"  # serve stage -> (routing, generation), signed
 
 
 def _write_settings(folder: Path, keep: int, guard: Guard | None) -> None:

@@ -388,3 +388,47 @@ def test_promote_under_http_load_fails_no_request(fk_session, stage):
     assert fk.api.stage_spec(API).model == OTHER  # the definition follows
     with pytest.raises(fk.FusionError, match="not a canary or shadow"):
         fk.promote(API, MAIN)
+
+
+def test_a_routing_outlives_a_registry_restart(fk_session, stage):
+    """A promotion is kept through a registry restart: a replica Serve starts after it
+    answers with the promoted model, not with the stage's first definition."""
+    import os
+    import signal
+
+    import ray
+
+    import fusionkit as fk
+
+    fk.serve(API, model=MAIN, shadow=[OTHER], **stage["options"])
+    rows = _rows(stage["sample"].head(1))
+    assert fk.promote(API, OTHER)["primary"] == OTHER
+    wait_for(lambda: httpx.post(stage["url"], json={"rows": rows}).json().get("model") == OTHER,
+             timeout=60, what="the promoted model answering")
+    registry = fk.api.handles()["registry"]
+    pid = ray.get(registry.pid.remote())
+    os.kill(pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        try:
+            return ray.get(registry.pid.remote(), timeout=10) != pid
+        except ray.exceptions.RayActorError:  # still restarting
+            return False
+
+    wait_for(restarted, timeout=90, what="the registry restarted")
+    # a new replica reads its routing from the restarted registry
+    old = _replica(fk)
+    os.kill(old["pid"], signal.SIGKILL)
+
+    def answered_by_a_new_replica() -> str | None:
+        try:
+            info = _replica(fk)
+        except Exception:  # Serve is starting the new replica
+            return None
+        if info["replica"] == old["replica"]:
+            return None
+        r = httpx.post(stage["url"], json={"rows": rows}, timeout=30.0)
+        return r.json().get("model") if r.status_code == 200 else None
+
+    assert wait_for(answered_by_a_new_replica, timeout=120, interval=0.5,
+                    what="an answer from the new replica") == OTHER
