@@ -135,6 +135,10 @@ def run_demo(args: Any) -> int:
     summary = summarize(t_start, src, load)
     print()
     print(summary.to_string(header=False))
+    if load is not None:
+        print(f"\nfreshness: per event, the time from the stream reading it to the first "
+              f"answer by a model version that learned it (learning, the wait for the next "
+              f"publish, every {args.publish_every} here, and the swap into the replicas)")
     if args.report:
         from fusionkit.report import write_report
 

@@ -39,6 +39,8 @@ def test_demo_ends_with_the_summary_and_the_report_path(tmp_path):
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert lines[-1] == f"report: {report}", both
     assert any(line.startswith("events learned") for line in lines), both
+    # the summary says what its freshness figures measure
+    assert any(line.startswith("freshness: per event, the time from") for line in lines), both
     # the progress lines' clock starts with the stream, and the drift is marked among them
     assert any(line.startswith("-- concept drift at event ") for line in lines), both
     counts = {line.rsplit(None, 1)[0].strip(): line.rsplit(None, 1)[1] for line in lines
