@@ -120,6 +120,12 @@ class TableState:
         """How many keys the table holds now."""
         return len(self._slot)
 
+    @property
+    def held_rows(self) -> int:
+        """How many partial aggregates the table keeps: one per (key, slide) with events in
+        the key's window, so at most ``size / slide + 1`` per key."""
+        return 0 if self._rows is None else len(self._rows[KC])
+
     def lookup(self, keys) -> pd.DataFrame:
         """The values of ``keys`` now: one row per key asked, in that order, with the key,
         the aggregates, ``as_of`` (the key's newest event time) and ``miss`` (the table
@@ -133,14 +139,14 @@ class TableState:
         self.lookups += len(keys)
         self.misses += int((~held).sum())
         out = self._answer(len(keys), np.where(held, code, -1), np.where(held, newest, np.nan))
-        out.insert(0, self.key, pd.Series(keys, index=out.index, dtype=None if keys else object))
-        return out
+        return pd.DataFrame({self.key: keys if keys else np.empty(0, dtype=object), **out})
 
     def _answer(self, n: int, code: np.ndarray, newest: np.ndarray,
-                extra: tuple[np.ndarray, dict[str, np.ndarray]] | None = None) -> pd.DataFrame:
+                extra: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
+                ) -> dict[str, np.ndarray]:
         """Values of ``n`` questions: question ``q`` reads the kept rows of key ``code[q]``
         (none if -1) and, with ``extra`` (question of each row, partials), those rows too,
-        within the window at ``newest[q]`` (NaN: a miss)."""
+        within the window at ``newest[q]`` (NaN: a miss): the output columns."""
         held = ~np.isnan(newest)
         start = self.window._first_window(np.where(held, newest, 0.0))
         rows = self._rows
@@ -161,18 +167,26 @@ class TableState:
                 parts[name].append(extra[1][name])
         q = np.concatenate(qs)
         out: dict[str, Any] = {}
+        qid, merged = np.empty(0, dtype=np.int64), {}
         if len(q):
             (qid,), merged = partials.reduce(
                 self._parts, [q], {name: np.concatenate(v) for name, v in parts.items()})
         for name, fn, col in self._finals:
-            default = self.defaults.get(name, np.nan)
-            if not len(q):
-                out[name] = pd.Series(default, index=range(n)) if n else np.empty(0)
+            got = partials.final(fn, col, merged) if len(q) else np.empty(0)
+            if len(qid) == n:  # every question answered (qid is 0..n-1)
+                out[name] = got
                 continue
-            got = pd.Series(partials.final(fn, col, merged), index=qid)
-            out[name] = got.reindex(range(n), fill_value=default).array
+            default = self.defaults.get(name, np.nan)
+            try:
+                dtype = np.result_type(got.dtype, np.asarray(default).dtype)
+            except TypeError:
+                dtype = np.dtype(object)
+            if dtype.kind not in "biuf":
+                dtype = np.dtype(object)
+            out[name] = np.full(n, default, dtype=dtype)
+            out[name][qid] = got
         out[AS_OF], out[MISS] = newest, ~held
-        return pd.DataFrame(out)
+        return out
 
     # -- a batch ------------------------------------------------------------------------
     def update(self, batch: pd.DataFrame) -> None:
@@ -208,7 +222,8 @@ class TableState:
         n = len(batch)
         u, ukeys = self._codes(batch)
         if n == 0:
-            return self._answer(0, u, np.empty(0)).set_axis(batch.index) if features else None
+            return pd.DataFrame(self._answer(0, u, np.empty(0)), index=batch.index) \
+                if features else None
         t = pd.to_numeric(batch[EVENT_TIME], errors="coerce").to_numpy("float64", na_value=np.nan)
         finite = np.isfinite(t)
         upto = np.maximum.accumulate(np.where(finite, t, -np.inf)) if n else t
@@ -235,8 +250,8 @@ class TableState:
         out = None
         if features:
             newest = np.where(gone, np.nan, prev)
-            out = self._before(u, code_u, seg, acc, bucket, newest, units)
-            out.index = batch.index
+            out = pd.DataFrame(self._before(u, code_u, seg, acc, bucket, newest, units),
+                               index=batch.index)
         self._take(u, code_u, ukeys, seg, acc, t, bucket, n0, units)
         self.late_count += int((finite & ~acc).sum())
         self.invalid_count += int((~finite).sum())
@@ -246,7 +261,7 @@ class TableState:
         self._expire()
         return out
 
-    def _before(self, u, code_u, seg, acc, bucket, newest, units) -> pd.DataFrame:
+    def _before(self, u, code_u, seg, acc, bucket, newest, units) -> dict[str, np.ndarray]:
         """Each event's values before it: the key's kept rows (if it has not started afresh
         in this batch) and the earlier taken events of its key and part of the batch."""
         n = len(u)

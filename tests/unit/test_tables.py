@@ -209,7 +209,7 @@ def test_expiry_keeps_the_keys_held_bounded() -> None:
         keys = np.arange(b * 1000, (b + 1) * 1000)
         table.update(pd.DataFrame({"k": keys, "v": 1.0, "c": 1, "_event_time": float(b)}))
         held.append(table.held_keys)
-        slots.append(len(table._newest) + len(table._rows["_kc"]))
+        slots.append(len(table._newest) + table.held_rows)
     assert max(held) == 11_000 and held[-1] == 11_000
     assert max(slots) <= 4 * 11_000
     assert table.evicted == 200_000 - 11_000
@@ -257,6 +257,7 @@ def test_a_hot_key_is_cut_into_parts_with_the_same_result() -> None:
     one = _table(2.0, 0.5, 0.0, None)
     single = pd.concat([one.as_of_before(events.iloc[[i]]) for i in range(len(events))])
     pd.testing.assert_frame_equal(whole, single)
+    assert one.held_rows == 4  # slides 8.0 to 9.5: what is left of the window is dropped
     assert whole["n"].iloc[-1] == 199  # the window [8.0, 10.0) up to 9.98, itself left out
 
 
