@@ -44,6 +44,7 @@ import pandas as pd
 from fusionkit._duration import parse_duration
 from fusionkit.batch import EVENT_TIME
 from fusionkit.streaming import partials
+from fusionkit.streaming.expiry import grow_slots
 from fusionkit.streaming.windows import SlidingWindow, _index, _spread
 
 __all__ = ["AS_OF", "MISS", "TableState"]
@@ -331,11 +332,7 @@ class TableState:
 
     def _claim(self, key: Any) -> int:
         if not self._free:
-            n = len(self._key)
-            grow = max(16, n)
-            self._key.extend([None] * grow)
-            self._newest = np.concatenate([self._newest, np.full(grow, np.nan)])
-            self._free = list(range(n + grow - 1, n - 1, -1))
+            self._newest, self._free = grow_slots(self._key, self._newest, np.nan)
         code = self._free.pop()
         self._slot[key], self._key[code] = code, key
         return code
