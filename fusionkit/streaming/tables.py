@@ -131,7 +131,7 @@ class TableState:
         """The values of ``keys`` now: one row per key asked, in that order, with the key,
         the aggregates, ``as_of`` (the key's newest event time) and ``miss`` (the table
         does not hold the key: its values are the defaults). Misses are counted."""
-        keys = list(keys)
+        keys = _keys(keys)
         code = np.array([self._slot.get(k, -1) for k in keys], dtype=np.int64)
         newest = self._newest_of(code)
         held = code >= 0
@@ -211,7 +211,7 @@ class TableState:
             raise KeyError(f"the table needs its key column {self.key!r}; columns are "
                            f"{[c for c in batch.columns if str(c)[:1] != '_']}")
         u, uniques = pd.factorize(batch[self.key], use_na_sentinel=False)
-        return u, list(uniques.tolist() if hasattr(uniques, "tolist") else uniques)
+        return u, _keys(uniques.tolist() if hasattr(uniques, "tolist") else uniques)
 
     def _step(self, batch: pd.DataFrame, features: bool) -> pd.DataFrame | None:
         if EVENT_TIME not in batch.columns:
@@ -321,7 +321,7 @@ class TableState:
             self._rows = merged
             return
         at = np.searchsorted(rows[KC], merged[KC])
-        self._rows = {name: np.insert(rows[name], at, merged[name]) for name in rows}
+        self._rows = {name: _insert(rows[name], at, merged[name]) for name in rows}
 
     # -- keys ---------------------------------------------------------------------------
     def _newest_of(self, code: np.ndarray) -> np.ndarray:
@@ -387,3 +387,21 @@ class TableState:
         self._rows = None if rows is None else {name: v.copy() for name, v in rows.items()}
         for name, value in state["counters"].items():
             setattr(self, name, int(value))
+
+
+def _keys(keys) -> list:
+    """Keys as the table holds them: a missing key (None, NaN, NA: pandas turns one into
+    another) is None, so that it is one key, found again."""
+    keys = list(keys)
+    missing = pd.isna(pd.Series(keys, dtype=object)).to_numpy()
+    if missing.any():
+        for i in np.flatnonzero(missing).tolist():
+            keys[i] = None
+    return keys
+
+
+def _insert(a: np.ndarray, at: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``b`` inserted into ``a`` before positions ``at``, in a type that holds both (a sum
+    of integers meets one of floats when a column gets a missing value)."""
+    dtype = np.result_type(a.dtype, b.dtype)
+    return np.insert(a.astype(dtype, copy=False), at, b.astype(dtype, copy=False))

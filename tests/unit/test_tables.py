@@ -199,6 +199,20 @@ def test_unknown_keys_give_defaults_and_count_misses() -> None:
     assert table.lookup([]).empty and table.misses == 2
 
 
+def test_a_missing_key_is_one_key_and_types_may_change_between_batches() -> None:
+    """None and NaN keys are one key (pandas gives either); a column of integers that gets
+    a float later is summed as floats, not cut back to integers."""
+    table = _table(60.0, 10.0, 0.0, None)
+    table.update(pd.DataFrame({"k": [None, "a"], "v": 1.0, "c": [2, 3], "_event_time": 1.0}))
+    table.update(pd.DataFrame({"k": [np.nan, "b"], "v": 1.0, "c": [0.5, 1.5],
+                               "_event_time": 2.0}))
+    table.update(pd.DataFrame({"k": ["b"], "v": 1.0, "c": [1], "_event_time": 3.0}))
+    assert table.held_keys == 3
+    got = table.lookup([None, np.nan, "a", "b"])
+    assert got["clicks"].tolist() == [2.5, 2.5, 3.0, 2.5]
+    assert got["n"].tolist() == [2, 2, 1, 2]
+
+
 def test_expiry_keeps_the_keys_held_bounded() -> None:
     """200k distinct keys, one event each, a second of event time per 1000: with a ttl of
     10 s the table holds the last ~11k keys, never more, and its arrays stay that size;
