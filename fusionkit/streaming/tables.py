@@ -6,11 +6,15 @@ SlidingWindow` (``fk.sliding(size, slide, agg=...)``), read the same way the win
 
 - **Window.** A key's value is the aggregate over the key's events in window ``first`` of
   ``fk.sliding``, where ``first`` is the oldest window that holds the key's newest event
-  (the first whose end is after it): the events with ``first * slide <= t <= newest``. That
-  is the row the sliding window will emit for that window, already now, while it is open;
-  it spans between ``size - slide`` and ``size`` of event time before the newest event.
+  (the first whose end is after it): the events with ``first * slide <= t <= newest``,
+  which span between ``size - slide`` and ``size`` of event time before the newest event.
+  While that window is open, this is the row the sliding window will emit for it, already
+  now. (A key that has been quiet keeps the value of a window the sliding window has
+  closed, until its ``ttl``; an event of it that came after the close but within a later
+  open window counts there, where the sliding window leaves it out of the closed one.)
   ``slide`` is the granularity: the state is one partial aggregate per (key, slide), at
-  most ``size / slide + 1`` per key however many events a key gets.
+  most ``size / slide + 1`` per key however many events a key gets. ``first`` and
+  ``last`` are by arrival, as in the sliding window.
 - **Late events.** As in the sliding window: an event whose windows have all closed by the
   watermark it meets (the largest event time seen before it minus ``allowed_lateness``) is
   not kept, and counted in ``late_count``. An event older than its key's window is kept by
@@ -31,7 +35,12 @@ sum, mean, min, max, std, var, first, last, size. A table keeps no events, so ``
 Per batch the work is numpy over the batch's events and the rows of the keys they touch;
 the Python work is one dict look-up per distinct key. An event's value before it merges the
 key's kept partials with the earlier events of its batch (pairs within a key): a batch with
-many events of one key is cut in parts, which gives the same result.
+many events of one key is cut in parts, which gives the same result. Measured in one
+process on a 2-core machine (``benchmarks/table_state.py``: batches of 1000 over 10k keys
+holding 62k partials, 5-minute window by 10 s, three aggregations): ``update`` 276k
+events/s, ``as_of_before`` 227k, ``lookup`` of one key 0.17 ms; batches all of one key 96k.
+Merging a batch into the kept rows copies them (``np.insert``): that copy grows with the
+rows held.
 """
 
 from __future__ import annotations
