@@ -31,6 +31,15 @@ import pandas as pd
 __all__ = ["Expiry"]
 
 
+def grow_slots(keys: list, values: np.ndarray, fill: float) -> tuple[np.ndarray, list[int]]:
+    """Double a table of slots (16 at least): ``keys`` (slot -> key) grows in place; the
+    longer ``values`` (new slots set to ``fill``) and the new free slots, lowest last."""
+    n = len(keys)
+    grow = max(16, n)
+    keys.extend([None] * grow)
+    return np.concatenate([values, np.full(grow, fill)]), list(range(n + grow - 1, n - 1, -1))
+
+
 class Expiry:
     """Last seen event times of keys, the stream time, and the keys past ``ttl``.
 
@@ -141,11 +150,7 @@ class Expiry:
     # -- slots ----------------------------------------------------------------------------
     def _take(self, key: Any) -> int:
         if not self._free:
-            n = len(self._key)
-            grow = max(16, n)
-            self._key.extend([None] * grow)
-            self._seen = np.concatenate([self._seen, np.full(grow, np.inf)])
-            self._free = list(range(n + grow - 1, n - 1, -1))
+            self._seen, self._free = grow_slots(self._key, self._seen, np.inf)
         slot = self._free.pop()
         self._slot[key] = slot
         self._key[slot] = key
