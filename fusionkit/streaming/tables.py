@@ -1,6 +1,6 @@
 """The state of a table: per key, the aggregate of the window still open at its newest event.
 
-A table (issue 21, online features) is read by key at serve time and, on the training path,
+A table (an online feature's source) is read by key at serve time and, on the training path,
 as of just before each event. Its definition is a :class:`~fusionkit.streaming.windows.
 SlidingWindow` (``fk.sliding(size, slide, agg=...)``), read the same way the window reads:
 
