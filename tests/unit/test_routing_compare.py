@@ -236,3 +236,26 @@ def test_a_call_to_the_shadow_worker_carries_at_most_batch_rows_rows():
     big = {"x": [1] * (BATCH_ROWS + 1)}  # alone over the limit: still sent, by itself
     pool._queue.extend([(("tree",), big, ["a"], 0.0), (("tree",), request, ["b"], 0.0)])
     assert [len(pool._take()) for _ in range(3)] == [1, 1, 0]
+
+
+def test_a_full_call_waiting_goes_at_once_not_after_the_linger(monkeypatch):
+    """The sender waits ``LINGER`` between calls only while less than a full call waits: a
+    backlog goes to the worker call after call (with a linger of an hour here, waiting
+    after each call would leave all but the first two calls unsent)."""
+    from conftest import wait_for
+
+    import fusionkit.serving.shadow as shadow
+
+    monkeypatch.setattr(shadow, "LINGER", 3600.0)
+    pool = _blocked_pool(size=16)
+    half = [{"x": 1}] * (shadow.BATCH_ROWS // 2)  # two of them fill a call
+    pool.offer(("tree",), half, ["first"] * len(half), 0.0)
+    wait_for(lambda: not pool._queue, timeout=10, what="the first request taken")
+    for i in range(8):  # four full calls wait behind the one in flight
+        pool.offer(("tree",), half, [f"r{i}"] * len(half), 0.0)
+    pool.go.set()
+    wait_for(lambda: pool.answered.get("tree", 0) == 9, timeout=30,
+             what="every waiting request sent")
+    assert [len(batch) for batch in pool.calls] == [1, 2, 2, 2, 2]
+    assert pool._queued_rows == 0
+    pool.server._stop.set()
