@@ -11,9 +11,10 @@ The replica sends what queued up in one call to the worker, one call at a time a
 every ``LINGER`` seconds unless a full call's worth waits, so the cost of a Ray call in the
 replica is shared by the requests of that interval. That cost is the shadow's only one on
 the replica's side, and it falls on the requests answered meanwhile (the call's threads
-take the GIL and a core): measured with serve_latency.py on 2 cores, a worker answering
-nothing still made 100-row requests 13% slower at a call every 20 ms; at 100 ms, with the
-worker answering, 4-11% at p50. The worker answers each request with each shadow model and appends the rows to the
+take the GIL and a core). Measured with serve_latency.py on 2 cores: with a call every
+20 ms, a worker answering nothing still made 100-row requests 13% slower (one run); with
+the worker answering, 100-row requests were 16% (HTTP) and 22% (handle) slower at p50 at a
+call every 20 ms, 12% and 15% at 100 ms (medians of three runs each). The worker answers each request with each shadow model and appends the rows to the
 served log (its own files in it) under the request's ids and time, with
 ``_role="shadow"``, so that a join gives a shadow's rows the same outcomes as the client's.
 
