@@ -14,9 +14,11 @@ the replica's side, and it falls on the requests answered meanwhile (the call's 
 take the GIL and a core). Measured with serve_latency.py on 2 cores: with a call every
 20 ms, a worker answering nothing still made 100-row requests 13% slower (one run); with
 the worker answering, 100-row requests were 16% (HTTP) and 22% (handle) slower at p50 at a
-call every 20 ms, 12% and 15% at 100 ms (medians of three runs each). The worker answers each request with each shadow model and appends the rows to the
-served log (its own files in it) under the request's ids and time, with
-``_role="shadow"``, so that a join gives a shadow's rows the same outcomes as the client's.
+call every 20 ms, 12% and 15% at 100 ms (medians of three runs each).
+
+The worker answers each request with each shadow model and appends the rows to the served
+log (its own files in it) under the request's ids and time, with ``_role="shadow"``, so
+that a join gives a shadow's rows the same outcomes as the client's.
 
 Bounded: at most ``SHADOW_QUEUE`` requests wait in a replica; a shadow slower than the
 traffic drops the requests there is no room for, counted per model (``dropped``, in the
