@@ -160,6 +160,23 @@ def test_table_actor_killed_mid_stream_keeps_every_event_once(fk):
     assert fk.status().loc["user-stats", "keys_held"] == len(want)
 
 
+def test_a_table_over_a_stream_on_two_actors(fk):
+    """A stream keyed by user over two actors: each sends its batches to the table, which
+    aligns checkpoint barriers over both; a user's events come in order from one actor, so
+    the table still equals pandas (the window's lateness covers one actor running ahead)."""
+    n, rate = 100_000, 20_000.0
+    fk.stream("impressions", source=source(fk, 7, rate, n), batch_size=1000, parallelism=2,
+              key_by="user_id")
+    fk.table("user-stats", on="impressions", key="user_id", defaults=DEFAULTS,
+             window=fk.sliding(f"{SIZE}s", f"{SLIDE}s", agg=AGG, allowed_lateness="10s"))
+    wait_for(lambda: taken(fk) >= n // 5, timeout=120, what="first events in the table")
+    assert fk.checkpoint(timeout=60) is not None  # the barriers of both actors aligned
+    wait_for(lambda: taken(fk) == n, timeout=180, what="every event in the table")
+    assert fk.infos("user-stats")[0]["late"] == 0
+    want = oracle(replay(fk, seed=7, rate=rate, n=n))
+    check_equal(fk, want, want.index.tolist())
+
+
 def test_restore_a_checkpoint_of_a_table(fk):
     """fk.restore() starts the stream and its table from a checkpoint on fresh hosts: the
     table's state comes back and the events after it are taken once."""
