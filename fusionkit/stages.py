@@ -34,6 +34,9 @@ def status() -> pd.DataFrame:
     df["rate"] = df["name"].map(rates).fillna(0.0).round(1)
     info = call("checkpoint_info")
     df["checkpoint_age_s"] = round(info["age_s"], 1) if info["age_s"] is not None else None
+    for counter in ("keys_held", "lookups", "misses"):  # a table's: whole numbers, or NA
+        if counter in df:
+            df[counter] = df[counter].astype("Int64")
     extra = ("keys_held", "lookups", "misses", "traceback", "url")  # a table's, a serve's
     return df[cols + [c for c in extra if c in df]].set_index("name")
 
