@@ -95,9 +95,9 @@ def stream(name: str, source: Source, fn: Callable[[pd.DataFrame], pd.DataFrame]
     ``key_by`` is spread instead: each of the N actors reads its own share of the
     partitions and runs the whole chain, with its own offsets in the checkpoints.
 
-    The stage reads its source only once something takes its events: a train stage defined
-    on it, or a sink in its chain (``fk.sinks``). Until then its status is ``waiting``, with
-    the reason; it reads nothing but the sample the definition checks (what ``fk.peek``
+    The stage reads its source only once something takes its events: a train, join or table
+    stage defined on it, or a sink in its chain (``fk.sinks``). Until then its status is
+    ``waiting``, with the reason; it reads nothing but the sample the definition checks (what ``fk.peek``
     shows then), so a train stage defined in the next cell learns every event, and a broker
     is acknowledged nothing meanwhile. The first consumer starts it; when the last one is
     stopped it waits again. A sink is a consumer from the start: to have a train stage

@@ -21,7 +21,8 @@ def status() -> pd.DataFrame:
     """One row per stage: name, kind, status, parallelism, events, rate, dead letters, late
     events (routed aside by a window), events shed under overload, restarts, the last
     checkpoint's age, error, and ``reason``: why a ``waiting`` or ``paused`` stage reads
-    nothing (a stream stage waits until something takes its events; see ``stream``)."""
+    nothing (a stream stage waits until something takes its events; see ``stream``). With a
+    table stage, its ``keys_held``, ``lookups`` and ``misses`` (NaN for the other stages)."""
     rows = call("status")
     cols = ["name", "kind", "status", "parallelism", "events", "rate", "dead_letters", "late",
             "shed", "on", "restarts", "checkpoint_age_s", "error", "reason"]
@@ -33,7 +34,11 @@ def status() -> pd.DataFrame:
     df["rate"] = df["name"].map(rates).fillna(0.0).round(1)
     info = call("checkpoint_info")
     df["checkpoint_age_s"] = round(info["age_s"], 1) if info["age_s"] is not None else None
-    return df[cols + [c for c in ("traceback", "url") if c in df]].set_index("name")
+    for counter in ("keys_held", "lookups", "misses"):  # a table's: whole numbers, or NA
+        if counter in df:
+            df[counter] = df[counter].astype("Int64")
+    extra = ("keys_held", "lookups", "misses", "traceback", "url")  # a table's, a serve's
+    return df[cols + [c for c in extra if c in df]].set_index("name")
 
 
 def infos(name: str) -> list[dict[str, Any]]:

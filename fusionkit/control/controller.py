@@ -34,6 +34,7 @@ import ray
 
 from fusionkit import _signing
 from fusionkit._clock import now
+from fusionkit._rpc import get, through_restart
 from fusionkit.control import status as _status
 from fusionkit.control.actors import MONITOR, NAMESPACE, REGISTRY, MonitorActor, Registry
 from fusionkit.control.checkpoints import CheckpointCoordinator
@@ -47,10 +48,11 @@ from fusionkit.control.table import KIND_ORDER, StageRecord, StageTable
 from fusionkit.errors import FusionError, StorageKeyError
 from fusionkit.runtime.checkpoint import CheckpointStore
 from fusionkit.runtime.records import Assignment, Event
-from fusionkit.runtime.specs import JoinSpec, StreamSpec, TrainSpec
+from fusionkit.runtime.specs import JoinSpec, StreamSpec, TableSpec, TrainSpec
 
 __all__ = ["HOST_PREFIX", "Controller", "StageRecord", "on_head"]
 _placement = placement  # the name tests and older callers know
+LOOKUP_WAIT = 60.0  # how long a lookup waits for a table actor Ray is restarting
 
 
 def _reconstructed() -> bool:
@@ -154,6 +156,16 @@ class Controller:
     def define_join(self, spec: JoinSpec) -> dict[str, Any]:
         """Define (or replace) a join stage of two stream stages."""
         return self.lifecycle.define_join(spec).to_dict()
+
+    def define_table(self, spec: TableSpec) -> dict[str, Any]:
+        """Define (or replace) a table stage kept from a stream stage."""
+        return self.lifecycle.define_table(spec).to_dict()
+
+    def lookup(self, name: str, keys: list[Any]) -> pd.DataFrame:
+        """The values of ``keys`` in table ``name``: one call to its actor for all of them
+        (waiting through a restart of its process)."""
+        actor = self.stages.record(name, "table").actors[0]
+        return through_restart(lambda: get(actor.lookup.remote(keys)), LOOKUP_WAIT)
 
     def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
         """Deploy a serve stage (``wait=False``: at once, ``starting`` until ready)."""
@@ -265,8 +277,8 @@ class Controller:
                 if e["name"] in self.stages:
                     self.stop(e["name"])
             self.checkpoints.abandon()
-            self._launch([e for e in entries if e["kind"] in ("stream", "train", "join")],
-                         states)
+            self._launch([e for e in entries
+                          if e["kind"] in ("stream", "train", "join", "table")], states)
             own = self.checkpoints.store
             same = own is not None and store.folder.resolve() == own.folder.resolve()
             self.checkpoints.last = (k, store.manifest(k)["time"]) if same else None

@@ -19,13 +19,14 @@ from typing import Any
 from fusionkit.runtime.records import WORKERS, Assignment
 from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.join_worker import JoinWorker
+from fusionkit.streaming.table_worker import TableWorker
 from fusionkit.streaming.worker import StreamWorker
 from fusionkit.training.worker import TrainWorker
 
 __all__ = ["FORWARDED", "WORKERS", "Assignment", "StageHost"]
 
 WORKER_CLASSES: dict[str, type[StageActor]] = {"stream": StreamWorker, "train": TrainWorker,
-                                               "join": JoinWorker}
+                                               "join": JoinWorker, "table": TableWorker}
 
 
 def public_methods(cls: type) -> set[str]:
@@ -71,7 +72,7 @@ class StageHost:
             warnings.simplefilter("ignore", DeprecationWarning)
             if a.worker == "stream":
                 self.impl = cls(a.spec, a.role, a.index, a.monitor, a.state)
-            elif a.worker == "join":
+            elif a.worker in ("join", "table"):
                 self.impl = cls(a.spec, a.index, a.monitor, a.state)
             else:
                 self.impl = cls(a.spec, a.index, a.monitor, a.registry, a.state)

@@ -1,6 +1,6 @@
 """Starting stages from table entries: a checkpoint being restored, a pipeline relaunched.
 
-``launch`` creates stream and train stages on fresh hosts, each actor with its state from a
+``launch`` creates the stages of a pipeline on fresh hosts, each actor with its state from a
 checkpoint; ``find_checkpoint`` and ``load_checkpoint`` find what ``restore()`` was asked
 for (one checkpoint folder, a checkpoints folder or a storage folder) and read its states
 and the stage table it holds.
@@ -23,6 +23,7 @@ from fusionkit.control.table import (
     StageTable,
     join_assignments,
     stream_assignments,
+    table_assignments,
     train_assignment,
 )
 from fusionkit.errors import FusionError
@@ -34,17 +35,18 @@ from fusionkit.streaming.worker import OPS
 
 def launch(entries: list[dict[str, Any]], states: dict, stages: StageTable, pool: HostPool,
            monitor: Any, registry: Any) -> None:
-    """Create stream and train stages from table entries on fresh hosts, each actor with
-    its state from a checkpoint (``states``), keeping their generations (so that
+    """Create stream, train, join and table stages from table entries on fresh hosts, each
+    actor with its state from a checkpoint (``states``), keeping their generations (so that
     checkpoint stays usable for a later recovery); then start them, downstream first."""
     streams = [e for e in entries if e["kind"] == "stream"]
     trains = [e for e in entries if e["kind"] == "train"]
     joins = [e for e in entries if e["kind"] == "join"]
+    tables = [e for e in entries if e["kind"] == "table"]
     size = {e["name"]: 1 if e["kind"] == "train" else len(e["spec"].slots())
-            for e in streams + trains + joins}
+            for e in streams + trains + joins + tables}
     # start every missing host at once, not one stage after another: the pool's for the
     # stages without placement hints, hosts with their hints for the others
-    placed = {e["name"]: placement(e["spec"]) for e in streams + trains + joins}
+    placed = {e["name"]: placement(e["spec"]) for e in streams + trains + joins + tables}
     fresh = {n: [pool.host(o) for o in host_options(opts, size[n])]
              for n, opts in placed.items() if opts}
     pool.reserve(sum(size[n] for n, opts in placed.items() if not opts))
@@ -65,16 +67,17 @@ def launch(entries: list[dict[str, Any]], states: dict, stages: StageTable, pool
         stages[spec.name] = StageRecord(
             spec.name, "train", spec, [actor], None, e["generation"],
             extra={"restarts": e.get("extra", {}).get("restarts", 0)})
-    for e in joins:
+    for e in joins + tables:
         spec = e["spec"]
-        assignments = join_assignments(spec, monitor,
-                                       {s: states.get((spec.name, s)) for s in spec.slots()})
+        make = join_assignments if e["kind"] == "join" else table_assignments
+        assignments = make(spec, monitor, {s: states.get((spec.name, s)) for s in spec.slots()})
         actors = pool.hosts(assignments, placed[spec.name], fresh.get(spec.name))
         stages[spec.name] = StageRecord(
-            spec.name, "join", spec, actors, None, e["generation"], sample=e.get("sample"),
+            spec.name, e["kind"], spec, actors, None, e["generation"], sample=e.get("sample"),
             extra={"restarts": e.get("extra", {}).get("restarts", 0)})
     stages.generation = max([stages.generation, *(e["generation"] for e in entries)])
     ray.get([stages[e["name"]].actors[0].start.remote() for e in trains])
+    ray.get([a.start.remote() for e in tables for a in stages[e["name"]].actors])
     for e in joins:
         rec = stages[e["name"]]
         stages.rewire(rec.name)

@@ -1,5 +1,6 @@
-"""Defining and operating stages: what ``fk.stream``, ``fk.train``, ``fk.serve``,
-``fk.pause``, ``fk.resume``, ``fk.scale``, ``fk.stop`` and ``fk.watch_drift`` do.
+"""Defining and operating stages: what ``fk.stream``, ``fk.train``, ``fk.join``, ``fk.table``,
+``fk.serve``, ``fk.pause``, ``fk.resume``, ``fk.scale``, ``fk.stop`` and ``fk.watch_drift``
+do.
 
 Defining a stage whose name exists replaces it in place: the new actors are started and
 probed (the source opens, the model takes a sample) before the old ones are torn down, so a
@@ -34,6 +35,7 @@ from fusionkit.control.table import (
     StageTable,
     join_assignments,
     stream_assignments,
+    table_assignments,
     teardown,
     train_assignment,
 )
@@ -41,8 +43,9 @@ from fusionkit.errors import FusionError, SchemaError, StageFailedError, StageNo
 from fusionkit.runtime.dead_letters import DeadLetters
 from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import StageSummary
-from fusionkit.runtime.specs import JoinSpec, StreamSpec, TrainSpec
+from fusionkit.runtime.specs import JoinSpec, StreamSpec, TableSpec, TrainSpec
 from fusionkit.sources.base import later
+from fusionkit.streaming.tables import TableState
 from fusionkit.streaming.worker import OPS
 
 
@@ -129,15 +132,7 @@ class Lifecycle:
         examples to the train stages defined on it; its inputs read from now on."""
         with self.lock:
             ups = [self._join_input(spec, side) for side in ("left", "right")]
-            old = self.stages.get(spec.name)
-            _check_kind(old, "join")
-            gen = self.stages.next_generation()
-            options = placement(spec)
-            check_feasible(spec.name, options)
-            actors = self.pool.hosts(join_assignments(spec, self.monitor), options)
-            if old is not None:
-                teardown(old)
-                self.checkpoints.clear_failed([old])
+            gen, actors = self._replace(spec, join_assignments(spec, self.monitor))
             left = ups[0].sample
             sample = None if left is None else left.assign(**{spec.label: spec.default})
             rec = StageRecord(spec.name, "join", spec, actors, None, gen, sample=sample)
@@ -151,19 +146,39 @@ class Lifecycle:
             self.persist()
             return _status.summary(rec)
 
+    def _replace(self, spec: Any, assignments: list[Any]) -> tuple[int, list[Any]]:
+        """A new generation and hosts (placed by its hints) for stage ``spec``; the stage of
+        that name it replaces (of the same kind) torn down once they are ready."""
+        old = self.stages.get(spec.name)
+        _check_kind(old, spec.kind)
+        gen = self.stages.next_generation()
+        options = placement(spec)
+        check_feasible(spec.name, options)
+        actors = self.pool.hosts(assignments, options)
+        if old is not None:
+            teardown(old)
+            self.checkpoints.clear_failed([old])
+        return gen, actors
+
+    def _input_stream(self, name: str, head: str) -> StageRecord:
+        """Stream stage ``name``, an input of a stage being defined; else an error that
+        starts with ``head`` and lists the streams there are."""
+        rec = self.stages.get(name)
+        if rec is not None and rec.kind == "stream":
+            return rec
+        streams = sorted(n for n, r in self.stages.items() if r.kind == "stream")
+        known = f"(streams: {', '.join(streams) or 'none'})"
+        if rec is None:
+            raise StageNotFoundError(f"{head}: there is no stage named {name!r} {known}."
+                                     f"{did_you_mean(name, streams)}")
+        raise FusionError(f"{head}: it is a {rec.kind} stage, not a stream {known}")
+
     def _join_input(self, spec: JoinSpec, side: str) -> StageRecord:
         """The stream stage a join takes as its ``side`` input, checked: it exists, is a
         stream, and its events have the key column."""
         name = getattr(spec, side)
-        rec = self.stages.get(name)
-        if rec is None or rec.kind != "stream":
-            streams = sorted(n for n, r in self.stages.items() if r.kind == "stream")
-            known = f"(streams: {', '.join(streams) or 'none'})"
-            head = f"join {spec.name!r} cannot take {name!r} as its {side} input"
-            if rec is None:
-                raise StageNotFoundError(f"{head}: there is no stage named {name!r} {known}."
-                                         f"{did_you_mean(name, streams)}")
-            raise FusionError(f"{head}: it is a {rec.kind} stage, not a stream {known}")
+        rec = self._input_stream(name, f"join {spec.name!r} cannot take {name!r} as its "
+                                       f"{side} input")
         columns = None if rec.sample is None else [str(c) for c in rec.sample.columns]
         schema = getattr(rec.spec, "schema", None)
         if (columns is None and schema is not None and not rec.spec.operators
@@ -175,6 +190,32 @@ class Lifecycle:
                               f"{side} input {name!r} have no such column (they have: "
                               f"{', '.join(shown)})")
         return rec
+
+    def define_table(self, spec: TableSpec) -> StageSummary:
+        """Define (or replace) a table kept from a stream stage: the stream pushes every
+        batch to it (and reads from now on, the table being a consumer of its events)."""
+        with self.lock:
+            self._table_input(spec)
+            gen, actors = self._replace(spec, table_assignments(spec, self.monitor))
+            rec = StageRecord(spec.name, "table", spec, actors, None, gen)
+            self.stages[spec.name] = rec
+            ray.get([a.start.remote(None, self.checkpoints.epoch) for a in actors])
+            self.stages.rewire(spec.on)
+            self._wake_if_read(spec.on)  # its first consumer: the stream reads now
+            self.persist()
+            return _status.summary(rec)
+
+    def _table_input(self, spec: TableSpec) -> None:
+        """The stream a table is kept from, checked: it exists, is a stream, and the events
+        of its sample go into the table (key and aggregated columns, event times)."""
+        head = f"table {spec.name!r} cannot be kept from {spec.on!r}"
+        rec = self._input_stream(spec.on, head)
+        if rec.sample is None or not len(rec.sample):
+            return
+        try:
+            TableState(spec.window, spec.key, spec.ttl, spec.defaults).update(rec.sample)
+        except KeyError as exc:
+            raise SchemaError(f"{head}: {exc.args[0] if exc.args else exc}") from None
 
     def define_train(self, spec: TrainSpec) -> StageSummary:
         with self.lock:
@@ -276,7 +317,7 @@ class Lifecycle:
             for rec in sorted(recs, key=lambda r: KIND_ORDER.get(r.kind, 3)):
                 teardown(rec)
                 del self.stages[rec.name]
-                if rec.kind in ("train", "join"):
+                if rec.kind in ("train", "join", "table"):
                     for up in rec.inputs:
                         self.stages.rewire(up)
                         for stream in self.stages.streams_under(up):  # a join's inputs too
@@ -346,6 +387,9 @@ class Lifecycle:
         if rec.kind == "join":
             raise FusionError(f"{name!r} is a join stage: its parallelism is set when it is "
                               f"defined (fk.join(..., parallelism=N) again replaces it)")
+        if rec.kind == "table":
+            raise FusionError(f"{name!r} is a table stage: a table runs on one actor for now "
+                              f"and cannot be scaled")
         raise FusionError(f"{name!r} is a train stage: a train stage runs one learner and "
                           "cannot be scaled; scale its stream or its serve stage instead")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ray
 
 from fusionkit.control.table import StageRecord
-from fusionkit.runtime.reports import ActorReport, StageSummary, TrainReport
+from fusionkit.runtime.reports import ActorReport, StageSummary, TableReport, TrainReport
 from fusionkit.serving.routing import routing_of
 
 INFO_TIMEOUT = 3.0
@@ -53,6 +53,11 @@ def summary(rec: StageRecord, reports: list[ActorReport] | None = None) -> Stage
     def total(counter: str) -> int:
         return int(sum(r.totals.get(counter, 0) for r in reports))
 
+    tables = [r for r in reports if isinstance(r, TableReport)]
+
+    def table_total(field: str) -> int | None:  # a table's own counts (None: not a table)
+        return int(sum(getattr(r, field) for r in tables)) if rec.kind == "table" else None
+
     return StageSummary(
         name=rec.name, kind=rec.kind, status=status,
         reason=(getattr(rec.spec, "waiting", None) if status == "waiting"
@@ -75,6 +80,8 @@ def summary(rec: StageRecord, reports: list[ActorReport] | None = None) -> Stage
         compared=tuple(r.compared for r in reports
                        if isinstance(r, TrainReport) and r.compared.get("models")) or None,
         routing=_routing(rec),
+        keys_held=table_total("keys_held"), lookups=table_total("lookups"),
+        misses=table_total("misses"),
     )
 
 

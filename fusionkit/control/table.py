@@ -20,10 +20,11 @@ from fusionkit._clock import now
 from fusionkit._suggest import did_you_mean
 from fusionkit.errors import StageNotFoundError
 from fusionkit.runtime.records import Assignment
-from fusionkit.runtime.specs import TRAIN_SLOT, JoinSpec, StreamSpec, TrainSpec, slot
+from fusionkit.runtime.specs import TRAIN_SLOT, JoinSpec, StreamSpec, TableSpec, TrainSpec, slot
 
 STOP_TIMEOUT = 5.0
-KIND_ORDER = {"serve": 0, "train": 1, "join": 1.5, "stream": 2}  # downstream first
+KIND_ORDER = {"serve": 0, "train": 1, "table": 1, "join": 1.5, "stream": 2}  # downstream first
+CONSUMERS = ("train", "join", "table")  # the kinds that take a stage's events
 
 
 @dataclass
@@ -49,11 +50,11 @@ class StageRecord:
 
     @property
     def upstream(self) -> str | None:
-        return getattr(self.spec, "on", None) if self.kind == "train" else None
+        return getattr(self.spec, "on", None) if self.kind in ("train", "table") else None
 
     @property
     def inputs(self) -> list[str]:
-        """The stages whose events it takes: a train stage's one, a join's two."""
+        """The stages whose events it takes: a train or table stage's one, a join's two."""
         if self.kind == "join":
             return [self.spec.left, self.spec.right]
         return [self.upstream] if self.upstream is not None else []
@@ -83,6 +84,14 @@ def join_assignments(spec: JoinSpec, monitor: Any, states: dict | None = None
             for i in range(spec.parallelism)]
 
 
+def table_assignments(spec: TableSpec, monitor: Any, states: dict | None = None
+                      ) -> list[Assignment]:
+    """What a table stage's actors become, with their states from a checkpoint."""
+    states = states or {}
+    return [Assignment("table", spec, i, monitor, state=states.get(slot("table", i)))
+            for i in range(spec.parallelism)]
+
+
 def assignments_of(rec: StageRecord, monitor: Any, registry: Any) -> list[Assignment]:
     """What each of a stage's actors was asked to become (without its starting state), in
     the order of ``rec.all_actors``."""
@@ -92,6 +101,8 @@ def assignments_of(rec: StageRecord, monitor: Any, registry: Any) -> list[Assign
         return [train_assignment(rec.spec, monitor, registry)]
     if rec.kind == "join":
         return join_assignments(rec.spec, monitor)
+    if rec.kind == "table":
+        return table_assignments(rec.spec, monitor)
     return []
 
 
@@ -99,8 +110,8 @@ def slots(rec: StageRecord) -> list[tuple[str, Any]]:
     """Each actor of a stream or train stage with its checkpoint slot."""
     if rec.kind == "train":
         return [(TRAIN_SLOT, rec.actors[0])]
-    if rec.kind == "join":
-        return [(slot("join", i), a) for i, a in enumerate(rec.actors)]
+    if rec.kind in ("join", "table"):
+        return [(slot(rec.kind, i), a) for i, a in enumerate(rec.actors)]
     if rec.source is None:
         return [(slot("fused", i), a) for i, a in enumerate(rec.actors)]
     return [(slot("source", 0), rec.source)] + [(slot("ops", i), a) for i, a in enumerate(rec.actors)]
@@ -155,10 +166,14 @@ class StageTable(dict[str, StageRecord]):
         """The join stages that take a stream as one of their inputs."""
         return [r for r in self.values() if r.kind == "join" and stream in r.inputs]
 
+    def tables_of(self, stream: str | None) -> list[StageRecord]:
+        """The table stages kept from a stream."""
+        return [r for r in self.values() if r.kind == "table" and r.upstream == stream]
+
     def groups(self) -> list[list[StageRecord]]:
-        """The pipelines: stream, join and train stages linked by what they take, each
-        checkpointed and rolled back as one (a join makes its two streams' one)."""
-        recs = {n: r for n, r in self.items() if r.kind in ("stream", "train", "join")}
+        """The pipelines: stream, join, train and table stages linked by what they take,
+        each checkpointed and rolled back as one (a join makes its two streams' one)."""
+        recs = {n: r for n, r in self.items() if r.kind in ("stream", *CONSUMERS)}
         parent = {n: n for n in recs}
 
         def root(n: str) -> str:
@@ -188,11 +203,13 @@ class StageTable(dict[str, StageRecord]):
         streams = sorted(r.name for r in group if r.kind == "stream")
         if streams:
             return streams[0]
-        return rec.upstream if rec.kind == "train" else rec.name
+        return rec.upstream if rec.kind in ("train", "table") else rec.name
 
     def downstream_targets(self, stream: str) -> dict[str, list[Any]]:
-        """Where a stream's (or a join's) actors push: the train and join stages on it."""
-        return {r.name: r.actors for r in self.trains_of(stream) + self.joins_of(stream)
+        """Where a stream's (or a join's) actors push: the train, join and table stages on
+        it."""
+        return {r.name: r.actors for r in
+                self.trains_of(stream) + self.joins_of(stream) + self.tables_of(stream)
                 if r.actors}
 
     def rewire(self, stream: str | None) -> None:
@@ -209,11 +226,13 @@ class StageTable(dict[str, StageRecord]):
 
     def streams_under(self, name: str | None) -> list[str]:
         """The stream stages whose reading depends on stage ``name``'s consumers: itself (a
-        stream) or its inputs (a join)."""
+        stream) or its inputs (a join; a table, whose stream it is)."""
         rec = self.get(name) if name is not None else None
         if rec is None:
             return []
-        return [name] if rec.kind == "stream" else list(rec.inputs) if rec.kind == "join" else []
+        if rec.kind == "stream":
+            return [name]
+        return list(rec.inputs) if rec.kind in ("join", "table") else []
 
     def senders(self, name: str, n: int) -> int | dict[str, int]:
         """What ``set_upstream`` tells the actors of stage ``name`` (``n``: the actors of the
@@ -224,11 +243,12 @@ class StageTable(dict[str, StageRecord]):
         return {s: len(self[s].actors) if s in self else 1 for s in rec.inputs}
 
     def takers(self, spec: StreamSpec) -> list[str]:
-        """What takes a stream stage's events: the train and join stages defined on it, a
-        sink in its chain."""
+        """What takes a stream stage's events: the train, join and table stages defined on
+        it, a sink in its chain."""
         # a join takes it once something takes the join's examples (else they would be lost)
         joins = [r.name for r in self.joins_of(spec.name) if self.trains_of(r.name)]
-        trains = [r.name for r in self.trains_of(spec.name)] + joins
+        trains = ([r.name for r in self.trains_of(spec.name)] + joins
+                  + [r.name for r in self.tables_of(spec.name)])
         return trains + [type(op).__name__ for op in spec.operators if getattr(op, "sink", False)]
 
     def wait_reason(self, spec: StreamSpec, stopped: str | None = None) -> str | None:

@@ -20,7 +20,7 @@ import ipywidgets as w
 from fusionkit.notebook.state import JoinFigures, OnlineFigures, StageView
 
 Act = Callable[[str, str, Any], None]
-FIXED = ("train", "join")  # kinds that run one actor: no scaling buttons
+FIXED = ("train", "join", "table")  # kinds that run one actor: no scaling buttons
 ORDER = {"stream": 0, "join": 1, "train": 2, "serve": 3}  # cards left to right
 JOIN_ROWS = (("pending", "pending"), ("joined", "joined"), ("timed out", "timed_out"),
              ("late", "late"), ("orphans", "orphans"))

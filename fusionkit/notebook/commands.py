@@ -152,7 +152,7 @@ def train(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
 
 
 def _value(text: str) -> Any:
-    """A label value as written: an int, else a float, else the text itself."""
+    """A value as written (a label, a key): an int, else a float, else the text itself."""
     for kind in (int, float):
         try:
             return kind(text)
@@ -388,6 +388,24 @@ def status(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
     if args.name is None:
         return store_output(magics, args, StatusView())
     return store_output(magics, args, LiveStage(args.name, _kind(args.name)))
+
+
+@command("lookup", "%fusion lookup user-stats 17 42")
+@magic_arguments("fusion lookup")
+@stage_name("the table stage")
+@argument("keys", metavar="KEY", nargs="+",
+          help="keys to read (a number is read as one, else the text)")
+@output
+def lookup(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
+    """A table's freshest values of some keys: one row per key, with ``as_of`` and ``miss``
+    (a key the table does not hold has its defaults)."""
+    import fusionkit as fk
+
+    kind = _kind(args.name)
+    if kind != "table":
+        raise FusionUsageError(f"%fusion lookup: {args.name!r} is a {kind} stage; lookup "
+                               f"takes the name of a table stage")
+    return store_output(magics, args, fk.lookup(args.name, [_value(k) for k in args.keys]))
 
 
 @command("wait", "%fusion wait ctr-api --timeout 2min")

@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fusionkit.runtime.specs import JoinSpec, StreamSpec, TrainSpec, slot
+from fusionkit.runtime.specs import JoinSpec, StreamSpec, TableSpec, TrainSpec, slot
 
-WORKERS = ("stream", "train", "join")
+WORKERS = ("stream", "train", "join", "table")
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,14 @@ class Assignment:
 
     ``index`` is the actor's place among its stage's actors; a stream actor's ``role`` is
     ``fused`` (reads and runs the chain), ``source`` (reads) or ``ops`` (runs the chain); a
-    train actor has a ``registry`` to publish to; a join actor has neither. ``state`` is where it starts (from a
-    checkpoint, or a stage defined again over a failed one; None: from the beginning). The
+    train actor has a ``registry`` to publish to; a join or table actor has neither.
+    ``state`` is where it starts (from a checkpoint, or a stage defined again over a failed
+    one; None: from the beginning). The
     controller's host pool keeps each host's assignment, so a host Ray restarts becomes the
     same actor again."""
 
-    worker: Literal["stream", "train", "join"]
-    spec: StreamSpec | TrainSpec | JoinSpec
+    worker: Literal["stream", "train", "join", "table"]
+    spec: StreamSpec | TrainSpec | JoinSpec | TableSpec
     index: int
     monitor: Any
     role: str = ""

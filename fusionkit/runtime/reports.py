@@ -144,6 +144,24 @@ class JoinReport(StageActorReport):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TableReport(StageActorReport):
+    """A table actor's report: the keys it holds and their partial rows, the lookups it
+    answered and how many keys of them it did not hold (``misses``), events dropped as
+    late or without an event time (``invalid``), keys ``evicted`` by the ttl, its stream
+    time (the largest event time seen) and the batches waiting."""
+
+    keys_held: int = 0
+    held_rows: int = 0
+    lookups: int = 0
+    misses: int = 0
+    late: int = 0
+    invalid: int = 0
+    evicted: int = 0
+    clock: float = float("-inf")
+    waiting: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReplicaReport:
     """A serve replica's report of itself: which replica, the version it answers with, how
     many times it swapped versions, its generation, its totals and process."""
@@ -171,7 +189,8 @@ class StageSummary:
     dashboard shows online metrics without asking the actors again; likewise each train
     actor's comparison of a serve stage's models (``TrainReport.compared``, when it scored
     any) and a serve stage's ``routing`` when it names more than one model, which is all the
-    dashboard needs to show ``fk.compare`` of that stage."""
+    dashboard needs to show ``fk.compare`` of that stage; a table's ``keys_held``,
+    ``lookups`` and ``misses`` (``TableReport``)."""
 
     name: str
     kind: str
@@ -193,9 +212,14 @@ class StageSummary:
     served: tuple[tuple[str, int, int, int, int, float], ...] | None = None
     compared: tuple[dict[str, Any], ...] | None = None  # per train actor: Comparison.rows()
     routing: dict[str, Any] | None = None  # serve, canaries or shadows: Routing.describe()
+    # a table's keys held, lookups answered and keys of them it did not hold (TableReport)
+    keys_held: int | None = None
+    lookups: int | None = None
+    misses: int | None = None
 
     _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"url", "route", "served", "compared",
-                                                     "routing"})
+                                                     "routing", "keys_held", "lookups",
+                                                     "misses"})
 
     def to_dict(self) -> dict[str, Any]:
         """The row as ``fk.status()`` and the notebook receive it."""

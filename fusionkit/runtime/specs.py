@@ -149,3 +149,25 @@ class JoinSpec:
 
     def slots(self) -> list[str]:
         return [slot("join", i) for i in range(self.parallelism)]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table over stream ``on``: per ``key``, the aggregates of ``window`` (a
+    ``fk.sliding`` or ``fk.tumbling``) still open at the key's newest event, keys quiet for
+    ``ttl`` seconds of event time evicted, ``defaults`` for a key it does not hold; the
+    parameters of :class:`~fusionkit.streaming.tables.TableState`."""
+
+    name: str
+    on: str
+    window: Any
+    key: str | None = None
+    ttl: float | None = None
+    defaults: dict[str, Any] | None = None
+    parallelism: int = 1
+    resources: dict[str, float] | None = None
+    placement: str = "pack"
+    kind: str = "table"
+
+    def slots(self) -> list[str]:
+        return [slot("table", i) for i in range(self.parallelism)]

@@ -11,9 +11,11 @@ import numpy as np
 import ray
 
 from fusionkit._clock import monotonic, now
+from fusionkit.runtime.checkpoint import Barrier
 from fusionkit.runtime.dead_letters import DeadLetters
 from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import StageActorReport
+from fusionkit.runtime.specs import slot
 
 STATUSES = ("starting", "running", "waiting", "paused", "failed", "stopped", "finished")
 
@@ -145,6 +147,36 @@ class StageActor:
             return False
         self._refuse(k, why)
         return True
+
+    def _arrives(self, sender: str, seq: int, batch: Any, epoch: int) -> bool:
+        """The start of a push to an actor that takes a stage's batches (train, join, table):
+        False for a push of an earlier epoch (the source replays it) or to an actor awaiting
+        its rollback; while paused, wait (upstream backs up); a checkpoint barrier aligns
+        over the ``upstream`` senders, then snapshots (``_snapshot``). True: a batch (or an
+        end of stream) to take, in its turn."""
+        if epoch < self.epoch or self.awaiting_rollback:
+            return False
+        # paused: wait before taking the processing slot, so upstream backs up (barriers
+        # too, keeping checkpoints aligned) while calls outside a push still get it
+        while not self._resume.is_set() and not self._stop.is_set():
+            self._resume.wait(0.2)
+        if isinstance(batch, Barrier):
+            k = batch.checkpoint
+            self.inbox.barrier(sender, seq, k, self.upstream, lambda: self._snapshot(k, epoch),
+                               refuse=lambda why: self._refuse(k, why))
+            return False
+        return True
+
+    def _snapshot(self, k: int, epoch: int | None = None) -> None:
+        """Checkpoint ``k`` has aligned here: send this actor's state to the controller,
+        under its slot (its kind and index), unless the barrier waited through a recovery
+        or the actor cannot take part (failed, or restarted and awaiting the rollback)."""
+        if epoch is not None and epoch < self.epoch:
+            return
+        if self._refuses(k):
+            return
+        self._get_controller().ack.remote(self.name, slot(self.kind, self.index), k,
+                                          self.get_state())
 
     def ready(self) -> bool:
         return True

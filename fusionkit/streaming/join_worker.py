@@ -174,14 +174,7 @@ class JoinWorker(StageActor):
 
     # -- data -----------------------------------------------------------------------------
     def push(self, sender: str, seq: int, batch: Any, epoch: int = 0) -> None:
-        if epoch < self.epoch or self.awaiting_rollback:
-            return  # sent before a recovery: the source replays it
-        while not self._resume.is_set() and not self._stop.is_set():
-            self._resume.wait(0.2)  # paused: upstream backs up
-        if isinstance(batch, Barrier):
-            k = batch.checkpoint
-            self.inbox.barrier(sender, seq, k, self.upstream, lambda: self._snapshot(k, epoch),
-                               refuse=lambda why: self._refuse(k, why))
+        if not self._arrives(sender, seq, batch, epoch):
             return
         inbox = self.inbox
         with inbox.admit(sender, seq):

@@ -20,10 +20,10 @@ from fusionkit.batch import INGEST_TS, coalesce, feature_columns, model_features
 from fusionkit.drift_detection.policy import Decision, Outcome, rollback_choice
 from fusionkit.errors import FusionError, ModelDivergedError
 from fusionkit.runtime.channel import Inbox
-from fusionkit.runtime.checkpoint import Barrier, EndOfStream
+from fusionkit.runtime.checkpoint import EndOfStream
 from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import TrainReport
-from fusionkit.runtime.specs import TrainSpec, slot
+from fusionkit.runtime.specs import TrainSpec
 from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.validate import Schema
 from fusionkit.training.comparison import ROLE, Comparison
@@ -164,14 +164,6 @@ class TrainWorker(StageActor):
         """How many upstream actors send to this one (barriers align over all of them)."""
         self.upstream = max(1, int(n))
 
-    def _snapshot(self, k: int, epoch: int | None = None) -> None:
-        if epoch is not None and epoch < self.epoch:
-            return  # a barrier that waited through a recovery
-        if self._refuses(k):  # failed, or restarted and awaiting the rollback
-            return
-        self._get_controller().ack.remote(self.name, slot("train", self.index), k,
-                                            self.get_state())
-
     def restore(self, state: dict[str, Any] | None, epoch: int) -> str:
         """Go back to a checkpoint's state (or a fresh learner) and take the replay."""
         with self.inbox.exclusive():
@@ -259,16 +251,7 @@ class TrainWorker(StageActor):
 
     # -- data -----------------------------------------------------------------------------
     def push(self, sender: str, seq: int, batch: pd.DataFrame, epoch: int = 0) -> None:
-        if epoch < self.epoch or self.awaiting_rollback:
-            return  # sent before a recovery: the source replays it
-        # paused: wait before taking the processing slot, so upstream backs up (barriers
-        # too, keeping checkpoints aligned) while publish_now and the timer still get it
-        while not self._resume.is_set() and not self._stop.is_set():
-            self._resume.wait(0.2)
-        if isinstance(batch, Barrier):
-            k = batch.checkpoint
-            self.inbox.barrier(sender, seq, k, self.upstream, lambda: self._snapshot(k, epoch),
-                               refuse=lambda why: self._refuse(k, why))
+        if not self._arrives(sender, seq, batch, epoch):
             return
         if isinstance(batch, EndOfStream):  # nothing to learn: its turn in the order passes
             with self.inbox.admit(sender, seq):

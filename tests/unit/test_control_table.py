@@ -61,3 +61,22 @@ def test_slots_name_each_actor_for_checkpoints():
     assert slots(fused) == [("fused0", "a"), ("fused1", "b")]
     split = StageRecord("s", "stream", None, actors=["a", "b"], source="r")
     assert slots(split) == [("source0", "r"), ("ops0", "a"), ("ops1", "b")]
+
+
+def test_a_table_is_a_consumer_of_its_stream_and_in_its_pipeline():
+    from fusionkit.runtime.specs import TableSpec
+
+    table = _table()
+    spec = TableSpec("user-stats", on="views", window=None, key="user_id")
+    assert table.wait_reason(table["views"].spec) is not None  # nothing reads it yet
+    table["user-stats"] = StageRecord("user-stats", "table", spec, actors=["t"],
+                                      generation=table.next_generation())
+    assert table.wait_reason(table["views"].spec) is None  # the table takes its events
+    assert table.takers(table["views"].spec) == ["user-stats"]
+    assert table.downstream_targets("views") == {"user-stats": ["t"]}
+    assert [sorted(r.name for r in g) for g in table.groups()] == [["clicks", "ctr"],
+                                                                   ["user-stats", "views"]]
+    assert table.stream_of(table["user-stats"]) == "views"
+    assert table["user-stats"].inputs == ["views"]
+    assert slots(table["user-stats"]) == [("table0", "t")]
+    assert spec.slots() == ["table0"]

@@ -140,6 +140,7 @@ RANK = {
     "runtime": 1, "drift_detection": 2, "sources": 2, "streaming": 3, "training": 4, "sinks": 4,
     "registry": 5, "serving": 6, "monitor": 7, "control": 8, "connect": 9,
     "stages": 10, "models": 10, "handles": 11, "online": 11, "api": 12, "drift_api": 13,
+    "tables_api": 13,
     "fusionkit": 14, "report": 15, "demo": 15.5, "cli": 16, "__main__": 17, "notebook": 20,
     "pytest_nbval": 21,  # the nbval plugin: runs notebooks, above everything
 }

@@ -1,0 +1,76 @@
+"""Tables, the Python API: keep a stream's keyed window aggregates, read them by key.
+
+``fk.table`` defines a stage that keeps, per key, the aggregates of a window over a stream
+stage's events (``fusionkit.streaming.tables``), updated with every batch and in the
+pipeline's checkpoints; ``fk.lookup`` reads the freshest values of some keys from the
+table's actor, all keys in one call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusionkit._names import check_name
+from fusionkit.api import _placement
+from fusionkit.connect import call
+from fusionkit.errors import FusionError
+from fusionkit.handles import StageHandle
+from fusionkit.runtime.specs import TableSpec
+from fusionkit.streaming.tables import TableState
+
+
+def table(name: str, on: str, key: str | None = None, *, window: Any,
+          ttl: float | str | None = None, defaults: dict[str, Any] | None = None,
+          parallelism: int = 1, resources: dict[str, float] | None = None,
+          placement: str = "pack") -> StageHandle:
+    """Define (or replace) a table stage ``name`` kept from stream stage ``on``.
+
+    Per value of ``key`` (default: the window's key), the table holds the aggregates of
+    ``window`` (``fk.sliding(size, slide, agg={...})`` or ``fk.tumbling(size, agg=...)``)
+    over the key's events in the window still open at its newest event: the row the
+    sliding window will emit for it, already now (see
+    :mod:`fusionkit.streaming.tables` for the exact rule, late events and ``ttl``). Every
+    batch of the stream updates it. ``ttl`` (seconds of event time, or e.g. ``"1h"``)
+    evicts keys quiet for that long, so memory stays flat however many keys pass;
+    ``defaults`` are the values of a key the table does not hold (NaN where none is given).
+
+    The table is a consumer of its stream: a stream waiting for one reads from now on (a
+    table defined on a stream that already reads takes its events from then on). Its state
+    is in the pipeline's checkpoints and comes back exactly after its actor is lost.
+    ``fk.lookup(name, keys)`` reads it; ``fk.status()`` shows its keys held, lookups and
+    misses. One actor for now (``parallelism=1``); ``resources`` and ``placement`` place it
+    on a cluster, as for ``fk.stream``.
+    """
+    check_name(name)
+    if parallelism != 1:
+        raise FusionError(f"table {name!r}: a table runs on one actor for now; "
+                          f"parallelism={parallelism!r} is not possible yet (leave it at 1)")
+    if name == on:
+        raise FusionError(f"table {name!r} cannot be kept from itself: give it its own name")
+    resources, placement = _placement(resources, placement)
+    state = TableState(window, key=key, ttl=ttl, defaults=defaults)  # checked in this cell
+    spec = TableSpec(name=name, on=on, window=window, key=state.key, ttl=state.ttl,
+                     defaults=state.defaults or None, resources=resources, placement=placement)
+    call("define_table", spec)
+    return StageHandle(name, "table")
+
+
+def lookup(name: str, keys: Any) -> pd.DataFrame:
+    """The freshest values of ``keys`` (one key, or a list of them) in table ``name``: one
+    row per key asked, in that order, with the key, the aggregates, ``as_of`` (the key's
+    newest event time) and ``miss``. A key the table does not hold (never seen, or evicted
+    by its ttl) is a miss: its row has the table's defaults (NaN where none is given) and
+    it is counted in ``fk.status()``'s ``misses``, never an error. An unknown table name
+    raises ``StageNotFoundError`` listing the tables."""
+    return call("lookup", name, _key_list(keys))
+
+
+def _key_list(keys: Any) -> list[Any]:
+    """``keys`` as a list: one key (a string, a number, None) is a list of one."""
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, (Iterable, np.ndarray)):
+        return [keys]
+    return list(keys)
