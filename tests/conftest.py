@@ -40,6 +40,20 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
+def wait_restarted(actor, pid: int, what: str, timeout: float = 90.0) -> None:
+    """Wait until ``actor`` answers ``pid()`` from a process other than ``pid`` (Ray has
+    restarted it after a kill)."""
+    import ray
+
+    def restarted() -> bool:
+        try:
+            return ray.get(actor.pid.remote(), timeout=10) != pid
+        except ray.exceptions.RayActorError:  # still restarting
+            return False
+
+    wait_for(restarted, timeout=timeout, what=what)
+
+
 def learn_through_a_kill(fk, produce, starts, victim, learned, n: int) -> None:
     """Broker tests' kill mid-run: ``produce(start)`` writes a chunk of events from a thread
     (a steady stream, so the kill lands mid-run), for each of ``starts``; once 3,000 events

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 from _pipelines import OffsetCounter, events_seen, learned_counts, model_state
-from conftest import wait_for
+from conftest import wait_for, wait_restarted
 
 N_EVENTS = 40_000
 
@@ -120,13 +120,7 @@ def test_a_publish_lost_with_the_registry_is_published_again(fk):
     publishing.join(timeout=120)
     assert answer and not answer[0], f"the publish in flight did not fail: {answer}"
 
-    def restarted() -> bool:
-        try:
-            return ray.get(registry.pid.remote(), timeout=10) != pid
-        except ray.exceptions.RayActorError:  # still restarting
-            return False
-
-    wait_for(restarted, timeout=90, what="the registry restarted")
+    wait_restarted(registry, pid, what="the registry restarted")
     version = fk.publish("count")
     assert version, "nothing published after the registry restarted: the events are lost"
     counts = model_state(fk, "count", version)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _pipelines import free_port
-from conftest import wait_for
+from conftest import wait_for, wait_restarted
 
 from fusionkit.demo import ctr_model
 from fusionkit.training.protocol import Learner, Prediction
@@ -409,13 +409,7 @@ def test_a_routing_outlives_a_registry_restart(fk_session, stage):
     pid = ray.get(registry.pid.remote())
     os.kill(pid, signal.SIGKILL)
 
-    def restarted() -> bool:
-        try:
-            return ray.get(registry.pid.remote(), timeout=10) != pid
-        except ray.exceptions.RayActorError:  # still restarting
-            return False
-
-    wait_for(restarted, timeout=90, what="the registry restarted")
+    wait_restarted(registry, pid, what="the registry restarted")
     # a new replica reads its routing from the restarted registry
     old = _replica(fk)
     os.kill(old["pid"], signal.SIGKILL)
