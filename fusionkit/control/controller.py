@@ -44,7 +44,7 @@ from fusionkit.control.persistence import TableFile, adopt, table
 from fusionkit.control.placement import on_head, placement
 from fusionkit.control.pool import HOST_PREFIX, HostPool
 from fusionkit.control.recovery import Recovery
-from fusionkit.control.table import KIND_ORDER, StageRecord, StageTable
+from fusionkit.control.table import CONSUMERS, KIND_ORDER, StageRecord, StageTable
 from fusionkit.errors import FusionError, StorageKeyError
 from fusionkit.runtime.checkpoint import CheckpointStore
 from fusionkit.runtime.records import Assignment, Event
@@ -278,7 +278,7 @@ class Controller:
                     self.stop(e["name"])
             self.checkpoints.abandon()
             self._launch([e for e in entries
-                          if e["kind"] in ("stream", "train", "join", "table")], states)
+                          if e["kind"] in ("stream", *CONSUMERS)], states)
             own = self.checkpoints.store
             same = own is not None and store.folder.resolve() == own.folder.resolve()
             self.checkpoints.last = (k, store.manifest(k)["time"]) if same else None

@@ -30,6 +30,7 @@ from fusionkit.control.placement import check_feasible, placement
 from fusionkit.control.pool import HostPool
 from fusionkit.control.recovery import Recovery
 from fusionkit.control.table import (
+    CONSUMERS,
     KIND_ORDER,
     StageRecord,
     StageTable,
@@ -317,7 +318,7 @@ class Lifecycle:
             for rec in sorted(recs, key=lambda r: KIND_ORDER.get(r.kind, 3)):
                 teardown(rec)
                 del self.stages[rec.name]
-                if rec.kind in ("train", "join", "table"):
+                if rec.kind in CONSUMERS:
                     for up in rec.inputs:
                         self.stages.rewire(up)
                         for stream in self.stages.streams_under(up):  # a join's inputs too
