@@ -72,7 +72,7 @@ from fusionkit.serving.limits import ExposedServeWarning
 from fusionkit.streaming.base import Operator
 from fusionkit.streaming.validate import Schema
 from fusionkit.streaming.windows import SlidingWindow, TumblingWindow
-from fusionkit.tables_api import lookup, table
+from fusionkit.tables_api import features, lookup, table
 from fusionkit.training.protocol import Learner, Prediction
 
 __version__ = "0.1.0"
@@ -93,7 +93,7 @@ __all__ = [
     "tumbling", "unpin", "unwatch_drift", "watch_drift", "dashboard",
     "ExposedServeWarning", "Learner", "ModelDivergedError", "Operator", "Prediction",
     "PredictionError", "RegistryError", "StageHandle",
-    "ControllerInfo", "controller_info", "stage", "wait_warm", "table", "lookup",
+    "ControllerInfo", "controller_info", "stage", "wait_warm", "table", "lookup", "features",
 ]
 
 

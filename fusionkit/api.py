@@ -45,6 +45,7 @@ from fusionkit.stages import (
 )
 from fusionkit.stages import spec as stage_spec
 from fusionkit.streaming.base import Operator
+from fusionkit.streaming.features import Features
 from fusionkit.streaming.operators import Filter, KeyBy, Map
 
 
@@ -165,7 +166,7 @@ def _not_a_source(source: Any) -> str:
     return f"source must be a fusionkit source, got {type(source).__name__}: {how}"
 
 
-def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str] | None = None,
+def train(name: str, on: str, model: Any, label: str, *, features: Any = None,
           publish_every: float | str | int | None = "1s", guard: Any = None, keep: int = 5,
           resources: dict[str, float] | None = None, placement: str = "pack",
           **learner_options: Any) -> StageHandle:
@@ -179,6 +180,13 @@ def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str]
     scikit-learn adapter one-hot encodes them itself); a model made for numbers is tried on
     a sample when the stage is defined and refused with a sentence naming the text columns.
     Serve requests need the same columns (extra ones are ignored).
+
+    ``features`` can also be a feature definition, ``fk.features(fn, tables={...})``: each
+    batch is enriched before it is learned, every event with its tables' values as of just
+    before it, then ``fn`` (``fusionkit.streaming.features``); the model learns from the
+    columns that makes (as above). Its tables must be kept from stream ``on`` itself, so
+    each event meets them as a lookup just before it would have. A serve stage given the
+    same definition makes the same features from request rows.
 
     ``publish_every`` is a duration ("1s", 0.5) or a number of events (an int). The last
     ``keep`` versions stay in memory; the registry remembers the last 1,000 (records and
@@ -194,10 +202,12 @@ def train(name: str, on: str, model: Any, label: str, *, features: Sequence[str]
         every_n = publish_every
     else:
         every_s = _duration(publish_every, "publish_every")
-    spec = TrainSpec(name=name, on=on, model=model, label=label,
-                     features=list(features) if features is not None else None,
+    enrich = features if isinstance(features, Features) else None
+    columns = None if features is None or enrich is not None else list(features)
+    spec = TrainSpec(name=name, on=on, model=model, label=label, features=columns,
                      publish_every=every_s, publish_events=every_n, guard=guard, keep=keep,
-                     learner_options=learner_options, resources=resources, placement=placement)
+                     learner_options=learner_options, resources=resources, placement=placement,
+                     enrich=enrich)
     call("define_train", spec)
     return StageHandle(name, "train")
 
@@ -267,6 +277,7 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
           max_body_bytes: int = MAX_BODY_BYTES, log: str | None = None,
           feedback: str | None = None, shadow: Sequence[str] = (),
           canary: dict[str, float] | None = None, sticky: str | None = None,
+          features: Any = None, staleness: float | str = "50ms",
           wait: bool = True) -> StageHandle:
     """Serve the live version of train stage ``model`` over HTTP and a Python handle.
 
@@ -309,6 +320,13 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
     with ``sticky="user_id"`` by the stable hash of the row's ``user_id`` (a user sees one
     model). Defining the stage again with only these three changed (or ``fk.canary``,
     ``fk.promote``) changes them live, without restarting a replica.
+
+    ``features=fk.features(fn, tables={...})`` makes each request's features the way the
+    train stage given the same definition makes them: the rows carry raw fields, each gets
+    its tables' freshest values by its key, then ``fn``. A replica reads each table once
+    per request for all its keys and keeps what it read for at most ``staleness`` (default
+    50 ms). A row without a field the features need is refused (400, naming the field); a
+    feature function that raises is refused (422, with its error), and the replica goes on.
     """
     check_name(name)
     if replicas < 1:
@@ -334,12 +352,16 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
         raise FusionError(f"serve stage {name!r}: a shadow's answers go to the served log "
                           "only; name one, e.g. log='served'")
     warn_if_exposed(name, host, token)
+    if features is not None and not isinstance(features, Features):
+        raise TypeError(f"features must be a feature definition, fk.features(fn, tables=...); "
+                        f"got {type(features).__name__}")
     folders = _log_folders(streams)
     spec = ServeSpec(name=name, model=model, replicas=replicas, route=route or f"/{name}",
                      host=host, port=port, token=token, max_rows=max_rows, retry=retry,
                      max_body_bytes=max_body_bytes, log=log, log_folder=folders.get(log),
                      feedback=feedback, feedback_folder=folders.get(feedback),
-                     canary=canary_pairs(canary), shadow=shadow, sticky=sticky)
+                     canary=canary_pairs(canary), shadow=shadow, sticky=sticky,
+                     enrich=features, staleness=_duration(staleness, "staleness"))
     routing_of(spec)  # checked here, in the caller's cell
     if routing_only(spec):  # the same stage, other routing: changed live
         set_routing(spec)

@@ -112,7 +112,8 @@ def dead_letters(name: str, limit: int | None = None) -> pd.DataFrame:
 def peek(name: str, n: int = 5) -> pd.DataFrame | None:
     """The last ``n`` events a stream stage (or the examples a join stage) emitted; before
     a stream's first (a stage waiting for a consumer), the first ``n`` of the sample its
-    definition ran through its chain."""
+    definition ran through its chain. Of a train stage: the last ``n`` events (up to 1,000)
+    as its model learned them, with the features ``fk.features`` made."""
     return call("peek", name, n)
 
 

@@ -20,6 +20,7 @@ from fusionkit.connect import call
 from fusionkit.errors import FusionError
 from fusionkit.handles import StageHandle
 from fusionkit.runtime.specs import TableSpec
+from fusionkit.streaming.features import Features
 from fusionkit.streaming.tables import TableState
 
 
@@ -67,6 +68,22 @@ def lookup(name: str, keys: Any) -> pd.DataFrame:
     it is counted in ``fk.status()``'s ``misses``, never an error. An unknown table name
     raises ``StageNotFoundError`` listing the tables."""
     return call("lookup", name, _key_list(keys))
+
+
+def features(fn: Any = None, tables: dict[str, str] | None = None) -> Features:
+    """One feature definition for training and serving: ``fn`` (a DataFrame -> DataFrame
+    function, as a stream's ``fn``) over rows that have the columns of ``tables`` added
+    (table name -> the row's column holding the table's key, e.g.
+    ``{"user-stats": "user_id"}``; each table adds its aggregations' columns).
+
+    Give it to ``fk.train(..., features=feats)``: every event gets its tables' values as of
+    just before it (the event itself never counts, so a label cannot leak into its own
+    features). Give it to ``fk.serve(..., features=feats)``: every request row gets its
+    tables' freshest values. The same raw row meets the same function on both paths, so a
+    model is served the features it learned from. A key a table does not hold reads as the
+    table's ``defaults`` (NaN where none is given) on both paths.
+    """
+    return Features.define(fn, tables)
 
 
 def _key_list(keys: Any) -> list[Any]:

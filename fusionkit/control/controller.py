@@ -167,6 +167,10 @@ class Controller:
         actor = self.stages.record(name, "table").actors[0]
         return through_restart(lambda: get(actor.lookup.remote(keys)), LOOKUP_WAIT)
 
+    def table_actor(self, name: str) -> Any:
+        """The actor of table ``name``, for a serve replica to read it directly."""
+        return self.stages.record(name, "table").actors[0]
+
     def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
         """Deploy a serve stage (``wait=False``: at once, ``starting`` until ready)."""
         return self.lifecycle.define_serve(spec, wait).to_dict()
@@ -221,9 +225,9 @@ class Controller:
 
     def peek(self, name: str, n: int = 5) -> pd.DataFrame | None:
         rec = self.stages.record(name)
-        if rec.kind not in ("stream", "join"):
+        if rec.kind not in ("stream", "join", "train"):
             raise FusionError(f"{name!r} is a {rec.kind} stage: peek shows the events of a "
-                              f"stream or join stage")
+                              f"stream, join or train stage")
         frames = [f for f in ray.get([a.peek.remote(n) for a in rec.actors]) if f is not None]
         if not frames and rec.sample is not None:  # nothing emitted yet (waiting): the
             return rec.sample.head(n)              # first events, read at its definition

@@ -218,11 +218,39 @@ class Lifecycle:
         except KeyError as exc:
             raise SchemaError(f"{head}: {exc.args[0] if exc.args else exc}") from None
 
+    def _features(self, features: Any, head: str, on: str | None = None) -> Any:
+        """A stage's feature definition with its tables' definitions, checked: each is a
+        table stage and, on the training path (``on``), kept from the stage's own input."""
+        if features is None:
+            return None
+        specs = []
+        for name in features.names:
+            rec = self.stages.get(name)
+            if rec is None or rec.kind != "table":
+                tables = [r.name for r in self.stages.values() if r.kind == "table"]
+                raise FusionError(f"{head}: its features read table {name!r}, which is not a "
+                                  f"table stage; the tables are {tables} (define it with "
+                                  f"fk.table first)")
+            if on is not None and rec.spec.on != on:
+                raise FusionError(
+                    f"{head}: table {name!r} is kept from {rec.spec.on!r}, not from {on!r}. "
+                    f"A train stage meets each of its events with the tables kept from its "
+                    f"own input, as of just before the event; train on {rec.spec.on!r}, or "
+                    f"keep the table from {on!r}")
+            specs.append(rec.spec)
+        try:
+            return features.resolved(specs)
+        except ValueError as exc:
+            raise FusionError(f"{head}: {exc}") from None
+
     def define_train(self, spec: TrainSpec) -> StageSummary:
         with self.lock:
             up = self.stages.get(spec.on)
             if up is None or up.kind != "join":  # a stream's (or the error listing them)
                 up = self.stages.record(spec.on, "stream")
+            if spec.enrich is not None:
+                spec = dataclasses.replace(spec, enrich=self._features(
+                    spec.enrich, f"train stage {spec.name!r}", on=spec.on))
             old = self.stages.get(spec.name)
             _check_kind(old, "train")
             gen = self.stages.next_generation()
@@ -236,6 +264,10 @@ class Lifecycle:
                 sample = next((p for p in peeks if p is not None), None)
             probe = ray.get(actor.probe.remote(sample))
             _check_probe(spec.name, probe, [actor])
+            if spec.enrich is not None:  # its copies of the tables start from them as they are
+                ray.get(actor.seed_tables.remote({
+                    t.name: ray.get(self.stages[t.name].actors[0].get_state.remote())["table"]
+                    for t in spec.enrich.specs}))
             if old is not None:
                 teardown(old)
                 self.checkpoints.clear_failed([old])
@@ -271,6 +303,9 @@ class Lifecycle:
         with self.lock:
             self.stages.record(spec.model, "train")
             _check_kind(self.stages.get(spec.name), "serve")
+            if spec.enrich is not None:
+                spec = dataclasses.replace(spec, enrich=self._features(
+                    spec.enrich, f"serve stage {spec.name!r}"))
             rec = StageRecord(spec.name, "serve", spec, [], None, 0,
                               extra={"url": f"http://{spec.host}:{spec.port}{spec.route}",
                                      "route": spec.route, "deploying": True})

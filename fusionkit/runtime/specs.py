@@ -89,6 +89,8 @@ class TrainSpec:
     drift: Any = None  # a DriftSpec once fk.watch_drift attached one
     resources: dict[str, float] | None = None  # Ray resources its actor asks for
     placement: str = "pack"  # "pack": Ray's default (and the warm pool); "spread": node by node
+    # a fk.features definition (tables resolved) applied to each batch before it is learned
+    enrich: Any = None
     kind: str = "train"
 
 
@@ -115,6 +117,10 @@ class ServeSpec:
     canary: tuple[tuple[str, float], ...] = ()
     shadow: tuple[str, ...] = ()
     sticky: str | None = None
+    # a fk.features definition (tables resolved) applied to request rows, and how long a
+    # replica keeps the table values it read
+    enrich: Any = None
+    staleness: float = 0.05
     kind: str = "serve"
 
     @property

@@ -15,6 +15,7 @@ then the models, once each. Shadows answer after the request, in that worker pro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from typing import Any
 import ray
 
 from fusionkit._clock import monotonic, now
-from fusionkit.runtime.names import MONITOR, NAMESPACE
+from fusionkit.runtime.names import CONTROLLER, MONITOR, NAMESPACE
 from fusionkit.runtime.reports import ReplicaReport
 from fusionkit.runtime.specs import ServeSpec
 from fusionkit.runtime.stage import Reporter
@@ -35,10 +36,12 @@ from fusionkit.serving.routing import routing_of
 from fusionkit.serving.served_log import column_records, feedback_records
 from fusionkit.serving.shadow import ShadowPool
 from fusionkit.sources.logfiles import LogWriter
+from fusionkit.streaming.features import FeatureError, RowFeatures
 
 log = logging.getLogger("fusionkit")
 FIRST_VERSION_WAIT = 30.0
 FIRST_OTHERS_WAIT = 5.0  # canaries and shadows: routed to the primary until they load
+TABLE_WAIT = 10.0  # how long a request waits for a table's values
 
 
 class ModelServer(ModelHolder):
@@ -58,6 +61,11 @@ class ModelServer(ModelHolder):
             self.registry.follow_route.remote(spec.name, -1, 0.0))
         self._routing = routing if routing is not None else routing_of(spec)
         self.shadow = ShadowPool(self)
+        # fk.features: request rows get their tables' freshest values (read from the tables'
+        # actors, kept for spec.staleness), then the feature function
+        self._tables: dict[str, Any] = {}  # table -> its actor, asked of the controller once
+        self.features = (RowFeatures(spec.enrich, self._read_table, spec.staleness)
+                         if spec.enrich is not None else None)
         # a new replica loads the live version before it takes any request
         deadline = monotonic() + FIRST_VERSION_WAIT
         primary = self._routing.primary
@@ -119,10 +127,14 @@ class ModelServer(ModelHolder):
         routing, models = self._routing, self._models
         if routing.primary not in models:
             raise BadRequest(503, f"model {routing.primary!r} has no live version yet")
+        raw = None
+        if self.features is not None:  # routed by the raw rows, answered with their features
+            raw = _record_list(rows)
+            rows = self._featurize(raw)
         if routing.canary:
             records = rows if isinstance(rows, list) else column_records(rows)
             picks = [m if m in models else routing.primary
-                     for m in (routing.pick(r) for r in records)]
+                     for m in (routing.pick(r) for r in raw or records)]
         else:
             records, picks = rows, []
         if len(set(picks)) <= 1:
@@ -171,6 +183,30 @@ class ModelServer(ModelHolder):
             out["request_ids"] = merged["request_ids"]
         out["models"], out["versions"] = merged["models"], merged["versions"]
         return out
+
+    def _featurize(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Request rows with their features made (``fusionkit.streaming.features``)."""
+        try:
+            return self.features(records)
+        except FeatureError as err:
+            raise BadRequest(err.status, err.message) from None
+
+    def _read_table(self, name: str, keys: list[Any]) -> Any:
+        """The values of ``keys`` in table ``name``, in one call to its actor; asked of the
+        controller again once if that actor is gone or is no longer the table."""
+        why: BaseException | None = None
+        for _ in range(2):
+            try:
+                actor = self._tables.get(name)
+                if actor is None:
+                    controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
+                    actor = self._tables[name] = ray.get(controller.table_actor.remote(name))
+                return ray.get(actor.lookup.remote(keys, name), timeout=TABLE_WAIT)
+            except Exception as exc:
+                self._tables.pop(name, None)
+                why = exc
+        raise BadRequest(503, f"table {name!r} cannot be read now: "
+                              f"{type(why).__name__}: {str(why).splitlines()[0][:200]}")
 
     def take_feedback(self, payload: Any) -> dict[str, Any]:
         """Feedback rows into the feedback stream's log (``BadRequest`` if malformed)."""
@@ -249,9 +285,13 @@ class ModelServer(ModelHolder):
         except BadRequest as err:
             status, payload = self.refused(err)
         else:
-            status, payload = self.http(request.method,
-                                        request.headers.get("authorization", ""), body,
-                                        request.url.path)
+            args = (request.method, request.headers.get("authorization", ""), body,
+                    request.url.path)
+            if self.features is None:
+                status, payload = self.http(*args)
+            else:  # it may wait on a table's actor: not on the event loop
+                status, payload = await asyncio.get_running_loop().run_in_executor(
+                    None, self.http, *args)
         return JSONResponse(payload, status_code=status)
 
 
@@ -266,6 +306,16 @@ def is_feedback(path: str, route: str | None) -> bool:
     """
     path = path.rstrip("/")
     return path.endswith("/feedback") and path != (route or "").rstrip("/")
+
+
+def _record_list(rows: Any) -> list[dict[str, Any]]:
+    """A request's rows as a list of records (an object of columns turned into one)."""
+    records = column_records(rows) if isinstance(rows, dict) else rows
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise BadRequest(400, "rows must be a list of objects or an object of columns")
+    if not records:
+        raise BadRequest(400, "no rows to predict")
+    return records
 
 
 def _json(body: bytes) -> Any:

@@ -99,8 +99,12 @@ class TableWorker(StageActor):
         self.dead.set_state(state.get("dead"))
 
     # -- reading --------------------------------------------------------------------------
-    def lookup(self, keys: list[Any]) -> pd.DataFrame:
-        """The values of ``keys`` now, one row per key asked (``TableState.lookup``)."""
+    def lookup(self, keys: list[Any], table: str | None = None) -> pd.DataFrame:
+        """The values of ``keys`` now, one row per key asked (``TableState.lookup``).
+        ``table``: the table the caller means (a serve replica holding this actor since
+        before the table was defined again is told it is not that table any more)."""
+        if table is not None and table != self.name:
+            raise FusionError(f"this actor keeps table {self.name!r}, not {table!r}")
         deadline = time.monotonic() + RESTORE_WAIT
         while self.awaiting_rollback:  # restarted by Ray: empty until the rollback
             if time.monotonic() > deadline:

@@ -25,6 +25,7 @@ from fusionkit.runtime.records import Event
 from fusionkit.runtime.reports import TrainReport
 from fusionkit.runtime.specs import TrainSpec
 from fusionkit.runtime.stage import StageActor
+from fusionkit.streaming.features import Enricher
 from fusionkit.streaming.validate import Schema
 from fusionkit.training.comparison import ROLE, Comparison
 from fusionkit.training.divergence import divergence
@@ -35,6 +36,7 @@ from fusionkit.training.served_scores import ServedScores
 
 FRESHNESS_SAMPLE = 20_000  # ingest times kept per version for freshness quantiles
 TAKE_OVER = 8  # batches queued behind the one admitted that are learned with it, at most
+PEEK_ROWS = 1000  # the last events learned that fk.peek can show
 
 
 class TrainWorker(StageActor):
@@ -71,6 +73,10 @@ class TrainWorker(StageActor):
         self.versions: list[int] = []  # the versions this stage published: its own lineage
         self._schema_sent = False
         self.drift = None  # a DriftWatch once fk.watch_drift attached one
+        # fk.features: each batch enriched before it is learned, from this stage's own copy
+        # of its tables (fusionkit.streaming.features)
+        self.enrich = Enricher(spec.enrich) if spec.enrich is not None else None
+        self._recent: list[pd.DataFrame] = []  # the last events learned, as learned (peek)
         # CPU seconds of this process's learning steps, and of the drift watch within them:
         # what watching for drift costs this stage (see info())
         self.cpu_learning = 0.0
@@ -92,6 +98,8 @@ class TrainWorker(StageActor):
                 return {"ok": False, "kind": "usage",
                         "error": f"label column {self.spec.label!r} is not in the output of stream "
                                  f"{self.spec.on!r}; its columns are {cols}{hint}"}
+            if self.enrich is not None:  # a copy: the sample is not an event of the stream
+                sample = copy.deepcopy(self.enrich)(sample)
             good, _, _ = self._split_labels(sample)
             learner = copy.deepcopy(self.learner)
             try:
@@ -135,7 +143,8 @@ class TrainWorker(StageActor):
                 "versions": list(self.versions),
                 "drift": self.drift.get_state() if self.drift is not None else None,
                 "dead": self.dead.get_state(), "served": self.served.get_state(),
-                "compared": self.compared.get_state()}
+                "compared": self.compared.get_state(),
+                "tables": self.enrich.get_state() if self.enrich is not None else None}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.learner.set_state(state["learner"])
@@ -149,6 +158,21 @@ class TrainWorker(StageActor):
         self.dead.set_state(state.get("dead"))
         self.served.set_state(state.get("served"))
         self.compared.set_state(state.get("compared"))
+        if self.enrich is not None:
+            self.enrich.set_state(state.get("tables"))
+
+    def peek(self, n: int = 5) -> pd.DataFrame | None:
+        """The last ``n`` events (up to ``PEEK_ROWS``) as the model learned them: with the
+        features ``fk.features`` made, and the label."""
+        parts = self._recent
+        return pd.concat(parts).tail(n) if parts else None
+
+    def seed_tables(self, states: dict[str, Any]) -> None:
+        """Start this stage's copies of its tables from the tables' states now (a train
+        stage defined after its tables: the events they already hold count)."""
+        if self.enrich is not None:
+            with self.inbox.exclusive():
+                self.enrich.set_state(states)
 
     def info(self) -> TrainReport:
         return TrainReport(
@@ -181,6 +205,8 @@ class TrainWorker(StageActor):
                 self.dead.set_state(None)
                 self.served.set_state(None)
                 self.compared.set_state(None)
+                if self.enrich is not None:
+                    self.enrich.set_state(None)
             self._pending, self._pending_n, self._inflight = [], 0, ([], 0)
             self.diverged = None  # back to a model from before it diverged (or a fresh one)
             if self.status in ("starting", "failed"):
@@ -268,6 +294,10 @@ class TrainWorker(StageActor):
             # per batch, so a busy trainer catches up instead of keeping a queue (batch by
             # batch when versions are cut every N events, to cut them where they always were)
             batches = [batch, *inbox.take_over(sender, seq, TAKE_OVER)]
+            if self.enrich is not None:  # batch by batch, as the table stage takes them
+                batches = self._enriched(batches)
+                if batches is None:
+                    return
             for part in batches if self.spec.publish_events else coalesce(batches):
                 t0, cpu0 = monotonic(), thread_time()
                 try:
@@ -310,6 +340,16 @@ class TrainWorker(StageActor):
             reason = reason[bad]
         return batch[~bad], batch[bad], reason
 
+    def _enriched(self, batches: list[pd.DataFrame]) -> list[pd.DataFrame] | None:
+        """Each batch with the features ``fk.features`` makes: every event, labelled or not,
+        goes into this stage's copies of the tables, batch by batch as the table stage
+        takes them, so their values are the table's to the last bit. None: failed."""
+        try:
+            return [self.enrich(b) for b in batches]
+        except Exception as exc:
+            self._fail(exc, "in the feature function")
+            return None
+
     def _learn(self, batch: pd.DataFrame) -> None:
         good, bad, reason = self._split_labels(batch)
         if len(bad):
@@ -325,6 +365,7 @@ class TrainWorker(StageActor):
             if len(good) == 0:
                 self.served.add(scored)
                 return
+        self._keep_recent(good)
         if self._schema_sent is False:
             self._send_schema(good)
         y = good[self.spec.label]
@@ -346,6 +387,13 @@ class TrainWorker(StageActor):
         self._pending_n += len(good)
         values = self.prequential.values()
         self.reporter.gauge(**values, events_seen=self.events_seen)
+
+    def _keep_recent(self, batch: pd.DataFrame) -> None:
+        """Keep ``batch`` for ``peek``: the last ``PEEK_ROWS`` rows, at most."""
+        parts = [*self._recent, batch.tail(PEEK_ROWS)]
+        while len(parts) > 1 and sum(map(len, parts[1:])) >= PEEK_ROWS:
+            parts.pop(0)
+        self._recent = parts
 
     def _diverge(self, why: str) -> None:
         """The model diverged: say so (an event), publish nothing more, fail the stage."""

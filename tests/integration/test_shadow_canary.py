@@ -193,11 +193,14 @@ def test_shadow_answers_every_request_off_path_and_compare_equals_pandas(fk_sess
 
     wait_for(lambda: learned() >= n, timeout=30, what="the primary's rows learned")
     assert learned() == n
-    # peek shows a join's examples too; a train stage has none to show, and says so
+    # peek shows a join's examples too, and a train stage the rows it learned: no shadow's
     last = fk.peek(EXAMPLES, 3)
     assert len(last) == 3 and {"request_id", "label", "_role"} <= set(last.columns)
-    with pytest.raises(fk.FusionError, match="is a train stage: peek shows the events of"):
-        fk.peek(LEARN)
+    learned_rows = fk.peek(LEARN, 50)
+    assert len(learned_rows) == 50 and (learned_rows["_role"] != "shadow").all()
+    assert "label" in learned_rows.columns
+    with pytest.raises(fk.FusionError, match="is a serve stage: peek shows the events of"):
+        fk.peek(API)
 
     # the dashboard shows fk.compare's numbers from the status rows it polls anyway
     from fusionkit.notebook.state import DashboardState

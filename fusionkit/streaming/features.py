@@ -1,0 +1,237 @@
+"""Feature definitions: one function plus table lookups, the same on both paths.
+
+``fk.features(fn, tables={"user-stats": "user_id"})`` is a :class:`Features`. It turns rows
+into a model's features in two places, and gives the same features for the same raw row
+and the same table state:
+
+- **Training path** (:class:`Enricher`, in a train stage defined with ``features=feats``):
+  each event of a batch gets, per table, the table's values *as of just before it*
+  (``TableState.as_of_before``: earlier events count, the event itself does not, so a label
+  can never leak into its own features), then ``fn``. The train stage keeps its own copy
+  of each table, updated by the same events in the same order as the table stage (both
+  take the same stream's batches), so the values are exactly those a lookup of the table
+  would have given just before each event, with no call between actors and no race.
+- **Serving path** (:class:`RowFeatures`, in a serve replica defined with
+  ``features=feats``): each request row gets the table's freshest values of its key (read
+  from the table's actor, one call per table for all the request's keys, kept by the
+  replica for at most ``staleness`` seconds), then ``fn``.
+
+A table adds its aggregations' columns (``views_5m``...), not ``as_of`` or ``miss``; a key
+the table does not hold reads as the table's defaults (NaN where none is given) on both
+paths. ``fn`` takes and returns a DataFrame, as a stream's ``fn`` does; ``None`` keeps the
+rows with the tables' columns added.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fusionkit._clock import monotonic
+from fusionkit.streaming.tables import TableState
+
+__all__ = ["Enricher", "Features", "FeatureError", "RowFeatures"]
+
+REQUEST_ID = "request_id"
+CACHE_KEYS = 200_000  # keys a replica keeps per table before it starts afresh
+
+
+class FeatureError(Exception):
+    """A request row the features cannot be made for, with the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Features:
+    """A feature definition: ``fn`` (DataFrame -> DataFrame, or None) over rows with the
+    columns of ``tables`` (table name -> the row column holding its key) added.
+    ``specs``: the tables' definitions (``TableSpec``), filled in when a stage using the
+    features is defined."""
+
+    fn: Callable[[pd.DataFrame], pd.DataFrame] | None
+    tables: tuple[tuple[str, str], ...]
+    specs: tuple[Any, ...] = ()
+
+    @classmethod
+    def define(cls, fn: Any, tables: Mapping[str, str] | None) -> Features:
+        if fn is not None and not callable(fn):
+            raise TypeError(f"fn must be a function DataFrame -> DataFrame (or None), got "
+                            f"{type(fn).__name__}")
+        tables = dict(tables or {})
+        for name, key in tables.items():
+            if not isinstance(name, str) or not isinstance(key, str):
+                raise TypeError(f"tables maps a table's name to the column of its key, e.g. "
+                                f"{{'user-stats': 'user_id'}}; got {name!r}: {key!r}")
+        if fn is None and not tables:
+            raise ValueError("features need a function, tables to read, or both")
+        return cls(fn, tuple(tables.items()))
+
+    def resolved(self, specs: list[Any]) -> Features:
+        """These features with the tables' definitions, checked: no two tables add a
+        column of the same name."""
+        seen: dict[str, str] = {}
+        for spec in specs:
+            for col in spec.window.agg:
+                if col in seen:
+                    raise ValueError(f"tables {seen[col]!r} and {spec.name!r} both add a column "
+                                     f"{col!r}; name the aggregations apart")
+                seen[col] = spec.name
+        return replace(self, specs=tuple(specs))
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.tables]
+
+    def key_of(self, table: str) -> str:
+        return dict(self.tables)[table]
+
+    def columns_of(self, spec: Any) -> list[str]:
+        """The columns table ``spec`` adds to a row."""
+        return list(spec.window.agg)
+
+    def finish(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``fn`` over rows that have their tables' columns."""
+        if self.fn is None:
+            return frame
+        out = self.fn(frame)
+        if not isinstance(out, pd.DataFrame):
+            raise TypeError(f"the feature function must return a DataFrame, got "
+                            f"{type(out).__name__}")
+        return out
+
+
+def _table(spec: Any) -> TableState:
+    return TableState(spec.window, key=spec.key, ttl=spec.ttl, defaults=spec.defaults)
+
+
+class Enricher:
+    """The training path: each event with its tables' values as of just before it, then
+    ``fn`` (see the module's docstring). Its copies of the tables are in the train stage's
+    checkpoints (``get_state``/``set_state``), so a replay rebuilds them exactly."""
+
+    def __init__(self, features: Features):
+        self.features = features
+        self.tables = {spec.name: _table(spec) for spec in features.specs}
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        added: dict[str, Any] = {}
+        for spec in self.features.specs:
+            table, key = self.tables[spec.name], self.features.key_of(spec.name)
+            rows = batch if key == table.key else batch.rename(columns={key: table.key})
+            before = table.as_of_before(rows)  # and takes the batch in
+            for col in self.features.columns_of(spec):
+                added[col] = before[col].to_numpy()
+        frame = batch.assign(**added) if added else batch
+        return self.features.finish(frame)
+
+    def get_state(self) -> dict[str, Any]:
+        return {name: t.get_state() for name, t in self.tables.items()}
+
+    def set_state(self, state: dict[str, Any] | None) -> None:
+        self.tables = {spec.name: _table(spec) for spec in self.features.specs}
+        for name, s in (state or {}).items():
+            if name in self.tables:
+                self.tables[name].set_state(s)
+
+
+class RowFeatures:
+    """The serving path: request rows (records) with their tables' freshest values, then
+    ``fn``. ``read(table, keys)`` reads a table's values of some keys (a DataFrame as
+    ``fk.lookup`` gives it); what it read is kept for at most ``staleness`` seconds."""
+
+    def __init__(self, features: Features, read: Callable[[str, list[Any]], pd.DataFrame],
+                 staleness: float = 0.05):
+        self.features = features
+        self.read = read
+        self.staleness = staleness
+        self._cache: dict[str, dict[Any, tuple[float, tuple]]] = {
+            spec.name: {} for spec in features.specs}
+        self.reads = self.cached = 0  # keys read from a table, keys answered from the cache
+
+    def __call__(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+        for spec in self.features.specs:
+            key = self.features.key_of(spec.name)
+            if len(records) and key not in frame.columns:
+                raise FeatureError(400, f"the rows have no field {key!r}, which the features "
+                                        f"read table {spec.name!r} by")
+            missing = [i for i, r in enumerate(records) if key not in r]
+            if missing:
+                raise FeatureError(400, f"row {missing[0]}: no field {key!r}, which the "
+                                        f"features read table {spec.name!r} by")
+            cols = self.features.columns_of(spec)
+            values = self._values(spec.name, [r[key] for r in records])
+            for j, col in enumerate(cols):
+                frame[col] = _column([v[j] for v in values])
+        try:
+            out = self.features.finish(frame)
+        except KeyError as exc:
+            field = exc.args[0] if exc.args else "?"
+            raise FeatureError(400, f"the feature function needs the field {field!r}, which "
+                                    f"the rows do not have") from None
+        except Exception as exc:
+            raise FeatureError(422, f"the feature function failed on these rows: "
+                                    f"{type(exc).__name__}: {exc}") from None
+        if REQUEST_ID in frame.columns and REQUEST_ID not in out.columns:
+            out = out.assign(**{REQUEST_ID: frame[REQUEST_ID].to_numpy()})
+        return _records(out)
+
+    def _values(self, table: str, keys: list[Any]) -> list[tuple]:
+        """The values of ``keys`` in ``table``: from the cache where fresh enough, the
+        others in one read."""
+        cache, t = self._cache[table], monotonic()
+        stale = list(dict.fromkeys(k for k in keys if _fresh(cache.get(_hashable(k)), t,
+                                                             self.staleness) is None))
+        if stale:
+            if len(cache) + len(stale) > CACHE_KEYS:
+                cache.clear()
+            spec = next(s for s in self.features.specs if s.name == table)
+            got = self.read(table, stale)
+            cols = [got[c].tolist() for c in self.features.columns_of(spec)]
+            for i, k in enumerate(stale):
+                cache[_hashable(k)] = (t, tuple(c[i] for c in cols))
+            self.reads += len(stale)
+        self.cached += len(keys) - len(stale)
+        return [cache[_hashable(k)][1] for k in keys]
+
+
+def _fresh(entry: tuple[float, tuple] | None, t: float, staleness: float) -> tuple | None:
+    if entry is None or t - entry[0] > staleness:
+        return None
+    return entry[1]
+
+
+def _hashable(key: Any) -> Any:
+    try:
+        hash(key)
+    except TypeError:
+        return repr(key)
+    return key
+
+
+def _column(values: list[Any]) -> Any:
+    """A column of table values (None for NaN in an object column)."""
+    arr = np.asarray(values)
+    return arr if arr.dtype.kind in "biuf" else np.asarray(values, dtype=object)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A frame as JSON-ready records: numpy scalars as Python ones, NaN as None."""
+    out = frame.to_dict("records")
+    for row in out:
+        for k, v in row.items():
+            if isinstance(v, np.generic):
+                v = v.item()
+            if isinstance(v, float) and math.isnan(v):
+                v = None
+            row[k] = v
+    return out
