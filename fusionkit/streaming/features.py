@@ -146,13 +146,15 @@ class Enricher:
 class RowFeatures:
     """The serving path: request rows (records) with their tables' freshest values, then
     ``fn``. ``read(table, keys)`` reads a table's values of some keys (a DataFrame as
-    ``fk.lookup`` gives it); what it read is kept for at most ``staleness`` seconds."""
+    ``fk.lookup`` gives it); what it read is kept for at most ``staleness`` seconds of
+    ``clock``."""
 
     def __init__(self, features: Features, read: Callable[[str, list[Any]], pd.DataFrame],
-                 staleness: float = 0.05):
+                 staleness: float = 0.05, clock: Callable[[], float] = monotonic):
         self.features = features
         self.read = read
         self.staleness = staleness
+        self.clock = clock
         self._cache: dict[str, dict[Any, tuple[float, tuple]]] = {
             spec.name: {} for spec in features.specs}
         self.reads = self.cached = 0  # keys read from a table, keys answered from the cache
@@ -188,7 +190,7 @@ class RowFeatures:
     def _values(self, table: str, keys: list[Any]) -> list[tuple]:
         """The values of ``keys`` in ``table``: from the cache where fresh enough, the
         others in one read."""
-        cache, t = self._cache[table], monotonic()
+        cache, t = self._cache[table], self.clock()
         stale = list(dict.fromkeys(k for k in keys if _fresh(cache.get(_hashable(k)), t,
                                                              self.staleness) is None))
         if stale:

@@ -6,6 +6,8 @@ bad requests are refused with the field or the error, and the replica goes on.""
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pandas as pd
@@ -75,9 +77,45 @@ def test_a_train_stage_learns_each_event_with_the_table_as_of_just_before_it(fk)
     np.testing.assert_array_equal(table_now["views"].to_numpy(), mine["views"].to_numpy())
 
 
-def _read_all(fk, seed: int) -> list[pd.DataFrame]:
-    """Every event of the deterministic source, read here."""
-    src = fk.sources.synthetic("impressions", seed=seed, max_events=N, start_time=0.0)
+def test_a_killed_train_stage_learns_the_same_features_again(fk):
+    """SIGKILL the train stage's actor while events flow: its copy of the table comes back
+    from the checkpoint with the learner, the stream replays what came after, and every
+    event is learned once, with the same features as the table's own code gives."""
+    n, rate = 60_000, 10_000.0  # paced over 6 s: the kill lands while events flow
+    src = fk.sources.synthetic("impressions", seed=8, max_events=n, start_time=0.0, rate=rate)
+    fk.stream("fk-imps", source=src, fn=few_users, batch_size=500, paused=True)
+    fk.table("fk-stats", on="fk-imps", key="user_id",
+             window=fk.sliding("0.2s", "0.05s", agg=AGG), defaults=DEFAULTS)
+    fk.train("fk-ctr", on="fk-imps", label="clicked", model=_model(),
+             features=fk.features(fn=featurize, tables={"fk-stats": "user_id"}))
+    fk.resume("fk-imps")
+    wait_for(lambda: events_seen(fk, "fk-ctr") >= n // 10, timeout=60, what="first events")
+    assert fk.checkpoint(timeout=60) is not None
+    wait_for(lambda: events_seen(fk, "fk-ctr") >= n // 3, timeout=60, what="more events")
+    before = len(fk.recoveries())
+    pid = fk.infos("fk-ctr")[0]["pid"]
+    assert events_seen(fk, "fk-ctr") < n  # the kill lands mid-stream
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: len(fk.recoveries()) > before, timeout=120, what="a recovery")
+    wait_for(lambda: events_seen(fk, "fk-ctr") == n, timeout=180, what="every event learned")
+    assert fk.infos("fk-ctr")[0]["pid"] != pid
+
+    events = few_users(pd.concat(_read_all(fk, 8, n, rate), ignore_index=True))
+    oracle = TableState(SlidingWindow("0.2s", "0.05s", agg=AGG), key="user_id",
+                        defaults=DEFAULTS)
+    want = oracle.as_of_before(events).set_index(events["_offset"])
+    got = fk.peek("fk-ctr", 1000).set_index("_offset")
+    assert len(got) == 1000 and (got["views"] > 0).mean() > 0.5
+    np.testing.assert_array_equal(got["views"].to_numpy(), want.loc[got.index, "views"])
+    np.testing.assert_allclose(got["avg_price"].to_numpy(),
+                               want.loc[got.index, "avg_price"].to_numpy(), rtol=1e-12)
+
+
+def _read_all(fk, seed: int, n: int = N, rate: float | None = 5000) -> list[pd.DataFrame]:
+    """Every event of the deterministic source (of the synthetic source's default rate,
+    which sets the event times), read here."""
+    src = fk.sources.synthetic("impressions", seed=seed, max_events=n, start_time=0.0,
+                               rate=rate)
     parts = []
     while (b := src.read(5_000)) is not None:
         parts.append(b)
