@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import socket
 from typing import Any
 
@@ -127,7 +128,8 @@ def stream(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage
                "(default: FusionMagics.publish_every)")
 @argument("--features", metavar="COLS", default=None,
           help="comma-separated feature columns (default: all but the label and those "
-               "named like ids, such as user_id)")
+               "named like ids, such as user_id), or the name of a feature definition "
+               "(feats = fk.features(...)) that makes them")
 @output
 def train(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     """Define (or replace) a train stage; the cell body makes the model to learn online.
@@ -144,11 +146,20 @@ def train(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     model = pick_model(ns, bound, args.model)
     label = args.label or _stream_label(args.on)
     publish = args.publish_every or p.publish_every(magics.publish_every)
-    features = [c.strip() for c in args.features.split(",") if c.strip()] \
-        if args.features else None
+    features = _feature_definition(ns, args.features)
+    if features is None and args.features:
+        features = [c.strip() for c in args.features.split(",") if c.strip()]
     fk.train(args.name, on=args.on, model=model, label=label, publish_every=publish,
              features=features)
     return store_output(magics, args, LiveStage(args.name, "train"))
+
+
+def _feature_definition(ns: dict[str, Any], name: str | None) -> Any:
+    """The feature definition (``fk.features``) a variable ``name`` holds, else None."""
+    from fusionkit.streaming.features import Features
+
+    value = ns.get(name.strip()) if name else None
+    return value if isinstance(value, Features) else None
 
 
 def _value(text: str) -> Any:
@@ -251,6 +262,11 @@ def _stream_label(on: str) -> str | None:
 @argument("--sticky", default=None, metavar="COL",
           help="route each row by a stable hash of this column, e.g. user_id: a user sees "
                "one model")
+@argument("--features", metavar="VAR", default=None,
+          help="a feature definition (feats = fk.features(...)): request rows carry raw "
+               "fields and get their features made as the train stage's")
+@argument("--staleness", type=p.duration, default=0.05, metavar="DURATION",
+          help="how long a replica keeps the table values it read (default: 50ms)")
 @output
 def serve(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     """Serve the live model of a train stage over HTTP and a Python handle.
@@ -267,12 +283,17 @@ def serve(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
 
     _check_logs(args)
     _check_routing(args)
+    features = _feature_definition(magics.shell.user_ns, args.features)
+    if args.features and features is None:
+        raise FusionUsageError(f"%fusion serve: --features {args.features!r} is not a feature "
+                               f"definition; make one first, e.g. feats = fk.features(fn, "
+                               f"tables={{'user-stats': 'user_id'}})")
     port = args.port if args.port is not None else (magics.serve_port or "auto")
     fk.serve(args.name, model=args.model, replicas=args.replicas or magics.serve_replicas,
              port=serve_port(port), route=args.route,
              retry={"on": True, "off": False}.get(args.retry), log=args.log,
              feedback=args.feedback, shadow=args.shadow, canary=dict(args.canary) or None,
-             sticky=args.sticky, wait=False)
+             sticky=args.sticky, features=features, staleness=args.staleness, wait=False)
     return store_output(magics, args, LiveStage(args.name, "serve"))
 
 
@@ -388,6 +409,70 @@ def status(magics: Any, args: argparse.Namespace, cell: str | None) -> Any:
     if args.name is None:
         return store_output(magics, args, StatusView())
     return store_output(magics, args, LiveStage(args.name, _kind(args.name)))
+
+
+@command("table", "%%fusion table user-stats --on impressions --key user_id --window 5m "
+         "--slide 10s --ttl 1h --default views_5m=0\n"
+         "views_5m = count(user_id)\n"
+         "avg_price_5m = mean(price)", cell=True)
+@magic_arguments("fusion table")
+@stage_name("the table stage")
+@argument("--on", required=True, metavar="STREAM", help="the stream stage it is kept from")
+@argument("--key", required=True, metavar="COL", help="the key column: one row per value")
+@argument("--window", required=True, type=p.duration, metavar="DURATION",
+          help="the window of event time each value covers (5m)")
+@argument("--slide", type=p.duration, default=None, metavar="DURATION",
+          help="how often a new window starts, the table's granularity (default: a tenth "
+               "of --window)")
+@argument("--ttl", type=p.duration, default=None, metavar="DURATION",
+          help="forget a key quiet for this long in event time (default: never)")
+@argument("--default", action="append", default=[], metavar="NAME=VALUE",
+          help="the value of aggregation NAME for a key the table does not hold "
+               "(repeatable; default: NaN)")
+@output
+def table(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
+    """Define (or replace) a table stage: per --key, aggregates of the stream's events in
+    the window still open at the key's newest event. The cell body lists the aggregations,
+    one per line, ``NAME = FUNCTION(COLUMN)``: count, sum, mean, min, max, std, var,
+    first, last or size. ``%fusion lookup NAME KEY...`` reads it."""
+    import fusionkit as fk
+
+    agg = table_aggregations(cell)
+    defaults = {}
+    for item in args.default:
+        name, sep, value = item.partition("=")
+        if not sep or name.strip() not in agg:
+            raise FusionUsageError(f"%%fusion table: --default {item!r} should be NAME=VALUE "
+                                   f"with NAME one of the aggregations {list(agg)}")
+        defaults[name.strip()] = _value(value.strip())
+    slide = args.slide if args.slide is not None else args.window / 10
+    fk.table(args.name, on=args.on, key=args.key, ttl=args.ttl, defaults=defaults or None,
+             window=fk.sliding(args.window, slide, agg=agg))
+    return store_output(magics, args, LiveStage(args.name, "table"))
+
+
+AGG_LINE = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*([a-z]+)\(\s*([^()\s]+)\s*\)\s*(#.*)?$")
+
+
+def table_aggregations(cell: str | None) -> dict[str, tuple[str, str]]:
+    """The aggregations a ``%%fusion table`` cell lists, ``NAME = FUNCTION(COLUMN)`` a line.
+
+    >>> table_aggregations("views = count(user_id)\\n# a comment\\navg = mean(price)")
+    {'views': ('user_id', 'count'), 'avg': ('price', 'mean')}
+    """
+    lines = [ln for ln in (cell or "").splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if not lines:
+        raise FusionUsageError("%%fusion table needs its aggregations in the cell body, one a "
+                               "line: NAME = FUNCTION(COLUMN), e.g. views_5m = count(user_id)")
+    agg = {}
+    for ln in lines:
+        m = AGG_LINE.match(ln)
+        if m is None:
+            raise FusionUsageError(f"%%fusion table: cannot read {ln.strip()!r}; write each "
+                                   f"aggregation as NAME = FUNCTION(COLUMN), e.g. "
+                                   f"avg_price_5m = mean(price)")
+        agg[m.group(1)] = (m.group(3), m.group(2))
+    return agg
 
 
 @command("lookup", "%fusion lookup user-stats 17 42")

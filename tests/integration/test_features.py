@@ -223,3 +223,47 @@ def test_the_same_rows_make_the_same_features_on_both_paths(fk, redis_server):
 def _peek_len(fk, name: str) -> int:
     got = fk.peek(name, 1000)
     return 0 if got is None else len(got)
+
+
+def test_table_and_features_magics(fk):
+    """``%%fusion table`` defines a table from its cell's aggregations; ``%%fusion train
+    --features feats`` takes a feature definition from the notebook; usage errors say what
+    to write."""
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    run = shell.run_cell
+    assert run("%load_ext fusionkit").success
+    src = fk.sources.synthetic("impressions", seed=9, max_events=3_000, start_time=0.0)
+    fk.stream("fm-imps", source=src, fn=few_users, batch_size=500, paused=True)
+    shell.user_ns.update(fk=fk, featurize=featurize)
+    run("%%fusion table fm-stats --on fm-imps --key user_id --window 0.2s --slide 0.05s "
+        "--default views=0 --default avg_price=0\n"
+        "views = count(user_id)   # how often the user was seen\n"
+        "avg_price = mean(price)\n").raise_error()
+    spec = fk.stage("fm-stats").spec
+    assert spec.window.agg == AGG and spec.defaults == DEFAULTS
+    assert (spec.window.size, spec.window.slide) == (0.2, 0.05)
+    run("feats = fk.features(fn=featurize, tables={'fm-stats': 'user_id'})").raise_error()
+    run("%%fusion train fm-ctr --on fm-imps --label clicked --features feats\n"
+        "from fusionkit.demo import ctr_model\n"
+        "model = ctr_model()\n").raise_error()
+    fk.resume("fm-imps")
+    wait_for(lambda: events_seen(fk, "fm-ctr") == 3_000, timeout=60, what="every event")
+    learned = fk.peek("fm-ctr", 5)
+    assert {"views", "avg_price", "price_vs_usual"} <= set(learned.columns)
+
+    def refused(code: str, match: str) -> None:
+        with pytest.raises(UsageError, match=match):
+            run(code).raise_error()
+
+    refused("%%fusion table fm-bad --on fm-imps --key user_id --window 1s\nviews = user_id",
+            r"cannot read 'views = user_id'; write each aggregation as NAME = FUNCTION")
+    refused("%fusion table fm-bad --on fm-imps --key user_id --window 1s",
+            "needs its aggregations in the cell body")
+    refused("%%fusion table fm-bad --on fm-imps --key user_id --window 1s --default n:0\n"
+            "views = count(user_id)", r"--default 'n:0' should be NAME=VALUE with NAME one "
+                                       r"of the aggregations \['views'\]")
+    refused("%fusion serve fm-api --model fm-ctr --features nothing",
+            "'nothing' is not a feature definition")
