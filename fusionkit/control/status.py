@@ -82,6 +82,7 @@ def summary(rec: StageRecord, reports: list[ActorReport] | None = None) -> Stage
         routing=_routing(rec),
         keys_held=table_total("keys_held"), lookups=table_total("lookups"),
         misses=table_total("misses"),
+        lookup_p99_ms=max((r.lookup_p99_ms for r in tables), default=None),
     )
 
 

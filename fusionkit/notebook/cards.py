@@ -59,6 +59,18 @@ def join_rows(figures: JoinFigures | None) -> list[tuple[str, str]]:
     return out
 
 
+def table_rows(figures: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """A table's card rows: keys held, lookups, the share of them that missed, and the
+    lookups' p99 in its actor."""
+    if not figures:
+        return []
+    lookups, misses = figures.get("lookups") or 0, figures.get("misses") or 0
+    p99 = figures.get("lookup_p99_ms")
+    return [("keys held", _fmt(figures.get("keys_held") or 0)), ("lookups", _fmt(lookups)),
+            ("misses", f"{_fmt(misses)} ({misses / lookups:.0%})" if lookups else "0"),
+            ("lookup p99", _fmt(p99, 2, "ms"))]
+
+
 def online_rows(figures: OnlineFigures | None) -> list[tuple[str, str]]:
     """A train card's rows for its model's answers as served (none without any): the
     accuracy over every served row whose outcome was learned, then, for each of the newest
@@ -156,6 +168,8 @@ class StageCard:
                      (v.metric or "accuracy", _fmt(v.metric_value, 3)), *online_rows(v.online)]
         elif v.kind == "join":
             rows += join_rows(v.join)
+        elif v.kind == "table":
+            rows += table_rows(v.extra.get("table"))
         else:
             rows += [("replicas", str(v.parallelism)), ("version", "–" if v.version is None
                                                         else f"v{v.version}"),

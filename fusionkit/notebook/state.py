@@ -290,6 +290,9 @@ class DashboardState:
             view.error = row.get("error")
             view.reason = row.get("reason")
             view.url = row.get("url")
+            if view.kind == "table":
+                view.extra["table"] = {k: row.get(k) for k in (
+                    "keys_held", "lookups", "misses", "lookup_p99_ms")}
         for gone in set(self.stages) - seen:
             del self.stages[gone]
         time = now() if time is None else time

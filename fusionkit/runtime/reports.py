@@ -159,6 +159,7 @@ class TableReport(StageActorReport):
     evicted: int = 0
     clock: float = float("-inf")
     waiting: int = 0
+    lookup_p99_ms: float = float("nan")  # the recent lookups' time in the actor
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,7 +191,7 @@ class StageSummary:
     actor's comparison of a serve stage's models (``TrainReport.compared``, when it scored
     any) and a serve stage's ``routing`` when it names more than one model, which is all the
     dashboard needs to show ``fk.compare`` of that stage; a table's ``keys_held``,
-    ``lookups`` and ``misses`` (``TableReport``)."""
+    ``lookups``, ``misses`` and ``lookup_p99_ms`` (``TableReport``)."""
 
     name: str
     kind: str
@@ -216,10 +217,11 @@ class StageSummary:
     keys_held: int | None = None
     lookups: int | None = None
     misses: int | None = None
+    lookup_p99_ms: float | None = None
 
     _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"url", "route", "served", "compared",
                                                      "routing", "keys_held", "lookups",
-                                                     "misses"})
+                                                     "misses", "lookup_p99_ms"})
 
     def to_dict(self) -> dict[str, Any]:
         """The row as ``fk.status()`` and the notebook receive it."""

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fusionkit._clock import monotonic
@@ -34,6 +36,7 @@ from fusionkit.runtime.stage import StageActor
 from fusionkit.streaming.tables import TableState
 
 RESTORE_WAIT = 60.0  # how long a lookup waits for a restarted actor's rollback
+LOOKUP_SAMPLE = 1000  # the last lookups whose time the report's p99 is of
 
 
 def make_table(spec: TableSpec) -> TableState:
@@ -54,6 +57,7 @@ class TableWorker(StageActor):
         self.events_in = 0
         self._controller = None
         self._lock = threading.Lock()  # one batch's update, or one lookup, at a time
+        self._lookup_s: deque[float] = deque(maxlen=LOOKUP_SAMPLE)  # recent lookups' times
         if state:
             self.set_state(state)
 
@@ -83,7 +87,12 @@ class TableWorker(StageActor):
         return TableReport(**report, keys_held=t.held_keys, held_rows=t.held_rows,
                            lookups=t.lookups, misses=t.misses, late=t.late_count,
                            invalid=t.invalid_count, evicted=t.evicted, clock=t.clock,
-                           waiting=self.inbox.waiting)
+                           waiting=self.inbox.waiting, lookup_p99_ms=self._lookup_p99_ms())
+
+    def _lookup_p99_ms(self) -> float:
+        """The 99th percentile of the recent lookups' times in this actor (ms; NaN: none)."""
+        times = list(self._lookup_s)
+        return float(np.percentile(times, 99)) * 1e3 if times else float("nan")
 
     def get_state(self) -> dict[str, Any]:
         with self._lock:
@@ -111,8 +120,11 @@ class TableWorker(StageActor):
                 raise FusionError(f"table {self.name!r} is being restored after its actor was "
                                   f"restarted; ask again in a moment")
             time.sleep(0.05)
+        t0 = monotonic()
         with self._lock:
-            return self.table.lookup(keys)
+            out = self.table.lookup(keys)
+        self._lookup_s.append(monotonic() - t0)
+        return out
 
     # -- data -----------------------------------------------------------------------------
     def push(self, sender: str, seq: int, batch: Any, epoch: int = 0) -> None:

@@ -107,6 +107,18 @@ def test_unknown_keys_get_the_defaults_and_count_as_misses(fk):
     assert len(one) == 1 and one["views"].iloc[0] == want.loc[held, "views"]
     row = fk.status().loc["user-stats"]
     assert (row["lookups"], row["misses"]) == (4, 2)
+    assert row["lookup_p99_ms"] > 0  # the lookups' time in the table's actor
+    # the dashboard's card of the table shows the same, from the status rows it polls
+    from fusionkit.notebook.cards import table_rows
+    from fusionkit.notebook.state import DashboardState
+    from fusionkit.stages import rows as status_rows
+
+    state = DashboardState()
+    state.ingest_status(status_rows())
+    card = dict(table_rows(state.stages["user-stats"].extra["table"]))
+    assert card["keys held"] == f"{row['keys_held']:,}"
+    assert (card["lookups"], card["misses"]) == ("4", "2 (50%)")
+    assert card["lookup p99"].endswith(" ms")
     with pytest.raises(fk.StageNotFoundError,
                        match=r"no table stage named 'user-stat'.*user-stats"):
         fk.lookup("user-stat", [held])
