@@ -43,19 +43,23 @@ def table(name: str, on: str, key: str | None = None, *, window: Any,
     table defined on a stream that already reads takes its events from then on). Its state
     is in the pipeline's checkpoints and comes back exactly after its actor is lost.
     ``fk.lookup(name, keys)`` reads it; ``fk.status()`` shows its keys held, lookups and
-    misses. One actor for now (``parallelism=1``); ``resources`` and ``placement`` place it
-    on a cluster, as for ``fk.stream``.
+    misses. With ``parallelism=N``, N actors each keep a part of the keys (a stable hash of
+    the key): each takes every batch of the stream and keeps its keys' events, with the
+    whole stream's time, so together they hold exactly what one actor would; a lookup
+    asks each actor holding some of its keys, all at once. ``resources`` and
+    ``placement`` place them on a cluster, as for ``fk.stream``.
     """
     check_name(name)
-    if parallelism != 1:
-        raise FusionError(f"table {name!r}: a table runs on one actor for now; "
-                          f"parallelism={parallelism!r} is not possible yet (leave it at 1)")
+    if not isinstance(parallelism, int) or parallelism < 1:
+        raise FusionError(f"table {name!r}: parallelism must be a whole number of actors, at "
+                          f"least 1; got {parallelism!r}")
     if name == on:
         raise FusionError(f"table {name!r} cannot be kept from itself: give it its own name")
     resources, placement = _placement(resources, placement)
     state = TableState(window, key=key, ttl=ttl, defaults=defaults)  # checked in this cell
     spec = TableSpec(name=name, on=on, window=window, key=state.key, ttl=state.ttl,
-                     defaults=state.defaults or None, resources=resources, placement=placement)
+                     defaults=state.defaults or None, parallelism=parallelism,
+                     resources=resources, placement=placement)
     call("define_table", spec)
     return StageHandle(name, "table")
 

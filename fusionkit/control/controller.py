@@ -49,6 +49,7 @@ from fusionkit.errors import FusionError, StorageKeyError
 from fusionkit.runtime.checkpoint import CheckpointStore
 from fusionkit.runtime.records import Assignment, Event
 from fusionkit.runtime.specs import JoinSpec, StreamSpec, TableSpec, TrainSpec
+from fusionkit.streaming.tables import merge_parts, split_keys
 
 __all__ = ["HOST_PREFIX", "Controller", "StageRecord", "on_head"]
 _placement = placement  # the name tests and older callers know
@@ -162,14 +163,21 @@ class Controller:
         return self.lifecycle.define_table(spec).to_dict()
 
     def lookup(self, name: str, keys: list[Any]) -> pd.DataFrame:
-        """The values of ``keys`` in table ``name``: one call to its actor for all of them
-        (waiting through a restart of its process)."""
-        actor = self.stages.record(name, "table").actors[0]
-        return through_restart(lambda: get(actor.lookup.remote(keys)), LOOKUP_WAIT)
+        """The values of ``keys`` in table ``name``: one call to each actor holding some of
+        them, all at once (waiting through a restart of a process)."""
+        actors = self.stages.record(name, "table").actors
+        where = split_keys(keys, len(actors))
 
-    def table_actor(self, name: str) -> Any:
-        """The actor of table ``name``, for a serve replica to read it directly."""
-        return self.stages.record(name, "table").actors[0]
+        def ask() -> pd.DataFrame:  # every part is asked (its lookups and misses count)
+            return merge_parts(get([a.lookup.remote([keys[i] for i in at])
+                                    for a, at in zip(actors, where, strict=True)]), where)
+
+        return through_restart(ask, LOOKUP_WAIT)
+
+    def table_actors(self, name: str) -> list[Any]:
+        """The actors of table ``name`` (actor ``i`` keeps part ``i`` of the keys), for a
+        serve replica to read it directly."""
+        return list(self.stages.record(name, "table").actors)
 
     def define_serve(self, spec: Any, wait: bool = True) -> dict[str, Any]:
         """Deploy a serve stage (``wait=False``: at once, ``starting`` until ready)."""

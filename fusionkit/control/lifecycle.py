@@ -266,7 +266,8 @@ class Lifecycle:
             _check_probe(spec.name, probe, [actor])
             if spec.enrich is not None:  # its copies of the tables start from them as they are
                 ray.get(actor.seed_tables.remote({
-                    t.name: ray.get(self.stages[t.name].actors[0].get_state.remote())["table"]
+                    t.name: [s["table"] for s in ray.get(
+                        [a.get_state.remote() for a in self.stages[t.name].actors])]
                     for t in spec.enrich.specs}))
             if old is not None:
                 teardown(old)
@@ -424,8 +425,8 @@ class Lifecycle:
             raise FusionError(f"{name!r} is a join stage: its parallelism is set when it is "
                               f"defined (fk.join(..., parallelism=N) again replaces it)")
         if rec.kind == "table":
-            raise FusionError(f"{name!r} is a table stage: a table runs on one actor for now "
-                              f"and cannot be scaled")
+            raise FusionError(f"{name!r} is a table stage: its parallelism is set when it is "
+                              f"defined (fk.table(..., parallelism=N) again replaces it)")
         raise FusionError(f"{name!r} is a train stage: a train stage runs one learner and "
                           "cannot be scaled; scale its stream or its serve stage instead")
 

@@ -37,6 +37,7 @@ from fusionkit.serving.served_log import column_records, feedback_records
 from fusionkit.serving.shadow import ShadowPool
 from fusionkit.sources.logfiles import LogWriter
 from fusionkit.streaming.features import FeatureError, RowFeatures
+from fusionkit.streaming.tables import merge_parts, split_keys
 
 log = logging.getLogger("fusionkit")
 FIRST_VERSION_WAIT = 30.0
@@ -63,7 +64,7 @@ class ModelServer(ModelHolder):
         self.shadow = ShadowPool(self)
         # fk.features: request rows get their tables' freshest values (read from the tables'
         # actors, kept for spec.staleness), then the feature function
-        self._tables: dict[str, Any] = {}  # table -> its actor, asked of the controller once
+        self._tables: dict[str, list[Any]] = {}  # table -> its actors, asked of the controller
         self.features = (RowFeatures(spec.enrich, self._read_table, spec.staleness)
                          if spec.enrich is not None else None)
         # a new replica loads the live version before it takes any request
@@ -192,16 +193,21 @@ class ModelServer(ModelHolder):
             raise BadRequest(err.status, err.message) from None
 
     def _read_table(self, name: str, keys: list[Any]) -> Any:
-        """The values of ``keys`` in table ``name``, in one call to its actor; asked of the
-        controller again once if that actor is gone or is no longer the table."""
+        """The values of ``keys`` in table ``name``: one call to each of its actors holding
+        some of them, all at once; its actors are asked of the controller again once if
+        one is gone or no longer keeps the table."""
         why: BaseException | None = None
         for _ in range(2):
             try:
-                actor = self._tables.get(name)
-                if actor is None:
+                actors = self._tables.get(name)
+                if actors is None:
                     controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
-                    actor = self._tables[name] = ray.get(controller.table_actor.remote(name))
-                return ray.get(actor.lookup.remote(keys, name), timeout=TABLE_WAIT)
+                    actors = self._tables[name] = ray.get(controller.table_actors.remote(name))
+                where = split_keys(keys, len(actors))
+                refs = [a.lookup.remote([keys[i] for i in at], name)
+                        for a, at in zip(actors, where, strict=True) if len(at)]
+                frames = iter(ray.get(refs, timeout=TABLE_WAIT))
+                return merge_parts([next(frames) if len(at) else None for at in where], where)
             except Exception as exc:
                 self._tables.pop(name, None)
                 why = exc

@@ -109,8 +109,11 @@ class Features:
         return out
 
 
-def _table(spec: Any) -> TableState:
-    return TableState(spec.window, key=spec.key, ttl=spec.ttl, defaults=spec.defaults)
+def _parts(spec: Any) -> list[TableState]:
+    """Fresh copies of a table's parts (one per actor of a table on N actors)."""
+    n = getattr(spec, "parallelism", 1)
+    return [TableState(spec.window, key=spec.key, ttl=spec.ttl, defaults=spec.defaults,
+                       share=(i, n)) for i in range(n)]
 
 
 class Enricher:
@@ -120,27 +123,34 @@ class Enricher:
 
     def __init__(self, features: Features):
         self.features = features
-        self.tables = {spec.name: _table(spec) for spec in features.specs}
+        self.tables = {spec.name: _parts(spec) for spec in features.specs}
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         added: dict[str, Any] = {}
         for spec in self.features.specs:
-            table, key = self.tables[spec.name], self.features.key_of(spec.name)
-            rows = batch if key == table.key else batch.rename(columns={key: table.key})
-            before = table.as_of_before(rows)  # and takes the batch in
+            parts, key = self.tables[spec.name], self.features.key_of(spec.name)
+            rows = batch if key == spec.key else batch.rename(columns={key: spec.key})
+            # each part takes the batch in as the table's actor of that part does
+            before = pd.concat([p.as_of_before(rows) for p in parts]) if len(parts) > 1 \
+                else parts[0].as_of_before(rows)
+            if len(parts) > 1:
+                before = before.reindex(rows.index)
             for col in self.features.columns_of(spec):
                 added[col] = before[col].to_numpy()
         frame = batch.assign(**added) if added else batch
         return self.features.finish(frame)
 
-    def get_state(self) -> dict[str, Any]:
-        return {name: t.get_state() for name, t in self.tables.items()}
+    def get_state(self) -> dict[str, list[Any]]:
+        """Per table, its parts' states (what a table actor's state holds of its part)."""
+        return {name: [p.get_state() for p in parts] for name, parts in self.tables.items()}
 
-    def set_state(self, state: dict[str, Any] | None) -> None:
-        self.tables = {spec.name: _table(spec) for spec in self.features.specs}
-        for name, s in (state or {}).items():
-            if name in self.tables:
-                self.tables[name].set_state(s)
+    def set_state(self, state: dict[str, list[Any]] | None) -> None:
+        self.tables = {spec.name: _parts(spec) for spec in self.features.specs}
+        for name, states in (state or {}).items():
+            parts = self.tables.get(name)
+            if parts is not None and len(states) == len(parts):
+                for p, s in zip(parts, states, strict=True):
+                    p.set_state(s)
 
 
 class RowFeatures:

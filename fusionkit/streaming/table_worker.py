@@ -14,6 +14,10 @@ Ray, updated with every batch of one stream stage and read by key (``fk.lookup``
   own and the checkpoint's).
 - **Counts**: ``events_in`` in ``fk.status()`` is the events the table holds (in its
   state, so exact through a recovery), not the pushes this process happened to take.
+- **Parallelism**: with ``parallelism=N`` each of the N actors is sent every batch of the
+  stream (put once in the object store, shared) and keeps the keys of its part
+  (``tables.part_of``, a stable hash) with the whole stream's time, so together they hold
+  exactly what one actor would; its ``events_in`` counts its part's events.
 """
 
 from __future__ import annotations
@@ -39,9 +43,10 @@ RESTORE_WAIT = 60.0  # how long a lookup waits for a restarted actor's rollback
 LOOKUP_SAMPLE = 1000  # the last lookups whose time the report's p99 is of
 
 
-def make_table(spec: TableSpec) -> TableState:
-    """A fresh table of the spec's parameters."""
-    return TableState(spec.window, key=spec.key, ttl=spec.ttl, defaults=spec.defaults)
+def make_table(spec: TableSpec, index: int = 0) -> TableState:
+    """A fresh table of the spec's parameters: actor ``index``'s part of the keys."""
+    return TableState(spec.window, key=spec.key, ttl=spec.ttl, defaults=spec.defaults,
+                      share=(index, spec.parallelism))
 
 
 class TableWorker(StageActor):
@@ -50,7 +55,7 @@ class TableWorker(StageActor):
     def __init__(self, spec: TableSpec, index: int, monitor: Any, state: dict | None = None):
         super().__init__(spec.name, index, monitor)
         self.spec = spec
-        self.table = make_table(spec)
+        self.table = make_table(spec, index)
         self.inbox = Inbox()
         self.epoch = 0
         self.upstream = 1
@@ -101,7 +106,7 @@ class TableWorker(StageActor):
 
     def set_state(self, state: dict[str, Any]) -> None:
         with self._lock:
-            self.table = make_table(self.spec)
+            self.table = make_table(self.spec, self.index)
             if state.get("table") is not None:
                 self.table.set_state(state["table"])
             self.events_in = int(state.get("events", 0))
@@ -146,13 +151,15 @@ class TableWorker(StageActor):
     def _take(self, batch: pd.DataFrame) -> None:
         t0 = monotonic()
         with self._lock:
-            late, invalid = self.table.late_count, self.table.invalid_count
+            late, invalid, taken = (self.table.late_count, self.table.invalid_count,
+                                    self.table.taken)
             self.table.update(batch)
-            self.events_in += len(batch)
+            taken = self.table.taken - taken  # its part's events (all, on one actor)
+            self.events_in += taken
             late = self.table.late_count - late
             invalid = self.table.invalid_count - invalid
             held = (self.table.held_keys, self.table.held_rows)
-        self.reporter.count(events_in=len(batch), late=late, invalid=invalid)
+        self.reporter.count(events_in=taken, late=late, invalid=invalid)
         self.reporter.gauge(keys_held=held[0], held_rows=held[1])
         self.reporter.latency(monotonic() - t0)
         self.reporter.flush()

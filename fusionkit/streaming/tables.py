@@ -54,9 +54,10 @@ from fusionkit._duration import parse_duration
 from fusionkit.batch import EVENT_TIME
 from fusionkit.streaming import partials
 from fusionkit.streaming.expiry import grow_slots
+from fusionkit.streaming.operators import key_hash
 from fusionkit.streaming.windows import SlidingWindow, _index, _spread
 
-__all__ = ["AS_OF", "MISS", "TableState"]
+__all__ = ["AS_OF", "MISS", "TableState", "merge_parts", "part_of", "split_keys"]
 
 AS_OF, MISS = "as_of", "miss"  # output columns: the newest event time of a key, no value
 KC, BKT = "_kc", "_bkt"  # the rows kept: key code, slide index (rows sorted by both)
@@ -86,7 +87,8 @@ class TableState:
     """
 
     def __init__(self, window: SlidingWindow, key: str | None = None,
-                 ttl: float | str | None = None, defaults: dict[str, Any] | None = None):
+                 ttl: float | str | None = None, defaults: dict[str, Any] | None = None,
+                 share: tuple[int, int] = (0, 1)):
         if not isinstance(window, SlidingWindow):
             raise TypeError(f"a table is defined by a window, e.g. fk.sliding('5m', '10s', "
                             f"agg={{...}}); got {type(window).__name__}")
@@ -114,8 +116,14 @@ class TableState:
         if unknown:
             raise ValueError(f"defaults name {unknown}, which the table does not compute; its "
                              f"aggregations are {list(self.agg)}")
+        index, count = share
+        if not 0 <= index < count:
+            raise ValueError(f"share must be (index, count) with 0 <= index < count, "
+                             f"not {share!r}")
+        self.share = (index, count)  # the part of the keys kept (of a table on N actors)
         self.clock = -np.inf  # stream time: the largest finite event time seen
         self.late_count = self.invalid_count = self.evicted = 0
+        self.taken = 0  # events of this table's keys (its part's) it was given
         self.lookups = self.misses = 0
         self._seq = 0  # arrival position of the next event (orders first / last)
         self._slot: dict[Any, int] = {}  # key -> code
@@ -229,15 +237,28 @@ class TableState:
         if need:
             raise KeyError(f"table columns {sorted(need)} are not in the batch; columns are "
                            f"{[c for c in batch.columns if str(c)[:1] != '_']}")
-        n = len(batch)
-        u, ukeys = self._codes(batch)
-        if n == 0:
-            return pd.DataFrame(self._answer(0, u, np.empty(0)), index=batch.index) \
-                if features else None
+        total = len(batch)
         t = pd.to_numeric(batch[EVENT_TIME], errors="coerce").to_numpy("float64", na_value=np.nan)
         finite = np.isfinite(t)
-        upto = np.maximum.accumulate(np.where(finite, t, -np.inf)) if n else t
-        before = np.maximum(np.concatenate([[self.clock], upto[:-1]]), self.clock) if n else t
+        upto = np.maximum.accumulate(np.where(finite, t, -np.inf)) if total else t
+        before = np.maximum(np.concatenate([[self.clock], upto[:-1]]), self.clock) if total else t
+        pos = self._seq + np.arange(total, dtype=np.int64)
+        if self.share[1] > 1 and total:
+            # one part of the keys: the stream time and the arrival positions are the whole
+            # batch's, so each part holds exactly what one table would for its keys
+            mine = part_of(batch[self.key], self.share[1]) == self.share[0]
+            batch, t, finite, before, pos = (batch[mine], t[mine], finite[mine], before[mine],
+                                             pos[mine])
+        n = len(batch)
+        self.taken += n
+        u, ukeys = self._codes(batch)
+        if n == 0:
+            self._seq += total
+            if total and np.isfinite(upto[-1]):
+                self.clock = max(self.clock, float(upto[-1]))
+                self._expire()
+            return pd.DataFrame(self._answer(0, u, np.empty(0)), index=batch.index) \
+                if features else None
         bucket = _index(np.where(finite, t, 0.0) / self.window.slide)
         acc = finite & (self.window._first_window(before - self.window.allowed_lateness)
                         <= bucket)
@@ -251,7 +272,6 @@ class TableState:
         reset = acc & gone  # the key expired before this event: it starts afresh
         seg = (pd.Series(reset).groupby(u).cumsum().to_numpy() if reset.any()
                else np.zeros(n, dtype=np.int64))
-        pos = self._seq + np.arange(n, dtype=np.int64)
         columns = {col: partials.column(batch, col, np.arange(n))
                    for col in {col for _, col in self._parts.values()}}
         units = {name: partials.unit(kind, batch, columns.get(col), np.arange(n),
@@ -265,8 +285,8 @@ class TableState:
         self._take(u, code_u, ukeys, seg, acc, t, bucket, n0, units)
         self.late_count += int((finite & ~acc).sum())
         self.invalid_count += int((~finite).sum())
-        self._seq += n
-        if n and finite.any():
+        self._seq += total
+        if np.isfinite(upto[-1]):
             self.clock = max(self.clock, float(upto[-1]))
         self._expire()
         return out
@@ -396,6 +416,54 @@ class TableState:
         self._rows = None if rows is None else {name: v.copy() for name, v in rows.items()}
         for name, value in state["counters"].items():
             setattr(self, name, int(value))
+
+
+def part_of(keys: Any, count: int) -> np.ndarray:
+    """Which of ``count`` parts each key is kept by: a stable hash, the same in every
+    process, and the same for one key however it comes (a stream's column of ints, of
+    floats or of objects, or a list asked for): a whole number is hashed as an int64
+    (``7``, ``7.0`` and ``np.int64(7)`` are one key, as the table's dict has them), any
+    other key as its text.
+
+    >>> part_of(pd.Series([7, 42], dtype="int64"), 4).tolist() == part_of([7.0, 42], 4).tolist()
+    True
+    >>> part_of(pd.Series(["a", 7], dtype=object), 4).tolist() == part_of(["a", 7], 4).tolist()
+    True
+    """
+    series = keys if isinstance(keys, pd.Series) else pd.Series(list(keys), dtype=object)
+    series = series.reset_index(drop=True)
+    if series.dtype.kind in "iub":
+        return (key_hash(series.astype("int64")) % np.uint64(count)).astype(np.int64)
+    num = series if series.dtype.kind == "f" else pd.to_numeric(series, errors="coerce")
+    values = num.to_numpy("float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(values) & (values == np.floor(values)) & (np.abs(values) < 2.0**62)
+    h = np.empty(len(series), dtype=np.uint64)
+    if whole.any():
+        h[whole] = key_hash(pd.Series(values[whole].astype("int64")))
+    if (~whole).any():
+        h[~whole] = key_hash(series[~whole].astype(str))
+    return (h % np.uint64(count)).astype(np.int64)
+
+
+def split_keys(keys: list[Any], count: int) -> list[np.ndarray]:
+    """The positions in ``keys`` of each part's keys (of a table on ``count`` actors)."""
+    if count == 1:
+        return [np.arange(len(keys))]
+    part = part_of(keys, count) if keys else np.empty(0, dtype=np.int64)
+    return [np.flatnonzero(part == i) for i in range(count)]
+
+
+def merge_parts(frames: list[pd.DataFrame | None], positions: list[np.ndarray]
+                ) -> pd.DataFrame:
+    """The parts' answers (``frames[i]`` answers the keys at ``positions[i]``; None: a part
+    asked nothing) as one frame, one row per key in the order asked."""
+    asked = [(f, at) for f, at in zip(frames, positions, strict=True) if f is not None]
+    if len(asked) == 1:
+        return asked[0][0]
+    order = np.concatenate([at for _, at in asked])
+    whole = pd.concat([f for f, _ in asked], ignore_index=True)
+    return whole.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
 
 
 def _keys(keys) -> list:

@@ -162,7 +162,7 @@ def _plain_model():
 def test_the_same_rows_make_the_same_features_on_both_paths(fk, redis_server):
     """Skew: rows posted to the serve stage, then sent as events through the stream, at
     the same table state, get identical features (those served are read from the served
-    log); a request without the key field, and one the function fails on, are refused with
+    log; the table is on two actors, the train stage's copy in two parts); a request without the key field, and one the function fails on, are refused with
     the reason while the replica goes on answering."""
     client = redis_server.client()
     rng = np.random.default_rng(3)
@@ -178,7 +178,7 @@ def test_the_same_rows_make_the_same_features_on_both_paths(fk, redis_server):
     produce(first)
     src = fk.sources.redis(redis_server.url, stream="fs-events")
     fk.stream("fs-imps", source=src, batch_size=250, paused=True)
-    fk.table("fs-stats", on="fs-imps", key="user_id",
+    fk.table("fs-stats", on="fs-imps", key="user_id", parallelism=2,  # two parts of the keys
              window=fk.sliding("10m", "1m", agg=AGG), defaults=DEFAULTS)
     feats = fk.features(fn=featurize, tables={"fs-stats": "user_id"})
     fk.train("fs-ctr", on="fs-imps", label="clicked", features=feats, model=_plain_model(),

@@ -189,6 +189,31 @@ def test_a_table_over_a_stream_on_two_actors(fk):
     check_equal(fk, want, want.index.tolist())
 
 
+def test_a_table_on_three_actors_one_killed(fk):
+    """parallelism=3: each actor keeps a third of the users, with the whole stream's time,
+    so together they equal pandas; fk.lookup asks each actor for its keys. SIGKILL one of
+    them mid-stream: the pipeline rolls back and every event is in the table once."""
+    n, rate = 100_000, 20_000.0
+    fk.stream("impressions", source=source(fk, 11, rate, n), batch_size=1000)
+    fk.table("user-stats", on="impressions", key="user_id", defaults=DEFAULTS, parallelism=3,
+             window=fk.sliding(f"{SIZE}s", f"{SLIDE}s", agg=AGG))
+    wait_for(lambda: taken(fk) >= n // 5, timeout=120, what="first events in the table")
+    assert fk.checkpoint(timeout=60) is not None  # each actor's part in the checkpoint
+    wait_for(lambda: taken(fk) >= n // 3, timeout=120, what="more events in the table")
+    before = len(fk.recoveries())
+    pid = fk.infos("user-stats")[1]["pid"]
+    assert taken(fk) < n
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: len(fk.recoveries()) > before, timeout=120, what="a recovery")
+    wait_for(lambda: taken(fk) == n, timeout=180, what="every event in the table once")
+    want = oracle(replay(fk, seed=11, rate=rate, n=n))
+    check_equal(fk, want, want.index.tolist())
+    row = fk.status().loc["user-stats"]
+    assert row["parallelism"] == 3 and row["keys_held"] == len(want)
+    held = [i["keys_held"] for i in fk.infos("user-stats")]
+    assert len(held) == 3 and min(held) > len(want) / 4  # each holds about a third
+
+
 def test_restore_a_checkpoint_of_a_table(fk):
     """fk.restore() starts the stream and its table from a checkpoint on fresh hosts: the
     table's state comes back and the events after it are taken once."""
@@ -210,8 +235,8 @@ def test_table_definition_errors(fk):
     fk.stream("impressions", source=source(fk, 5, n=5_000), batch_size=1000)
     with pytest.raises(fk.StageNotFoundError, match="no stage named 'impresions'.*impressions"):
         fk.table("user-stats", on="impresions", key="user_id", window=window)
-    with pytest.raises(fk.FusionError, match="one actor for now"):
-        fk.table("user-stats", on="impressions", key="user_id", window=window, parallelism=2)
+    with pytest.raises(fk.FusionError, match="parallelism must be a whole number of actors"):
+        fk.table("user-stats", on="impressions", key="user_id", window=window, parallelism=0)
     with pytest.raises(ValueError, match="'nunique', which a table cannot keep"):
         fk.table("user-stats", on="impressions", key="user_id",
                  window=fk.sliding("1s", "0.25s", agg={"users": ("device", "nunique")}))
@@ -228,7 +253,8 @@ def test_table_definition_errors(fk):
     assert "user-stats" not in fk.status().index
     assert fk.status().loc["impressions", "status"] == "waiting"  # nothing takes it yet
     fk.table("user-stats", on="impressions", key="user_id", window=window)
-    with pytest.raises(fk.FusionError, match="is a table stage"):
+    with pytest.raises(fk.FusionError, match=r"is a table stage: its parallelism is set when "
+                                             r"it is defined \(fk.table\(..., parallelism=N\)"):
         fk.scale("user-stats", 2)
     wait_for(lambda: taken(fk) == 5_000, timeout=60, what="the stream read for the table")
     fk.stop("user-stats")

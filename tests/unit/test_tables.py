@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusionkit.streaming.tables import TableState
+from fusionkit.streaming.tables import TableState, part_of
 from fusionkit.streaming.windows import SlidingWindow
 
 AGG = {"n": ("v", "count"), "total": ("v", "sum"), "avg": ("v", "mean"), "lo": ("v", "min"),
@@ -128,6 +128,32 @@ def test_values_equal_pandas_for_any_cuts_and_order(case) -> None:
     assert table.held_keys == int((~want["miss"]).sum())
     finite = events["_event_time"].notna()
     assert table.invalid_count == int((~finite).sum())
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams(), st.sampled_from([2, 3]))
+def test_a_table_on_n_actors_holds_what_one_would(case, count) -> None:
+    """Each of N parts takes every batch and keeps its keys (a stable hash): its values,
+    as of before each event of its keys and at the end, are exactly one table's, with the
+    same stream time; the keys, lookups and counts of the parts add up to one table's."""
+    events, cuts, size, slide, lateness, ttl = case
+    one = _table(size, slide, lateness, ttl)
+    parts = [_table(size, slide, lateness, ttl, share=(i, count)) for i in range(count)]
+    whole = []
+    for b in _batches(events, cuts):
+        whole.append(one.as_of_before(b))
+        got = pd.concat([p.as_of_before(b) for p in parts]).reindex(b.index)
+        _same(got, whole[-1])
+        assert {p.clock for p in parts} == {one.clock}
+    owner = part_of(events["k"], count)
+    keys = [*dict.fromkeys(events["k"].tolist()), "never"]
+    for i, p in enumerate(parts):
+        mine = [k for k in keys if part_of([k], count)[0] == i]
+        _same(p.lookup(mine), one.lookup(mine))
+    assert sum(p.held_keys for p in parts) == one.held_keys
+    assert sum(p.late_count for p in parts) == one.late_count
+    assert sum(p.invalid_count for p in parts) == one.invalid_count
+    assert set(owner.tolist()) <= set(range(count))
 
 
 @settings(max_examples=80, deadline=None)
