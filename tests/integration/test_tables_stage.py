@@ -214,6 +214,36 @@ def test_a_table_on_three_actors_one_killed(fk):
     assert len(held) == 3 and min(held) > len(want) / 4  # each holds about a third
 
 
+def test_a_million_keys_with_a_short_ttl_keep_memory_flat(fk):
+    """A million users seen once each, a ttl of 1 s of event time (10,000 events): the table
+    evicts as it goes, so the keys it holds stay at what one ttl brings, and its actor's
+    memory at the end is what it was a quarter of the way in."""
+    import psutil
+
+    n = 1_000_000
+
+    def one_user_each(df: pd.DataFrame) -> pd.DataFrame:
+        return df.assign(user_id=df["_offset"])
+
+    fk.stream("impressions", source=source(fk, 12, n=n), fn=one_user_each, batch_size=5000)
+    fk.table("user-stats", on="impressions", key="user_id", ttl="1s",
+             window=fk.sliding(f"{SIZE}s", f"{SLIDE}s", agg=AGG))
+    wait_for(lambda: taken(fk) >= n // 4, timeout=120, what="a quarter of the events")
+    proc = psutil.Process(fk.infos("user-stats")[0]["pid"])
+    early = proc.memory_info().rss
+    wait_for(lambda: taken(fk) == n, timeout=300, what="every event in the table")
+    late = proc.memory_info().rss
+    row = fk.status().loc["user-stats"]
+    spacing = 1e-4  # the source's events are 1e-4 s of event time apart
+    assert row["keys_held"] <= 1.0 / spacing + 5000 + 1  # one ttl of events, one batch more
+    assert fk.infos("user-stats")[0]["evicted"] >= n - row["keys_held"] - 1
+    print(f"table actor rss {early / 2**20:.0f} MiB at {n // 4:,} events, "
+          f"{late / 2**20:.0f} MiB at {n:,}; keys held {row['keys_held']:,}")
+    assert late - early < 64 * 2**20  # flat (measured: +17 MiB; without a ttl, +930 MiB)
+    held = fk.lookup("user-stats", [n - 1, 0])
+    assert held["miss"].tolist() == [False, True]  # the newest user held, the first gone
+
+
 def test_restore_a_checkpoint_of_a_table(fk):
     """fk.restore() starts the stream and its table from a checkpoint on fresh hosts: the
     table's state comes back and the events after it are taken once."""
