@@ -10,6 +10,7 @@ version, which the answer names. What it answers is appended to the stage's serv
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from typing import Any
@@ -50,6 +51,7 @@ class ModelHolder:
         self._stop = threading.Event()
         self._log = LogWriter(spec.log_folder, writer) if spec.log_folder else None
         self._numbers: tuple[Any, list[str]] = (None, [])  # a schema's number features
+        self._nullable: tuple[Any, Any] = (None, None)  # a schema, and it with all nullable
 
     # -- following the registry -----------------------------------------------------------
     def _follow_models(self, models: Any, wait: float) -> None:
@@ -103,6 +105,7 @@ class ModelHolder:
         the request's, and its ``t`` the request's, so a join gives both rows the same
         outcomes)."""
         version, learner, schema = loaded
+        schema = self._checked_as(schema)
         if isinstance(rows, list) and schema is not None and hasattr(learner, "predict_records"):
             frame = check_records(rows, schema, self.spec.max_rows)
             if ids is None and self._log is not None:
@@ -127,6 +130,19 @@ class ModelHolder:
             self._announced.add((name, version))
             self.registry.served.remote(name, version, now())
         return out
+
+    def _checked_as(self, schema: Any) -> Any:
+        """The schema rows are checked against: the model's; with ``fk.features`` every
+        column may be missing, since the feature definition made the rows, not the client
+        (a key a table does not hold and has no default for reads NaN, and the model gets
+        NaN, as on the training path)."""
+        if schema is None or self.spec.enrich is None:
+            return schema
+        cached = self._nullable
+        if cached[0] is not schema:
+            cached = self._nullable = (schema, dataclasses.replace(
+                schema, nullable=frozenset(schema.columns)))
+        return cached[1]
 
     def _features(self, frame: Any, schema: Any) -> list[dict[str, Any]]:
         """The rows' features as validated, for the log: the model's columns, numbers as

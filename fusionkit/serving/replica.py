@@ -36,13 +36,14 @@ from fusionkit.serving.routing import routing_of
 from fusionkit.serving.served_log import column_records, feedback_records
 from fusionkit.serving.shadow import ShadowPool
 from fusionkit.sources.logfiles import LogWriter
-from fusionkit.streaming.features import FeatureError, RowFeatures
+from fusionkit.streaming.features import FeatureError, RowFeatures, TableCopy
 from fusionkit.streaming.tables import merge_parts, split_keys
 
 log = logging.getLogger("fusionkit")
 FIRST_VERSION_WAIT = 30.0
 FIRST_OTHERS_WAIT = 5.0  # canaries and shadows: routed to the primary until they load
 TABLE_WAIT = 10.0  # how long a request waits for a table's values
+TABLE_POLL = 1.0  # how long a table's actor holds a replica's ask for changes when none come
 
 
 class ModelServer(ModelHolder):
@@ -62,11 +63,19 @@ class ModelServer(ModelHolder):
             self.registry.follow_route.remote(spec.name, -1, 0.0))
         self._routing = routing if routing is not None else routing_of(spec)
         self.shadow = ShadowPool(self)
-        # fk.features: request rows get their tables' freshest values (read from the tables'
-        # actors, kept for spec.staleness), then the feature function
+        # fk.features: request rows get their tables' freshest values, then the feature
+        # function; a copy of each table actor's values, kept up to date by a thread each
         self._tables: dict[str, list[Any]] = {}  # table -> its actors, asked of the controller
-        self.features = (RowFeatures(spec.enrich, self._read_table, spec.staleness)
-                         if spec.enrich is not None else None)
+        self.features = None
+        if spec.enrich is not None:
+            copies = {t.name: [TableCopy(t) for _ in range(t.parallelism)]
+                      for t in spec.enrich.specs}
+            self.features = RowFeatures(spec.enrich, self._read_table, spec.staleness,
+                                        copies=copies)
+            for name, parts in copies.items():
+                for i, copy in enumerate(parts):
+                    threading.Thread(target=self._follow_table, args=(name, i, copy),
+                                     daemon=True, name=f"fk-table-{name}-{i}").start()
         # a new replica loads the live version before it takes any request
         deadline = monotonic() + FIRST_VERSION_WAIT
         primary = self._routing.primary
@@ -186,11 +195,42 @@ class ModelServer(ModelHolder):
         return out
 
     def _featurize(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Request rows with their features made (``fusionkit.streaming.features``)."""
+        """Request rows with their features made (``fusionkit.streaming.features``); the
+        keys read, from the copies of the tables or their actors, counted in the totals
+        (``features_copied``, ``features_misses``, ``features_read``, ``features_cached``)."""
+        before = self.features.counts()
         try:
             return self.features(records)
         except FeatureError as err:
             raise BadRequest(err.status, err.message) from None
+        finally:
+            self.reporter.count(**{f"features_{k}": v - before[k]
+                                   for k, v in self.features.counts().items()})
+
+    def _table_actors(self, name: str) -> list[Any]:
+        """The actors of table ``name`` (asked of the controller once, and again after a
+        failed call to one of them)."""
+        actors = self._tables.get(name)
+        if actors is None:
+            controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
+            actors = self._tables[name] = ray.get(controller.table_actors.remote(name))
+        return actors
+
+    def _follow_table(self, name: str, index: int, copy: TableCopy) -> None:
+        """Keep ``copy`` of table actor ``index``'s values up to date: ask what changed
+        since the copy's version (a long poll), about every ``staleness / 2`` seconds."""
+        while not self._stop.is_set():
+            try:
+                actor = self._table_actors(name)[index]
+                copy.apply(*ray.get(actor.changes.remote(copy.token, copy.version, name,
+                                                         TABLE_POLL), timeout=TABLE_WAIT))
+            except Exception as exc:  # requests read the actors meanwhile
+                log.debug("fusionkit serve %s: following table %s: %s", self.spec.name,
+                          name, exc)
+                self._tables.pop(name, None)
+                self._stop.wait(0.5)
+                continue
+            self._stop.wait(self.spec.staleness / 2)
 
     def _read_table(self, name: str, keys: list[Any]) -> Any:
         """The values of ``keys`` in table ``name``: one call to each of its actors holding
@@ -199,10 +239,7 @@ class ModelServer(ModelHolder):
         why: BaseException | None = None
         for _ in range(2):
             try:
-                actors = self._tables.get(name)
-                if actors is None:
-                    controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
-                    actors = self._tables[name] = ray.get(controller.table_actors.remote(name))
+                actors = self._table_actors(name)
                 where = split_keys(keys, len(actors))
                 refs = [a.lookup.remote([keys[i] for i in at], name)
                         for a, at in zip(actors, where, strict=True) if len(at)]

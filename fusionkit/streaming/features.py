@@ -12,9 +12,13 @@ and the same table state:
   take the same stream's batches), so the values are exactly those a lookup of the table
   would have given just before each event, with no call between actors and no race.
 - **Serving path** (:class:`RowFeatures`, in a serve replica defined with
-  ``features=feats``): each request row gets the table's freshest values of its key (read
-  from the table's actor, one call per table for all the request's keys, kept by the
-  replica for at most ``staleness`` seconds), then ``fn``.
+  ``features=feats``): each request row gets the table's freshest values of its key, then
+  ``fn``. The replica keeps a copy of each table's values (:class:`TableCopy`), brought up
+  to date about every ``staleness / 2`` seconds with what changed in the table's actors
+  (the keys of the batches they took, the keys the ttl dropped), so a request reads a dict
+  and makes no call. Until a copy is complete (the replica has just started), or while
+  its table's actor does not answer, a request reads the actors instead, one call per
+  actor for all its keys, and keeps what it read for at most ``staleness`` seconds.
 
 A table adds its aggregations' columns (``views_5m``...), not ``as_of`` or ``miss``; a key
 the table does not hold reads as the table's defaults (NaN where none is given) on both
@@ -153,21 +157,66 @@ class Enricher:
                     p.set_state(s)
 
 
+class TableCopy:
+    """A copy of the values of one table actor's keys, brought up to date with what
+    changed (``apply`` what its ``changes`` gave); ``get`` reads a key (None: not held)."""
+
+    def __init__(self, spec: Any, clock: Callable[[], float] = monotonic):
+        self.key = spec.key
+        self.columns = list(spec.window.agg)
+        self.values: dict[Any, tuple] = {}
+        self.token: str | None = None
+        self.version = 0
+        self.clock = clock
+        self.heard = -math.inf  # when the actor last answered (``clock``)
+
+    def apply(self, token: str | None, version: int, values: pd.DataFrame | None,
+              dropped: list, afresh: bool) -> None:
+        self.heard = self.clock()
+        if values is None:  # nothing changed
+            return
+        rows = dict(zip(values[self.key].tolist(),
+                        zip(*[values[c].tolist() for c in self.columns], strict=True),
+                        strict=True)) if len(values) else {}
+        if afresh:
+            self.values = rows
+        else:
+            self.values.update(rows)
+            for k in dropped:
+                self.values.pop(k, None)
+        self.token, self.version = token, version
+
+    def live(self, within: float) -> bool:
+        """Whether the copy is complete and its actor answered within ``within`` seconds."""
+        return self.token is not None and self.clock() - self.heard <= within
+
+    def get(self, key: Any) -> tuple | None:
+        return self.values.get(_hashable(key))
+
+
 class RowFeatures:
     """The serving path: request rows (records) with their tables' freshest values, then
-    ``fn``. ``read(table, keys)`` reads a table's values of some keys (a DataFrame as
-    ``fk.lookup`` gives it); what it read is kept for at most ``staleness`` seconds of
-    ``clock``."""
+    ``fn``. ``copies`` (table name -> the :class:`TableCopy` of each of its actors) are
+    read where live; else ``read(table, keys)`` reads a table's values of some keys (a
+    DataFrame as ``fk.lookup`` gives it), and what it read is kept for at most
+    ``staleness`` seconds of ``clock``."""
 
     def __init__(self, features: Features, read: Callable[[str, list[Any]], pd.DataFrame],
-                 staleness: float = 0.05, clock: Callable[[], float] = monotonic):
+                 staleness: float = 0.05, clock: Callable[[], float] = monotonic,
+                 copies: dict[str, list[TableCopy]] | None = None, live: float = 2.0):
         self.features = features
         self.read = read
         self.staleness = staleness
         self.clock = clock
+        self.copies = copies or {}
+        self.live = live  # how recently a copy's actor must have answered for it to be read
         self._cache: dict[str, dict[Any, tuple[float, tuple]]] = {
             spec.name: {} for spec in features.specs}
+        self._defaults = {spec.name: tuple((spec.defaults or {}).get(c, math.nan)
+                                           for c in spec.window.agg)
+                          for spec in features.specs}
         self.reads = self.cached = 0  # keys read from a table, keys answered from the cache
+        self.copied = self.misses = 0  # keys read from a copy, and of those not held
 
     def __call__(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
@@ -197,9 +246,18 @@ class RowFeatures:
             out = out.assign(**{REQUEST_ID: frame[REQUEST_ID].to_numpy()})
         return _records(out)
 
+    def counts(self) -> dict[str, int]:
+        """Keys read from the copies (``copied``, of which ``misses`` not held), from the
+        tables' actors (``read``) and from the short cache of those reads (``cached``)."""
+        return {"copied": self.copied, "misses": self.misses, "read": self.reads,
+                "cached": self.cached}
+
     def _values(self, table: str, keys: list[Any]) -> list[tuple]:
-        """The values of ``keys`` in ``table``: from the cache where fresh enough, the
-        others in one read."""
+        """The values of ``keys`` in ``table``: from the replica's copy of it when live,
+        else from the cache where fresh enough and the others in one read."""
+        copies = self.copies.get(table)
+        if copies and all(c.live(self.live) for c in copies):
+            return self._copied(table, copies, keys)
         cache, t = self._cache[table], self.clock()
         stale = list(dict.fromkeys(k for k in keys if _fresh(cache.get(_hashable(k)), t,
                                                              self.staleness) is None))
@@ -214,6 +272,24 @@ class RowFeatures:
             self.reads += len(stale)
         self.cached += len(keys) - len(stale)
         return [cache[_hashable(k)][1] for k in keys]
+
+
+    def _copied(self, table: str, copies: list[TableCopy], keys: list[Any]) -> list[tuple]:
+        """The values of ``keys`` from the copies of ``table``'s actors (each key is held by
+        at most one); the defaults for a key none holds."""
+        default, out = self._defaults[table], []
+        for k in keys:
+            got = None
+            for copy in copies:
+                got = copy.get(k)
+                if got is not None:
+                    break
+            if got is None:
+                self.misses += 1
+                got = default
+            out.append(got)
+        self.copied += len(keys)
+        return out
 
 
 def _fresh(entry: tuple[float, tuple] | None, t: float, staleness: float) -> tuple | None:

@@ -62,6 +62,7 @@ class TableWorker(StageActor):
         self.events_in = 0
         self._controller = None
         self._lock = threading.Lock()  # one batch's update, or one lookup, at a time
+        self._taken = threading.Condition(self._lock)  # notified when a batch is taken
         self._lookup_s: deque[float] = deque(maxlen=LOOKUP_SAMPLE)  # recent lookups' times
         if state:
             self.set_state(state)
@@ -131,6 +132,32 @@ class TableWorker(StageActor):
         self._lookup_s.append(monotonic() - t0)
         return out
 
+    def changes(self, token: str | None, version: int, table: str, wait: float = 1.0
+                ) -> tuple[str | None, int, pd.DataFrame | None, list, bool]:
+        """What a copy of this actor's values (a serve replica's) at (``token``,
+        ``version``) needs to be brought up to date: ``(token, version, values, dropped,
+        afresh)``, the values of the keys that changed (every key held when ``afresh``: the
+        copy is of another state, or too far behind) and the keys no longer held. Waits up
+        to ``wait`` seconds for a batch when nothing changed; ``values`` None: nothing did
+        (or the actor waits for its rollback)."""
+        if table != self.name:
+            raise FusionError(f"this actor keeps table {self.name!r}, not {table!r}")
+        deadline = monotonic() + wait
+        with self._taken:
+            while True:
+                t = self.table
+                changed = None if token != t.token else t.changes_since(version)
+                if not self.awaiting_rollback and changed != ([], []):
+                    break
+                left = deadline - monotonic()
+                if left <= 0:
+                    return token, version, None, [], False
+                self._taken.wait(left)
+            if changed is None:
+                return t.token, t.version, t.values(t.keys()), [], True
+            held, dropped = changed
+            return t.token, t.version, t.values(held), dropped, False
+
     # -- data -----------------------------------------------------------------------------
     def push(self, sender: str, seq: int, batch: Any, epoch: int = 0) -> None:
         if not self._arrives(sender, seq, batch, epoch):
@@ -159,6 +186,7 @@ class TableWorker(StageActor):
             late = self.table.late_count - late
             invalid = self.table.invalid_count - invalid
             held = (self.table.held_keys, self.table.held_rows)
+            self._taken.notify_all()
         self.reporter.count(events_in=taken, late=late, invalid=invalid)
         self.reporter.gauge(keys_held=held[0], held_rows=held[1])
         self.reporter.latency(monotonic() - t0)

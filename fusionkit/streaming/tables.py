@@ -45,6 +45,8 @@ rows held.
 
 from __future__ import annotations
 
+import uuid
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -62,6 +64,7 @@ __all__ = ["AS_OF", "MISS", "TableState", "merge_parts", "part_of", "split_keys"
 AS_OF, MISS = "as_of", "miss"  # output columns: the newest event time of a key, no value
 KC, BKT = "_kc", "_bkt"  # the rows kept: key code, slide index (rows sorted by both)
 PAIR_BUDGET = 64  # pairs per event within a batch above which the batch is cut in two
+CHANGE_LOG = 1024  # the last batches whose keys a table remembers, for those following it
 
 
 class TableState:
@@ -124,6 +127,13 @@ class TableState:
         self.clock = -np.inf  # stream time: the largest finite event time seen
         self.late_count = self.invalid_count = self.evicted = 0
         self.taken = 0  # events of this table's keys (its part's) it was given
+        # what changed, for a copy of the values that follows the table (a serve replica's):
+        # ``version`` counts the batches taken, ``_changes`` holds each one's keys (taken or
+        # dropped), ``token`` names this state (a restore starts another)
+        self.token = uuid.uuid4().hex
+        self.version = 0
+        self._changes: deque[tuple[int, list]] = deque(maxlen=CHANGE_LOG)
+        self._dropped: list = []  # keys released in the batch being taken
         self.lookups = self.misses = 0
         self._seq = 0  # arrival position of the next event (orders first / last)
         self._slot: dict[Any, int] = {}  # key -> code
@@ -148,16 +158,40 @@ class TableState:
         """The values of ``keys`` now: one row per key asked, in that order, with the key,
         the aggregates, ``as_of`` (the key's newest event time) and ``miss`` (the table
         does not hold the key: its values are the defaults). Misses are counted."""
+        out = self.values(keys)
+        self.lookups += len(out)
+        self.misses += int(out[MISS].sum())
+        return out
+
+    def keys(self) -> list:
+        """The keys the table holds now."""
+        return list(self._slot)
+
+    def values(self, keys) -> pd.DataFrame:
+        """``lookup`` without counting the lookups and misses."""
         keys = _keys(keys)
         code = np.array([self._slot.get(k, -1) for k in keys], dtype=np.int64)
         newest = self._newest_of(code)
         held = code >= 0
         if self.ttl is not None:
             held &= ~(newest < self.clock - self.ttl)
-        self.lookups += len(keys)
-        self.misses += int((~held).sum())
         out = self._answer(len(keys), np.where(held, code, -1), np.where(held, newest, np.nan))
         return pd.DataFrame({self.key: keys if keys else np.empty(0, dtype=object), **out})
+
+    def changes_since(self, version: int) -> tuple[list, list] | None:
+        """What changed after batch ``version`` (of this ``token``): the keys held now whose
+        values may differ, and the keys no longer held. None: too long ago to say (more
+        than ``CHANGE_LOG`` batches back, or not of this state): take every value afresh."""
+        if version == self.version:
+            return [], []
+        if version > self.version or not self._changes or self._changes[0][0] > version + 1:
+            return None
+        keys: dict[Any, None] = {}
+        for v, ks in self._changes:
+            if v > version:
+                keys.update(dict.fromkeys(ks))
+        held = [k for k in keys if k in self._slot]
+        return held, [k for k in keys if k not in self._slot]
 
     def _answer(self, n: int, code: np.ndarray, newest: np.ndarray,
                 extra: tuple[np.ndarray, dict[str, np.ndarray]] | None = None
@@ -257,6 +291,7 @@ class TableState:
             if total and np.isfinite(upto[-1]):
                 self.clock = max(self.clock, float(upto[-1]))
                 self._expire()
+            self._changed([])
             return pd.DataFrame(self._answer(0, u, np.empty(0)), index=batch.index) \
                 if features else None
         bucket = _index(np.where(finite, t, 0.0) / self.window.slide)
@@ -289,7 +324,14 @@ class TableState:
         if np.isfinite(upto[-1]):
             self.clock = max(self.clock, float(upto[-1]))
         self._expire()
+        self._changed(ukeys)
         return out
+
+    def _changed(self, keys: list) -> None:
+        """Note a batch taken: its keys and those dropped while taking it."""
+        self.version += 1
+        self._changes.append((self.version, [*keys, *self._dropped] if self._dropped else keys))
+        self._dropped = []
 
     def _before(self, u, code_u, seg, acc, bucket, newest, units) -> dict[str, np.ndarray]:
         """Each event's values before it: the key's kept rows (if it has not started afresh
@@ -369,6 +411,7 @@ class TableState:
     def _release(self, code: int) -> None:
         """Forget the key of ``code`` (its rows go at the next merge or expiry)."""
         del self._slot[self._key[code]]
+        self._dropped.append(self._key[code])
         self._key[code], self._newest[code] = None, np.nan
         self._free.append(code)
         self.evicted += 1
@@ -416,6 +459,8 @@ class TableState:
         self._rows = None if rows is None else {name: v.copy() for name, v in rows.items()}
         for name, value in state["counters"].items():
             setattr(self, name, int(value))
+        self.token, self.version = uuid.uuid4().hex, 0  # those following it start afresh
+        self._changes.clear()
 
 
 def part_of(keys: Any, count: int) -> np.ndarray:

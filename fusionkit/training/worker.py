@@ -39,6 +39,13 @@ TAKE_OVER = 8  # batches queued behind the one admitted that are learned with it
 PEEK_ROWS = 1000  # the last events learned that fk.peek can show
 
 
+def _missing_features(batch: pd.DataFrame, features: list[str]) -> list[str]:
+    """The feature columns of ``batch`` with a missing value among numbers."""
+    cols = [c for c in features if c in batch.columns
+            and pd.api.types.is_numeric_dtype(batch[c]) and batch[c].isna().any()]
+    return cols
+
+
 class TrainWorker(StageActor):
     kind = "train"
 
@@ -372,7 +379,7 @@ class TrainWorker(StageActor):
         pred = self.learner.predict_learn(good, y)
         why = divergence(self.learner, pred)
         if why is not None:
-            self._diverge(why)
+            self._diverge(why, good)
         self.prequential.update(y, pred)
         self.served.add(scored)  # (served rows only: what the answers they got were worth)
         if self.drift is not None:
@@ -395,15 +402,24 @@ class TrainWorker(StageActor):
             parts.pop(0)
         self._recent = parts
 
-    def _diverge(self, why: str) -> None:
-        """The model diverged: say so (an event), publish nothing more, fail the stage."""
+    def _diverge(self, why: str, batch: pd.DataFrame | None = None) -> None:
+        """The model diverged: say so (an event), publish nothing more, fail the stage.
+        Missing values among the features are the likelier cause when there are some: the
+        advice names them instead."""
         self.diverged = why
         self._pending, self._pending_n, self._inflight = [], 0, ([], 0)
         self._event("diverged", why)
+        advice = ("Lower the learning rate or scale the features, then define the stage "
+                  "again (or fk.restore() the last checkpoint)")
+        missing = _missing_features(batch, self.spec.features or model_features(
+            batch, self.spec.label)) if batch is not None else []
+        if missing:
+            advice = (f"The features {missing} hold missing values (NaN), which this model "
+                      f"cannot learn from: fill them in (a table's defaults=, or fillna in "
+                      f"the feature function), then define the stage again")
         raise ModelDivergedError(
-            f"the model diverged after {self.events_seen} events: {why}; it is not published. "
-            "Lower the learning rate or scale the features, then define the stage again (or "
-            "fk.restore() the last checkpoint)")
+            f"the model diverged after {self.events_seen} events: {why}; it is not "
+            f"published. {advice}")
 
     def _send_schema(self, batch: pd.DataFrame) -> None:
         features = self.spec.features or model_features(batch, self.spec.label)

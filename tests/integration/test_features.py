@@ -153,9 +153,11 @@ def _model():
 
 
 def _plain_model():
-    from river import linear_model, preprocessing
+    """A River model of the numbers it selects (the table's NaN top price is not one)."""
+    from river import compose, linear_model, preprocessing
 
-    return preprocessing.StandardScaler() | linear_model.LogisticRegression()
+    return (compose.Select("price", "views", "avg_price", "price_vs_usual", "seen_before")
+            | preprocessing.StandardScaler() | linear_model.LogisticRegression())
 
 
 @pytest.mark.redis
@@ -180,7 +182,10 @@ def test_the_same_rows_make_the_same_features_on_both_paths(fk, redis_server):
     fk.stream("fs-imps", source=src, batch_size=250, paused=True)
     fk.table("fs-stats", on="fs-imps", key="user_id", parallelism=2,  # two parts of the keys
              window=fk.sliding("10m", "1m", agg=AGG), defaults=DEFAULTS)
-    feats = fk.features(fn=featurize, tables={"fs-stats": "user_id"})
+    # a second table, without defaults: an unknown user's top price is NaN on both paths
+    fk.table("fs-top", on="fs-imps", key="user_id",
+             window=fk.sliding("10m", "1m", agg={"top_price": ("price", "max")}))
+    feats = fk.features(fn=featurize, tables={"fs-stats": "user_id", "fs-top": "user_id"})
     fk.train("fs-ctr", on="fs-imps", label="clicked", features=feats, model=_plain_model(),
              publish_every="200ms")
     fk.resume("fs-imps")
@@ -205,12 +210,17 @@ def test_the_same_rows_make_the_same_features_on_both_paths(fk, redis_server):
              what="the same rows learned")
     learned = fk.peek("fs-ctr", len(rows))
     learned.index = [f"r{u}" for u in learned["user_id"]]
-    cols = ["views", "avg_price", "price_vs_usual", "seen_before", "price"]
+    cols = ["views", "avg_price", "price_vs_usual", "seen_before", "price", "top_price"]
     stream_side = learned.loc[served.index, cols].astype("float64")
     serve_side = served[cols].astype("float64")
     np.testing.assert_array_equal(stream_side.to_numpy(), serve_side.to_numpy())
     assert (served.loc[["r1000", "r1001"], "views"] == 0).all()  # unknown: the defaults
+    assert served.loc[["r1000", "r1001"], "top_price"].isna().all()  # none given: NaN
     assert (served["views"] > 0).sum() >= 25
+    # read from the replica's copy of the table, with no call to its actors
+    totals = fk.infos("fs-api")[0]["totals"]
+    assert totals["features_copied"] >= len(rows) and totals["features_misses"] >= 2
+    assert totals.get("features_read", 0) == 0
 
     # bad requests: the field named, the function's error given; the replica goes on
     with pytest.raises(fk.PredictionError, match="no field 'user_id'"):

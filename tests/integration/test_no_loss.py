@@ -175,6 +175,29 @@ def test_diverging_model_is_not_published(fk):
     assert len(diverged) == 1 and "not finite" in diverged["detail"].iloc[0]
     assert fk.publish("diverging") in (0, None)
     assert len(fk.models("diverging")) == 0  # nothing was published
+    assert "Lower the learning rate" in error  # no missing value: the step is the suspect
+
+
+def test_a_model_diverging_on_missing_values_says_which(fk):
+    """Missing values among the features (a table without defaults gives NaN for a key it
+    does not hold) make a linear River model's weights NaN: the error names the columns."""
+    from river import linear_model
+
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"size": rng.normal(size=2000), "rooms": rng.normal(size=2000)})
+    frame["price"] = 3.0 * frame["size"] + 1.0
+
+    def holes(df: pd.DataFrame) -> pd.DataFrame:  # as a feature function may leave them
+        return df.assign(rooms=df["rooms"].where(df["_offset"] % 7 != 0))
+
+    fk.stream("holes", source=fk.sources.replay(frame), fn=holes, batch_size=100)
+    fk.train("holey", on="holes", label="price", model=linear_model.LinearRegression(),
+             publish_every=None)
+    wait_for(lambda: fk.status().loc["holey", "status"] == "failed", timeout=60,
+             what="the stage to stop on the diverged model")
+    error = fk.status().loc["holey", "error"]
+    assert "ModelDivergedError" in error and "The features ['rooms'] hold missing values" \
+        in error, error
 
 
 # -- publishing to a folder that cannot be written ------------------------------------------------

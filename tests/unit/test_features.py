@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from fusionkit.runtime.specs import TableSpec
-from fusionkit.streaming.features import Enricher, FeatureError, Features, RowFeatures
+from fusionkit.streaming.features import Enricher, FeatureError, Features, RowFeatures, TableCopy
 from fusionkit.streaming.tables import TableState
 from fusionkit.streaming.windows import SlidingWindow
 
@@ -150,3 +150,34 @@ def test_definitions_are_checked():
     with pytest.raises(ValueError, match="tables 'stats' and 'more' both add a column 'views'"):
         Features.define(None, {"stats": "user_id", "more": "ad_id"}).resolved(
             [spec(), spec("more", {"views": ("ad_id", "count")})])
+
+
+def test_the_serving_path_reads_a_live_copy_of_the_table_and_falls_back_to_reads():
+    """A replica's copy of a table, kept up to date with what changed in it, answers
+    without a read; a copy whose actor has not answered for ``live`` seconds is not read:
+    the table is."""
+    ev = events(3_000, seed=6)
+    table, clock = Table(ev.iloc[:2_000]), [50.0]
+    copy = TableCopy(spec(), clock=lambda: clock[0])
+    assert not copy.live(2.0)  # nothing yet
+    held = table.state.keys()
+    copy.apply(table.state.token, table.state.version, table.state.values(held), [], True)
+    version = table.state.version
+    table.state.update(ev.iloc[2_000:])  # more events: a batch the copy has not seen
+    changed, dropped = table.state.changes_since(version)
+    copy.apply(table.state.token, table.state.version, table.state.values(changed), dropped,
+               False)
+    feats = Features.define(double_views, {"stats": "user_id"}).resolved([spec()])
+    rows = RowFeatures(feats, table.read, staleness=0.05, clock=lambda: clock[0],
+                       copies={"stats": [copy]}, live=2.0)
+    asked = [{"user_id": u, "price": 1.0} for u in [*range(20), 999]]
+    out = rows(asked)
+    assert table.calls == []  # every key from the copy
+    want = table.state.values([r["user_id"] for r in asked])
+    assert [r["views"] for r in out] == want["views"].tolist()
+    assert out[-1]["views"] == 0 and out[-1]["avg_price"] is None  # not held: the defaults
+    assert rows.counts() == {"copied": 21, "misses": 1, "read": 0, "cached": 0}
+    clock[0] += 2.5  # the actor has not answered since: read the table instead
+    again = rows(asked[:3])
+    assert table.calls == [[0, 1, 2]]
+    assert [r["views"] for r in again] == [r["views"] for r in out[:3]]

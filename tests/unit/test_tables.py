@@ -329,3 +329,32 @@ def test_bad_definitions_are_refused_in_a_sentence() -> None:
         TableState({"n": ("v", "count")}, key="k")
     with pytest.raises(KeyError, match="key column 'k'"):
         TableState(w, key="k").update(pd.DataFrame({"v": [1], "_event_time": [1.0]}))
+
+
+def test_changes_since_a_version_bring_a_copy_up_to_date() -> None:
+    """A copy of the values that applies what changed since its version (the keys taken,
+    the keys dropped by the ttl) equals the table's values; too far back, or a state put
+    back from a snapshot, asks for every value afresh."""
+    rng = np.random.default_rng(5)
+    table = _table(4.0, 1.0, 0.0, 3.0, defaults=None)
+    copy, version = {}, table.version
+    for i in range(40):
+        t = np.sort(rng.uniform(i, i + 1, 25))
+        table.update(pd.DataFrame({"k": rng.integers(0, 30, 25), "v": rng.normal(size=25),
+                                   "c": 1, "_event_time": t}))
+        if i % 3:
+            continue
+        held, gone = table.changes_since(version)
+        for k, row in zip(held, table.values(held).to_dict("records"), strict=True):
+            copy[k] = row
+        for k in gone:
+            copy.pop(k, None)
+        version = table.version
+        assert sorted(copy) == sorted(table._slot)
+        _same(pd.DataFrame([copy[k] for k in copy]), table.values(list(copy)))
+    assert table.evicted > 0  # the ttl dropped keys, and the copy followed
+    assert table.changes_since(version) == ([], [])
+    assert table.changes_since(version + 1) is None  # ahead of the table: not of this state
+    again = _table(4.0, 1.0, 0.0, 3.0)
+    again.set_state(table.get_state())
+    assert again.token != table.token and again.changes_since(version) is None
