@@ -76,6 +76,12 @@ class ModelServer(ModelHolder):
                 for i, copy in enumerate(parts):
                     threading.Thread(target=self._follow_table, args=(name, i, copy),
                                      daemon=True, name=f"fk-table-{name}-{i}").start()
+            # a new replica has its copies before it takes a request (else it reads the
+            # tables' actors until they come)
+            deadline = monotonic() + FIRST_VERSION_WAIT
+            while (monotonic() < deadline and not all(
+                    c.token is not None for parts in copies.values() for c in parts)):
+                self._stop.wait(0.02)
         # a new replica loads the live version before it takes any request
         deadline = monotonic() + FIRST_VERSION_WAIT
         primary = self._routing.primary
