@@ -323,10 +323,14 @@ def serve(name: str, model: str, *, replicas: int = 1, route: str | None = None,
 
     ``features=fk.features(fn, tables={...})`` makes each request's features the way the
     train stage given the same definition makes them: the rows carry raw fields, each gets
-    its tables' freshest values by its key, then ``fn``. A replica reads each table once
-    per request for all its keys and keeps what it read for at most ``staleness`` (default
-    50 ms). A row without a field the features need is refused (400, naming the field); a
-    feature function that raises is refused (422, with its error), and the replica goes on.
+    its tables' freshest values by its key, then ``fn``. Each replica keeps a copy of the
+    tables' values, brought up to date with what changed in them about every
+    ``staleness / 2`` (``staleness`` 50 ms by default), so a request makes no call to a
+    table (while a copy is not complete, a request reads the table's actors, and keeps
+    what it read for at most ``staleness``). A row without a field the features need is
+    refused (400, naming the field); a feature function that raises is refused (422, with
+    its error), and the replica goes on. Its totals count the keys read (``fk.infos``:
+    ``features_copied``, ``features_misses``, ``features_read``).
     """
     check_name(name)
     if replicas < 1:

@@ -266,7 +266,8 @@ def _stream_label(on: str) -> str | None:
           help="a feature definition (feats = fk.features(...)): request rows carry raw "
                "fields and get their features made as the train stage's")
 @argument("--staleness", type=p.duration, default=0.05, metavar="DURATION",
-          help="how long a replica keeps the table values it read (default: 50ms)")
+          help="how stale the table values a replica answers with may be: it brings its "
+               "copy of the tables up to date about every half of it (default: 50ms)")
 @output
 def serve(magics: Any, args: argparse.Namespace, cell: str | None) -> LiveStage:
     """Serve the live model of a train stage over HTTP and a Python handle.
