@@ -98,9 +98,14 @@ def streams(draw):
     return events, cuts, size, slide, lateness, ttl
 
 
-def _table(size, slide, lateness, ttl, **kw) -> TableState:
-    return TableState(SlidingWindow(size, slide, agg=AGG, allowed_lateness=lateness), key="k",
-                      ttl=ttl, **kw)
+def _table(size, slide, lateness, ttl, merge_often: bool = False, **kw) -> TableState:
+    """A table of ``AGG``; ``merge_often``: its recent rows merged into the kept ones at
+    every batch (by default, a small table never merges them)."""
+    table = TableState(SlidingWindow(size, slide, agg=AGG, allowed_lateness=lateness),
+                       key="k", ttl=ttl, **kw)
+    if merge_often:
+        table.recent_min = 0
+    return table
 
 
 def _batches(events: pd.DataFrame, cuts: list[int]) -> list[pd.DataFrame]:
@@ -109,14 +114,15 @@ def _batches(events: pd.DataFrame, cuts: list[int]) -> list[pd.DataFrame]:
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(streams())
-def test_values_equal_pandas_for_any_cuts_and_order(case) -> None:
+@given(streams(), st.booleans())
+def test_values_equal_pandas_for_any_cuts_and_order(case, merge_often) -> None:
     """Each event's values as of just before it, and every key's values at the end, are the
     pandas aggregates of the events in the key's window: for any batch cuts, events out of
-    order within the lateness or beyond it, expiry, events without a time or a value."""
+    order within the lateness or beyond it, expiry, events without a time or a value; with
+    the recent rows merged into the kept ones at every batch, or never."""
     events, cuts, size, slide, lateness, ttl = case
     want_before, want_end = _reference(events, size, slide, lateness, ttl)
-    table = _table(size, slide, lateness, ttl)
+    table = _table(size, slide, lateness, ttl, merge_often)
     got = pd.concat([table.as_of_before(b) for b in _batches(events, cuts)])
     assert got.index.tolist() == events.index.tolist()
     _same(got, want_before)
@@ -131,14 +137,15 @@ def test_values_equal_pandas_for_any_cuts_and_order(case) -> None:
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(streams(), st.sampled_from([2, 3]))
-def test_a_table_on_n_actors_holds_what_one_would(case, count) -> None:
+@given(streams(), st.sampled_from([2, 3]), st.booleans())
+def test_a_table_on_n_actors_holds_what_one_would(case, count, merge_often) -> None:
     """Each of N parts takes every batch and keeps its keys (a stable hash): its values,
     as of before each event of its keys and at the end, are exactly one table's, with the
     same stream time; the keys, lookups and counts of the parts add up to one table's."""
     events, cuts, size, slide, lateness, ttl = case
     one = _table(size, slide, lateness, ttl)
-    parts = [_table(size, slide, lateness, ttl, share=(i, count)) for i in range(count)]
+    parts = [_table(size, slide, lateness, ttl, merge_often, share=(i, count))
+             for i in range(count)]
     whole = []
     for b in _batches(events, cuts):
         whole.append(one.as_of_before(b))
@@ -299,7 +306,8 @@ def test_a_hot_key_is_cut_into_parts_with_the_same_result() -> None:
     one = _table(2.0, 0.5, 0.0, None)
     single = pd.concat([one.as_of_before(events.iloc[[i]]) for i in range(len(events))])
     pd.testing.assert_frame_equal(whole, single)
-    assert one.held_rows == 4  # slides 8.0 to 9.5: what is left of the window is dropped
+    kept = one.get_state()["rows"]["_kc"]
+    assert len(kept) == 4  # slides 8.0 to 9.5: what is left of the window is dropped
     assert whole["n"].iloc[-1] == 199  # the window [8.0, 10.0) up to 9.98, itself left out
 
 
