@@ -10,9 +10,12 @@ window on both sides: per user, ``fk.sliding("5m", "10s")`` with four aggregatio
 time, no ttl, computed by fusionkit's own ``TableState`` code on both sides:
 
 - fusionkit: a stream stage reading the broker (``fk.sources.redis``) -> ``fk.table`` (one
-  table actor) -> ``fk.features(fn, tables={table: "user_id"})``, given to
-  ``fk.train`` (learning with the features) and ``fk.serve`` (a replica reads the table
-  actor, one call per request for all its keys, keeping values for ``staleness``, 50 ms).
+  table actor) -> ``fk.features(fn, tables={table: "user_id"})`` given to ``fk.serve`` (a
+  replica reads the table actor, one call per request for all its keys, keeping values
+  for ``staleness``, 50 ms). The model (scaled price and table features, logistic
+  regression) is learned first by ``fk.train(..., features=fk.features(fn, ...))`` on a
+  bounded synthetic stream with a table of the same window, so no training shares the
+  cores while the tables are measured.
 - stitched store: a consumer process reading the same broker stream (``XREAD``), keeping
   the same ``TableState`` and writing each touched user's values to a Redis hash of a
   second redis-server (``HSET`` per key, one pipeline per batch; at niceness 15, as Ray
@@ -29,12 +32,19 @@ Figures:
    carry ``user_id`` and ``price``), the same model's serve stage without features (rows
    carry every feature, as the table had them), and the stitched store's deployment.
    Target: with features p50 and p99 <= 1.1x without, and p50 not above the store's.
-2. Freshness at ``--rate``: a poller asks both sides, in turn, for the newest ``produced``
-   of ``--poll-keys`` users (the table actor's ``lookup``, as a replica reads it when its
-   cache does not hold the key; a pipeline of ``HGET`` of the store); each time a user's
-   value is newer than the poll before, ``poll returned - produced`` is one sample. Polls
-   follow one another every few ms (reported): a sample is late by up to a poll period,
-   on both sides alike. A replica's cache can add up to ``staleness`` for a user it read
+2. Freshness at ``--rate``, one side at a time while the events flow, each reading the
+   broker from its newest entry on, so neither starts behind: first the store's consumer
+   (then stopped; later started again from the table's first entry, so that both sides
+   hold the same events for figure 1), then fusionkit's stream and table (its window has
+   then seen more event time and holds more partial rows). Once the side holds every
+   user and has caught up with the producer (up to ``--catchup`` seconds; the backlog is
+   reported), a poller asks it for the newest ``produced`` of ``--poll-keys`` users (the
+   table actor's ``lookup``, as a replica reads it when its cache does not hold the key;
+   a pipeline of ``HGET`` of the store); each time a user's value is newer than the poll
+   before, ``poll returned - produced`` is one sample. Both sides take at most 1000
+   events a batch (the stream stage's ``batch_size``, the consumer's ``XREAD`` count).
+   Polls follow one another every few ms (reported): a sample is late by up to a poll
+   period, on both sides alike. A replica's cache can add up to ``staleness`` for a user it read
    in the last 50 ms. The time each poll took is kept too (``poll_call``): what a read of
    that many users costs while the table takes events.
    Target: fusionkit p99 <= 50 ms and >= 5x lower than the store's.
@@ -43,7 +53,7 @@ Figures:
    the table's ``events_in`` over ``--seconds``; the baseline is ``TableState.update`` in
    this process on batches of the same kind. Target >= 200k events/s.
 
-Run ``python benchmarks/online_features.py`` (about 3 minutes on 2 cores) or ``--quick``
+Run ``python benchmarks/online_features.py`` (about 4 minutes on 2 cores) or ``--quick``
 for a smoke run; ``--out NAME`` names the result. ``--summarize A B C`` reads earlier
 results and writes ``online_features.json`` with each figure's median and spread. Prints
 tables and writes benchmarks/results/<name>.json.
@@ -85,7 +95,9 @@ import fusionkit as fk  # noqa: E402
 STREAM, TABLE, MODEL = "of-events", "of-stats", "of-ctr"
 FEAT_API, RAW_API, STORE_API = "of-feat", "of-raw", "of-store"
 FAST, FAST_TABLE = "of-fast", "of-fast-stats"
+LEARN, LEARN_TABLE = "of-learn", "of-learn-stats"
 EVENTS = "events"  # the broker's stream
+BATCH = 1000  # most events a side takes in one batch (a stage's batch size, an XREAD's count)
 SIZE, SLIDE = "5m", "10s"
 AGG = {"views": ("user_id", "count"), "avg_price": ("price", "mean"),
        "top": ("price", "max"), "newest": ("produced", "max")}
@@ -132,8 +144,8 @@ def _on_sigterm() -> list[bool]:
 
 # -- the producer and the stitched consumer (processes of their own) ---------------------
 def run_producer(args: argparse.Namespace) -> None:
-    """Events at ``rate`` per second into the broker's stream, each stamped when written;
-    the count written in key ``produced``."""
+    """Events at ``rate`` per second into the broker's stream, each stamped when written
+    (the stream is not trimmed: its length counts the events produced)."""
     r, stopped = _redis(args.broker), _on_sigterm()
     rng = np.random.default_rng(7)
     users = rng.permutation(args.keys).tolist()
@@ -150,21 +162,21 @@ def run_producer(args: argparse.Namespace) -> None:
             j = i & 0xFFFF
             pipe.xadd(EVENTS, {"data": json.dumps({
                 "user_id": users[i % args.keys], "price": prices[j], "clicked": clicks[j],
-                "produced": t})}, maxlen=400_000, approximate=True)
-        pipe.incrby("produced", due)
+                "produced": t})})
         pipe.execute()
         sent += due
 
 
 def run_consumer(args: argparse.Namespace) -> None:
-    """The stitched store's writer: the broker's events -> the window's values per user ->
-    one Redis hash per user (``u:<user_id>``), one pipeline per batch; the count of events
-    taken in key ``consumed``."""
+    """The stitched store's writer: the broker's events after entry ``start`` -> the
+    window's values per user -> one Redis hash per user (``u:<user_id>``), one pipeline per
+    batch; the count of events taken in key ``consumed``, the partial rows its window
+    holds in ``held_rows``."""
     os.nice(RAY_NICE)  # as the table actor it stands against
     broker, store, stopped = _redis(args.broker), _redis(args.store), _on_sigterm()
-    state, last = make_state(), "0-0"
+    state, last = make_state(), args.start
     while not stopped[0]:
-        reply = broker.xread({EVENTS: last}, count=500, block=100)
+        reply = broker.xread({EVENTS: last}, count=BATCH, block=100)
         if not reply:
             continue
         entries = reply[0][1]
@@ -179,6 +191,7 @@ def run_consumer(args: argparse.Namespace) -> None:
         for k, *vals in zip(keys, *(values[c].tolist() for c in COLS), strict=True):
             pipe.hset(f"u:{k}", mapping=dict(zip(COLS, vals, strict=True)))
         pipe.incrby("consumed", len(batch))
+        pipe.set("held_rows", state.held_rows)
         pipe.execute()
 
 
@@ -245,35 +258,85 @@ def _newer(last: np.ndarray, seen: np.ndarray, t: float, out: list[float]) -> np
     return np.where(np.isnan(seen), last, seen)
 
 
-def poll_freshness(actor: Any, store: Any, keys: list[int], seconds: float
-                   ) -> dict[str, Any]:
-    samples: dict[str, list[float]] = {"fusionkit": [], "store": []}
-    took: dict[str, list[float]] = {"fusionkit": [], "store": []}
-    last = {k: np.full(len(keys), np.nan) for k in samples}
-    names = [f"u:{k}" for k in keys]
-    polls, t_end, t_first = 0, time.time() + seconds, time.time()
-    while time.time() < t_end:
+def poll_freshness(read: Any, n_keys: int, seconds: float) -> dict[str, Any]:
+    """Poll ``read()`` (the newest stamps of the polled users) for ``seconds``."""
+    samples: list[float] = []
+    took: list[float] = []
+    last = np.full(n_keys, np.nan)
+    polls, t_first = 0, time.time()
+    while time.time() < t_first + seconds:
         t0 = time.time()
-        got = ray.get(actor.lookup.remote(keys, TABLE))
+        seen = read()
         t1 = time.time()
-        seen = got["newest"].to_numpy(dtype="float64")
-        last["fusionkit"] = _newer(last["fusionkit"], np.where(seen > 0, seen, np.nan), t1,
-                                   samples["fusionkit"])
-        pipe = store.pipeline(transaction=False)
-        for name in names:
-            pipe.hget(name, "newest")
-        vals = pipe.execute()
-        t2 = time.time()
-        seen = np.array([np.nan if v is None else float(v) for v in vals])
-        last["store"] = _newer(last["store"], seen, t2, samples["store"])
-        took["fusionkit"].append(t1 - t0)
-        took["store"].append(t2 - t1)
+        last = _newer(last, seen, t1, samples)
+        took.append(t1 - t0)
         polls += 1
         time.sleep(0.002)
     period_ms = (time.time() - t_first) / max(polls, 1) * 1000
-    return {side: {**summary_ms(samples[side]), "poll_call": summary_ms(took[side])}
-            for side in samples} | {"polls": polls, "poll_period_ms": round(period_ms, 2),
-                                     "poll_keys": len(keys)}
+    return {**summary_ms(samples), "poll_call": summary_ms(took), "polls": polls,
+            "poll_period_ms": round(period_ms, 2)}
+
+
+def table_reader(actor: Any, keys: list[int]) -> Any:
+    def read() -> np.ndarray:
+        seen = ray.get(actor.lookup.remote(keys, TABLE))["newest"].to_numpy(dtype="float64")
+        return np.where(seen > 0, seen, np.nan)
+    return read
+
+
+def store_reader(store: Any, keys: list[int]) -> Any:
+    names = [f"u:{k}" for k in keys]
+
+    def read() -> np.ndarray:
+        pipe = store.pipeline(transaction=False)
+        for name in names:
+            pipe.hget(name, "newest")
+        return np.array([np.nan if v is None else float(v) for v in pipe.execute()])
+    return read
+
+
+class Side:
+    """One side of the freshness figure: what it has taken of the broker's events since
+    entry ``start`` (``base`` events were in the stream then), how it is read."""
+
+    def __init__(self, name: str, broker: Any, taken: Any, read: Any, rows: Any):
+        self.name, self.broker, self.taken, self.read, self.rows = name, broker, taken, read, rows
+        self.start, self.base = mark(broker)
+
+    def produced(self) -> int:
+        return int(self.broker.xlen(EVENTS)) - self.base
+
+    def backlog(self) -> int:
+        return self.produced() - self.taken()
+
+
+def mark(broker: Any) -> tuple[str, int]:
+    """The broker stream's newest entry id and its length, read at once."""
+    pipe = broker.pipeline(transaction=True)
+    pipe.xlen(EVENTS)
+    pipe.xrevrange(EVENTS, count=1)
+    n, top = pipe.execute()
+    return (top[0][0].decode() if top else "0-0"), int(n)
+
+
+def freshness_of(side: Side, args: argparse.Namespace, procs: list[subprocess.Popen]
+                 ) -> dict[str, Any]:
+    """One side's freshness: once it has caught up with the producer (or ``--catchup``
+    seconds passed), polls for ``--duration`` seconds."""
+    t_catch = time.monotonic()
+    try:
+        _wait(f"the {side.name} side caught up", lambda: side.backlog() < args.rate * 0.1,
+              args.catchup, procs)
+    except TimeoutError:
+        pass  # measured behind: the backlog says by how much
+    caught = round(time.monotonic() - t_catch, 1)
+    p0, b0, rows0 = side.produced(), side.backlog(), side.rows()
+    t0 = time.time()
+    out = poll_freshness(side.read, args.poll_keys, args.duration)
+    t1 = time.time()
+    return {**out, "produced_per_s": round((side.produced() - p0) / (t1 - t0)),
+            "backlog_events": [b0, side.backlog()], "held_rows": [rows0, side.rows()],
+            "catchup_s": caught, "poll_keys": args.poll_keys}
 
 
 # -- figure 1: serve latency -------------------------------------------------------------
@@ -382,6 +445,34 @@ def _table_events(name: str) -> int:
     return int(sum(i.get("totals", {}).get("events_in", 0) for i in fk.infos(name)))
 
 
+# -- the model -----------------------------------------------------------------------------
+def training_events(df: pd.DataFrame) -> pd.DataFrame:
+    """Synthetic clicks as the producer's events (3000 users, each seen often)."""
+    return pd.DataFrame({"user_id": df["_offset"] % 3000, "price": df["price"],
+                         "clicked": df["clicked"], "produced": df["_event_time"],
+                         **{c: df[c] for c in df.columns if c.startswith("_")}})
+
+
+def learn_model(keys: int) -> None:
+    """The model every system serves: learned with the features first, from a bounded
+    stream of its own (the same window and feature function on a table of its own), so
+    that no training takes the cores while the tables are measured; the table of
+    ``keys`` users serves it."""
+    fk.stream(LEARN, source=fk.sources.synthetic(LEARN, rate=None, seed=2, max_events=40_000),
+              fn=training_events, batch_size=1000, paused=True)
+    fk.table(LEARN_TABLE, on=LEARN, key="user_id", window=fk.sliding(SIZE, SLIDE, agg=AGG),
+             defaults=DEFAULTS)
+    fk.train(MODEL, on=LEARN, label="clicked", model=make_model(), mini_batch=True,
+             features=fk.features(fn=featurize, tables={LEARN_TABLE: "user_id"}),
+             publish_every=None)
+    fk.resume(LEARN)
+    deadline = time.monotonic() + 120
+    while int(fk.infos(MODEL)[0]["events_seen"]) < 40_000 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not first_version(MODEL, 30):
+        raise RuntimeError(f"train stage {MODEL!r} published no version")
+
+
 # -- the run -----------------------------------------------------------------------------
 def _wait(what: str, ok: Any, timeout: float, procs: list[subprocess.Popen]) -> None:
     deadline = time.monotonic() + timeout
@@ -422,51 +513,61 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _measure(args, port, broker, store, broker_port, store_port, procs, load_start):
     t_start = time.time()
-    fk.stream(STREAM, source=fk.sources.redis(f"redis://127.0.0.1:{broker_port}/0",
-                                              stream=EVENTS), batch_size=500)
-    fk.table(TABLE, on=STREAM, key="user_id", window=fk.sliding(SIZE, SLIDE, agg=AGG),
-             defaults=DEFAULTS)
-    procs.append(_spawn("consume", "--broker", broker_port, "--store", store_port))
+    learn_model(args.keys)
     wait_for_warm_hosts()
     procs.append(_spawn("produce", "--broker", broker_port, "--rate", args.rate,
                         "--keys", args.keys))
-    _wait("every user in the table and the store",
-          lambda: (fk.infos(TABLE)[0]["keys_held"] >= args.keys
-                   and store.dbsize() >= args.keys), 120, procs)
+    _wait("the first events", lambda: broker.xlen(EVENTS) > 0, 30, procs)
+    users_polled = np.random.default_rng(11).choice(args.keys, args.poll_keys,
+                                                    replace=False).tolist()
+    fresh = {}
+
+    # figure 2: freshness while the events flow, one side at a time, each reading the
+    # broker from its newest entry on (the store first; fusionkit's table then holds more
+    # partial rows when measured, as its window has seen more event time)
+    side = Side("store", broker, lambda: _count(store, "consumed"),
+                store_reader(store, users_polled), lambda: _count(store, "held_rows"))
+    consumer = _spawn("consume", "--broker", broker_port, "--store", store_port,
+                      "--start", side.start)
+    procs.append(consumer)
+    _wait("every user in the store", lambda: store.dbsize() >= args.keys + 2, 120, procs)
     time.sleep(args.warmup)
-    print(f"{args.keys:,} users held on both sides at {args.rate:,} events/s "
-          f"({time.time() - t_start:.0f} s)", flush=True)
+    fresh["store"] = freshness_of(side, args, procs)
+    _end(consumer)
+    procs.remove(consumer)
 
-    # figure 2: freshness while the events flow
-    actor = _table_actor()
-    keys = np.random.default_rng(11).choice(args.keys, args.poll_keys, replace=False).tolist()
-    p0, b0 = _count(broker, "produced"), _backlogs(broker, store)
-    t0 = time.time()
-    fresh = poll_freshness(actor, store, keys, args.duration)
-    t1 = time.time()
-    fresh["produced_per_s"] = round((_count(broker, "produced") - p0) / (t1 - t0))
-    fresh["backlog_events"] = {side: [b0[side], b1] for side, b1 in
-                               _backlogs(broker, store).items()}  # at the start, the end
-    print("\nFreshness: produced -> a lookup shows it (ms)")
-    print(table([{"side": s, **fresh[s]} for s in ("fusionkit", "store")],
-                ["side", "n", "p50_ms", "p90_ms", "p99_ms", "max_ms"]))
-    print(f"polls {fresh['polls']}, one every {fresh['poll_period_ms']} ms, "
-          f"{fresh['produced_per_s']:,} events/s produced; events not yet taken at the "
-          f"start and the end: {fresh['backlog_events']}", flush=True)
+    side = Side("fusionkit", broker, lambda: _table_events(TABLE), None,
+                lambda: int(fk.infos(TABLE)[0]["held_rows"]))
+    broker.xgroup_create(EVENTS, STREAM, id=side.start)  # the stage's group, from here
+    fk.stream(STREAM, source=fk.sources.redis(f"redis://127.0.0.1:{broker_port}/0",
+                                              stream=EVENTS), batch_size=BATCH)
+    fk.table(TABLE, on=STREAM, key="user_id", window=fk.sliding(SIZE, SLIDE, agg=AGG),
+             defaults=DEFAULTS)
+    side.read = table_reader(_table_actor(), users_polled)
+    _wait("every user in the table", lambda: fk.infos(TABLE)[0]["keys_held"] >= args.keys,
+          120, procs)
+    time.sleep(args.warmup)
+    fresh["fusionkit"] = freshness_of(side, args, procs)
+    print(f"\nFreshness at {args.rate:,} events/s: produced -> a lookup shows it (ms)")
+    print(table([{"side": s, **fresh[s], "backlog": fresh[s]["backlog_events"],
+                  "rows": fresh[s]["held_rows"]} for s in ("fusionkit", "store")],
+                ["side", "n", "p50_ms", "p90_ms", "p99_ms", "max_ms", "poll_period_ms",
+                 "produced_per_s", "catchup_s", "backlog", "rows"]), flush=True)
 
-    # figure 1: a model learned with the features, then serve latency with the stream paused
-    fk.train(MODEL, on=STREAM, label="clicked", model=make_model(), mini_batch=True,
-             features=fk.features(fn=featurize, tables={TABLE: "user_id"}),
-             publish_every="1s")
-    first_version(MODEL, 60)
-    time.sleep(2.0)
-    _end(procs.pop())  # the producer
-    produced = _count(broker, "produced")
+    # the store rebuilt from the events the table took, so that both hold the same values
+    _end(procs.pop(0))  # the producer
+    produced = side.produced()
+    store.flushdb()
+    procs.append(_spawn("consume", "--broker", broker_port, "--store", store_port,
+                        "--start", side.start))
     _wait("both sides took every event",
           lambda: (_table_events(TABLE) >= produced and _count(store, "consumed") >= produced),
           240, procs)
     fk.pause(STREAM)
-    time.sleep(1.5)  # the train stage's last publish
+    print(f"both sides hold the {produced:,} events since fusionkit's table started "
+          f"({time.time() - t_start:.0f} s)", flush=True)
+
+    # figure 1: serve latency with the stream paused
     feats = fk.features(fn=featurize, tables={TABLE: "user_id"})
     fk.serve(FEAT_API, model=MODEL, port=port, features=feats)
     fk.serve(RAW_API, model=MODEL, port=port)
@@ -503,13 +604,6 @@ def _measure(args, port, broker, store, broker_port, store_port, procs, load_sta
     return {"freshness": fresh, "latency": lat, "store_values_equal": same,
             "answers_agree": agree, "model_version": version, "table_updates": updates,
             "load_start": load_start, "seconds": round(time.time() - t_start)}
-
-
-def _backlogs(broker: Any, store: Any) -> dict[str, int]:
-    """Events produced that each side has not taken yet."""
-    produced = _count(broker, "produced")
-    return {"fusionkit": produced - _table_events(TABLE),
-            "store": produced - _count(store, "consumed")}
 
 
 def _table_actor() -> Any:
@@ -562,17 +656,27 @@ def summarize(names: list[str]) -> dict[str, Any]:
         if isinstance(value, bool):
             out[key] = [f[key] for f in figs]
         else:
-            vals = [f[key] for f in figs]
-            out[key] = {"median": float(np.median(vals)), "min": min(vals), "max": max(vals)}
-    extra = {"fusionkit serve p50/p99 http": [], "fusionkit serve p50/p99 handle": []}
-    for r in runs:
-        for path in ("http", "handle"):
-            extra[f"fusionkit serve p50/p99 {path}"].append(
-                {s: [r["latency"][f"{s} {path}"][q] for q in ("p50_ms", "p99_ms")]
-                 for s in (FEAT_API, RAW_API, STORE_API)})
+            out[key] = _spread([f[key] for f in figs])
     return {"benchmark": "online_features", "runs": names, "targets": TARGETS,
-            "figures": out, "latency_by_run": extra,
+            "figures": out, "details": {k: _spread([_flat(r)[k] for r in runs])
+                                        for k in _flat(runs[0])},
             "load_by_run": [r["loadavg"] for r in runs], "machine": machine()}
+
+
+def _flat(run: dict[str, Any]) -> dict[str, float]:
+    """A run's latencies, freshness and table rates, as one level of numbers."""
+    out = {f"latency {k} {q}": v[q] for k, v in run["latency"].items()
+           for q in ("p50_ms", "p99_ms")}
+    for side, f in run["freshness"].items():
+        out |= {f"freshness {side} {q}": f[q] for q in ("p50_ms", "p99_ms")}
+        out[f"freshness {side} poll_call p50_ms"] = f["poll_call"]["p50_ms"]
+        out[f"freshness {side} backlog at the end"] = f["backlog_events"][1]
+    return out | {f"table {k}": run["table_updates"][k]
+                  for k in ("table_events_per_s", "in_process_events_per_s", "held_rows")}
+
+
+def _spread(vals: list[float]) -> dict[str, float]:
+    return {"median": float(np.median(vals)), "min": min(vals), "max": max(vals)}
 
 
 def main() -> None:
@@ -580,6 +684,7 @@ def main() -> None:
     parser.add_argument("--role", choices=["produce", "consume"], help=argparse.SUPPRESS)
     parser.add_argument("--broker", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--store", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--start", default="0-0", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--rate", type=int, default=20_000, help="events/s (default 20k)")
     parser.add_argument("--keys", type=int, default=100_000, help="users (default 100k)")
@@ -587,6 +692,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds of freshness polls (default 20)")
     parser.add_argument("--poll-keys", type=int, default=500)
+    parser.add_argument("--catchup", type=float, default=None,
+                        help="seconds a side may take to catch up before its freshness is "
+                             "measured (default 30)")
     parser.add_argument("--rounds", type=int, default=None, help="latency rounds (default 4)")
     parser.add_argument("--requests", type=int, default=None,
                         help="requests per round and system (default 300)")
@@ -607,6 +715,7 @@ def main() -> None:
     q = args.quick
     args.warmup = args.warmup if args.warmup is not None else (2.0 if q else 5.0)
     args.duration = args.duration or (5.0 if q else 20.0)
+    args.catchup = args.catchup or (20.0 if q else 30.0)
     args.rounds = args.rounds or (1 if q else 4)
     args.requests = args.requests or (100 if q else 300)
     args.seconds = args.seconds or (4.0 if q else 15.0)
