@@ -11,8 +11,8 @@ time, no ttl, computed by fusionkit's own ``TableState`` code on both sides:
 
 - fusionkit: a stream stage reading the broker (``fk.sources.redis``) -> ``fk.table`` (one
   table actor) -> ``fk.features(fn, tables={table: "user_id"})`` given to ``fk.serve`` (a
-  replica reads the table actor, one call per request for all its keys, keeping values
-  for ``staleness``, 50 ms). The model (scaled price and table features, logistic
+  replica answers from its copy of the table, brought up to date with what changed about
+  every ``staleness / 2``, 25 ms). The model (scaled price and table features, logistic
   regression) is learned first by ``fk.train(..., features=fk.features(fn, ...))`` on a
   bounded synthetic stream with a table of the same window, so no training shares the
   cores while the tables are measured.
@@ -38,9 +38,9 @@ Figures:
    hold the same events for figure 1), then fusionkit's stream and table (its window has
    then seen more event time and holds more partial rows). Once the side holds every
    user and has caught up with the producer (up to ``--catchup`` seconds; the backlog is
-   reported), a poller asks it for the newest ``produced`` of ``--poll-keys`` users (the
-   table actor's ``lookup``, as a replica reads it when its cache does not hold the key;
-   a pipeline of ``HGET`` of the store); each time a user's value is newer than the poll
+   reported), a poller asks it for the newest ``produced`` of ``--poll-keys`` users
+   (``fk.lookup``, which asks the table's actor through the controller; a pipeline of
+   ``HGET`` of the store); each time a user's value is newer than the poll
    before, ``poll returned - produced`` is one sample. Both sides take at most 1000
    events a batch (the stream stage's ``batch_size``, the consumer's ``XREAD`` count).
    Polls follow one another every few ms (reported): a sample is late by up to a poll
@@ -277,9 +277,9 @@ def poll_freshness(read: Any, n_keys: int, seconds: float) -> dict[str, Any]:
             "poll_period_ms": round(period_ms, 2)}
 
 
-def table_reader(actor: Any, keys: list[int]) -> Any:
-    def read() -> np.ndarray:
-        seen = ray.get(actor.lookup.remote(keys, TABLE))["newest"].to_numpy(dtype="float64")
+def table_reader(keys: list[int]) -> Any:
+    def read() -> np.ndarray:  # fk.lookup: the controller asks the table's actors
+        seen = fk.lookup(TABLE, keys)["newest"].to_numpy(dtype="float64")
         return np.where(seen > 0, seen, np.nan)
     return read
 
@@ -543,7 +543,7 @@ def _measure(args, port, broker, store, broker_port, store_port, procs, load_sta
                                               stream=EVENTS), batch_size=BATCH)
     fk.table(TABLE, on=STREAM, key="user_id", window=fk.sliding(SIZE, SLIDE, agg=AGG),
              defaults=DEFAULTS)
-    side.read = table_reader(_table_actor(), users_polled)
+    side.read = table_reader(users_polled)
     _wait("every user in the table", lambda: fk.infos(TABLE)[0]["keys_held"] >= args.keys,
           120, procs)
     time.sleep(args.warmup)
@@ -604,13 +604,6 @@ def _measure(args, port, broker, store, broker_port, store_port, procs, load_sta
     return {"freshness": fresh, "latency": lat, "store_values_equal": same,
             "answers_agree": agree, "model_version": version, "table_updates": updates,
             "load_start": load_start, "seconds": round(time.time() - t_start)}
-
-
-def _table_actor() -> Any:
-    from fusionkit.runtime.names import CONTROLLER, NAMESPACE
-
-    controller = ray.get_actor(CONTROLLER, namespace=NAMESPACE)
-    return ray.get(controller.table_actor.remote(TABLE))
 
 
 def _same_values(values: pd.DataFrame, store: Any, users: list[int]) -> float:
