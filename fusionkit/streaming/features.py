@@ -219,10 +219,13 @@ class RowFeatures:
         self.copied = self.misses = 0  # keys read from a copy, and of those not held
 
     def __call__(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+        # the frame is built once, from columns (a request is often one row: building it
+        # column by column, or reading it back with to_dict, costs more than the rest)
+        columns = {f: [r.get(f) for r in records]
+                   for f in dict.fromkeys(k for r in records for k in r)}
         for spec in self.features.specs:
             key = self.features.key_of(spec.name)
-            if len(records) and key not in frame.columns:
+            if len(records) and key not in columns:
                 raise FeatureError(400, f"the rows have no field {key!r}, which the features "
                                         f"read table {spec.name!r} by")
             missing = [i for i, r in enumerate(records) if key not in r]
@@ -232,7 +235,8 @@ class RowFeatures:
             cols = self.features.columns_of(spec)
             values = self._values(spec.name, [r[key] for r in records])
             for j, col in enumerate(cols):
-                frame[col] = _column([v[j] for v in values])
+                columns[col] = _column([v[j] for v in values])
+        frame = pd.DataFrame(columns, index=pd.RangeIndex(len(records)))
         try:
             out = self.features.finish(frame)
         except KeyError as exc:
@@ -313,13 +317,18 @@ def _column(values: list[Any]) -> Any:
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """A frame as JSON-ready records: numpy scalars as Python ones, NaN as None."""
-    out = frame.to_dict("records")
-    for row in out:
-        for k, v in row.items():
+    """A frame as JSON-ready records: numpy scalars as Python ones, NaN as None (column by
+    column: ``to_dict("records")`` costs a third of a millisecond for one row)."""
+    names = list(frame.columns)
+    columns = [frame.iloc[:, j].tolist() for j in range(len(names))]
+    out = []
+    for values in zip(*columns, strict=True):
+        row = {}
+        for k, v in zip(names, values, strict=True):
             if isinstance(v, np.generic):
                 v = v.item()
             if isinstance(v, float) and math.isnan(v):
                 v = None
             row[k] = v
+        out.append(row)
     return out
