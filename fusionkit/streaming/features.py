@@ -134,11 +134,14 @@ class Enricher:
         for spec in self.features.specs:
             parts, key = self.tables[spec.name], self.features.key_of(spec.name)
             rows = batch if key == spec.key else batch.rename(columns={key: spec.key})
-            # each part takes the batch in as the table's actor of that part does
-            before = pd.concat([p.as_of_before(rows) for p in parts]) if len(parts) > 1 \
-                else parts[0].as_of_before(rows)
+            # each part takes the batch in as the table's actor of that part does; the
+            # parts' rows are put back in the batch's order by position (a batch's index
+            # may repeat labels)
             if len(parts) > 1:
-                before = before.reindex(rows.index)
+                rows = rows.reset_index(drop=True)
+                before = pd.concat([p.as_of_before(rows) for p in parts]).sort_index()
+            else:
+                before = parts[0].as_of_before(rows)
             for col in self.features.columns_of(spec):
                 added[col] = before[col].to_numpy()
         frame = batch.assign(**added) if added else batch

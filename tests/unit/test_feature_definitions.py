@@ -181,3 +181,18 @@ def test_the_serving_path_reads_a_live_copy_of_the_table_and_falls_back_to_reads
     again = rows(asked[:3])
     assert table.calls == [[0, 1, 2]]
     assert [r["views"] for r in again] == [r["views"] for r in out[:3]]
+
+
+def test_a_table_on_two_actors_gives_the_same_features_whatever_the_batch_index():
+    """The training path's copy of a table on two actors (two parts) gives what one table
+    gives, for a batch whose index repeats labels (a feature function may concat)."""
+    two = TableSpec(name="stats", on="imps", window=SlidingWindow("10s", "2s", agg=AGG),
+                    key="user_id", defaults={"views": 0}, parallelism=2)
+    ev = events(1_500, seed=7)
+    ev.index = np.arange(len(ev)) % 100  # labels repeat
+    got = Enricher(Features.define(None, {"stats": "user_id"}).resolved([two]))(ev)
+    want = Enricher(Features.define(None, {"stats": "user_id"}).resolved([spec()]))(ev)
+    np.testing.assert_array_equal(got["views"].to_numpy(), want["views"].to_numpy())
+    np.testing.assert_allclose(got["avg_price"].to_numpy(), want["avg_price"].to_numpy(),
+                               rtol=1e-12)
+    assert got.index.equals(ev.index)
