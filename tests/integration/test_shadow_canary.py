@@ -196,8 +196,8 @@ def test_shadow_answers_every_request_off_path_and_compare_equals_pandas(fk_sess
     # peek shows a join's examples too, and a train stage the rows it learned: no shadow's
     last = fk.peek(EXAMPLES, 3)
     assert len(last) == 3 and {"request_id", "label", "_role"} <= set(last.columns)
-    learned_rows = fk.peek(LEARN, 50)
-    assert len(learned_rows) == 50 and (learned_rows["_role"] != "shadow").all()
+    learned_rows = fk.peek(LEARN, 50)  # n rows were learned (the sample's size varies)
+    assert len(learned_rows) == min(50, n) and (learned_rows["_role"] != "shadow").all()
     assert "label" in learned_rows.columns
     with pytest.raises(fk.FusionError, match="is a serve stage: peek shows the events of"):
         fk.peek(API)
