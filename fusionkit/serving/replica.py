@@ -70,8 +70,10 @@ class ModelServer(ModelHolder):
         if spec.enrich is not None:
             copies = {t.name: [TableCopy(t) for _ in range(t.parallelism)]
                       for t in spec.enrich.specs}
-            self.features = RowFeatures(spec.enrich, self._read_table, spec.staleness,
-                                        copies=copies)
+            self.features = RowFeatures(
+                spec.enrich, self._read_table, spec.staleness, copies=copies,
+                counted=lambda **n: self.reporter.count(
+                    **{f"features_{k}": v for k, v in n.items()}))
             for name, parts in copies.items():
                 for i, copy in enumerate(parts):
                     threading.Thread(target=self._follow_table, args=(name, i, copy),
@@ -204,14 +206,10 @@ class ModelServer(ModelHolder):
         """Request rows with their features made (``fusionkit.streaming.features``); the
         keys read, from the copies of the tables or their actors, counted in the totals
         (``features_copied``, ``features_misses``, ``features_read``, ``features_cached``)."""
-        before = self.features.counts()
         try:
             return self.features(records)
         except FeatureError as err:
             raise BadRequest(err.status, err.message) from None
-        finally:
-            self.reporter.count(**{f"features_{k}": v - before[k]
-                                   for k, v in self.features.counts().items()})
 
     def _table_actors(self, name: str) -> list[Any]:
         """The actors of table ``name`` (asked of the controller once, and again after a

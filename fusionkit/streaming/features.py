@@ -206,7 +206,8 @@ class RowFeatures:
 
     def __init__(self, features: Features, read: Callable[[str, list[Any]], pd.DataFrame],
                  staleness: float = 0.05, clock: Callable[[], float] = monotonic,
-                 copies: dict[str, list[TableCopy]] | None = None, live: float = 2.0):
+                 copies: dict[str, list[TableCopy]] | None = None, live: float = 2.0,
+                 counted: Callable[..., None] | None = None):
         self.features = features
         self.read = read
         self.staleness = staleness
@@ -220,6 +221,7 @@ class RowFeatures:
                           for spec in features.specs}
         self.reads = self.cached = 0  # keys read from a table, keys answered from the cache
         self.copied = self.misses = 0  # keys read from a copy, and of those not held
+        self.counted = counted  # told each read's counts (a replica's totals), as they happen
 
     def __call__(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # the frame is built once, from columns (a request is often one row: building it
@@ -276,15 +278,14 @@ class RowFeatures:
             cols = [got[c].tolist() for c in self.features.columns_of(spec)]
             for i, k in enumerate(stale):
                 cache[_hashable(k)] = (t, tuple(c[i] for c in cols))
-            self.reads += len(stale)
-        self.cached += len(keys) - len(stale)
+        self._count(read=len(stale), cached=len(keys) - len(stale))
         return [cache[_hashable(k)][1] for k in keys]
 
 
     def _copied(self, table: str, copies: list[TableCopy], keys: list[Any]) -> list[tuple]:
         """The values of ``keys`` from the copies of ``table``'s actors (each key is held by
         at most one); the defaults for a key none holds."""
-        default, out = self._defaults[table], []
+        default, out, misses = self._defaults[table], [], 0
         for k in keys:
             got = None
             for copy in copies:
@@ -292,11 +293,21 @@ class RowFeatures:
                 if got is not None:
                     break
             if got is None:
-                self.misses += 1
+                misses += 1
                 got = default
             out.append(got)
-        self.copied += len(keys)
+        self._count(copied=len(keys), misses=misses)
         return out
+
+    def _count(self, **counts: int) -> None:
+        """Add one read's counts to the totals (``counts()``) and tell ``counted``: per
+        read, so requests answered at once on several threads each count their own."""
+        self.reads += counts.get("read", 0)
+        self.cached += counts.get("cached", 0)
+        self.copied += counts.get("copied", 0)
+        self.misses += counts.get("misses", 0)
+        if self.counted is not None:
+            self.counted(**counts)
 
 
 def _fresh(entry: tuple[float, tuple] | None, t: float, staleness: float) -> tuple | None:
