@@ -169,7 +169,7 @@ class Recovery:
         stage failed. A stage of a source actor and operator actors goes back to its last
         checkpoint instead, with its train stages (``_rolled_back``). The operators' state
         goes along only to a chain of the same kinds of operators, read by as many actors."""
-        if old.name not in self.checkpoints.failed_stages() or not old.readers:
+        if not old.readers or not self.failed_now(old):
             return {}
         if old.source is not None:
             return self._rolled_back(old, spec)
@@ -184,6 +184,26 @@ class Recovery:
             return dict(zip(reading, olds, strict=True))
         position = functools.reduce(later, [st["offset"] for st in olds], None)
         return {slot: {"offset": position or 0} for slot in reading}
+
+    def failed_now(self, rec: StageRecord) -> bool:
+        """Whether an actor of ``rec`` is failed, asked of the actors themselves: an actor
+        marks itself failed before its report reaches the controller (or a controller that
+        restarted since never got it), and a user who saw "failed" in ``fk.status()`` may
+        define the stage again at once. What the actors say is recorded with the
+        checkpoint coordinator, as their report would have been."""
+        if rec.name in self.checkpoints.failed_stages():
+            return True
+        try:
+            reports = ray.get([a.info.remote() for a in rec.all_actors], timeout=INFO_TIMEOUT)
+        except Exception:
+            return False  # unreachable: nothing it still holds is taken up
+        failed = False
+        for actor, report in zip(rec.all_actors, reports, strict=True):
+            if report.status == "failed":
+                self.checkpoints.stage_failed(rec.name, report.error or "failed",
+                                              actor._actor_id.hex())
+                failed = True
+        return failed
 
     def _rolled_back(self, old: StageRecord, spec: StreamSpec) -> dict[str, Any]:
         """A failed stage of a source actor and operator actors, defined again: its source
@@ -234,6 +254,9 @@ class Recovery:
                         waiting.add(stream)
                 except Exception:
                     broken.add(stream)
+            for rec in list(self.stages.values()):  # failed before the restart: its report
+                if rec.kind != "serve" and self.stages.stream_of(rec) not in broken:
+                    self.failed_now(rec)  # went to the controller that is gone
             for stream in sorted(broken):
                 try:
                     self._relaunch(stream)

@@ -186,11 +186,14 @@ def breaks_on_poison(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def test_failed_input_of_a_join_defined_again_takes_its_pipeline_back(fk):
+@pytest.mark.parametrize("between", ["nothing", "controller restarted"])
+def test_failed_input_of_a_join_defined_again_takes_its_pipeline_back(fk, between):
     """A source actor hands impressions to two operator actors, one of which fails on one
     batch: defined again with a fixed function, the stream goes back to the last checkpoint
     with the join, its train stage and the join's other input, and every impression is
-    still learned once, with its label."""
+    still learned once, with its label. Also when the controller restarted after the
+    failure (the failed actor's report went to the controller that died): the controller
+    asks the actors."""
     seed, rate = 11, 20_000.0
     ads, clicks = sources(fk, seed, rate)
     fk.stream("impressions", source=ads, fn=breaks_on_poison, batch_size=1000, parallelism=2)
@@ -205,6 +208,10 @@ def test_failed_input_of_a_join_defined_again_takes_its_pipeline_back(fk):
     assert fk.checkpoint(timeout=60) is not None
     wait_for(lambda: fk.status().loc["impressions", "status"] == "failed", timeout=120,
              what="the impressions stage to fail on the poison impression")
+    if between == "controller restarted":
+        controller = fk.controller_info()
+        os.kill(controller.pid, signal.SIGKILL)
+        assert fk.controller_info().restarts == controller.restarts + 1  # waits for it
     fk.stream("impressions", source=ads, fn=lambda df: df, batch_size=1000, parallelism=2)
     check_exactly_once(fk, seed, rate)
 
