@@ -69,7 +69,9 @@ def lookup(name: str, keys: Any) -> pd.DataFrame:
     row per key asked, in that order, with the key, the aggregates, ``as_of`` (the key's
     newest event time) and ``miss``. A key the table does not hold (never seen, or evicted
     by its ttl) is a miss: its row has the table's defaults (NaN where none is given) and
-    it is counted in ``fk.status()``'s ``misses``, never an error. An unknown table name
+    it is counted in ``fk.status()``'s ``misses``, never an error. A whole-number key is one
+    key however it is spelled: ``"17"`` finds the stream's ``17`` (as a request sent as JSON
+    may carry it), and ``17`` a stream's ``"17"``. An unknown table name
     raises ``StageNotFoundError`` listing the tables."""
     return call("lookup", name, _key_list(keys))
 

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from fusionkit._clock import monotonic
-from fusionkit.streaming.tables import TableState
+from fusionkit.streaming.tables import TableState, other_form
 
 __all__ = ["Enricher", "Features", "FeatureError", "RowFeatures"]
 
@@ -194,7 +194,13 @@ class TableCopy:
         return self.token is not None and self.clock() - self.heard <= within
 
     def get(self, key: Any) -> tuple | None:
-        return self.values.get(_hashable(key))
+        """The values of ``key`` (or of its other spelling, ``"17"`` for ``17``: as the
+        table reads it); None: not held."""
+        key = _hashable(key)
+        got = self.values.get(key)
+        if got is None and (other := other_form(key)) is not None:
+            got = self.values.get(other)
+        return got
 
 
 class RowFeatures:

@@ -47,6 +47,7 @@ load 14).
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import deque
 from typing import Any
@@ -61,7 +62,7 @@ from fusionkit.streaming.expiry import grow_slots
 from fusionkit.streaming.operators import key_hash
 from fusionkit.streaming.windows import SlidingWindow, _index, _spread
 
-__all__ = ["AS_OF", "MISS", "TableState", "merge_parts", "part_of", "split_keys"]
+__all__ = ["AS_OF", "MISS", "TableState", "merge_parts", "other_form", "part_of", "split_keys"]
 
 AS_OF, MISS = "as_of", "miss"  # output columns: the newest event time of a key, no value
 KC, BKT = "_kc", "_bkt"  # the rows kept: key code, slide index (rows sorted by both)
@@ -184,13 +185,20 @@ class TableState:
     def values(self, keys) -> pd.DataFrame:
         """``lookup`` without counting the lookups and misses."""
         keys = _keys(keys)
-        code = np.array([self._slot.get(k, -1) for k in keys], dtype=np.int64)
+        code = np.array([self._code(k) for k in keys], dtype=np.int64)
         newest = self._newest_of(code)
         held = code >= 0
         if self.ttl is not None:
             held &= ~(newest < self.clock - self.ttl)
         out = self._answer(len(keys), np.where(held, code, -1), np.where(held, newest, np.nan))
         return pd.DataFrame({self.key: keys if keys else np.empty(0, dtype=object), **out})
+
+    def _code(self, key: Any) -> int:
+        """The code of ``key``, or of its other spelling (``other_form``); -1: not held."""
+        code = self._slot.get(key)
+        if code is None and (other := other_form(key)) is not None:
+            code = self._slot.get(other)
+        return -1 if code is None else code
 
     def changes_since(self, version: int) -> tuple[list, list] | None:
         """What changed after batch ``version`` (of this ``token``): the keys held now whose
@@ -520,6 +528,24 @@ def part_of(keys: Any, count: int) -> np.ndarray:
     if (~whole).any():
         h[~whole] = key_hash(series[~whole].astype(str))
     return (h % np.uint64(count)).astype(np.int64)
+
+
+def other_form(key: Any) -> Any:
+    """The other spelling of a whole-number key: ``"17"`` for ``17`` and ``17`` for
+    ``"17"`` (None for any other key). A request that came as JSON may carry a key as text
+    that the stream had as a number, or the other way round; ``part_of`` already keeps both
+    spellings in one part, and a table that misses a key reads it in its other spelling.
+
+    >>> other_form("17"), other_form(17), other_form(" 17"), other_form("a"), other_form(1.5)
+    (17, '17', None, None, None)
+    """
+    if isinstance(key, str):
+        return int(key) if key.isdigit() or (key[:1] == "-" and key[1:].isdigit()) else None
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        return str(int(key))
+    if isinstance(key, (float, np.floating)) and math.isfinite(key) and key == int(key):
+        return str(int(key))
+    return None
 
 
 def split_keys(keys: list[Any], count: int) -> list[np.ndarray]:

@@ -177,6 +177,10 @@ def test_the_serving_path_reads_a_live_copy_of_the_table_and_falls_back_to_reads
     assert [r["views"] for r in out] == want["views"].tolist()
     assert out[-1]["views"] == 0 and out[-1]["avg_price"] is None  # not held: the defaults
     assert rows.counts() == {"copied": 21, "misses": 1, "read": 0, "cached": 0}
+    # a key sent as text ("3", as JSON may carry it) is the stream's 3, from the copy too
+    as_text = rows([{"user_id": str(r["user_id"]), "price": 1.0} for r in asked])
+    assert [r["views"] for r in as_text] == [r["views"] for r in out]
+    assert rows.counts()["misses"] == 2
     clock[0] += 2.5  # the actor has not answered since: read the table instead
     again = rows(asked[:3])
     assert table.calls == [[0, 1, 2]]

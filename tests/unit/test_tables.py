@@ -234,6 +234,22 @@ def test_unknown_keys_give_defaults_and_count_misses() -> None:
     assert table.lookup([]).empty and table.misses == 2
 
 
+def test_a_whole_number_key_is_found_in_either_spelling() -> None:
+    """A request may carry as text (``"17"``) a key the stream had as a number (``17``), or
+    the other way round: the table reads the key in its other spelling, kept by the same
+    part; a key that is no whole number is a miss even with a missing (None) key held."""
+    nums = _table(60.0, 10.0, 0.0, None, defaults={"n": 0})
+    nums.update(pd.DataFrame({"k": [17, 17, None], "v": 1.0, "c": 1, "_event_time": 1.0}))
+    got = nums.lookup(["17", 17, 17.0, "-17", "abc", " 17"])
+    assert got["n"].tolist() == [2, 2, 2, 0, 0, 0]
+    assert got["miss"].tolist() == [False, False, False, True, True, True]
+    assert got["k"].tolist()[:2] == ["17", 17]  # the key as asked
+    text = _table(60.0, 10.0, 0.0, None, defaults={"n": 0})
+    text.update(pd.DataFrame({"k": ["17", "-3"], "v": 1.0, "c": 1, "_event_time": 1.0}))
+    assert text.lookup([17, np.int64(-3), "17", 4])["n"].tolist() == [1, 1, 1, 0]
+    assert (part_of(["17"], 8) == part_of([17], 8)).all()  # one part for both spellings
+
+
 def test_a_missing_key_is_one_key_and_types_may_change_between_batches() -> None:
     """None and NaN keys are one key (pandas gives either); a column of integers that gets
     a float later is summed as floats, not cut back to integers."""
