@@ -12,12 +12,14 @@ new spec, kept in the stage's record and in what its hosts become after a restar
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
@@ -47,7 +49,10 @@ from fusionkit.runtime.reports import StageSummary
 from fusionkit.runtime.specs import JoinSpec, StreamSpec, TableSpec, TrainSpec
 from fusionkit.sources.base import later
 from fusionkit.streaming.tables import TableState
-from fusionkit.streaming.worker import OPS
+from fusionkit.streaming.worker import OPS, SETTLE_TIMEOUT
+
+log = logging.getLogger("fusionkit")
+SETTLE_WAIT = SETTLE_TIMEOUT + 5.0  # a stream's settle answers within its own bound
 
 
 def _check_kind(old: StageRecord | None, kind: str) -> None:
@@ -264,22 +269,50 @@ class Lifecycle:
                 sample = next((p for p in peeks if p is not None), None)
             probe = ray.get(actor.probe.remote(sample))
             _check_probe(spec.name, probe, [actor])
-            if spec.enrich is not None:  # its copies of the tables start from them as they are
-                ray.get(actor.seed_tables.remote({
-                    t.name: [s["table"] for s in ray.get(
-                        [a.get_state.remote() for a in self.stages[t.name].actors])]
-                    for t in spec.enrich.specs}))
-            if old is not None:
-                teardown(old)
-                self.checkpoints.clear_failed([old])
-            ray.get(self.registry.register.remote(spec.name, spec.keep, spec.guard))
-            rec = StageRecord(spec.name, "train", spec, [actor], None, gen)
-            self.stages[spec.name] = rec
-            ray.get(actor.start.remote())
-            self.stages.rewire(spec.on)
+            # with features, its copies of the tables start from them as they are, at a
+            # clean cut of its input: every batch after it reaches both
+            with self._settled(up if spec.enrich is not None else None):
+                if spec.enrich is not None:
+                    ray.get(actor.seed_tables.remote({
+                        t.name: [s["table"] for s in ray.get(
+                            [a.get_state.remote() for a in self.stages[t.name].actors])]
+                        for t in spec.enrich.specs}))
+                if old is not None:
+                    teardown(old)
+                    self.checkpoints.clear_failed([old])
+                ray.get(self.registry.register.remote(spec.name, spec.keep, spec.guard))
+                rec = StageRecord(spec.name, "train", spec, [actor], None, gen)
+                self.stages[spec.name] = rec
+                ray.get(actor.start.remote())
+                self.stages.rewire(spec.on)
             self._wake_if_read(spec.on)  # its first consumer: the stream reads now
             self.persist()
             return _status.summary(rec)
+
+    @contextlib.contextmanager
+    def _settled(self, rec: StageRecord | None) -> Iterator[None]:
+        """Hold stream ``rec`` at a clean cut while the block runs: its readers stop
+        between two batches, and every batch it handed on has been taken by its consumers
+        (``StreamWorker.settle``), so a consumer wired in the block gets every batch after
+        what the others hold. A stage that cannot settle (an actor gone) is not held."""
+        if rec is None or rec.kind != "stream" or not rec.readers:
+            yield
+            return
+        readers = list(rec.readers)
+        ops = list(rec.actors) if rec.source is not None else []
+        try:
+            ray.get([r.settle.remote() for r in readers], timeout=SETTLE_WAIT)
+            ray.get([a.settle.remote() for a in ops], timeout=SETTLE_WAIT)
+        except Exception as exc:
+            log.warning("fusionkit: stream %r could not be held at a clean cut: %s",
+                        rec.name, exc)
+        try:
+            yield
+        finally:
+            try:
+                ray.get([r.unsettle.remote() for r in readers], timeout=SETTLE_WAIT)
+            except Exception:  # an actor gone: it holds no loop; the others let go in time
+                pass
 
     def _wake_if_read(self, name: str) -> None:
         """The stream ``name`` (or a join's input streams) waiting for a consumer: read now

@@ -36,6 +36,7 @@ from fusionkit.streaming.windows import SlidingWindow
 
 PEEK_ROWS = 1000
 OPS = "__ops__"  # the outbox target name of a stage's own ops actors
+SETTLE_TIMEOUT = 30.0  # the longest settle() holds the reading loop
 # operators whose only effect is their output (the user functions inside them are what a
 # probe checks)
 _PURE = (Map, Filter, KeyBy, KeyedState, SlidingWindow)
@@ -90,6 +91,10 @@ class StreamWorker(StageActor):
         self.pacer: Pacer | None = None
         self._rr = 0
         self._thread: threading.Thread | None = None
+        # settle(): the reading loop stops between two batches (``_settle``) and says so
+        # (``_parked``) until unsettle(), for a consumer that must start from a clean cut
+        self._settle = threading.Event()
+        self._parked = threading.Event()
         if state:
             self.set_state(state)
 
@@ -170,6 +175,41 @@ class StreamWorker(StageActor):
             self._resume.set()
         return self.status
 
+    def settle(self, timeout: float = SETTLE_TIMEOUT) -> bool:
+        """Stop handing batches on, and return once every batch handed on has been taken:
+        the reading loop (a reader's) parks between two batches, and what this actor sent
+        has been processed by its receivers. An operator actor waits for the batch it is
+        processing, then for its sends (call it after its source actor settled: nothing
+        comes in then). A consumer defined now thus starts from a clean cut: what the
+        stage's other consumers took before it is what they hold. Until ``unsettle()``, or
+        ``timeout`` seconds (a controller gone meanwhile does not stall the stage). False:
+        the loop did not park within ``timeout``."""
+        parked = True
+        if self.role != "ops":
+            self._settle.set()
+            thread = self._thread
+            if thread is not None and thread.is_alive():
+                parked = self._parked.wait(timeout)
+        else:
+            with self.inbox.exclusive():
+                pass
+        self.outbox.drain()
+        return parked
+
+    def unsettle(self) -> None:
+        """Go on handing batches on (after ``settle``)."""
+        self._settle.clear()
+
+    def _park(self) -> None:
+        """Wait here, between two batches, while ``settle()`` holds the loop."""
+        self._parked.set()
+        deadline = monotonic() + SETTLE_TIMEOUT
+        while self._settle.is_set() and monotonic() < deadline:
+            if self._stop.wait(0.01):
+                break
+        self._settle.clear()
+        self._parked.clear()
+
     def stop(self) -> str:
         status = super().stop()
         if self._thread is not None:
@@ -242,6 +282,9 @@ class StreamWorker(StageActor):
                     self._snapshot(k)
                 if commit is not None:
                     self._commit(src, commit)
+                if self._settle.is_set():
+                    self._park()
+                    continue
                 if not self._resume.is_set():
                     self._resume.wait(0.2)
                     self.pacer.reset()
