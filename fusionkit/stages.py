@@ -22,8 +22,10 @@ def status() -> pd.DataFrame:
     events (routed aside by a window), events shed under overload, restarts, the last
     checkpoint's age, error, and ``reason``: why a ``waiting`` or ``paused`` stage reads
     nothing (a stream stage waits until something takes its events; see ``stream``). With a
-    table stage, its ``keys_held``, ``lookups``, ``misses`` and ``lookup_p99_ms`` (the
-    recent lookups' 99th percentile in its actor; NaN for the other stages)."""
+    table stage, its ``keys_held``, ``lookups``, ``misses``, ``lookup_p99_ms`` (the
+    recent lookups' 99th percentile in its actor) and ``staleness_p99_ms`` (how long ago
+    the recent batches' oldest events were read from the source when the table took them,
+    99th percentile); NaN for the other stages."""
     rows = call("status")
     cols = ["name", "kind", "status", "parallelism", "events", "rate", "dead_letters", "late",
             "shed", "on", "restarts", "checkpoint_age_s", "error", "reason"]
@@ -38,7 +40,7 @@ def status() -> pd.DataFrame:
     for counter in ("keys_held", "lookups", "misses"):  # a table's: whole numbers, or NA
         if counter in df:
             df[counter] = df[counter].astype("Int64")
-    extra = ("keys_held", "lookups", "misses", "lookup_p99_ms", "traceback",
+    extra = ("keys_held", "lookups", "misses", "lookup_p99_ms", "staleness_p99_ms", "traceback",
              "url")  # a table's, a serve's
     return df[cols + [c for c in extra if c in df]].set_index("name")
 

@@ -82,8 +82,19 @@ def summary(rec: StageRecord, reports: list[ActorReport] | None = None) -> Stage
         routing=_routing(rec),
         keys_held=table_total("keys_held"), lookups=table_total("lookups"),
         misses=table_total("misses"),
-        lookup_p99_ms=max((r.lookup_p99_ms for r in tables), default=None),
+        lookup_p99_ms=_worst([r.lookup_p99_ms for r in tables]),
+        staleness_p99_ms=_worst([r.staleness_p99_ms for r in tables]),
     )
+
+
+def _worst(values: list[float]) -> float | None:
+    """The largest of the actors' figures that are known (NaN: none yet); None: no table.
+
+    >>> _worst([float("nan"), 2.0, 1.0]), _worst([]), _worst([float("nan")])
+    (2.0, None, nan)
+    """
+    known = [v for v in values if v == v]
+    return max(known) if known else (values[0] if values else None)
 
 
 def _routing(rec: StageRecord) -> dict | None:

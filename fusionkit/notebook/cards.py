@@ -60,15 +60,18 @@ def join_rows(figures: JoinFigures | None) -> list[tuple[str, str]]:
 
 
 def table_rows(figures: dict[str, Any] | None) -> list[tuple[str, str]]:
-    """A table's card rows: keys held, lookups, the share of them that missed, and the
-    lookups' p99 in its actor."""
+    """A table's card rows: keys held, lookups, the share of them that missed, the
+    lookups' p99 in its actor, and its staleness: how old an event is, at the 99th
+    percentile, when the table's values hold it (a serve replica's copy adds up to half its
+    ``staleness``)."""
     if not figures:
         return []
     lookups, misses = figures.get("lookups") or 0, figures.get("misses") or 0
     p99 = figures.get("lookup_p99_ms")
     return [("keys held", _fmt(figures.get("keys_held") or 0)), ("lookups", _fmt(lookups)),
             ("misses", f"{_fmt(misses)} ({misses / lookups:.0%})" if lookups else "0"),
-            ("lookup p99", _fmt(p99, 2, "ms"))]
+            ("lookup p99", _fmt(p99, 2, "ms")),
+            ("staleness p99", _fmt(figures.get("staleness_p99_ms"), 1, "ms"))]
 
 
 def online_rows(figures: OnlineFigures | None) -> list[tuple[str, str]]:

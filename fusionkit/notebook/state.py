@@ -292,7 +292,7 @@ class DashboardState:
             view.url = row.get("url")
             if view.kind == "table":
                 view.extra["table"] = {k: row.get(k) for k in (
-                    "keys_held", "lookups", "misses", "lookup_p99_ms")}
+                    "keys_held", "lookups", "misses", "lookup_p99_ms", "staleness_p99_ms")}
         for gone in set(self.stages) - seen:
             del self.stages[gone]
         time = now() if time is None else time

@@ -160,6 +160,9 @@ class TableReport(StageActorReport):
     clock: float = float("-inf")
     waiting: int = 0
     lookup_p99_ms: float = float("nan")  # the recent lookups' time in the actor
+    # how old the recent batches' oldest events were (since read from the source) when the
+    # table took them: how stale its values are, at the 99th percentile
+    staleness_p99_ms: float = float("nan")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,10 +221,12 @@ class StageSummary:
     lookups: int | None = None
     misses: int | None = None
     lookup_p99_ms: float | None = None
+    staleness_p99_ms: float | None = None
 
     _OPTIONAL: ClassVar[frozenset[str]] = frozenset({"url", "route", "served", "compared",
                                                      "routing", "keys_held", "lookups",
-                                                     "misses", "lookup_p99_ms"})
+                                                     "misses", "lookup_p99_ms",
+                                                     "staleness_p99_ms"})
 
     def to_dict(self) -> dict[str, Any]:
         """The row as ``fk.status()`` and the notebook receive it."""

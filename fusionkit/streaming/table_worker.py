@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fusionkit._clock import monotonic
+from fusionkit._clock import monotonic, now
+from fusionkit.batch import INGEST_TS
 from fusionkit.errors import FusionError
 from fusionkit.runtime.channel import Inbox
 from fusionkit.runtime.checkpoint import EndOfStream
@@ -41,6 +42,7 @@ from fusionkit.streaming.tables import TableState
 
 RESTORE_WAIT = 60.0  # how long a lookup waits for a restarted actor's rollback
 LOOKUP_SAMPLE = 1000  # the last lookups whose time the report's p99 is of
+AGE_SAMPLE = 1000  # the last batches whose age when taken the report's staleness is of
 
 
 def make_table(spec: TableSpec, index: int = 0) -> TableState:
@@ -64,6 +66,8 @@ class TableWorker(StageActor):
         self._lock = threading.Lock()  # one batch's update, or one lookup, at a time
         self._taken = threading.Condition(self._lock)  # notified when a batch is taken
         self._lookup_s: deque[float] = deque(maxlen=LOOKUP_SAMPLE)  # recent lookups' times
+        # per batch taken: how long ago its oldest event was read from the source (s)
+        self._age_s: deque[float] = deque(maxlen=AGE_SAMPLE)
         if state:
             self.set_state(state)
 
@@ -93,12 +97,8 @@ class TableWorker(StageActor):
         return TableReport(**report, keys_held=t.held_keys, held_rows=t.held_rows,
                            lookups=t.lookups, misses=t.misses, late=t.late_count,
                            invalid=t.invalid_count, evicted=t.evicted, clock=t.clock,
-                           waiting=self.inbox.waiting, lookup_p99_ms=self._lookup_p99_ms())
-
-    def _lookup_p99_ms(self) -> float:
-        """The 99th percentile of the recent lookups' times in this actor (ms; NaN: none)."""
-        times = list(self._lookup_s)
-        return float(np.percentile(times, 99)) * 1e3 if times else float("nan")
+                           waiting=self.inbox.waiting, lookup_p99_ms=_p99_ms(self._lookup_s),
+                           staleness_p99_ms=_p99_ms(self._age_s))
 
     def get_state(self) -> dict[str, Any]:
         with self._lock:
@@ -187,6 +187,8 @@ class TableWorker(StageActor):
             invalid = self.table.invalid_count - invalid
             held = (self.table.held_keys, self.table.held_rows)
             self._taken.notify_all()
+        if INGEST_TS in batch.columns and len(batch):  # its values hold the batch from now
+            self._age_s.append(max(0.0, now() - float(batch[INGEST_TS].min())))
         self.reporter.count(events_in=taken, late=late, invalid=invalid)
         self.reporter.gauge(keys_held=held[0], held_rows=held[1])
         self.reporter.latency(monotonic() - t0)
@@ -208,3 +210,9 @@ class TableWorker(StageActor):
             if self.status in ("starting", "failed", "finished", "stopped"):
                 self.status = "running"
         return self.status
+
+
+def _p99_ms(seconds: deque[float]) -> float:
+    """The 99th percentile of recent times (seconds) in ms; NaN: none yet."""
+    times = list(seconds)
+    return float(np.percentile(times, 99)) * 1e3 if times else float("nan")

@@ -108,6 +108,9 @@ def test_unknown_keys_get_the_defaults_and_count_as_misses(fk):
     row = fk.status().loc["user-stats"]
     assert (row["lookups"], row["misses"]) == (4, 2)
     assert row["lookup_p99_ms"] > 0  # the lookups' time in the table's actor
+    # how old events were when the table took them: since read, so more than nothing, and
+    # less than the whole run (the first events were read tens of seconds before the last)
+    assert 0 < row["staleness_p99_ms"] < 60_000
     # the dashboard's card of the table shows the same, from the status rows it polls
     from fusionkit.notebook.cards import table_rows
     from fusionkit.notebook.state import DashboardState
@@ -118,6 +121,7 @@ def test_unknown_keys_get_the_defaults_and_count_as_misses(fk):
     card = dict(table_rows(state.stages["user-stats"].extra["table"]))
     assert card["keys held"] == f"{row['keys_held']:,}"
     assert (card["lookups"], card["misses"]) == ("4", "2 (50%)")
+    assert card["staleness p99"] == f"{row['staleness_p99_ms']:,.1f} ms"
     assert card["lookup p99"].endswith(" ms")
     with pytest.raises(fk.StageNotFoundError,
                        match=r"no table stage named 'user-stat'.*user-stats"):
