@@ -301,11 +301,15 @@ class Lifecycle:
         readers = list(rec.readers)
         ops = list(rec.actors) if rec.source is not None else []
         try:
-            ray.get([r.settle.remote() for r in readers], timeout=SETTLE_WAIT)
-            ray.get([a.settle.remote() for a in ops], timeout=SETTLE_WAIT)
+            settled = (all(ray.get([r.settle.remote() for r in readers], timeout=SETTLE_WAIT))
+                       and all(ray.get([a.settle.remote() for a in ops], timeout=SETTLE_WAIT)))
+            why = None if settled else "a consumer of it took no batch meanwhile (paused?)"
         except Exception as exc:
-            log.warning("fusionkit: stream %r could not be held at a clean cut: %s",
-                        rec.name, exc)
+            why = f"{type(exc).__name__}: {exc}"
+        if why is not None:
+            log.warning("fusionkit: stream %r could not be held at a clean cut for the stage "
+                        "defined on it (its copies of the tables may miss a batch): %s",
+                        rec.name, why)
         try:
             yield
         finally:

@@ -154,12 +154,21 @@ class Outbox:
                     return True
         return False
 
-    def drain(self) -> None:
-        """Wait until every batch sent has been processed."""
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every batch sent has been processed. With ``timeout``, wait at most
+        that long (a receiver paused by the user takes nothing): False if some were not."""
+        if timeout is not None:
+            with self._lock:
+                refs = [r for q in self._inflight.values() for r in q]
+            if refs:
+                _, rest = ray.wait(refs, num_returns=len(refs), timeout=timeout)
+                if rest:
+                    return False
         with self._lock:
             for q in self._inflight.values():
                 while q:
                     self._settle(q.popleft())
+        return True
 
 
 class Inbox:

@@ -183,7 +183,8 @@ class StreamWorker(StageActor):
         comes in then). A consumer defined now thus starts from a clean cut: what the
         stage's other consumers took before it is what they hold. Until ``unsettle()``, or
         ``timeout`` seconds (a controller gone meanwhile does not stall the stage). False:
-        the loop did not park within ``timeout``."""
+        not settled within ``timeout`` (a consumer paused by the user takes nothing)."""
+        deadline = monotonic() + timeout
         parked = True
         if self.role != "ops":
             self._settle.set()
@@ -193,8 +194,7 @@ class StreamWorker(StageActor):
         else:
             with self.inbox.exclusive():
                 pass
-        self.outbox.drain()
-        return parked
+        return self.outbox.drain(timeout=max(0.0, deadline - monotonic())) and parked
 
     def unsettle(self) -> None:
         """Go on handing batches on (after ``settle``)."""
