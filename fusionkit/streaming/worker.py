@@ -284,6 +284,7 @@ class StreamWorker(StageActor):
                     self._commit(src, commit)
                 if self._settle.is_set():
                     self._park()
+                    self.pacer.reset()  # as after a pause: no burst to make up the time
                     continue
                 if not self._resume.is_set():
                     self._resume.wait(0.2)
