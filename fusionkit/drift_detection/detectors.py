@@ -24,8 +24,11 @@ DETECTORS: dict[str, type] = {
     "pagehinkley": river_drift.PageHinkley,
     "kswin": river_drift.KSWIN,
 }
-# fusionkit's defaults where River's do not fit an error stream (see ConceptDriftMonitor)
-DETECTOR_DEFAULTS: dict[str, dict[str, Any]] = {"pagehinkley": {"mode": "up"}}
+# fusionkit's defaults where River's do not fit an error stream (see ConceptDriftMonitor);
+# KSWIN samples its window at random: seeded, its alarms are the same on every run and on
+# a replay from a checkpoint (unseeded, 2 runs in 131 of one error stream raised none)
+DETECTOR_DEFAULTS: dict[str, dict[str, Any]] = {"pagehinkley": {"mode": "up"},
+                                                "kswin": {"seed": 0}}
 
 
 def _key(name: str) -> str:

@@ -448,6 +448,16 @@ def test_each_detector_fires_on_a_rise_and_not_on_a_fall(name):
     assert alarms[0].statistic == type(make_detector(name)).__name__.lower()
 
 
+def test_kswin_alarms_are_the_same_on_every_run():
+    """KSWIN samples its window at random: made by name it is seeded, so one error stream
+    gives one list of alarms (unseeded, some runs raised none on a clear rise)."""
+    rng = np.random.default_rng(19)
+    errors = bernoulli(rng, np.r_[np.full(3_000, 0.1), np.full(1_500, 0.6)])
+    runs = {tuple(a.offset for a in ConceptDriftMonitor("kswin", window_test=False)
+                  .update(errors).alarms) for _ in range(30)}
+    assert len(runs) == 1 and next(iter(runs))
+
+
 @settings(max_examples=15, deadline=None)
 @given(st.lists(st.integers(1, 3_000), min_size=1, max_size=8))
 def test_concept_alarms_do_not_depend_on_batch_boundaries(sizes):
