@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from fusionkit._clock import monotonic
-from fusionkit.streaming.tables import TableState, other_form
+from fusionkit.streaming.tables import TableState, held
 
 __all__ = ["Enricher", "Features", "FeatureError", "RowFeatures"]
 
@@ -196,11 +196,7 @@ class TableCopy:
     def get(self, key: Any) -> tuple | None:
         """The values of ``key`` (or of its other spelling, ``"17"`` for ``17``: as the
         table reads it); None: not held."""
-        key = _hashable(key)
-        got = self.values.get(key)
-        if got is None and (other := other_form(key)) is not None:
-            got = self.values.get(other)
-        return got
+        return held(self.values, _hashable(key))
 
 
 class RowFeatures:

@@ -62,7 +62,7 @@ from fusionkit.streaming.expiry import grow_slots
 from fusionkit.streaming.operators import key_hash
 from fusionkit.streaming.windows import SlidingWindow, _index, _spread
 
-__all__ = ["AS_OF", "MISS", "TableState", "merge_parts", "other_form", "part_of", "split_keys"]
+__all__ = ["AS_OF", "MISS", "TableState", "held", "merge_parts", "other_form", "part_of", "split_keys"]
 
 AS_OF, MISS = "as_of", "miss"  # output columns: the newest event time of a key, no value
 KC, BKT = "_kc", "_bkt"  # the rows kept: key code, slide index (rows sorted by both)
@@ -194,10 +194,8 @@ class TableState:
         return pd.DataFrame({self.key: keys if keys else np.empty(0, dtype=object), **out})
 
     def _code(self, key: Any) -> int:
-        """The code of ``key``, or of its other spelling (``other_form``); -1: not held."""
-        code = self._slot.get(key)
-        if code is None and (other := other_form(key)) is not None:
-            code = self._slot.get(other)
+        """The code of ``key`` in either spelling (``held``); -1: not held."""
+        code = held(self._slot, key)
         return -1 if code is None else code
 
     def changes_since(self, version: int) -> tuple[list, list] | None:
@@ -546,6 +544,15 @@ def other_form(key: Any) -> Any:
     if isinstance(key, (float, np.floating)) and math.isfinite(key) and key == int(key):
         return str(int(key))
     return None
+
+
+def held(by_key: dict, key: Any) -> Any:
+    """What ``by_key`` holds for ``key``, or else for its other spelling (``other_form``);
+    None: neither is held. How a table and a replica's copy of it find a key."""
+    got = by_key.get(key)
+    if got is None and (other := other_form(key)) is not None:
+        got = by_key.get(other)
+    return got
 
 
 def split_keys(keys: list[Any], count: int) -> list[np.ndarray]:
